@@ -1,0 +1,718 @@
+#!/usr/bin/env bash
+# jobdock test bed: a Docker daemon, local test images, a local registry and
+# non-root test users on a Debian machine without systemd.
+#
+#   scripts/testbed.sh [up] [--rebuild]   bring everything up (idempotent)
+#   scripts/testbed.sh down               stop the registry and dockerd started here
+#   scripts/testbed.sh status             report; exit 1 if daemon or registry is down
+#
+# Must run as root. Each step prints one "testbed: ..." line; noisy command
+# output goes to files in $TESTBED_LOG_DIR.
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings --
+TESTBED_LOG_DIR=/var/log/jobdock-testbed
+TESTBED_ETC_DIR=/etc/jobdock-testbed
+TESTBED_STATE_DIR=/var/lib/jobdock-testbed
+TESTBED_RUN_DIR=/run/jobdock-testbed
+TESTBED_LOCK=$TESTBED_RUN_DIR/testbed.lock
+TESTBED_UA=jobdock-testbed            # User-Agent of this script's own registry requests
+
+APT_LOG=$TESTBED_LOG_DIR/apt.log
+IMAGES_LOG=$TESTBED_LOG_DIR/images.log
+PUSH_LOG=$TESTBED_LOG_DIR/push.log
+USERS_LOG=$TESTBED_LOG_DIR/users.log
+
+DOCKER_PACKAGES=(docker.io)
+BASE_PACKAGES=(busybox-static docker-registry curl)
+POLICY_RC_D=/usr/sbin/policy-rc.d     # keeps package postinst from starting daemons
+
+DOCKERD_BIN=/usr/sbin/dockerd
+DOCKER_SOCK=/var/run/docker.sock
+DOCKER_PIDFILE=/var/run/docker.pid    # written by dockerd itself
+DOCKER_DAEMON_JSON=/etc/docker/daemon.json
+DOCKERD_PIDFILE=$TESTBED_RUN_DIR/dockerd.pid   # exists = dockerd was started by this script
+DOCKERD_LOG=$TESTBED_LOG_DIR/dockerd.log
+DOCKERD_STORAGE_DRIVER=overlay2
+DOCKERD_WAIT=${TESTBED_DOCKERD_WAIT:-60}       # seconds
+DOCKER_CLIENTS=(/usr/bin/docker /usr/local/bin/docker)   # first one that answers wins
+
+# dockerd 20.10 uses a system containerd if this socket exists, else it starts
+# and supervises its own containerd under $CONTAINERD_MANAGED_DIR.
+CONTAINERD_SYSTEM_SOCK=/run/containerd/containerd.sock
+CONTAINERD_MANAGED_DIR=/var/run/docker/containerd
+CONTAINERD_MANAGED_PIDFILE=$CONTAINERD_MANAGED_DIR/containerd.pid
+
+REGISTRY_BIN=/usr/bin/docker-registry
+REGISTRY_USER=docker-registry         # system user made by the docker-registry package
+REGISTRY_ADDR=127.0.0.1:5000
+REGISTRY_URL=http://$REGISTRY_ADDR
+REGISTRY_CONFIG=$TESTBED_ETC_DIR/registry.yml
+REGISTRY_STORAGE=$TESTBED_STATE_DIR/registry
+REGISTRY_LOG=$TESTBED_LOG_DIR/registry.log          # access log (stdout): one line per request
+REGISTRY_APP_LOG=$TESTBED_LOG_DIR/registry-app.log  # application log (stderr)
+REGISTRY_PIDFILE=$TESTBED_RUN_DIR/registry.pid
+REGISTRY_WAIT=${TESTBED_REGISTRY_WAIT:-20}          # seconds
+
+BUSYBOX_BIN=/bin/busybox
+IMAGE_BUSYBOX=jobdock-test/busybox:latest
+IMAGE_NOSHELL=jobdock-test/noshell:latest
+REGISTRY_REPO=jobdock-test/busybox
+REGISTRY_TAG=latest
+IMAGE_REMOTE=$REGISTRY_ADDR/$REGISTRY_REPO:$REGISTRY_TAG
+IMAGE_PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+REQUIRED_APPLETS=(sh id whoami cat ls sleep echo true false env grep head dd kill
+  yes wc sha256sum md5sum stat mkdir touch seq printf test)
+
+# name:gid
+TEST_GROUPS=(jdalice:2001 jdbob:2002 jdproj:3001 jdshared:3002)
+# name:uid:gid:supplementary,groups:home
+TEST_USERS=('jdalice:2001:2001:jdproj,jdshared:/home/jdalice'
+  'jdbob:2002:2002:jdshared:/home/jdbob')
+
+# ----------------------------------------------------------------- helpers --
+for _d in /usr/sbin /sbin /usr/bin /bin; do
+  case ":$PATH:" in *":$_d:"*) ;; *) PATH=$PATH:$_d ;; esac
+done
+export PATH
+
+DOCKER_CLI=""
+APT_UPDATED=0
+CLEANUP_PATHS=()
+
+say() { printf 'testbed: %s\n' "$*"; }
+warn() { printf 'testbed: WARNING: %s\n' "$*" >&2; }
+die() { printf 'testbed: ERROR: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  local p
+  for p in "${CLEANUP_PATHS[@]}"; do rm -rf -- "$p"; done
+}
+trap cleanup EXIT
+
+# tail_log FILE [OFFSET]: last lines of FILE (from byte OFFSET on) to stderr.
+tail_log() {
+  local file=$1 offset=${2:-0}
+  [[ -f $file ]] || return 0
+  printf 'testbed: --- last lines of %s ---\n' "$file" >&2
+  tail -c +"$((offset + 1))" "$file" | tail -n 25 | sed 's/^/    /' >&2
+}
+
+# run_logged LOG CMD...: run CMD with output appended to LOG; on failure
+# show the log tail and die.
+run_logged() {
+  local log=$1; shift
+  printf '=== %s $ %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
+  if ! "$@" >>"$log" 2>&1; then
+    tail_log "$log"
+    die "command failed: $* (full output in $log)"
+  fi
+}
+
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# pidfile_pid FILE: the pid in FILE, or nothing.
+pidfile_pid() {
+  local pid=""
+  if [[ -r $1 ]]; then read -r pid <"$1" 2>/dev/null || true; fi
+  [[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
+  return 0
+}
+
+# pid_is PID COMM: PID is a live (non-zombie) process whose name is COMM.
+# Guards against stale pid files whose pid now belongs to something else.
+pid_is() {
+  local pid=$1 comm=$2 stat name
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  name=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != [ZX] && $name == "$comm" ]]
+}
+
+# stop_pid PID COMM WHAT SECONDS: SIGTERM, wait, then SIGKILL.
+stop_pid() {
+  local pid=$1 comm=$2 what=$3 wait=$4 i
+  pid_is "$pid" "$comm" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < wait * 5; i++)); do
+    pid_is "$pid" "$comm" || return 0
+    sleep 0.2
+  done
+  warn "$what (pid $pid) ignored SIGTERM for ${wait}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 25; i++)); do
+    pid_is "$pid" "$comm" || return 0
+    sleep 0.2
+  done
+  die "$what (pid $pid) does not die"
+}
+
+# sock_listening PATH: something accepts connections on the unix socket.
+# curl exit 7 = connection refused = stale socket file.
+sock_listening() {
+  local rc=0
+  [[ -S $1 ]] || return 1
+  curl -s -o /dev/null --max-time 2 --unix-socket "$1" http://localhost/ 2>/dev/null || rc=$?
+  [[ $rc -ne 7 ]]
+}
+
+daemon_answers() {
+  [[ -S $DOCKER_SOCK ]] || return 1
+  if command -v curl >/dev/null 2>&1; then
+    [[ $(curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCK" http://localhost/_ping 2>/dev/null) == OK ]]
+  else
+    local c
+    for c in "${DOCKER_CLIENTS[@]}"; do
+      [[ -x $c ]] || continue
+      DOCKER_HOST=unix://$DOCKER_SOCK "$c" version --format '{{.Server.Version}}' >/dev/null 2>&1 && return 0
+    done
+    return 1
+  fi
+}
+
+registry_answers() {
+  curl -fsS --max-time 5 -A "$TESTBED_UA" -o /dev/null "$REGISTRY_URL/v2/" 2>/dev/null
+}
+
+# dk ARGS...: the chosen docker client, always talking to $DOCKER_SOCK.
+dk() { DOCKER_HOST=unix://$DOCKER_SOCK "$DOCKER_CLI" "$@"; }
+
+pick_docker_cli() {
+  local c
+  for c in "${DOCKER_CLIENTS[@]}" "$(command -v docker 2>/dev/null || true)"; do
+    [[ -n $c && -x $c ]] || continue
+    if DOCKER_HOST=unix://$DOCKER_SOCK "$c" version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+      DOCKER_CLI=$c
+      return 0
+    fi
+  done
+  die "no docker client (${DOCKER_CLIENTS[*]}) can talk to the daemon on $DOCKER_SOCK"
+}
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"; }
+
+make_dirs() {
+  install -d -m 0755 "$TESTBED_LOG_DIR" "$TESTBED_ETC_DIR" "$TESTBED_STATE_DIR" "$TESTBED_RUN_DIR"
+}
+
+take_lock() {
+  exec 9>"$TESTBED_LOCK"
+  flock -w 600 9 || die "another testbed.sh holds $TESTBED_LOCK"
+}
+
+# --------------------------------------------------------------- packages --
+pkg_installed() {
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+ensure_packages() {
+  local p missing=() made_policy=0
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  if ((${#missing[@]} == 0)); then
+    say "packages present: $*"
+    return 0
+  fi
+  say "installing packages: ${missing[*]} (log: $APT_LOG)"
+  if ((APT_UPDATED == 0)); then
+    run_logged "$APT_LOG" apt-get update
+    APT_UPDATED=1
+  fi
+  # This script starts the daemons itself; keep postinst scripts from doing it.
+  if [[ ! -e $POLICY_RC_D ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC_D"
+    chmod 0755 "$POLICY_RC_D"
+    CLEANUP_PATHS+=("$POLICY_RC_D")
+    made_policy=1
+  fi
+  run_logged "$APT_LOG" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+  if ((made_policy)); then rm -f "$POLICY_RC_D"; fi
+}
+
+# ----------------------------------------------------------------- dockerd --
+# Remove pid files and sockets left behind by killed daemons. Only called
+# when nothing answers on $DOCKER_SOCK.
+clean_stale_docker_files() {
+  local removed=() pid f
+  pid=$(pidfile_pid "$DOCKER_PIDFILE")
+  if [[ -e $DOCKER_PIDFILE ]] && ! pid_is "$pid" dockerd; then
+    rm -f "$DOCKER_PIDFILE"; removed+=("$DOCKER_PIDFILE")
+  fi
+  pid=$(pidfile_pid "$DOCKERD_PIDFILE")
+  if [[ -e $DOCKERD_PIDFILE ]] && ! pid_is "$pid" dockerd; then
+    rm -f "$DOCKERD_PIDFILE"; removed+=("$DOCKERD_PIDFILE")
+  fi
+  if [[ -e $DOCKER_SOCK ]]; then
+    rm -f "$DOCKER_SOCK"; removed+=("$DOCKER_SOCK")
+  fi
+  # A dead system containerd socket would make dockerd try (and fail) to use it.
+  if [[ -e $CONTAINERD_SYSTEM_SOCK ]] && ! sock_listening "$CONTAINERD_SYSTEM_SOCK"; then
+    rm -f "$CONTAINERD_SYSTEM_SOCK" "$CONTAINERD_SYSTEM_SOCK.ttrpc"
+    removed+=("$CONTAINERD_SYSTEM_SOCK")
+  fi
+  # dockerd's own containerd: dockerd re-adopts a live one via its pid file,
+  # so keep a working one, drop a hung one and anything stale.
+  pid=$(pidfile_pid "$CONTAINERD_MANAGED_PIDFILE")
+  if pid_is "$pid" containerd && ! sock_listening "$CONTAINERD_MANAGED_DIR/containerd.sock"; then
+    stop_pid "$pid" containerd "orphaned containerd" 10
+  fi
+  if ! pid_is "$pid" containerd; then
+    for f in "$CONTAINERD_MANAGED_PIDFILE" "$CONTAINERD_MANAGED_DIR/containerd.sock" \
+      "$CONTAINERD_MANAGED_DIR/containerd.sock.ttrpc" "$CONTAINERD_MANAGED_DIR/containerd-debug.sock"; do
+      if [[ -e $f ]]; then rm -f "$f"; removed+=("$f"); fi
+    done
+  fi
+  if ((${#removed[@]})); then
+    say "removed stale files: ${removed[*]}"
+  fi
+}
+
+# wait_dockerd: 0 = answers, 1 = timed out, 2 = process died.
+wait_dockerd() {
+  local deadline=$((SECONDS + DOCKERD_WAIT)) pid
+  while ((SECONDS < deadline)); do
+    daemon_answers && return 0
+    pid=$(pidfile_pid "$DOCKERD_PIDFILE")
+    if [[ -n $pid ]] && ! pid_is "$pid" dockerd; then
+      daemon_answers && return 0
+      return 2
+    fi
+    sleep 0.5
+  done
+  return 1
+}
+
+# start_dockerd [STORAGE_DRIVER]
+start_dockerd() {
+  local driver=${1:-} args
+  args=(--host "unix://$DOCKER_SOCK" --pidfile "$DOCKER_PIDFILE")
+  if [[ -n $driver ]]; then args+=(--storage-driver "$driver"); fi
+  printf '=== %s testbed: starting %s %s\n' "$(date -u +%FT%TZ)" "$DOCKERD_BIN" "${args[*]}" >>"$DOCKERD_LOG"
+  # --background forks and calls setsid(): dockerd outlives this script.
+  start-stop-daemon --start --background --no-close --make-pidfile \
+    --pidfile "$DOCKERD_PIDFILE" --exec "$DOCKERD_BIN" -- "${args[@]}" \
+    </dev/null >>"$DOCKERD_LOG" 2>&1 || die "start-stop-daemon could not start $DOCKERD_BIN"
+}
+
+daemon_json_sets_storage() {
+  [[ -f $DOCKER_DAEMON_JSON ]] && grep -q '"storage-driver"' "$DOCKER_DAEMON_JSON"
+}
+
+ensure_dockerd() {
+  local pid ours rc offset driver
+  if daemon_answers; then
+    ensure_packages "${BASE_PACKAGES[@]}"
+    pick_docker_cli
+    ours=$(pidfile_pid "$DOCKERD_PIDFILE")
+    if pid_is "$ours" dockerd; then
+      say "dockerd already answering on $DOCKER_SOCK (pid $ours, started by testbed)"
+    else
+      say "a docker daemon already answers on $DOCKER_SOCK (not started by testbed; using it)"
+    fi
+    return 0
+  fi
+
+  ensure_packages "${DOCKER_PACKAGES[@]}" "${BASE_PACKAGES[@]}"
+  [[ -x $DOCKERD_BIN ]] || die "$DOCKERD_BIN missing although docker.io is installed"
+
+  # A dockerd that is alive but not answering: still starting, or hung.
+  ours=$(pidfile_pid "$DOCKERD_PIDFILE")
+  for pid in "$ours" "$(pidfile_pid "$DOCKER_PIDFILE")"; do
+    pid_is "$pid" dockerd || continue
+    say "dockerd pid $pid is alive but not answering; waiting up to ${DOCKERD_WAIT}s"
+    rc=0; wait_dockerd || rc=$?
+    if ((rc == 0)); then
+      pick_docker_cli
+      say "dockerd (pid $pid) answers now"
+      return 0
+    fi
+    if [[ $pid == "$ours" ]]; then
+      say "stopping unresponsive dockerd pid $pid (started by testbed)"
+      stop_pid "$pid" dockerd dockerd 20
+    else
+      tail_log "$DOCKERD_LOG"
+      die "dockerd pid $pid (not started by testbed) does not answer on $DOCKER_SOCK; stop it and re-run"
+    fi
+  done
+
+  clean_stale_docker_files
+
+  driver=$DOCKERD_STORAGE_DRIVER
+  if daemon_json_sets_storage; then driver=""; fi
+  offset=$(file_size "$DOCKERD_LOG")
+  start_dockerd "$driver"
+  rc=0; wait_dockerd || rc=$?
+  if ((rc == 2)) && [[ -n $driver ]] && tail -c +"$((offset + 1))" "$DOCKERD_LOG" | grep -qi "$driver"; then
+    say "storage driver $driver does not work here; letting dockerd choose"
+    clean_stale_docker_files
+    offset=$(file_size "$DOCKERD_LOG")
+    start_dockerd ""
+    rc=0; wait_dockerd || rc=$?
+  fi
+  case $rc in
+    0) ;;
+    1) tail_log "$DOCKERD_LOG" "$offset"
+       die "dockerd did not answer on $DOCKER_SOCK within ${DOCKERD_WAIT}s (log: $DOCKERD_LOG)" ;;
+    *) tail_log "$DOCKERD_LOG" "$offset"
+       die "dockerd exited during startup (log: $DOCKERD_LOG)" ;;
+  esac
+  pick_docker_cli
+  say "dockerd started (pid $(pidfile_pid "$DOCKERD_PIDFILE"), storage $(dk info --format '{{.Driver}}'), log $DOCKERD_LOG)"
+}
+
+# ------------------------------------------------------------------ images --
+image_exists() { dk image inspect "$1" >/dev/null 2>&1; }
+
+# Scratch space, removed on exit. Call outside $(...) so the cleanup is registered.
+WORK_DIR=""
+make_work_dir() {
+  [[ -n $WORK_DIR ]] && return 0
+  WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/jobdock-testbed.XXXXXX")
+  CLEANUP_PATHS+=("$WORK_DIR")
+}
+
+build_busybox_rootfs() {
+  local root=$1 applet
+  [[ -x $BUSYBOX_BIN ]] || die "$BUSYBOX_BIN missing (package busybox-static)"
+  install -d -m 0755 "$root"/{bin,sbin,etc,usr,usr/bin,usr/sbin,home,dev,proc,sys,run,var}
+  install -d -m 0700 "$root/root"
+  install -d -m 1777 "$root/tmp" "$root/var/tmp"
+  install -m 0755 "$BUSYBOX_BIN" "$root/bin/busybox"
+  # Every applet busybox has, as a symlink in /bin.
+  while read -r applet; do
+    [[ -n $applet && $applet != busybox && ! -e $root/bin/$applet ]] || continue
+    ln -s busybox "$root/bin/$applet"
+  done < <("$BUSYBOX_BIN" --list)
+  for applet in "${REQUIRED_APPLETS[@]}"; do
+    [[ -L $root/bin/$applet ]] || die "$BUSYBOX_BIN has no '$applet' applet"
+  done
+  ln -s ../../bin/busybox "$root/usr/bin/env"    # for "#!/usr/bin/env" scripts
+  cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+  cat >"$root/etc/group" <<'EOF'
+root:x:0:
+nobody:x:65534:
+EOF
+  chmod 0644 "$root/etc/passwd" "$root/etc/group"
+}
+
+# import_rootfs DIR IMAGE CHANGE...: tar DIR (as root-owned) into IMAGE.
+import_rootfs() {
+  local root=$1 image=$2; shift 2
+  local changes=() c
+  for c in "$@"; do changes+=(--change "$c"); done
+  printf '=== %s import %s\n' "$(date -u +%FT%TZ)" "$image" >>"$IMAGES_LOG"
+  if ! tar --numeric-owner --owner=0 --group=0 -C "$root" -c . 2>>"$IMAGES_LOG" \
+    | dk import "${changes[@]}" - "$image" >>"$IMAGES_LOG" 2>&1; then
+    tail_log "$IMAGES_LOG"
+    die "docker import of $image failed (log: $IMAGES_LOG)"
+  fi
+}
+
+ensure_images() {
+  local rebuild=$1 tmp
+  if ((rebuild == 0)) && image_exists "$IMAGE_BUSYBOX"; then
+    say "image $IMAGE_BUSYBOX present"
+  else
+    tmp=$WORK_DIR/busybox
+    build_busybox_rootfs "$tmp/rootfs"
+    import_rootfs "$tmp/rootfs" "$IMAGE_BUSYBOX" "ENV $IMAGE_PATH_ENV" 'CMD ["/bin/sh"]'
+    dk run --rm --network none "$IMAGE_BUSYBOX" true >>"$IMAGES_LOG" 2>&1 \
+      || { tail_log "$IMAGES_LOG"; die "fresh image $IMAGE_BUSYBOX does not run"; }
+    say "image $IMAGE_BUSYBOX built ($(dk image inspect -f '{{.Id}}' "$IMAGE_BUSYBOX" | cut -c1-19))"
+  fi
+
+  if ((rebuild == 0)) && image_exists "$IMAGE_NOSHELL"; then
+    say "image $IMAGE_NOSHELL present"
+  else
+    tmp=$WORK_DIR/noshell
+    install -d -m 0755 "$tmp/rootfs"
+    # One static file; busybox picks the applet from argv[0]'s basename.
+    install -m 0755 "$BUSYBOX_BIN" "$tmp/rootfs/true"
+    import_rootfs "$tmp/rootfs" "$IMAGE_NOSHELL" 'CMD ["/true"]'
+    say "image $IMAGE_NOSHELL built ($(dk image inspect -f '{{.Id}}' "$IMAGE_NOSHELL" | cut -c1-19), no /bin/sh)"
+  fi
+}
+
+# ---------------------------------------------------------------- registry --
+write_registry_config() {
+  local tmp=$WORK_DIR/registry.yml
+  cat >"$tmp" <<EOF
+# Written by scripts/testbed.sh; changes are overwritten.
+version: 0.1
+log:
+  level: info
+  formatter: text
+  fields:
+    service: registry
+  # The access log (Apache combined format, one line per HTTP request) goes to
+  # stdout, which testbed.sh appends to $REGISTRY_LOG.
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_STORAGE
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: $REGISTRY_ADDR
+  secret: jobdock-testbed-local-only
+  headers:
+    X-Content-Type-Options: [nosniff]
+EOF
+  if cmp -s "$tmp" "$REGISTRY_CONFIG"; then
+    return 1
+  fi
+  install -m 0644 "$tmp" "$REGISTRY_CONFIG"
+  return 0
+}
+
+# A docker-registry serving our config whose pid file got lost.
+find_registry_pid() {
+  local pid
+  pid=$(pidfile_pid "$REGISTRY_PIDFILE")
+  if pid_is "$pid" docker-registry; then printf '%s' "$pid"; return 0; fi
+  for pid in $(pgrep -x docker-registry 2>/dev/null || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$REGISTRY_CONFIG"; then
+      printf '%s' "$pid" >"$REGISTRY_PIDFILE"
+      printf '%s' "$pid"
+      return 0
+    fi
+  done
+  return 0
+}
+
+start_registry() {
+  local chuid=() offset deadline pid
+  [[ -x $REGISTRY_BIN ]] || die "$REGISTRY_BIN missing (package docker-registry)"
+  install -d -m 0755 "$REGISTRY_STORAGE"
+  if id -u "$REGISTRY_USER" >/dev/null 2>&1; then
+    chown -R "$REGISTRY_USER:" "$REGISTRY_STORAGE"
+    chuid=(--chuid "$REGISTRY_USER")
+  fi
+  rm -f "$REGISTRY_PIDFILE"
+  offset=$(file_size "$REGISTRY_APP_LOG")
+  printf '=== %s testbed: starting %s serve %s\n' "$(date -u +%FT%TZ)" "$REGISTRY_BIN" "$REGISTRY_CONFIG" >>"$REGISTRY_APP_LOG"
+  start-stop-daemon --start --background --no-close --make-pidfile \
+    --pidfile "$REGISTRY_PIDFILE" "${chuid[@]}" --exec "$REGISTRY_BIN" -- serve "$REGISTRY_CONFIG" \
+    </dev/null >>"$REGISTRY_LOG" 2>>"$REGISTRY_APP_LOG" || die "start-stop-daemon could not start $REGISTRY_BIN"
+  deadline=$((SECONDS + REGISTRY_WAIT))
+  while ((SECONDS < deadline)); do
+    registry_answers && return 0
+    pid=$(pidfile_pid "$REGISTRY_PIDFILE")
+    if [[ -n $pid ]] && ! pid_is "$pid" docker-registry; then
+      tail_log "$REGISTRY_APP_LOG" "$offset"
+      die "registry exited during startup (log: $REGISTRY_APP_LOG)"
+    fi
+    sleep 0.3
+  done
+  tail_log "$REGISTRY_APP_LOG" "$offset"
+  die "registry did not answer on $REGISTRY_URL/v2/ within ${REGISTRY_WAIT}s"
+}
+
+ensure_registry() {
+  local changed=0 pid
+  write_registry_config && changed=1
+  pid=$(find_registry_pid)
+  if registry_answers; then
+    if [[ -z $pid ]]; then
+      die "something not started by testbed answers on $REGISTRY_URL; stop it (its request log would not be $REGISTRY_LOG)"
+    fi
+    if ((changed == 0)); then
+      say "registry already answering on $REGISTRY_URL (pid $pid)"
+      return 0
+    fi
+    say "registry config changed; restarting registry pid $pid"
+  elif [[ -n $pid ]]; then
+    say "registry pid $pid not answering; restarting it"
+  fi
+  if [[ -n $pid ]]; then stop_pid "$pid" docker-registry registry 10; fi
+  start_registry
+  say "registry started on $REGISTRY_URL (pid $(pidfile_pid "$REGISTRY_PIDFILE"), access log $REGISTRY_LOG)"
+}
+
+check_insecure_loopback() {
+  local cidrs
+  cidrs=$(dk info --format '{{json .RegistryConfig.InsecureRegistryCIDRs}}' 2>/dev/null || true)
+  [[ $cidrs == *'"127.0.0.0/8"'* ]] \
+    || die "dockerd does not treat 127.0.0.0/8 as an insecure registry (InsecureRegistryCIDRs: ${cidrs:-?}); pushing to $REGISTRY_ADDR would need TLS"
+}
+
+remote_digest() {
+  curl -fsS --max-time 10 -A "$TESTBED_UA" -I \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "$REGISTRY_URL/v2/$REGISTRY_REPO/manifests/$REGISTRY_TAG" 2>/dev/null \
+    | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" { print $2 }'
+}
+
+ensure_pushed() {
+  local rebuild=$1 digest
+  check_insecure_loopback
+  digest=$(remote_digest || true)
+  if ((rebuild == 0)) && [[ -n $digest ]] && dk image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE_BUSYBOX" 2>/dev/null \
+    | grep -qxF "$REGISTRY_ADDR/$REGISTRY_REPO@$digest"; then
+    say "$IMAGE_REMOTE already pushed ($digest)"
+    return 0
+  fi
+  run_logged "$PUSH_LOG" dk tag "$IMAGE_BUSYBOX" "$IMAGE_REMOTE"
+  run_logged "$PUSH_LOG" dk push "$IMAGE_REMOTE"
+  digest=$(remote_digest || true)
+  [[ -n $digest ]] || die "push of $IMAGE_REMOTE reported success but the registry has no manifest"
+  say "pushed $IMAGE_REMOTE ($digest)"
+}
+
+# ------------------------------------------------------------------- users --
+ensure_users() {
+  local entry name gid uid supp home cur actions=() g
+  for entry in "${TEST_GROUPS[@]}"; do
+    IFS=: read -r name gid <<<"$entry"
+    if cur=$(getent group "$name"); then
+      [[ $(cut -d: -f3 <<<"$cur") == "$gid" ]] || die "group $name exists with gid $(cut -d: -f3 <<<"$cur"), expected $gid"
+    else
+      if getent group "$gid" >/dev/null; then die "gid $gid is taken by group $(getent group "$gid" | cut -d: -f1)"; fi
+      run_logged "$USERS_LOG" groupadd -g "$gid" "$name"
+      actions+=("group $name")
+    fi
+  done
+  for entry in "${TEST_USERS[@]}"; do
+    IFS=: read -r name uid gid supp home <<<"$entry"
+    if cur=$(getent passwd "$name"); then
+      [[ $(cut -d: -f3,4 <<<"$cur") == "$uid:$gid" ]] \
+        || die "user $name exists as $(cut -d: -f3,4 <<<"$cur"), expected $uid:$gid"
+      for g in ${supp//,/ }; do
+        if ! id -nG "$name" | tr ' ' '\n' | grep -qxF "$g"; then
+          run_logged "$USERS_LOG" usermod -a -G "$g" "$name"
+          actions+=("$name+$g")
+        fi
+      done
+    else
+      if getent passwd "$uid" >/dev/null; then die "uid $uid is taken by user $(getent passwd "$uid" | cut -d: -f1)"; fi
+      run_logged "$USERS_LOG" useradd -u "$uid" -g "$gid" -G "$supp" -d "$home" -m -s /bin/bash "$name"
+      actions+=("user $name")
+    fi
+    install -d -m 0700 -o "$uid" -g "$gid" "$home"
+    chown "$uid:$gid" "$home"
+    chmod 0700 "$home"
+  done
+  if ((${#actions[@]})); then
+    say "users: created/updated ${actions[*]}"
+  else
+    say "users present: jdalice jdbob"
+  fi
+}
+
+# ----------------------------------------------------------------- summary --
+users_line() {
+  local entry name out=""
+  for entry in "${TEST_USERS[@]}"; do
+    name=${entry%%:*}
+    out+="${out:+; }$(id "$name" 2>/dev/null || echo "$name MISSING")"
+  done
+  printf '%s' "$out"
+}
+
+summary() {
+  local v ours rpid img line
+  v=$(dk version --format '{{.Server.Version}} (API {{.Server.APIVersion}}, client {{.Client.Version}} API {{.Client.APIVersion}})' 2>/dev/null || echo '?')
+  ours=$(pidfile_pid "$DOCKERD_PIDFILE")
+  if pid_is "$ours" dockerd; then ours="pid $ours, started by testbed"; else ours="not started by testbed"; fi
+  say "docker:   $v via $DOCKER_CLI; storage $(dk info --format '{{.Driver}}, cgroup v{{.CgroupVersion}}' 2>/dev/null); $ours"
+  for img in "$IMAGE_BUSYBOX" "$IMAGE_NOSHELL" "$IMAGE_REMOTE"; do
+    line=$(dk image inspect -f '{{.Id}}' "$img" 2>/dev/null | cut -c1-19) || line=MISSING
+    say "image:    $img ${line:-MISSING}"
+  done
+  rpid=$(pidfile_pid "$REGISTRY_PIDFILE")
+  say "registry: $REGISTRY_URL (pid ${rpid:-?}) repo $REGISTRY_REPO:$REGISTRY_TAG; access log $REGISTRY_LOG"
+  say "users:    $(users_line)"
+}
+
+# ---------------------------------------------------------------- commands --
+cmd_up() {
+  local rebuild=$1 start=$SECONDS
+  need_root up
+  make_dirs
+  take_lock
+  make_work_dir
+  ensure_dockerd
+  ensure_images "$rebuild"
+  ensure_registry
+  ensure_pushed "$rebuild"
+  ensure_users
+  summary
+  say "up done in $((SECONDS - start))s"
+}
+
+cmd_down() {
+  local pid
+  need_root down
+  make_dirs
+  take_lock
+  pid=$(pidfile_pid "$REGISTRY_PIDFILE")
+  if pid_is "$pid" docker-registry; then
+    stop_pid "$pid" docker-registry registry 10
+    say "registry stopped (pid $pid)"
+  else
+    say "registry not running (no live pid in $REGISTRY_PIDFILE)"
+  fi
+  rm -f "$REGISTRY_PIDFILE"
+  pid=$(pidfile_pid "$DOCKERD_PIDFILE")
+  if pid_is "$pid" dockerd; then
+    stop_pid "$pid" dockerd dockerd 30
+    say "dockerd stopped (pid $pid)"
+  else
+    say "dockerd not started by testbed (no live pid in $DOCKERD_PIDFILE); left alone"
+  fi
+  rm -f "$DOCKERD_PIDFILE"
+}
+
+cmd_status() {
+  local rc=0 pid
+  if daemon_answers; then
+    pick_docker_cli
+    pid=$(pidfile_pid "$DOCKERD_PIDFILE")
+    say "docker daemon answers on $DOCKER_SOCK"
+  else
+    say "docker daemon NOT answering on $DOCKER_SOCK"
+    rc=1
+  fi
+  if registry_answers; then
+    say "registry answers on $REGISTRY_URL"
+  else
+    say "registry NOT answering on $REGISTRY_URL"
+    rc=1
+  fi
+  if [[ -n $DOCKER_CLI ]]; then
+    summary
+  else
+    say "users:    $(users_line)"
+  fi
+  return "$rc"
+}
+
+usage() {
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=up rebuild=0 arg
+  for arg in "$@"; do
+    case $arg in
+      up | down | status) cmd=$arg ;;
+      --rebuild) rebuild=1 ;;
+      -h | --help | help) usage; return 0 ;;
+      *) usage >&2; die "unknown argument: $arg" ;;
+    esac
+  done
+  case $cmd in
+    up) cmd_up "$rebuild" ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,224 @@
+//! The only place where the process (its environment, ids, files, terminal) meets the planner and
+//! the engine. Reads a snapshot once, plans, then prints or runs; maps every failure to one exit
+//! code from `exit`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, Command, JobArgs};
+use crate::config::{self, ConfigError, SiteConfig};
+use crate::exit;
+use crate::identity::{self, Caller, IdentityError};
+use crate::job::{self, Env, JobError};
+use crate::plan::{self, ContainerPlan, PlanError, Request, Snapshot};
+use crate::probe::AsUser;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "--config: only root may choose the site config (it is {})",
+        config::DEFAULT_PATH
+    )]
+    ConfigNotRoot,
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "`jobdock run` cannot execute jobs yet: the engine is not implemented (use `jobdock plan` to see the container)"
+    )]
+    NotImplemented,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) => exit::CONFIG,
+            // NSS not answering is the node's fault, not the job's.
+            AppError::Identity(IdentityError::Lookup { .. }) => exit::INFRASTRUCTURE,
+            AppError::ConfigNotRoot
+            | AppError::Job(_)
+            | AppError::Identity(_)
+            | AppError::Plan(_) => exit::REFUSED,
+            AppError::NotImplemented | AppError::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(cli: Cli) -> u8 {
+    let env = env_snapshot();
+    let level = cli
+        .log_level
+        .as_deref()
+        .and_then(crate::policy::parse_level_name)
+        .or_else(|| {
+            let s = crate::policy::setting(&env, "RUN_LOGLEVEL")
+                .ok()
+                .flatten()?;
+            crate::policy::parse_log_level(&s).ok()
+        })
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(nix::unistd::isatty(std::io::stderr()).unwrap_or(false))
+        .init();
+    if let Some(l) = cli
+        .log_level
+        .as_deref()
+        .filter(|l| crate::policy::parse_level_name(l).is_none())
+    {
+        eprintln!("jobdock: --log-level {l:?}: must be error, warn, info, debug or trace");
+        return exit::REFUSED;
+    }
+
+    let result = match cli.command {
+        Command::CheckConfig { path } => return check_config(path.as_deref()),
+        Command::Plan { job, json } => prepare(&job, env).map(|plan| print_plan(&plan, json)),
+        Command::Run(job) => prepare(&job, env).and_then(|plan| {
+            tracing::debug!("plan:\n{}", plan::render::docker_run_text(&plan));
+            Err(AppError::NotImplemented)
+        }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("jobdock: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>) -> u8 {
+    let path = path.unwrap_or(Path::new(config::DEFAULT_PATH));
+    match SiteConfig::load(path, true) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            0
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            for p in problems {
+                println!("{}: {p}", path.display());
+            }
+            exit::CONFIG
+        }
+        Err(e) => {
+            println!("{e}");
+            exit::CONFIG
+        }
+    }
+}
+
+/// Snapshot, config, job context, identity, plan: everything before the engine.
+fn prepare(args: &JobArgs, env: Env) -> Result<ContainerPlan, AppError> {
+    let caller = Caller {
+        real_uid: nix::unistd::getuid().as_raw(),
+        real_gid: nix::unistd::getgid().as_raw(),
+    };
+    let config = load_config(args, &env, caller)?;
+    let snap = Snapshot {
+        cwd: std::env::current_dir().ok(),
+        caller,
+        pid: std::process::id(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        host_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+        token: random_token()
+            .map_err(|e| AppError::Internal(format!("reading /dev/urandom: {e}")))?,
+        env,
+    };
+    let ctx = job::from_env(&snap.env, snap.cwd.clone())?;
+    let id = identity::resolve(
+        caller,
+        args.user.as_deref(),
+        &ctx,
+        &snap.env,
+        &identity::Nss,
+    )?;
+    tracing::info!(uid = id.uid, gid = id.gid, user = %id.name, groups = id.groups.len(), "job user");
+    let probe = AsUser {
+        uid: id.uid,
+        gid: id.gid,
+        groups: id.groups.iter().map(|g| g.0).chain([id.gid]).collect(),
+    };
+    let req = Request {
+        image: args.image.clone(),
+        command: args.command.clone(),
+    };
+    let plan = plan::build(&req, &snap, &config, &ctx, &id, &probe)?;
+    for note in &plan.notes {
+        tracing::warn!("{note}");
+    }
+    Ok(plan)
+}
+
+/// The site config: `--config` or `JOBDOCK_CONFIG` for a root caller, the default path otherwise.
+fn load_config(args: &JobArgs, env: &Env, caller: Caller) -> Result<SiteConfig, AppError> {
+    let chosen = args.config.clone().map(|p| (p, "--config")).or(env
+        .get("JOBDOCK_CONFIG")
+        .map(|p| (PathBuf::from(p), "JOBDOCK_CONFIG")));
+    match chosen {
+        Some((path, _)) if caller.is_root() => Ok(SiteConfig::load(&path, true)?),
+        Some((_, "--config")) => Err(AppError::ConfigNotRoot),
+        Some((path, var)) => {
+            tracing::warn!(
+                "{var}={}: ignored, only root may choose the site config",
+                path.display()
+            );
+            Ok(SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?)
+        }
+        None => Ok(SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?),
+    }
+}
+
+fn print_plan(plan: &ContainerPlan, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "image": plan.image.to_string(),
+            "pull": plan.pull,
+            "name": plan.name,
+            "labels": plan.labels,
+            "passwd": plan.passwd,
+            "group": plan.group,
+            "staging": plan.staging,
+            "notes": plan.notes,
+            "create": crate::engine::body::create_json(plan),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        );
+    } else {
+        print!("{}", plan::render::docker_run_text(plan));
+        for note in &plan.notes {
+            println!("# note: {note}");
+        }
+    }
+}
+
+/// The process environment, UTF-8 entries only (others are not passed on and cannot configure
+/// jobdock).
+fn env_snapshot() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 12];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

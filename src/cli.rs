@@ -1,0 +1,87 @@
+//! The command line (clap derive). Every flag is documented here; nothing is decided here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run HPC batch jobs in hardened Docker containers, as the job's own user.
+///
+/// jobdock is called by the scheduler's hooks (LSF esub and job starter, Slurm job steps and
+/// epilog) or by users inside their jobs. Users adjust the container only through documented
+/// LSB_DOCKER_* variables, each checked against the site policy in /etc/jobdock/wrapper.toml.
+#[derive(Debug, Parser)]
+#[command(name = "jobdock", version, propagate_version = true)]
+pub struct Cli {
+    /// Log verbosity: error, warn, info, debug or trace (also CRITICAL/WARNING as in
+    /// LSB_DOCKER_RUN_LOGLEVEL). Default: warn.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the job in a container and exit with its exit code.
+    Run(JobArgs),
+    /// Show what `run` would do, touching nothing: no file written, no daemon contacted.
+    Plan {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Print one JSON object (with `create`, the exact Engine API create body) instead of the
+        /// equivalent `docker run` command.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a site config, reporting every problem with its key.
+    CheckConfig {
+        /// The config to check (default: /etc/jobdock/wrapper.toml).
+        path: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Site config to use instead of /etc/jobdock/wrapper.toml (root only; also JOBDOCK_CONFIG).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// The image to run. Default: LSB_CONTAINER_IMAGE (set by `bsub -a 'docker(IMAGE)'`), then
+    /// JOBDOCK_IMAGE.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// The job user, by name or uid (root only). Default for root: SLURM_JOB_UID, then SUDO_UID.
+    /// A non-root caller is always itself.
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// The command to run in the container. Without one, an LSF job runs its job file
+    /// (LSB_JOBFILENAME) through /bin/sh.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_double_dash_keeps_its_flags() {
+        let cli = Cli::parse_from([
+            "jobdock", "run", "--image", "alpine", "--", "ls", "--user", "-l",
+        ]);
+        let Command::Run(job) = cli.command else {
+            panic!()
+        };
+        assert_eq!(job.command, ["ls", "--user", "-l"]);
+        assert_eq!(job.user, None);
+    }
+}

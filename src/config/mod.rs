@@ -1,0 +1,684 @@
+//! The site configuration, `wrapper.toml`: schema, hardened built-in defaults, and validation that
+//! reports every problem with its key. Reads one file; decides nothing about a particular job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::paths::{self, Strictness};
+use crate::units::{ByteSize, Capability};
+
+/// Where the site config lives unless root says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/jobdock/wrapper.toml";
+
+/// The validated site policy. Every field has a hardened default, so `SiteConfig::default()` is
+/// what a node with no config file runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteConfig {
+    pub engine: Engine,
+    pub images: Images,
+    pub mounts: Mounts,
+    pub security: Security,
+    pub devices: Devices,
+    pub limits: Limits,
+    pub network: ModeChoice,
+    pub ipc: ModeChoice,
+    pub ports: Ports,
+    pub overrides: Overrides,
+    pub env: EnvPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Engine {
+    /// The dockerd socket jobdock talks to.
+    pub socket: PathBuf,
+    pub pull: PullPolicy,
+    /// Seconds between forwarding a stop signal and killing the job (LSF's JOB_TERMINATE_INTERVAL).
+    pub grace_period_secs: u64,
+    /// Root-owned directory for per-job files (synthesized passwd/group, cidfile, locks).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the node.
+    Missing,
+    /// Pull before every job.
+    Always,
+    /// Never pull: the image must be on the node.
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images {
+    /// Registries jobs may pull from (`docker.io`, `registry.example.org:5000`); empty: any.
+    pub allowed_registries: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mounts {
+    /// Host directories under which users may bind their own volumes (LSB_DOCKER_VOLUMES).
+    pub allowed_roots: Vec<PathBuf>,
+    /// Mount the user's home directory at the same path.
+    pub home: bool,
+    /// Mounts every job gets, set by the admin.
+    pub site: Vec<SiteMount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteMount {
+    pub source: PathBuf,
+    #[serde(default)]
+    pub target: Option<PathBuf>,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Security {
+    pub cap_add: Vec<Capability>,
+    /// SELinux label options, e.g. `user:user_u`, passed as `label=...`.
+    pub selinux_labels: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Devices {
+    /// Globs of host devices every job gets, e.g. `/dev/infiniband/*`.
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Memory when the scheduler says nothing about the job's allocation.
+    pub memory: ByteSize,
+    pub pids: i64,
+    /// The largest LSB_DOCKER_SHM_SIZE a user may ask for.
+    pub shm_size_max: ByteSize,
+}
+
+/// A namespace mode the user may choose (network, IPC), with the default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModeChoice {
+    pub default: String,
+    pub allowed: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ports {
+    /// Host ports users may publish (LSB_DOCKER_PORTS); `None`: publishing is refused.
+    pub range: Option<(u16, u16)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overrides {
+    /// cgroup parents a user may name with LSB_DOCKER_CGROUP; empty: the variable is refused.
+    pub cgroup_parents: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvPolicy {
+    /// Variables never passed into a container, beyond the ones jobdock always drops.
+    pub drop: Vec<String>,
+    /// Variables set in every container (e.g. `LSF_NIOS_JOBSTATUS_INTERVAL = "1"`).
+    pub set: BTreeMap<String, String>,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            engine: Engine {
+                socket: PathBuf::from("/var/run/docker.sock"),
+                pull: PullPolicy::Missing,
+                grace_period_secs: 10,
+                state_dir: PathBuf::from("/run/jobdock"),
+            },
+            images: Images {
+                allowed_registries: Vec::new(),
+            },
+            mounts: Mounts {
+                allowed_roots: Vec::new(),
+                home: true,
+                site: Vec::new(),
+            },
+            security: Security {
+                cap_add: Capability::DEFAULT_ALLOW.to_vec(),
+                selinux_labels: Vec::new(),
+            },
+            devices: Devices { paths: Vec::new() },
+            limits: Limits {
+                memory: ByteSize(4 * ByteSize::GIB),
+                pids: 8192,
+                shm_size_max: ByteSize(16 * ByteSize::GIB),
+            },
+            network: ModeChoice {
+                default: "bridge".into(),
+                allowed: vec!["bridge".into(), "host".into(), "none".into()],
+            },
+            ipc: ModeChoice {
+                default: "private".into(),
+                allowed: vec!["private".into(), "shareable".into()],
+            },
+            ports: Ports { range: None },
+            overrides: Overrides {
+                cgroup_parents: Vec::new(),
+            },
+            env: EnvPolicy {
+                drop: Vec::new(),
+                set: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// One thing wrong with a config, with the key it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read site config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("site config {path} is invalid: {}", join(.problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl SiteConfig {
+    /// Reads and validates `path`. A missing file at the default path means the built-in defaults;
+    /// a missing file that was named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<SiteConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => SiteConfig::parse(&text).map_err(|problems| ConfigError::Invalid {
+                path: path.into(),
+                problems,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(SiteConfig::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates config text, collecting every problem rather than stopping at the first.
+    pub fn parse(text: &str) -> Result<SiteConfig, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| vec![toml_problem(&e)])?;
+        let raw: Raw = serde_ignored::deserialize(deserializer, |path| {
+            problems.push(Problem {
+                key: path.to_string(),
+                message: "unknown key".into(),
+            })
+        })
+        .map_err(|e| vec![toml_problem(&e)])?;
+        let config = raw.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn toml_problem(e: &toml::de::Error) -> Problem {
+    // toml names the table path in its message; keep it on one line.
+    let message = e.message().to_string();
+    let key = e
+        .span()
+        .map(|s| format!("at byte {}", s.start))
+        .unwrap_or_else(|| "(document)".into());
+    Problem { key, message }
+}
+
+// The file as written: every key optional, unknown keys reported by serde_ignored.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    engine: RawEngine,
+    images: RawImages,
+    mounts: RawMounts,
+    security: RawSecurity,
+    devices: RawDevices,
+    limits: RawLimits,
+    network: RawModeChoice,
+    ipc: RawModeChoice,
+    ports: RawPorts,
+    overrides: RawOverrides,
+    env: RawEnv,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawEngine {
+    socket: Option<PathBuf>,
+    pull: Option<PullPolicy>,
+    grace_period_secs: Option<u64>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawImages {
+    allowed_registries: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawMounts {
+    allowed_roots: Option<Vec<PathBuf>>,
+    home: Option<bool>,
+    site: Option<Vec<SiteMount>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawSecurity {
+    cap_add: Option<Vec<String>>,
+    selinux_labels: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawDevices {
+    paths: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawLimits {
+    memory: Option<ByteSize>,
+    pids: Option<i64>,
+    shm_size_max: Option<ByteSize>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawModeChoice {
+    default: Option<String>,
+    allowed: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawPorts {
+    range: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawOverrides {
+    cgroup_parents: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawEnv {
+    drop: Option<Vec<String>>,
+    set: Option<BTreeMap<String, String>>,
+}
+
+impl Raw {
+    fn validate(self, problems: &mut Vec<Problem>) -> SiteConfig {
+        let mut c = SiteConfig::default();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+
+        if let Some(socket) = self.engine.socket {
+            if !socket.is_absolute() {
+                bad(
+                    "engine.socket",
+                    format!("{} is not an absolute path", socket.display()),
+                );
+            }
+            c.engine.socket = socket;
+        }
+        c.engine.pull = self.engine.pull.unwrap_or(c.engine.pull);
+        if let Some(grace) = self.engine.grace_period_secs {
+            if grace > 3600 {
+                bad(
+                    "engine.grace_period_secs",
+                    format!("{grace} is more than an hour"),
+                );
+            }
+            c.engine.grace_period_secs = grace;
+        }
+        if let Some(dir) = self.engine.state_dir {
+            if !dir.is_absolute() || dir.parent().is_none() {
+                bad(
+                    "engine.state_dir",
+                    format!("{} must be an absolute path below /", dir.display()),
+                );
+            }
+            c.engine.state_dir = dir;
+        }
+
+        if let Some(registries) = self.images.allowed_registries {
+            for r in &registries {
+                if r.is_empty() || r.contains(['/', ' ', '@']) {
+                    bad(
+                        "images.allowed_registries",
+                        format!("{r:?} is not a registry host[:port]"),
+                    );
+                }
+            }
+            c.images.allowed_registries = registries;
+        }
+
+        if let Some(roots) = self.mounts.allowed_roots {
+            for root in &roots {
+                if let Err(e) = paths::check_host_path(root, Strictness::UserPath) {
+                    bad("mounts.allowed_roots", e);
+                }
+            }
+            c.mounts.allowed_roots = roots.iter().map(|r| paths::normalize(r)).collect();
+        }
+        c.mounts.home = self.mounts.home.unwrap_or(c.mounts.home);
+        if let Some(site) = self.mounts.site {
+            for (i, m) in site.iter().enumerate() {
+                let key = format!("mounts.site[{i}]");
+                if let Err(e) = paths::check_host_path(&m.source, Strictness::SiteMount) {
+                    bad(&format!("{key}.source"), e);
+                }
+                let target = m.target.as_deref().unwrap_or(&m.source);
+                if let Err(e) = paths::check_container_target(target) {
+                    bad(&format!("{key}.target"), e);
+                }
+            }
+            c.mounts.site = site;
+        }
+
+        if let Some(caps) = self.security.cap_add {
+            c.security.cap_add.clear();
+            for name in caps {
+                match name.parse::<Capability>() {
+                    Ok(cap) if Capability::FORBIDDEN.contains(&cap) => bad(
+                        "security.cap_add",
+                        format!(
+                            "{cap} lets a job bypass permissions or reach the kernel; jobdock never grants it"
+                        ),
+                    ),
+                    Ok(cap) if !c.security.cap_add.contains(&cap) => c.security.cap_add.push(cap),
+                    Ok(_) => {}
+                    Err(e) => bad("security.cap_add", e),
+                }
+            }
+            c.security.cap_add.sort();
+        }
+        if let Some(labels) = self.security.selinux_labels {
+            for l in &labels {
+                let ok = matches!(l.split_once(':'), Some((k, v)) if ["user", "role", "type", "level"].contains(&k)
+                    && !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b','));
+                if !ok {
+                    bad(
+                        "security.selinux_labels",
+                        format!("{l:?} is not user:X, role:X, type:X or level:X"),
+                    );
+                }
+            }
+            c.security.selinux_labels = labels;
+        }
+
+        if let Some(globs) = self.devices.paths {
+            for g in &globs {
+                if !g.starts_with("/dev/") || g.contains("..") || g.contains(['[', '{']) {
+                    bad(
+                        "devices.paths",
+                        format!("{g:?} must be a path or *-glob under /dev/"),
+                    );
+                }
+            }
+            c.devices.paths = globs;
+        }
+
+        if let Some(memory) = self.limits.memory {
+            if memory.0 < 6 * ByteSize::MIB {
+                bad(
+                    "limits.memory",
+                    format!("{memory} is below Docker's minimum of 6 MiB"),
+                );
+            }
+            c.limits.memory = memory;
+        }
+        if let Some(pids) = self.limits.pids {
+            if pids < 16 {
+                bad(
+                    "limits.pids",
+                    format!("{pids} is too small for any job (at least 16)"),
+                );
+            }
+            c.limits.pids = pids;
+        }
+        c.limits.shm_size_max = self.limits.shm_size_max.unwrap_or(c.limits.shm_size_max);
+
+        validate_modes(
+            "network",
+            self.network,
+            &mut c.network,
+            &mut bad,
+            &["bridge", "host", "none"],
+        );
+        validate_modes(
+            "ipc",
+            self.ipc,
+            &mut c.ipc,
+            &mut bad,
+            &["private", "shareable", "host", "none"],
+        );
+
+        if let Some(range) = self.ports.range {
+            match parse_port_range(&range) {
+                Some((lo, hi)) if lo >= 1024 => c.ports.range = Some((lo, hi)),
+                Some(_) => bad(
+                    "ports.range",
+                    format!("{range:?} includes privileged ports below 1024"),
+                ),
+                None => bad(
+                    "ports.range",
+                    format!("{range:?} is not LOW-HIGH (e.g. 8000-8999)"),
+                ),
+            }
+        }
+
+        if let Some(parents) = self.overrides.cgroup_parents {
+            for p in &parents {
+                if p.is_empty()
+                    || p.contains("..")
+                    || !p
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+                {
+                    bad(
+                        "overrides.cgroup_parents",
+                        format!("{p:?} is not a plain cgroup name"),
+                    );
+                }
+            }
+            c.overrides.cgroup_parents = parents;
+        }
+
+        if let Some(drop) = self.env.drop {
+            c.env.drop = drop;
+        }
+        if let Some(set) = self.env.set {
+            for (k, v) in &set {
+                if !crate::policy::env::valid_name(k) || v.contains(['\0', '\n']) {
+                    bad(
+                        &format!("env.set.{k}"),
+                        "is not a valid NAME = \"value\" (no newline)".into(),
+                    );
+                }
+            }
+            c.env.set = set;
+        }
+        c
+    }
+}
+
+fn validate_modes(
+    table: &str,
+    raw: RawModeChoice,
+    choice: &mut ModeChoice,
+    bad: &mut impl FnMut(&str, String),
+    known: &[&str],
+) {
+    if let Some(allowed) = raw.allowed {
+        for mode in &allowed {
+            if !known.contains(&mode.as_str()) {
+                bad(
+                    &format!("{table}.allowed"),
+                    format!("{mode:?} is not one of {}", known.join(", ")),
+                );
+            }
+        }
+        choice.allowed = allowed;
+    }
+    if let Some(default) = raw.default {
+        choice.default = default;
+    }
+    if !choice.allowed.contains(&choice.default) {
+        bad(
+            &format!("{table}.default"),
+            format!("{:?} is not in {table}.allowed", choice.default),
+        );
+    }
+}
+
+/// `8000-8999` or a single port.
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_hardened_default() {
+        assert_eq!(SiteConfig::parse("").unwrap(), SiteConfig::default());
+        let d = SiteConfig::default();
+        assert_eq!(d.limits.memory, ByteSize(4 * ByteSize::GIB));
+        assert_eq!(d.security.cap_add, Capability::DEFAULT_ALLOW);
+        assert!(d.mounts.allowed_roots.is_empty());
+        assert!(d.ports.range.is_none());
+        assert!(d.overrides.cgroup_parents.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_allows_gpfs_and_scratch() {
+        let text = include_str!("../../wrapper.toml.example");
+        let c = SiteConfig::parse(text).unwrap_or_else(|p| panic!("{}", join(&p)));
+        assert_eq!(
+            c.mounts.allowed_roots,
+            [PathBuf::from("/gpfs"), PathBuf::from("/scratch")]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [engine]
+            socket = "docker.sock"
+            colour = "blue"
+            [mounts]
+            allowed_roots = ["/", "/gpfs", "/var/lib/docker/x"]
+            [security]
+            cap_add = ["SYS_ADMIN", "NOT_A_CAP", "KILL"]
+            [network]
+            allowed = ["bridge", "container:abc"]
+            [limits]
+            pids = 1
+            [ports]
+            range = "80-90"
+            [bogus]
+            x = 1
+        "#;
+        let problems = SiteConfig::parse(text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "engine.colour",
+            "bogus",
+            "engine.socket",
+            "mounts.allowed_roots",
+            "security.cap_add",
+            "network.allowed",
+            "limits.pids",
+            "ports.range",
+        ] {
+            assert!(
+                keys.iter().any(|k| k.starts_with(want)),
+                "no problem for {want}: {problems:?}"
+            );
+        }
+        let roots: Vec<_> = problems
+            .iter()
+            .filter(|p| p.key == "mounts.allowed_roots")
+            .collect();
+        assert_eq!(
+            roots.len(),
+            2,
+            "/ and /var/lib/docker/x are both refused: {roots:?}"
+        );
+        let caps: Vec<_> = problems
+            .iter()
+            .filter(|p| p.key == "security.cap_add")
+            .collect();
+        assert_eq!(
+            caps.len(),
+            2,
+            "SYS_ADMIN forbidden, NOT_A_CAP unknown: {caps:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_where_they_are() {
+        let problems = SiteConfig::parse("[limits]\nmemory = \"lots\"\n").unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("not a size"), "{problems:?}");
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("wrapper.toml");
+        assert_eq!(
+            SiteConfig::load(&missing, false).unwrap(),
+            SiteConfig::default()
+        );
+        let err = SiteConfig::load(&missing, true).unwrap_err().to_string();
+        assert!(err.contains("wrapper.toml"), "{err}");
+    }
+}

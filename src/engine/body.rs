@@ -1,0 +1,177 @@
+//! The plan as the Engine API's `POST /containers/create` body (bollard's models). One of the two
+//! renderings of a plan; it destructures the plan exhaustively, like `plan::render`.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, PortBinding, ResourcesUlimits,
+};
+
+use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging};
+
+/// The create body for `plan`. Everything dockerd could default to something unsafe is explicit.
+pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
+    let ContainerPlan {
+        image,
+        pull: _,
+        name: _,
+        labels,
+        passwd: _,
+        group: _,
+        staging:
+            Staging {
+                dir: _,
+                passwd: _,
+                group: _,
+            },
+        hostname,
+        user,
+        group_add,
+        entrypoint,
+        cmd,
+        env,
+        working_dir,
+        mounts,
+        cap_add,
+        security_opt,
+        devices,
+        gpus,
+        memory,
+        nano_cpus,
+        pids_limit,
+        shm_size,
+        network,
+        ipc,
+        ports,
+        extra_hosts,
+        cgroup_parent,
+        memlock_unlimited,
+        tty,
+        log_level: _,
+        notes: _,
+    } = plan;
+
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for PortPlan {
+        host,
+        container,
+        protocol,
+    } in ports
+    {
+        for offset in 0..=(container.1 - container.0) {
+            let key = format!("{}/{protocol}", container.0 + offset);
+            exposed.push(key.clone());
+            let binding = PortBinding {
+                host_ip: None,
+                host_port: Some((host.0 + offset).to_string()),
+            };
+            bindings.insert(key, Some(vec![binding]));
+        }
+    }
+
+    let host_config = HostConfig {
+        mounts: Some(
+            mounts
+                .iter()
+                .map(
+                    |MountPlan {
+                         source,
+                         target,
+                         readonly,
+                         why: _,
+                     }| Mount {
+                        target: Some(target.display().to_string()),
+                        source: Some(source.display().to_string()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(*readonly),
+                        bind_options: Some(MountBindOptions {
+                            propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        ),
+        group_add: Some(group_add.iter().map(u32::to_string).collect()),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(cap_add.iter().map(|c| c.docker_name()).collect()),
+        security_opt: Some(security_opt.clone()),
+        privileged: Some(false),
+        // Empty modes are dockerd's private defaults; spelled out so nothing inherits host ones.
+        pid_mode: Some(String::new()),
+        userns_mode: Some(String::new()),
+        uts_mode: Some(String::new()),
+        init: Some(true),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        memory: Some(memory.0 as i64),
+        memory_swap: Some(memory.0 as i64),
+        nano_cpus: *nano_cpus,
+        pids_limit: Some(*pids_limit),
+        devices: Some(
+            devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.display().to_string()),
+                    path_in_container: Some(d.display().to_string()),
+                    cgroup_permissions: Some("rwm".into()),
+                })
+                .collect(),
+        ),
+        device_requests: (!gpus.is_empty()).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: None,
+                device_ids: Some(gpus.clone()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                options: None,
+            }]
+        }),
+        ulimits: memlock_unlimited.then(|| {
+            vec![ResourcesUlimits {
+                name: Some("memlock".into()),
+                soft: Some(-1),
+                hard: Some(-1),
+            }]
+        }),
+        network_mode: Some(network.clone()),
+        ipc_mode: Some(ipc.clone()),
+        shm_size: shm_size.map(|s| s.0 as i64),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        extra_hosts: (!extra_hosts.is_empty()).then(|| extra_hosts.clone()),
+        cgroup_parent: cgroup_parent.clone(),
+        auto_remove: Some(false),
+        readonly_rootfs: Some(false),
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        hostname: Some(hostname.clone()),
+        user: Some(format!("{}:{}", user.0, user.1)),
+        entrypoint: entrypoint.clone(),
+        cmd: cmd.clone(),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: working_dir.as_ref().map(|d| d.display().to_string()),
+        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        tty: Some(*tty),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// The create body as JSON with sorted keys (stable for golden files and `jobdock plan --json`).
+pub fn create_json(plan: &ContainerPlan) -> serde_json::Value {
+    serde_json::to_value(create_body(plan)).expect("bollard models always serialize")
+}

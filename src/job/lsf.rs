@@ -1,0 +1,221 @@
+//! LSF adapter: the variables LSF sets for a job (see research/lsf_observed.md) -> `JobContext`.
+
+use std::path::PathBuf;
+
+use super::{
+    Env, JobContext, JobError, Scheduler, abs_path, bad, gpu_list, number, private_tmpdir,
+};
+
+pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> {
+    let id: u64 = number(env, "LSB_JOBID")?.ok_or_else(|| bad("LSB_JOBID", "", "must be set"))?;
+    // LSB_JOBINDEX=0 means "not an array element".
+    let index: Option<u32> = number(env, "LSB_JOBINDEX")?.filter(|&i| i != 0);
+    let job_id = match index {
+        Some(i) => format!("{id}[{i}]"),
+        None => id.to_string(),
+    };
+    let work_dir = abs_path(env, "LS_EXECCWD")?
+        .or(abs_path(env, "LS_SUBCWD")?)
+        .or(cwd);
+    let tmpdir = abs_path(env, "__LSF_JOB_TMPDIR__")?
+        .or(abs_path(env, "LSB_JOB_TMPDIR")?)
+        .or(abs_path(env, "TMPDIR")?);
+    Ok(JobContext {
+        scheduler: Some(Scheduler::Lsf),
+        job_id: Some(job_id),
+        array_index: index,
+        step: None,
+        script: abs_path(env, "LSB_JOBFILENAME")?,
+        work_dir,
+        tmpdir: private_tmpdir(tmpdir),
+        cpus: slots(env)?,
+        memory: None,
+        gpus: gpu_list(env, "CUDA_VISIBLE_DEVICES")?,
+        scheduler_uid: None,
+    })
+}
+
+/// Slots on this host: the first entry of `LSB_MCPU_HOSTS` ("host n host n "), which is the
+/// execution host for a job starter, else `LSB_DJOB_NUMPROC`.
+fn slots(env: &Env) -> Result<Option<u32>, JobError> {
+    if let Some(hosts) = env.get("LSB_MCPU_HOSTS") {
+        let words: Vec<&str> = hosts.split_whitespace().collect();
+        if words.len() >= 2 && words.len() % 2 == 0 {
+            return words[1]
+                .parse()
+                .map(Some)
+                .map_err(|_| bad("LSB_MCPU_HOSTS", hosts, "must be \"host n host n ...\""));
+        }
+        return Err(bad(
+            "LSB_MCPU_HOSTS",
+            hosts,
+            "must be \"host n host n ...\"",
+        ));
+    }
+    number(env, "LSB_DJOB_NUMPROC")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{env_of, from_env};
+    use super::*;
+
+    /// The environment of `bsub -q docker 'echo hello'` as OpenLava hands it to a job starter.
+    fn observed() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("LSB_ACCT_FILE", "/tmp/.1700000000.212.acct"),
+            ("LSB_DJOB_NUMPROC", "1"),
+            ("LSB_EFFECTIVE_RSRCREQ", ""),
+            ("LSB_EXIT_PRE_ABORT", "99"),
+            ("LSB_HOSTS", "vm"),
+            ("LSB_JOBEXIT_STAT", "0"),
+            ("LSB_JOBFILENAME", "/home/alice/.lsbatch/1700000000.212"),
+            ("LSB_JOBID", "212"),
+            ("LSB_JOBINDEX", "0"),
+            ("LSB_JOBNAME", "echo hello"),
+            ("LSB_JOB_EXECUSER", "alice"),
+            ("LSB_MAX_NUM_PROCESSORS", "1"),
+            ("LSB_MCPU_HOSTS", "vm 1 "),
+            ("LSB_QUEUE", "docker"),
+            ("LSB_TRAPSIGS", "trap # 15 10 12 2 1"),
+            ("LS_EXEC_T", "START"),
+            ("LS_JOBPID", "4242"),
+            ("LS_SUBCWD", "/home/alice/work"),
+            ("HOME", "/home/alice"),
+            ("USER", "alice"),
+        ]
+    }
+
+    fn with(overrides: &[(&'static str, &'static str)]) -> Env {
+        let mut pairs = observed();
+        for (k, v) in overrides {
+            pairs.retain(|(name, _)| name != k);
+            if !v.is_empty() || *k == "LSB_EFFECTIVE_RSRCREQ" {
+                pairs.push((k, v));
+            }
+        }
+        env_of(&pairs)
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            env: Env,
+            want_id: &'static str,
+            want_index: Option<u32>,
+            want_cpus: Option<u32>,
+            want_tmp: Option<&'static str>,
+            want_gpus: &'static [&'static str],
+        }
+        let cases = [
+            Case {
+                name: "plain job",
+                env: with(&[]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(1),
+                want_tmp: None,
+                want_gpus: &[],
+            },
+            Case {
+                name: "array element",
+                env: with(&[
+                    ("LSB_JOBINDEX", "3"),
+                    ("LSB_JOBINDEX_END", "3"),
+                    ("LSB_JOBNAME", "arr[1-3]"),
+                    ("LSB_JOBFILENAME", "/home/alice/.lsbatch/1700000000.212.3"),
+                ]),
+                want_id: "212[3]",
+                want_index: Some(3),
+                want_cpus: Some(1),
+                want_tmp: None,
+                want_gpus: &[],
+            },
+            Case {
+                name: "-n 2 on one host",
+                env: with(&[
+                    ("LSB_HOSTS", "vm vm"),
+                    ("LSB_MCPU_HOSTS", "vm 2 "),
+                    ("LSB_MAX_NUM_PROCESSORS", "2"),
+                    ("LSB_DJOB_NUMPROC", "2"),
+                ]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(2),
+                want_tmp: None,
+                want_gpus: &[],
+            },
+            Case {
+                name: "LSF 10 job tmpdir and GPUs",
+                env: with(&[
+                    ("__LSF_JOB_TMPDIR__", "/tmp/212.tmpdir"),
+                    ("TMPDIR", "/tmp/212.tmpdir"),
+                    ("CUDA_VISIBLE_DEVICES", "1,3"),
+                ]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(1),
+                want_tmp: Some("/tmp/212.tmpdir"),
+                want_gpus: &["1", "3"],
+            },
+            Case {
+                name: "TMPDIR=/tmp is the node's, not the job's",
+                env: with(&[("TMPDIR", "/tmp")]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(1),
+                want_tmp: None,
+                want_gpus: &[],
+            },
+        ];
+        for c in cases {
+            let ctx = from_env(&c.env, Some("/somewhere".into()))
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert_eq!(ctx.scheduler(), Scheduler::Lsf, "{}", c.name);
+            assert_eq!(ctx.job_id.as_deref(), Some(c.want_id), "{}", c.name);
+            assert_eq!(ctx.array_index, c.want_index, "{}", c.name);
+            assert_eq!(ctx.cpus, c.want_cpus, "{}", c.name);
+            assert_eq!(
+                ctx.tmpdir.as_deref(),
+                c.want_tmp.map(std::path::Path::new),
+                "{}",
+                c.name
+            );
+            assert_eq!(ctx.gpus, c.want_gpus, "{}", c.name);
+            assert_eq!(ctx.work_dir, Some("/home/alice/work".into()), "{}", c.name);
+            assert_eq!(
+                ctx.script
+                    .as_ref()
+                    .map(|p| p.starts_with("/home/alice/.lsbatch")),
+                Some(true),
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                ctx.scheduler_uid, None,
+                "LSF variables never name the user: {}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_refused_with_the_variable_named() {
+        let cases = [
+            ("LSB_JOBID", "212; rm -rf /"),
+            ("LSB_JOBID", "-1"),
+            ("LSB_JOBINDEX", "x"),
+            ("LSB_JOBFILENAME", "relative/file"),
+            ("LS_SUBCWD", "../../etc"),
+            ("LSB_MCPU_HOSTS", "vm"),
+            ("CUDA_VISIBLE_DEVICES", "0,all;1"),
+        ];
+        for (name, value) in cases {
+            let err = from_env(&with(&[(name, value)]), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(name), "{name}={value:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Slurm adapter: the variables of a job step, batch step or prolog/epilog -> `JobContext`.
+//! (research/slurm_hpc.md §5.2 lists what exists where.)
+
+use std::path::PathBuf;
+
+use super::{
+    Env, JobContext, JobError, Scheduler, abs_path, bad, gpu_list, number, private_tmpdir,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> {
+    let id: u64 = match number(env, "SLURM_JOB_ID")? {
+        Some(id) => id,
+        None => {
+            number(env, "SLURM_JOBID")?.ok_or_else(|| bad("SLURM_JOB_ID", "", "must be set"))?
+        }
+    };
+    let step = match (step_id(env)?, number::<u32>(env, "SLURM_PROCID")?) {
+        (Some(step), Some(task)) => Some(format!("{step}.{task}")),
+        (Some(step), None) => Some(step),
+        (None, _) => None,
+    };
+    // In a step the process's cwd is where the task runs; a prolog only has the job's work dir.
+    let work_dir = if step.is_some() {
+        cwd.or(abs_path(env, "SLURM_SUBMIT_DIR")?)
+    } else {
+        abs_path(env, "SLURM_JOB_WORK_DIR")?
+            .or(abs_path(env, "SLURM_SUBMIT_DIR")?)
+            .or(cwd)
+    };
+    let cpus: Option<u32> = number(env, "SLURM_CPUS_ON_NODE")?;
+    let memory = match (
+        mem(env, "SLURM_MEM_PER_NODE")?,
+        mem(env, "SLURM_MEM_PER_CPU")?,
+    ) {
+        (Some(node), _) => Some(node),
+        (None, Some(per_cpu)) => Some(per_cpu.saturating_mul(cpus.unwrap_or(1) as u64)),
+        (None, None) => None,
+    };
+    let gpus = match gpu_list(env, "SLURM_STEP_GPUS")? {
+        step_gpus if !step_gpus.is_empty() => step_gpus,
+        _ => gpu_list(env, "SLURM_JOB_GPUS")?,
+    };
+    Ok(JobContext {
+        scheduler: Some(Scheduler::Slurm),
+        job_id: Some(id.to_string()),
+        array_index: number(env, "SLURM_ARRAY_TASK_ID")?,
+        step,
+        script: None,
+        work_dir,
+        tmpdir: private_tmpdir(abs_path(env, "SLURM_TMPDIR")?.or(abs_path(env, "TMPDIR")?)),
+        cpus,
+        memory,
+        gpus,
+        scheduler_uid: number(env, "SLURM_JOB_UID")?,
+    })
+}
+
+/// The step id: a number, or the names Slurm gives its special steps.
+fn step_id(env: &Env) -> Result<Option<String>, JobError> {
+    let Some(v) = env.get("SLURM_STEP_ID").or(env.get("SLURM_STEPID")) else {
+        return Ok(None);
+    };
+    let ok = v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty()
+        || ["batch", "extern", "interactive"].contains(&v.as_str());
+    if ok {
+        Ok(Some(v.clone()))
+    } else {
+        Err(bad("SLURM_STEP_ID", v, "must be a step number"))
+    }
+}
+
+/// Slurm's memory variables are MiB, optionally with a unit suffix (`4096`, `4G`).
+fn mem(env: &Env, name: &str) -> Result<Option<u64>, JobError> {
+    let Some(v) = env.get(name) else {
+        return Ok(None);
+    };
+    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| bad(name, v, "must be a size in MiB"))?;
+    let factor = match unit {
+        "" | "M" => MIB,
+        "K" => 1024,
+        "G" => 1024 * MIB,
+        "T" => 1024 * 1024 * MIB,
+        _ => return Err(bad(name, v, "must be a size in MiB")),
+    };
+    Ok(Some(n.saturating_mul(factor)).filter(|&b| b > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{env_of, from_env};
+    use super::*;
+
+    /// `srun -n1 -c2 --mem=2G jobdock run ...` inside `sbatch`: a job step's environment.
+    fn step() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SLURM_JOB_ID", "4567"),
+            ("SLURM_JOBID", "4567"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_STEPID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_LOCALID", "0"),
+            ("SLURM_NODEID", "0"),
+            ("SLURM_CPUS_ON_NODE", "2"),
+            ("SLURM_MEM_PER_NODE", "2048"),
+            ("SLURM_SUBMIT_DIR", "/home/alice/work"),
+            ("SLURM_JOB_NODELIST", "node1"),
+            ("SLURMD_NODENAME", "node1"),
+            ("SLURM_NTASKS", "1"),
+            ("HOME", "/home/alice"),
+        ]
+    }
+
+    /// The environment slurmd gives a Prolog/Epilog (as root).
+    fn prolog() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SLURM_JOB_ID", "4567"),
+            ("SLURM_JOB_UID", "2001"),
+            ("SLURM_JOB_GID", "2001"),
+            ("SLURM_JOB_USER", "alice"),
+            ("SLURM_JOB_WORK_DIR", "/home/alice/work"),
+            ("SLURM_JOB_GPUS", "2,3"),
+            ("SLURM_SCRIPT_CONTEXT", "prolog_slurmd"),
+            ("SLURMD_NODENAME", "node1"),
+        ]
+    }
+
+    fn edit(
+        mut pairs: Vec<(&'static str, &'static str)>,
+        set: &[(&'static str, &'static str)],
+        unset: &[&str],
+    ) -> Env {
+        pairs.retain(|(k, _)| !unset.contains(k) && !set.iter().any(|(s, _)| s == k));
+        pairs.extend_from_slice(set);
+        env_of(&pairs)
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            env: Env,
+            cwd: &'static str,
+            want: (
+                Option<&'static str>,
+                Option<u32>,
+                Option<u64>,
+                &'static [&'static str],
+                &'static str,
+                Option<u32>,
+            ),
+        }
+        let g = 1024 * MIB;
+        let cases = [
+            Case {
+                name: "job step",
+                env: edit(step(), &[], &[]),
+                cwd: "/home/alice/work/sub",
+                want: (
+                    Some("0.0"),
+                    Some(2),
+                    Some(2 * g),
+                    &[],
+                    "/home/alice/work/sub",
+                    None,
+                ),
+            },
+            Case {
+                name: "mem per cpu",
+                env: edit(
+                    step(),
+                    &[("SLURM_MEM_PER_CPU", "1024")],
+                    &["SLURM_MEM_PER_NODE"],
+                ),
+                cwd: "/x",
+                want: (Some("0.0"), Some(2), Some(2 * g), &[], "/x", None),
+            },
+            Case {
+                name: "no memory requested",
+                env: edit(step(), &[], &["SLURM_MEM_PER_NODE"]),
+                cwd: "/x",
+                want: (Some("0.0"), Some(2), None, &[], "/x", None),
+            },
+            Case {
+                name: "batch step",
+                env: edit(
+                    step(),
+                    &[("SLURM_STEP_ID", "batch"), ("SLURM_STEPID", "batch")],
+                    &["SLURM_PROCID"],
+                ),
+                cwd: "/x",
+                want: (Some("batch"), Some(2), Some(2 * g), &[], "/x", None),
+            },
+            Case {
+                name: "step GPUs win over job GPUs",
+                env: edit(
+                    step(),
+                    &[("SLURM_STEP_GPUS", "1"), ("SLURM_JOB_GPUS", "0,1")],
+                    &[],
+                ),
+                cwd: "/x",
+                want: (Some("0.0"), Some(2), Some(2 * g), &["1"], "/x", None),
+            },
+            Case {
+                name: "prolog",
+                env: edit(prolog(), &[], &[]),
+                cwd: "/var/spool/slurmd",
+                want: (
+                    None,
+                    None,
+                    None,
+                    &["2", "3"],
+                    "/home/alice/work",
+                    Some(2001),
+                ),
+            },
+            Case {
+                name: "old spelling SLURM_JOBID only",
+                env: edit(step(), &[], &["SLURM_JOB_ID"]),
+                cwd: "/x",
+                want: (Some("0.0"), Some(2), Some(2 * g), &[], "/x", None),
+            },
+        ];
+        for c in cases {
+            let ctx =
+                from_env(&c.env, Some(c.cwd.into())).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let (step, cpus, memory, gpus, work_dir, uid) = c.want;
+            assert_eq!(ctx.scheduler(), Scheduler::Slurm, "{}", c.name);
+            assert_eq!(ctx.job_id.as_deref(), Some("4567"), "{}", c.name);
+            assert_eq!(ctx.step.as_deref(), step, "{}", c.name);
+            assert_eq!(ctx.cpus, cpus, "{}", c.name);
+            assert_eq!(ctx.memory, memory, "{}", c.name);
+            assert_eq!(ctx.gpus, gpus, "{}", c.name);
+            assert_eq!(ctx.work_dir, Some(work_dir.into()), "{}", c.name);
+            assert_eq!(ctx.scheduler_uid, uid, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_refused_with_the_variable_named() {
+        let cases = [
+            ("SLURM_JOB_ID", "4567 --privileged"),
+            ("SLURM_STEP_ID", "0;id"),
+            ("SLURM_MEM_PER_NODE", "lots"),
+            ("SLURM_CPUS_ON_NODE", "-2"),
+            ("SLURM_JOB_UID", "0x0"),
+            ("SLURM_STEP_GPUS", "all,/dev/sda"),
+        ];
+        for (name, value) in cases {
+            let err = from_env(&edit(step(), &[(name, value)], &[]), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(name), "{name}={value:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! jobdock: runs HPC batch jobs inside hardened Docker containers, as the job's own user.
+//!
+//! The shape is plan, then execute: `job` + `config` + `identity` + `policy` decide, `plan` holds
+//! the decision, `engine` carries it out. `app` is the only place where the process's environment,
+//! ids and files meet the planner and the engine.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod exit;
+pub mod identity;
+pub mod image;
+pub mod job;
+pub mod plan;
+pub mod policy;
+pub mod probe;
+pub mod units;

@@ -1,0 +1,698 @@
+//! The container plan: a plain value holding every decision about the job's container, built from
+//! a snapshot of the process, the site config, the job context and the user's identity. The only
+//! access to the host is through the `HostProbe` seam (as the job user); no clock, no environment
+//! read here, no daemon. Everything a security reviewer cares about is decided in `build`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{PullPolicy, SiteConfig};
+use crate::identity::{self, Caller, Identity};
+use crate::image::ImageRef;
+use crate::job::{Env, JobContext};
+use crate::policy::paths::{self, Strictness};
+use crate::policy::{self, PortRequest, Refusal, Setting, env as envpolicy};
+use crate::probe::{HostProbe, Kind};
+use crate::units::{ByteSize, Capability};
+
+pub mod render;
+
+/// What jobdock read from the process and the OS once, before planning.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub env: Env,
+    pub cwd: Option<PathBuf>,
+    pub caller: Caller,
+    pub pid: u32,
+    pub hostname: String,
+    pub host_cpus: u32,
+    pub stdin_is_tty: bool,
+    /// A random token that makes the job's staging directory name unpredictable.
+    pub token: String,
+}
+
+/// What the command line asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub image: Option<String>,
+    pub command: Vec<String>,
+}
+
+/// A bind mount in the plan. `why` explains it in `jobdock plan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MountPlan {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
+    pub why: String,
+}
+
+/// Where the synthesized files are written before the container is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Staging {
+    pub dir: PathBuf,
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+}
+
+/// A published port range, already checked against `ports.range`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortPlan {
+    pub host: (u16, u16),
+    pub container: (u16, u16),
+    pub protocol: &'static str,
+}
+
+/// Every decision about the job's container. Both renderings (the `docker run` line and the Engine
+/// API create body) destructure this without `..`, so a new field must be rendered by both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerPlan {
+    pub image: ImageRef,
+    pub pull: PullPolicy,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub passwd: String,
+    pub group: String,
+    pub staging: Staging,
+    pub hostname: String,
+    /// Numeric `uid:gid`: names would be resolved in the image's own files.
+    pub user: (u32, u32),
+    pub group_add: Vec<u32>,
+    /// `None`: the image's entrypoint (raw mode); `Some([])`: none at all.
+    pub entrypoint: Option<Vec<String>>,
+    /// `None`: the image's command.
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    pub mounts: Vec<MountPlan>,
+    pub cap_add: Vec<Capability>,
+    pub security_opt: Vec<String>,
+    pub devices: Vec<PathBuf>,
+    pub gpus: Vec<String>,
+    pub memory: ByteSize,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: i64,
+    pub shm_size: Option<ByteSize>,
+    pub network: String,
+    pub ipc: String,
+    pub ports: Vec<PortPlan>,
+    pub extra_hosts: Vec<String>,
+    pub cgroup_parent: Option<String>,
+    pub memlock_unlimited: bool,
+    pub tty: bool,
+    /// Level requested through LSB_DOCKER_RUN_LOGLEVEL (jobdock's own logging).
+    pub log_level: Option<tracing::Level>,
+    /// Things the user should know: what was left out and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "no image: give --image, or set LSB_CONTAINER_IMAGE (bsub -a 'docker(IMAGE)') or JOBDOCK_IMAGE"
+    )]
+    NoImage,
+    #[error("{source_}: {reason}")]
+    Image { source_: String, reason: String },
+    #[error("no command: give one after `--`, or run inside an LSF job (LSB_JOBFILENAME)")]
+    NoCommand,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{what} {path}: {reason}")]
+    Path {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+}
+
+/// The command word with which LSF submits an entrypoint-only image (both IBM spellings).
+const PLACE_HOLDERS: &[&str] = &["LSB_DOCKER_PLACE_HOLDER", "LSB_DOCKER_PLACEHOLDER"];
+
+/// Largest env file or add-host file jobdock reads.
+const MAX_USER_FILE: u64 = 64 * 1024;
+
+/// Builds the plan. `probe` answers questions about host paths as the job user.
+pub fn build(
+    req: &Request,
+    snap: &Snapshot,
+    config: &SiteConfig,
+    ctx: &JobContext,
+    id: &Identity,
+    probe: &dyn HostProbe,
+) -> Result<ContainerPlan, PlanError> {
+    let env = &snap.env;
+    let get = |suffix: &str| policy::setting(env, suffix);
+    let mut notes = Vec::new();
+
+    let image = image(req, env, config)?;
+    let name = container_name(ctx, id, snap.pid);
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "jobdock.job".to_string(),
+        ctx.job_id
+            .clone()
+            .unwrap_or_else(|| format!("pid-{}", snap.pid)),
+    );
+    labels.insert("jobdock.uid".to_string(), id.uid.to_string());
+    labels.insert(
+        "jobdock.scheduler".to_string(),
+        ctx.scheduler().name().to_string(),
+    );
+    if let Some(step) = &ctx.step {
+        labels.insert("jobdock.step".to_string(), step.clone());
+    }
+
+    let staging_dir = config
+        .engine
+        .state_dir
+        .join(format!("{name}.{}", snap.token));
+    let staging = Staging {
+        passwd: staging_dir.join("passwd"),
+        group: staging_dir.join("group"),
+        dir: staging_dir,
+    };
+
+    // The command: the user's argv, the LSF job file through /bin/sh, or the image's own.
+    let entrypoint_override = get("ENTRYPOINT")?.map(|s| entrypoint(&s)).transpose()?;
+    let raw = match get("RUN_RAW_ARGS")? {
+        Some(s) => policy::parse_bool(&s)?,
+        None => false,
+    } || (req.command.len() == 1 && PLACE_HOLDERS.contains(&req.command[0].as_str()));
+    let (entrypoint, cmd) = if raw {
+        let cmd = match req.command.as_slice() {
+            [] => None,
+            [word] if PLACE_HOLDERS.contains(&word.as_str()) => None,
+            argv => Some(argv.to_vec()),
+        };
+        (entrypoint_override.map(|e| vec![e]), cmd)
+    } else if !req.command.is_empty() {
+        (
+            Some(entrypoint_override.into_iter().collect()),
+            Some(req.command.clone()),
+        )
+    } else if let Some(script) = &ctx.script {
+        let ep = entrypoint_override.unwrap_or_else(|| "/bin/sh".to_string());
+        (Some(vec![ep]), Some(vec![script.display().to_string()]))
+    } else {
+        return Err(PlanError::NoCommand);
+    };
+
+    // Mounts: identity files, home, working directory, job spool, job tmpdir, site, user volumes.
+    let mut mounts = vec![
+        MountPlan {
+            source: staging.passwd.clone(),
+            target: "/etc/passwd".into(),
+            readonly: true,
+            why: "synthesized passwd: root, nobody and the job user".into(),
+        },
+        MountPlan {
+            source: staging.group.clone(),
+            target: "/etc/group".into(),
+            readonly: true,
+            why: "synthesized group: the user's groups by name".into(),
+        },
+    ];
+    if config.mounts.home {
+        match user_dir(probe, &id.home) {
+            Ok(real) => mounts.push(MountPlan {
+                source: real,
+                target: id.home.clone(),
+                readonly: false,
+                why: "the user's home directory".into(),
+            }),
+            Err(reason) => notes.push(format!(
+                "home directory {} not mounted: {reason}",
+                id.home.display()
+            )),
+        }
+    }
+    let work_dir = match &ctx.work_dir {
+        Some(dir) => {
+            let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
+                what: "working directory",
+                path: dir.display().to_string(),
+                reason,
+            })?;
+            add_unless_covered(
+                &mut mounts,
+                real,
+                paths::normalize(dir),
+                false,
+                "the job's working directory",
+            );
+            Some(paths::normalize(dir))
+        }
+        None => None,
+    };
+    if let (Some(script), Some(cmd)) = (&ctx.script, &cmd)
+        && cmd.first().map(String::as_str) == Some(&script.display().to_string())
+        && let Some(spool) = script.parent()
+    {
+        let real = user_dir(probe, spool).map_err(|reason| PlanError::Path {
+            what: "LSF job spool directory",
+            path: spool.display().to_string(),
+            reason,
+        })?;
+        add_unless_covered(
+            &mut mounts,
+            real,
+            spool.to_path_buf(),
+            true,
+            "the LSF job file's directory",
+        );
+    }
+    if let Some(tmp) = &ctx.tmpdir {
+        match user_dir(probe, tmp) {
+            Ok(real) => {
+                mounts.push(MountPlan {
+                    source: real.clone(),
+                    target: "/tmp".into(),
+                    readonly: false,
+                    why: "the job's private tmpdir as /tmp".into(),
+                });
+                mounts.push(MountPlan {
+                    source: real,
+                    target: tmp.clone(),
+                    readonly: false,
+                    why: "the job's tmpdir at its own path".into(),
+                });
+            }
+            Err(reason) => notes.push(format!(
+                "job tmpdir {} not mounted: {reason}",
+                tmp.display()
+            )),
+        }
+    }
+    for m in &config.mounts.site {
+        let target = m.target.clone().unwrap_or_else(|| m.source.clone());
+        mounts.push(MountPlan {
+            source: m.source.clone(),
+            target,
+            readonly: m.readonly,
+            why: "site mount (wrapper.toml)".into(),
+        });
+    }
+    if let Some(s) = get("VOLUMES")? {
+        for v in policy::parse_volumes(&s)? {
+            mounts.push(volume(&s, &v, config, probe)?);
+        }
+    }
+    let mut targets = std::collections::BTreeSet::new();
+    for m in &mounts {
+        if !targets.insert(m.target.clone()) {
+            return Err(PlanError::Path {
+                what: "mount target",
+                path: m.target.display().to_string(),
+                reason: "mounted twice; choose another destination".into(),
+            });
+        }
+    }
+
+    let working_dir = match get("WORKDIR")? {
+        Some(s) => Some(workdir(&s)?),
+        None => work_dir,
+    };
+
+    // Environment: the job's (if preserved), the user's env files, then the values jobdock owns.
+    let preserve = match get("PRESERVE_ENVIRONMENT")? {
+        Some(s) => policy::parse_bool(&s)?,
+        None => true,
+    };
+    let mut container_env = BTreeMap::new();
+    if preserve {
+        for (k, v) in env
+            .iter()
+            .filter(|(k, v)| envpolicy::preserved(k, v, &config.env.drop))
+        {
+            container_env.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(s) = get("ENV_FILE")? {
+        for file in s.value.split_whitespace() {
+            let path = Path::new(file);
+            if !path.is_absolute() {
+                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
+            }
+            let text = probe
+                .read_file(path, MAX_USER_FILE)
+                .map_err(|e| s.refuse(e))?;
+            container_env.extend(envpolicy::parse_env_file(&text, file).map_err(|e| s.refuse(e))?);
+        }
+    }
+    container_env.insert("HOME".into(), id.home.display().to_string());
+    container_env.insert("USER".into(), id.name.clone());
+    container_env.insert("LOGNAME".into(), id.name.clone());
+    container_env.insert("TMPDIR".into(), "/tmp".into());
+    if !ctx.gpus.is_empty() {
+        let visible: Vec<String> = (0..ctx.gpus.len()).map(|i| i.to_string()).collect();
+        container_env.insert("CUDA_VISIBLE_DEVICES".into(), visible.join(","));
+    }
+    container_env.extend(config.env.set.clone());
+
+    let network = mode(get("NETWORK")?, &config.network, "network")?;
+    let ipc = mode(get("IPC")?, &config.ipc, "ipc")?;
+
+    let shm_size = match get("SHM_SIZE")? {
+        Some(s) => {
+            let size: ByteSize = s.value.parse().map_err(|e: String| s.refuse(e))?;
+            if size.0 == 0 || size > config.limits.shm_size_max {
+                return Err(s
+                    .refuse(format!(
+                        "must be between 1 byte and {} (limits.shm_size_max)",
+                        config.limits.shm_size_max
+                    ))
+                    .into());
+            }
+            Some(size)
+        }
+        None => None,
+    };
+
+    let ports = match get("PORTS")? {
+        Some(s) => ports(&s, config, &network)?,
+        None => Vec::new(),
+    };
+
+    let mut extra_hosts = Vec::new();
+    if let Some(s) = get("ADD_HOST")? {
+        for item in s.value.split_whitespace() {
+            extra_hosts.push(policy::parse_host_entry(item).map_err(|e| s.refuse(e))?);
+        }
+    }
+    if let Some(s) = get("ADD_HOST_FILE")? {
+        for file in s.value.split_whitespace() {
+            if !file.starts_with('/') {
+                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
+            }
+            let text = probe
+                .read_file(Path::new(file), MAX_USER_FILE)
+                .map_err(|e| s.refuse(e))?;
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            {
+                let entry = policy::parse_host_entry(line.trim())
+                    .map_err(|e| s.refuse(format!("{file}:{}: {e}", n + 1)))?;
+                extra_hosts.push(entry);
+            }
+        }
+    }
+
+    let cgroup_parent = match get("CGROUP")? {
+        Some(s) if config.overrides.cgroup_parents.contains(&s.value) => Some(s.value.clone()),
+        Some(s) => {
+            return Err(s
+                .refuse("this site allows no such cgroup parent (overrides.cgroup_parents)")
+                .into());
+        }
+        None => None,
+    };
+
+    let log_level = get("RUN_LOGLEVEL")?
+        .map(|s| policy::parse_log_level(&s))
+        .transpose()?;
+
+    let mut devices: Vec<PathBuf> = config
+        .devices
+        .paths
+        .iter()
+        .flat_map(|g| probe.devices(g))
+        .collect();
+    devices.sort();
+    devices.dedup();
+
+    let memory = match ctx.memory {
+        Some(bytes) if bytes < 6 * ByteSize::MIB => {
+            return Err(PlanError::Path {
+                what: "job memory allocation",
+                path: ByteSize(bytes).to_string(),
+                reason: "below Docker's minimum of 6 MiB".into(),
+            });
+        }
+        Some(bytes) => ByteSize(bytes),
+        None => config.limits.memory,
+    };
+    let nano_cpus = ctx
+        .cpus
+        .map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
+
+    let mut security_opt = vec!["no-new-privileges".to_string()];
+    security_opt.extend(
+        config
+            .security
+            .selinux_labels
+            .iter()
+            .map(|l| format!("label={l}")),
+    );
+
+    let passwd = identity::passwd_file(id);
+    let group = identity::group_file(id);
+    Ok(ContainerPlan {
+        image,
+        pull: config.engine.pull,
+        name,
+        labels,
+        passwd,
+        group,
+        staging,
+        hostname: snap.hostname.clone(),
+        user: (id.uid, id.gid),
+        group_add: id.groups.iter().map(|g| g.0).collect(),
+        entrypoint,
+        cmd,
+        env: container_env,
+        working_dir,
+        mounts,
+        cap_add: config.security.cap_add.clone(),
+        security_opt,
+        memlock_unlimited: !devices.is_empty(),
+        devices,
+        gpus: ctx.gpus.clone(),
+        memory,
+        nano_cpus,
+        pids_limit: config.limits.pids,
+        shm_size,
+        network,
+        ipc,
+        ports,
+        extra_hosts,
+        cgroup_parent,
+        tty: snap.stdin_is_tty,
+        log_level,
+        notes,
+    })
+}
+
+fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, PlanError> {
+    let (source, text) = if let Some(i) = &req.image {
+        ("--image".to_string(), i.clone())
+    } else if let Some(i) = env.get("LSB_CONTAINER_IMAGE") {
+        ("LSB_CONTAINER_IMAGE".to_string(), i.clone())
+    } else if let Some(i) = env.get("JOBDOCK_IMAGE") {
+        ("JOBDOCK_IMAGE".to_string(), i.clone())
+    } else {
+        return Err(PlanError::NoImage);
+    };
+    let source_ = format!("{source} {text:?}");
+    let image = ImageRef::parse(&text).map_err(|reason| PlanError::Image {
+        source_: source_.clone(),
+        reason,
+    })?;
+    let allowed = &config.images.allowed_registries;
+    if !allowed.is_empty() && !allowed.iter().any(|r| r == image.registry()) {
+        return Err(PlanError::Image {
+            source_,
+            reason: format!(
+                "registry {} is not allowed here (images.allowed_registries: {})",
+                image.registry(),
+                allowed.join(", ")
+            ),
+        });
+    }
+    Ok(image)
+}
+
+/// `jobdock-<scheduler>-<job>-<pid>`: unique among concurrent runs on the node, recognisable in
+/// `docker ps`, and never reused by a requeued job (a new jobdock has a new pid).
+fn container_name(ctx: &JobContext, id: &Identity, pid: u32) -> String {
+    match (&ctx.job_id, ctx.array_index) {
+        (Some(job), Some(index)) => {
+            let base = job.split('[').next().unwrap_or(job);
+            format!("jobdock-{}-{base}.{index}-{pid}", ctx.scheduler().name())
+        }
+        (Some(job), None) => format!("jobdock-{}-{job}-{pid}", ctx.scheduler().name()),
+        (None, _) => format!("jobdock-u{}-{pid}", id.uid),
+    }
+}
+
+/// Resolves a directory the job names, as the user, refusing sensitive host paths.
+fn user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<PathBuf, String> {
+    paths::check_host_path(dir, Strictness::UserPath)?;
+    let real = probe.resolve(dir)?;
+    if real.kind != Kind::Dir {
+        return Err("not a directory".into());
+    }
+    paths::check_host_path(&real.path, Strictness::UserPath)
+        .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
+    Ok(real.path)
+}
+
+/// Adds an identity-style mount unless an earlier mount already shows the same directory there.
+fn add_unless_covered(
+    mounts: &mut Vec<MountPlan>,
+    source: PathBuf,
+    target: PathBuf,
+    readonly: bool,
+    why: &str,
+) {
+    let covered = mounts.iter().any(|m| {
+        m.source == m.target
+            && source == target
+            && paths::is_under(&source, &m.source)
+            && (!m.readonly || readonly)
+    });
+    if !covered {
+        mounts.push(MountPlan {
+            source,
+            target,
+            readonly,
+            why: why.into(),
+        });
+    }
+}
+
+fn volume(
+    s: &Setting,
+    v: &policy::VolumeRequest,
+    config: &SiteConfig,
+    probe: &dyn HostProbe,
+) -> Result<MountPlan, PlanError> {
+    let shown = v.source.display();
+    if config.mounts.allowed_roots.is_empty() {
+        return Err(s
+            .refuse("this site allows no user volumes (mounts.allowed_roots is empty)")
+            .into());
+    }
+    let target = paths::check_container_target(&v.target).map_err(|e| s.refuse(e))?;
+    paths::check_host_path(&v.source, Strictness::UserPath).map_err(|e| s.refuse(e))?;
+    let real = probe.resolve(&v.source).map_err(|e| s.refuse(e))?;
+    if real.kind != Kind::Dir {
+        return Err(s
+            .refuse(format!(
+                "{shown} is not a directory (only directories may be mounted)"
+            ))
+            .into());
+    }
+    // A root may itself be a symlink (/scratch -> /lustre/scratch): accept its real path too.
+    let under_root = config.mounts.allowed_roots.iter().any(|root| {
+        paths::is_under(&real.path, root)
+            || probe
+                .resolve(root)
+                .is_ok_and(|r| paths::is_under(&real.path, &r.path))
+    });
+    if !under_root {
+        let roots: Vec<String> = config
+            .mounts
+            .allowed_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        return Err(s
+            .refuse(format!(
+                "{shown} resolves to {}, outside the allowed roots ({})",
+                real.path.display(),
+                roots.join(", ")
+            ))
+            .into());
+    }
+    paths::check_host_path(&real.path, Strictness::UserPath).map_err(|e| s.refuse(e))?;
+    Ok(MountPlan {
+        source: real.path,
+        target,
+        readonly: v.readonly,
+        why: format!("user volume ({})", s.var),
+    })
+}
+
+fn entrypoint(s: &Setting) -> Result<String, Refusal> {
+    let e = s.value.trim();
+    if e.is_empty() || e.len() > 4096 || e.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(s.refuse("must be one program path without spaces (e.g. /bin/bash)"));
+    }
+    Ok(e.to_string())
+}
+
+fn workdir(s: &Setting) -> Result<PathBuf, Refusal> {
+    let p = Path::new(s.value.trim());
+    let clean = paths::check_container_target(p).or_else(|e| {
+        if p == Path::new("/") {
+            Ok(p.to_path_buf())
+        } else {
+            Err(e)
+        }
+    });
+    match clean {
+        Ok(p) if !p.starts_with("/proc") && !p.starts_with("/sys") => Ok(p),
+        Ok(p) => Err(s.refuse(format!("{} is under /proc or /sys", p.display()))),
+        Err(e) => Err(s.refuse(e)),
+    }
+}
+
+fn mode(
+    s: Option<Setting>,
+    choice: &crate::config::ModeChoice,
+    key: &str,
+) -> Result<String, Refusal> {
+    let Some(s) = s else {
+        return Ok(choice.default.clone());
+    };
+    let v = s.value.trim();
+    if v.starts_with("container:") {
+        return Err(s.refuse("joining another container's namespace is never allowed"));
+    }
+    if choice.allowed.iter().any(|a| a == v) {
+        Ok(v.to_string())
+    } else {
+        Err(s.refuse(format!(
+            "must be one of {} ({key}.allowed)",
+            choice.allowed.join(", ")
+        )))
+    }
+}
+
+fn ports(s: &Setting, config: &SiteConfig, network: &str) -> Result<Vec<PortPlan>, Refusal> {
+    let Some((lo, hi)) = config.ports.range else {
+        return Err(s.refuse("this site allows no published ports (ports.range is not set)"));
+    };
+    if network == "host" || network == "none" {
+        return Err(s.refuse(format!("ports cannot be published with network {network}")));
+    }
+    policy::parse_ports(s)?
+        .into_iter()
+        .map(
+            |PortRequest {
+                 host,
+                 container,
+                 protocol,
+             }| {
+                if host.0 < lo || host.1 > hi {
+                    return Err(
+                        s.refuse(format!("host ports must be within {lo}-{hi} (ports.range)"))
+                    );
+                }
+                Ok(PortPlan {
+                    host,
+                    container,
+                    protocol,
+                })
+            },
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

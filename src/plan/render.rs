@@ -1,0 +1,262 @@
+//! The plan as the equivalent `docker run` command, one option per line with the reason for it,
+//! for humans (`jobdock plan`, DEBUG logs). jobdock never runs this: it talks to the Engine API.
+
+use super::{ContainerPlan, MountPlan, PortPlan, Staging};
+
+/// One line of the rendering: the words of an option and why it is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub words: Vec<String>,
+    pub why: String,
+}
+
+/// The `docker run` argv, grouped by option, in a stable order.
+pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
+    let ContainerPlan {
+        image,
+        pull: _,
+        name,
+        labels,
+        passwd: _,
+        group: _,
+        staging:
+            Staging {
+                dir: _,
+                passwd: _,
+                group: _,
+            },
+        hostname,
+        user,
+        group_add,
+        entrypoint,
+        cmd,
+        env,
+        working_dir,
+        mounts,
+        cap_add,
+        security_opt,
+        devices,
+        gpus,
+        memory,
+        nano_cpus,
+        pids_limit,
+        shm_size,
+        network,
+        ipc,
+        ports,
+        extra_hosts,
+        cgroup_parent,
+        memlock_unlimited,
+        tty,
+        log_level: _,
+        notes: _,
+    } = plan;
+    let mut out = Vec::new();
+    let mut line = |words: Vec<String>, why: &str| {
+        out.push(Line {
+            words,
+            why: why.to_string(),
+        })
+    };
+    let w = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    line(
+        w(&["docker", "run"]),
+        "jobdock makes the same request through the Engine API",
+    );
+    line(
+        vec!["--name".into(), name.clone()],
+        "unique per run: scheduler, job id, jobdock's pid",
+    );
+    for (k, v) in labels {
+        line(
+            vec!["--label".into(), format!("{k}={v}")],
+            "found again by `jobdock cleanup --job`",
+        );
+    }
+    line(
+        vec!["--user".into(), format!("{}:{}", user.0, user.1)],
+        "the job user, numeric: never root, never resolved in the image",
+    );
+    for g in group_add {
+        line(
+            vec!["--group-add".into(), g.to_string()],
+            "supplementary group from the host's NSS",
+        );
+    }
+    line(w(&["--cap-drop", "ALL"]), "drop every capability...");
+    for c in cap_add {
+        line(
+            vec!["--cap-add".into(), c.docker_name()],
+            "...but the site's allowlist (security.cap_add)",
+        );
+    }
+    for s in security_opt {
+        let why = if s == "no-new-privileges" {
+            "setuid binaries and file capabilities grant nothing"
+        } else {
+            "SELinux label (security.selinux_labels)"
+        };
+        line(vec!["--security-opt".into(), s.clone()], why);
+    }
+    line(
+        w(&["--init"]),
+        "a real PID 1 reaps zombies and passes signals on",
+    );
+    line(
+        w(&["--log-driver", "none"]),
+        "the scheduler captures output; json logs would fill the node's disk",
+    );
+    line(
+        vec!["--hostname".into(), hostname.clone()],
+        "the execution host's name",
+    );
+    for MountPlan {
+        source,
+        target,
+        readonly,
+        why,
+    } in mounts
+    {
+        let mut spec = format!(
+            "type=bind,source={},target={}",
+            source.display(),
+            target.display()
+        );
+        if *readonly {
+            spec.push_str(",readonly");
+        }
+        line(vec!["--mount".into(), spec], why);
+    }
+    if let Some(dir) = working_dir {
+        line(
+            vec!["--workdir".into(), dir.display().to_string()],
+            "where the job was submitted (or LSB_DOCKER_WORKDIR)",
+        );
+    }
+    line(
+        vec!["--memory".into(), memory.0.to_string()],
+        "the job's memory allocation (or limits.memory)",
+    );
+    line(
+        vec!["--memory-swap".into(), memory.0.to_string()],
+        "equal to --memory: no swap",
+    );
+    if let Some(n) = nano_cpus {
+        line(
+            vec!["--cpus".into(), format!("{}", *n as f64 / 1e9)],
+            "the job's CPU allocation",
+        );
+    }
+    line(
+        vec!["--pids-limit".into(), pids_limit.to_string()],
+        "no fork bomb takes the node (limits.pids)",
+    );
+    for d in devices {
+        line(
+            vec!["--device".into(), format!("{0}:{0}:rwm", d.display())],
+            "site device (devices.paths)",
+        );
+    }
+    if *memlock_unlimited {
+        line(
+            w(&["--ulimit", "memlock=-1:-1"]),
+            "RDMA needs to pin memory",
+        );
+    }
+    if !gpus.is_empty() {
+        line(
+            vec!["--gpus".into(), format!("\"device={}\"", gpus.join(","))],
+            "only the GPUs the scheduler allocated",
+        );
+    }
+    line(
+        vec!["--network".into(), network.clone()],
+        "network mode (LSB_DOCKER_NETWORK or network.default)",
+    );
+    line(
+        vec!["--ipc".into(), ipc.clone()],
+        "IPC mode (LSB_DOCKER_IPC or ipc.default)",
+    );
+    if let Some(s) = shm_size {
+        line(
+            vec!["--shm-size".into(), s.0.to_string()],
+            "LSB_DOCKER_SHM_SIZE",
+        );
+    }
+    for PortPlan {
+        host,
+        container,
+        protocol,
+    } in ports
+    {
+        let range = |r: &(u16, u16)| {
+            if r.0 == r.1 {
+                r.0.to_string()
+            } else {
+                format!("{}-{}", r.0, r.1)
+            }
+        };
+        line(
+            vec![
+                "--publish".into(),
+                format!("{}:{}/{protocol}", range(host), range(container)),
+            ],
+            "LSB_DOCKER_PORTS within ports.range",
+        );
+    }
+    for h in extra_hosts {
+        line(
+            vec!["--add-host".into(), h.clone()],
+            "LSB_DOCKER_ADD_HOST(_FILE)",
+        );
+    }
+    if let Some(c) = cgroup_parent {
+        line(
+            vec!["--cgroup-parent".into(), c.clone()],
+            "LSB_DOCKER_CGROUP (overrides.cgroup_parents)",
+        );
+    }
+    line(w(&["--interactive"]), "the job reads jobdock's stdin");
+    if *tty {
+        line(w(&["--tty"]), "stdin is a terminal: an interactive job");
+    }
+    for (k, v) in env {
+        line(vec!["--env".into(), format!("{k}={v}")], "");
+    }
+    match entrypoint {
+        None => {}
+        Some(e) if e.is_empty() => line(w(&["--entrypoint", ""]), "run exactly the job's command"),
+        Some(e) => line(
+            vec!["--entrypoint".into(), e.join(" ")],
+            "entrypoint for the job's command",
+        ),
+    }
+    line(vec![image.to_string()], "the image");
+    if let Some(cmd) = cmd {
+        line(cmd.clone(), "the job's command");
+    }
+    out
+}
+
+/// The rendering as text: quoted words, aligned comments.
+pub fn docker_run_text(plan: &ContainerPlan) -> String {
+    let lines = docker_run(plan);
+    let quoted: Vec<String> = lines.iter().map(|l| shell_words::join(&l.words)).collect();
+    let width = quoted
+        .iter()
+        .map(String::len)
+        .filter(|&n| n < 70)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (i, (q, l)) in quoted.iter().zip(&lines).enumerate() {
+        let indent = if i == 0 { "" } else { "    " };
+        if l.why.is_empty() {
+            out.push_str(&format!("{indent}{q}\n"));
+        } else {
+            out.push_str(&format!("{indent}{q:width$}  # {}\n", l.why));
+        }
+    }
+    out
+}

@@ -1,0 +1,348 @@
+//! What users may ask for through `LSB_DOCKER_*` variables (`LSF_DOCKER_*` accepted as aliases),
+//! parsed into typed requests. Checking them against the host (as the user) and the site policy
+//! happens in the planner; everything here is pure text -> value.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::job::Env;
+
+pub mod env;
+pub mod paths;
+
+/// Every override jobdock reads, by suffix. Anything else spelled `LSB_DOCKER_*` is not an
+/// override (e.g. `LSB_DOCKER_PLACE_HOLDER` is a command word) and is ignored.
+pub const OVERRIDES: &[&str] = &[
+    "VOLUMES",
+    "NETWORK",
+    "IPC",
+    "SHM_SIZE",
+    "ENTRYPOINT",
+    "WORKDIR",
+    "ENV_FILE",
+    "PRESERVE_ENVIRONMENT",
+    "ADD_HOST",
+    "ADD_HOST_FILE",
+    "PORTS",
+    "RUN_LOGLEVEL",
+    "RUN_RAW_ARGS",
+    "CGROUP",
+];
+
+/// A refused override: which variable, what it said, and the rule it broke.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}={value:?}: {rule}")]
+pub struct Refusal {
+    pub var: String,
+    pub value: String,
+    pub rule: String,
+}
+
+/// One override as the user set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// The variable actually used (`LSB_DOCKER_X` or its alias `LSF_DOCKER_X`).
+    pub var: String,
+    pub value: String,
+}
+
+impl Setting {
+    pub fn refuse(&self, rule: impl Into<String>) -> Refusal {
+        Refusal {
+            var: self.var.clone(),
+            value: self.value.clone(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Looks up override `suffix` under both spellings; both set and different is refused.
+pub fn setting(env: &Env, suffix: &str) -> Result<Option<Setting>, Refusal> {
+    let canonical = format!("LSB_DOCKER_{suffix}");
+    let alias = format!("LSF_DOCKER_{suffix}");
+    match (env.get(&canonical), env.get(&alias)) {
+        (Some(a), Some(b)) if a != b => Err(Refusal {
+            var: canonical,
+            value: a.clone(),
+            rule: format!("{alias}={b:?} is also set and differs; set only one of them"),
+        }),
+        (Some(v), _) => Ok(Some(Setting {
+            var: canonical,
+            value: v.clone(),
+        })),
+        (None, Some(v)) => Ok(Some(Setting {
+            var: alias,
+            value: v.clone(),
+        })),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `true`/`false` and the usual spellings; anything else is refused.
+pub fn parse_bool(s: &Setting) -> Result<bool, Refusal> {
+    match s.value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Ok(true),
+        "0" | "false" | "no" | "n" | "off" | "" => Ok(false),
+        _ => Err(s.refuse("must be true or false")),
+    }
+}
+
+/// One element of `LSB_DOCKER_VOLUMES`: `SRC[:DST][:ro|:rw]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeRequest {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+/// Space-separated `SRC[:DST][:ro|:rw]`. Only absolute host paths (a relative name would be a
+/// named volume) and only `ro`/`rw`: relabelling (`z`, `Z`) and propagation options are refused.
+pub fn parse_volumes(s: &Setting) -> Result<Vec<VolumeRequest>, Refusal> {
+    let mut out = Vec::new();
+    for item in s.value.split_whitespace() {
+        let parts: Vec<&str> = item.split(':').collect();
+        let (source, target, opts) = match parts.as_slice() {
+            [src] => (*src, *src, None),
+            [src, "ro" | "rw"] => (*src, *src, Some(parts[1])),
+            [src, dst] => (*src, *dst, None),
+            [src, dst, opt] => (*src, *dst, Some(*opt)),
+            _ => return Err(s.refuse(format!("{item:?} must be SRC[:DST][:ro]"))),
+        };
+        if !source.starts_with('/') {
+            return Err(s.refuse(format!("{source:?}: the source must be an absolute host path (named volumes are not allowed)")));
+        }
+        if !target.starts_with('/') {
+            return Err(s.refuse(format!(
+                "{target:?}: the destination must be an absolute path"
+            )));
+        }
+        let readonly = match opts {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(o) => return Err(s.refuse(format!("option {o:?} is not allowed (only ro or rw)"))),
+        };
+        out.push(VolumeRequest {
+            source: source.into(),
+            target: target.into(),
+            readonly,
+        });
+    }
+    if out.len() > 64 {
+        return Err(s.refuse("more than 64 volumes"));
+    }
+    Ok(out)
+}
+
+/// `host:ip` pairs (space-separated, or one per line in a file). IPv6 addresses are allowed after
+/// the first colon, as `docker run --add-host` takes them.
+pub fn parse_host_entry(item: &str) -> Result<String, String> {
+    let (host, ip) = item
+        .split_once(':')
+        .ok_or_else(|| format!("{item:?} must be HOST:IP"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+        });
+    if !host_ok {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok(format!("{host}:{ip}"))
+}
+
+/// A published port: host port(s), container port(s), protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRequest {
+    pub host: (u16, u16),
+    pub container: (u16, u16),
+    pub protocol: &'static str,
+}
+
+/// `8001`, `8001:80`, `8001-8010`, `8001-8010:2001-2010`, each optionally `/tcp` or `/udp`.
+pub fn parse_ports(s: &Setting) -> Result<Vec<PortRequest>, Refusal> {
+    let range = |text: &str| -> Option<(u16, u16)> {
+        let (a, b) = text.split_once('-').unwrap_or((text, text));
+        let is_num = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+        if !is_num(a) || !is_num(b) {
+            return None;
+        }
+        let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    };
+    let mut out = Vec::new();
+    for item in s.value.split_whitespace() {
+        let (spec, protocol) = match item.rsplit_once('/') {
+            Some((spec, "tcp")) => (spec, "tcp"),
+            Some((spec, "udp")) => (spec, "udp"),
+            Some(_) => return Err(s.refuse(format!("{item:?}: the protocol must be tcp or udp"))),
+            None => (item, "tcp"),
+        };
+        let (host, container) = match spec.split_once(':') {
+            Some((h, c)) => (range(h), range(c)),
+            None => (range(spec), range(spec)),
+        };
+        let (Some(host), Some(container)) = (host, container) else {
+            return Err(s.refuse(format!(
+                "{item:?} is not PORT[-PORT][:PORT[-PORT]][/tcp|/udp]"
+            )));
+        };
+        if host.1 - host.0 != container.1 - container.0 {
+            return Err(s.refuse(format!(
+                "{item:?}: host and container ranges differ in size"
+            )));
+        }
+        out.push(PortRequest {
+            host,
+            container,
+            protocol,
+        });
+    }
+    Ok(out)
+}
+
+/// `CRITICAL`, `ERROR`, `WARNING`, `INFO`, `DEBUG` (the RIS names) -> a tracing level.
+pub fn parse_log_level(s: &Setting) -> Result<tracing::Level, Refusal> {
+    parse_level_name(&s.value)
+        .ok_or_else(|| s.refuse("must be CRITICAL, ERROR, WARNING, INFO or DEBUG"))
+}
+
+pub fn parse_level_name(text: &str) -> Option<tracing::Level> {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "CRITICAL" | "ERROR" => Some(tracing::Level::ERROR),
+        "WARNING" | "WARN" => Some(tracing::Level::WARN),
+        "INFO" => Some(tracing::Level::INFO),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "TRACE" => Some(tracing::Level::TRACE),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::env_of;
+
+    fn s(value: &str) -> Setting {
+        Setting {
+            var: "LSB_DOCKER_X".into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn aliases() {
+        let e = env_of(&[("LSF_DOCKER_NETWORK", "host")]);
+        assert_eq!(
+            setting(&e, "NETWORK").unwrap().unwrap().var,
+            "LSF_DOCKER_NETWORK"
+        );
+        let e = env_of(&[
+            ("LSF_DOCKER_NETWORK", "host"),
+            ("LSB_DOCKER_NETWORK", "host"),
+        ]);
+        assert_eq!(
+            setting(&e, "NETWORK").unwrap().unwrap().var,
+            "LSB_DOCKER_NETWORK"
+        );
+        let e = env_of(&[
+            ("LSF_DOCKER_NETWORK", "host"),
+            ("LSB_DOCKER_NETWORK", "bridge"),
+        ]);
+        let err = setting(&e, "NETWORK").unwrap_err().to_string();
+        assert!(
+            err.contains("LSB_DOCKER_NETWORK") && err.contains("LSF_DOCKER_NETWORK"),
+            "{err}"
+        );
+        assert_eq!(setting(&Env::new(), "NETWORK").unwrap(), None);
+    }
+
+    #[test]
+    fn volumes() {
+        let v = parse_volumes(&s("/gpfs/a /gpfs/b:/data /gpfs/c:/ref:ro /gpfs/d:ro")).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(
+            (v[0].target.to_str(), v[0].readonly),
+            (Some("/gpfs/a"), false)
+        );
+        assert_eq!(v[1].target.to_str(), Some("/data"));
+        assert!(v[2].readonly && v[3].readonly);
+        assert_eq!(v[3].target.to_str(), Some("/gpfs/d"));
+        for bad in [
+            "data:/data",
+            "/gpfs:data",
+            "/gpfs:/d:Z",
+            "/gpfs:/d:z",
+            "/gpfs:/d:rshared",
+            "/gpfs:/d:ro:x",
+            "/gpfs:/d:ro,Z",
+            "/gpfs::",
+        ] {
+            let err = parse_volumes(&s(bad)).unwrap_err();
+            assert_eq!(err.var, "LSB_DOCKER_X", "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            parse_host_entry("db.example:10.0.0.1").unwrap(),
+            "db.example:10.0.0.1"
+        );
+        assert_eq!(parse_host_entry("v6:::1").unwrap(), "v6:::1");
+        for bad in [
+            "noip",
+            "a b:1.2.3.4",
+            "-x:1.2.3.4",
+            "h:1.2.3",
+            "h:host-gateway",
+            ":1.2.3.4",
+            "h:1.2.3.4\n5",
+        ] {
+            assert!(parse_host_entry(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        let p = parse_ports(&s("8001 8002:80 8003-8005 8006-8007:2001-2002/udp")).unwrap();
+        assert_eq!(
+            p[0],
+            PortRequest {
+                host: (8001, 8001),
+                container: (8001, 8001),
+                protocol: "tcp"
+            }
+        );
+        assert_eq!(p[1].container, (80, 80));
+        assert_eq!(p[2].host, (8003, 8005));
+        assert_eq!(p[3].protocol, "udp");
+        for bad in [
+            "80:x",
+            "8001/sctp",
+            "8001-8000",
+            "8001-8003:1-2",
+            "0",
+            "70000",
+            "127.0.0.1:8001:80",
+            "-1",
+        ] {
+            assert!(parse_ports(&s(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bools_and_levels() {
+        assert_eq!(parse_bool(&s("TRUE")), Ok(true));
+        assert_eq!(parse_bool(&s("0")), Ok(false));
+        assert!(parse_bool(&s("maybe")).is_err());
+        assert_eq!(parse_log_level(&s("debug")), Ok(tracing::Level::DEBUG));
+        assert_eq!(parse_log_level(&s("CRITICAL")), Ok(tracing::Level::ERROR));
+        assert!(parse_log_level(&s("LOUD")).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Typed values parsed once from text: byte sizes and Linux capabilities. Parsing only, no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A size in bytes, written as Docker and schedulers write it: `4g`, `4096m`, `512k`, `1.5G`,
+/// `65536` (bytes). Units are binary (k = 1024), case-insensitive, with an optional `b`/`ib`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const KIB: u64 = 1024;
+    pub const MIB: u64 = 1024 * 1024;
+    pub const GIB: u64 = 1024 * 1024 * 1024;
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a size (examples: 4g, 512m, 65536)");
+        let lower = text.trim().to_ascii_lowercase();
+        let split = lower
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(lower.len());
+        let (number, unit) = lower.split_at(split);
+        let multiplier = match unit.trim_start() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => Self::KIB,
+            "m" | "mb" | "mib" => Self::MIB,
+            "g" | "gb" | "gib" => Self::GIB,
+            "t" | "tb" | "tib" => Self::GIB * 1024,
+            _ => return Err(bad()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let mut bytes = whole.checked_mul(multiplier).ok_or_else(bad)?;
+        if !fraction.is_empty() {
+            // Exact decimal fraction of the unit, truncated to whole bytes.
+            let digits = fraction.len().min(9) as u32;
+            let numerator: u64 = fraction[..digits as usize].parse().map_err(|_| bad())?;
+            bytes = bytes
+                .checked_add((numerator as u128 * multiplier as u128 / 10u128.pow(digits)) as u64)
+                .ok_or_else(bad)?;
+        }
+        // Docker's API takes sizes as i64.
+        if bytes > i64::MAX as u64 {
+            return Err(bad());
+        }
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// `4.0 GiB`, `512.0 MiB`: what an admin reads in a message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        let (value, unit) = match self.0 {
+            n if n >= Self::GIB => (b / Self::GIB as f64, "GiB"),
+            n if n >= Self::MIB => (b / Self::MIB as f64, "MiB"),
+            n if n >= Self::KIB => (b / Self::KIB as f64, "KiB"),
+            _ => return write!(f, "{} B", self.0),
+        };
+        write!(f, "{value:.1} {unit}")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+macro_rules! capabilities {
+    ($($name:ident),* $(,)?) => {
+        /// A Linux capability, by its kernel name without `CAP_`. An exhaustive list, so an
+        /// unknown name in the config is an error rather than something passed to dockerd.
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Capability { $($name),* }
+
+        impl Capability {
+            pub const ALL: &[Capability] = &[$(Capability::$name),*];
+
+            /// The kernel's name without the `CAP_` prefix, e.g. `SYS_NICE`.
+            pub fn name(self) -> &'static str {
+                match self { $(Capability::$name => stringify!($name)),* }
+            }
+        }
+    };
+}
+
+capabilities!(
+    CHOWN,
+    DAC_OVERRIDE,
+    DAC_READ_SEARCH,
+    FOWNER,
+    FSETID,
+    KILL,
+    SETGID,
+    SETUID,
+    SETPCAP,
+    LINUX_IMMUTABLE,
+    NET_BIND_SERVICE,
+    NET_BROADCAST,
+    NET_ADMIN,
+    NET_RAW,
+    IPC_LOCK,
+    IPC_OWNER,
+    SYS_MODULE,
+    SYS_RAWIO,
+    SYS_CHROOT,
+    SYS_PTRACE,
+    SYS_PACCT,
+    SYS_ADMIN,
+    SYS_BOOT,
+    SYS_NICE,
+    SYS_RESOURCE,
+    SYS_TIME,
+    SYS_TTY_CONFIG,
+    MKNOD,
+    LEASE,
+    AUDIT_WRITE,
+    AUDIT_CONTROL,
+    SETFCAP,
+    MAC_OVERRIDE,
+    MAC_ADMIN,
+    SYSLOG,
+    WAKE_ALARM,
+    BLOCK_SUSPEND,
+    AUDIT_READ,
+    PERFMON,
+    BPF,
+    CHECKPOINT_RESTORE,
+);
+
+impl Capability {
+    /// Capabilities no site may grant to a job, whatever `security.cap_add` says: each one lets a
+    /// process bypass file permissions, change identity, or reach the kernel or other jobs.
+    pub const FORBIDDEN: &[Capability] = &[
+        Capability::DAC_OVERRIDE,
+        Capability::DAC_READ_SEARCH,
+        Capability::FOWNER,
+        Capability::FSETID,
+        Capability::SETGID,
+        Capability::SETUID,
+        Capability::LINUX_IMMUTABLE,
+        Capability::NET_ADMIN,
+        Capability::SYS_MODULE,
+        Capability::SYS_RAWIO,
+        Capability::SYS_CHROOT,
+        Capability::SYS_PTRACE,
+        Capability::SYS_ADMIN,
+        Capability::SYS_BOOT,
+        Capability::SYS_TIME,
+        Capability::MKNOD,
+        Capability::AUDIT_CONTROL,
+        Capability::SETFCAP,
+        Capability::MAC_OVERRIDE,
+        Capability::MAC_ADMIN,
+        Capability::SYSLOG,
+        Capability::PERFMON,
+        Capability::BPF,
+        Capability::CHECKPOINT_RESTORE,
+    ];
+
+    /// The built-in allowlist: what seed 004's site grants.
+    pub const DEFAULT_ALLOW: &[Capability] = &[
+        Capability::CHOWN,
+        Capability::KILL,
+        Capability::SETPCAP,
+        Capability::IPC_LOCK,
+        Capability::SYS_NICE,
+    ];
+
+    /// `CAP_SYS_NICE` as dockerd names it in `CapAdd`.
+    pub fn docker_name(self) -> String {
+        format!("CAP_{}", self.name())
+    }
+}
+
+impl FromStr for Capability {
+    type Err = String;
+
+    /// `SYS_NICE`, `sys_nice` and `CAP_SYS_NICE` all name the same capability.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let upper = text.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        Capability::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == bare)
+            .ok_or_else(|| format!("{text:?} is not a Linux capability"))
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("4g", Some(4 * ByteSize::GIB)),
+            ("4G", Some(4 * ByteSize::GIB)),
+            ("4096m", Some(4096 * ByteSize::MIB)),
+            ("512k", Some(512 * 1024)),
+            ("1.5g", Some(3 * ByteSize::GIB / 2)),
+            ("16GiB", Some(16 * ByteSize::GIB)),
+            ("65536", Some(65536)),
+            ("", None),
+            ("g", None),
+            ("-1g", None),
+            ("4x", None),
+            ("1e9", None),
+            ("99999999999999999999g", None),
+            ("9000000000g", None),
+            ("4 g", Some(4 * ByteSize::GIB)),
+            ("4g;rm", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                text.parse::<ByteSize>().ok().map(|b| b.0),
+                *want,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_size_display_is_readable() {
+        assert_eq!(ByteSize(4 * ByteSize::GIB).to_string(), "4.0 GiB");
+        assert_eq!(ByteSize(512 * ByteSize::MIB).to_string(), "512.0 MiB");
+        assert_eq!(ByteSize(10).to_string(), "10 B");
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!("sys_nice".parse::<Capability>(), Ok(Capability::SYS_NICE));
+        assert_eq!(
+            "CAP_SYS_NICE".parse::<Capability>(),
+            Ok(Capability::SYS_NICE)
+        );
+        assert_eq!("IPC_LOCK".parse::<Capability>(), Ok(Capability::IPC_LOCK));
+        assert!("ALL".parse::<Capability>().is_err());
+        assert!("CAP_".parse::<Capability>().is_err());
+        assert!("SYS_NICE,SYS_ADMIN".parse::<Capability>().is_err());
+        assert_eq!(Capability::ALL.len(), 41);
+        for cap in Capability::DEFAULT_ALLOW {
+            assert!(!Capability::FORBIDDEN.contains(cap));
+        }
+    }
+}
