@@ -4,6 +4,9 @@
 //! the decision, `engine` carries it out. `app` is the only place where the process's environment,
 //! ids and files meet the planner and the engine.
 
+// Table-driven tests name their columns with tuples; that is the point of them.
+#![cfg_attr(test, allow(clippy::type_complexity))]
+
 pub mod app;
 pub mod cli;
 pub mod config;

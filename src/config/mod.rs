@@ -232,13 +232,20 @@ impl SiteConfig {
     pub fn parse(text: &str) -> Result<SiteConfig, Vec<Problem>> {
         let mut problems = Vec::new();
         let deserializer = toml::Deserializer::parse(text).map_err(|e| vec![toml_problem(&e)])?;
-        let raw: Raw = serde_ignored::deserialize(deserializer, |path| {
-            problems.push(Problem {
-                key: path.to_string(),
-                message: "unknown key".into(),
-            })
-        })
-        .map_err(|e| vec![toml_problem(&e)])?;
+        let mut unknown = Vec::new();
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignoring = serde_ignored::Deserializer::new(deserializer, &mut record);
+        let raw: Raw = serde_path_to_error::deserialize(ignoring).map_err(|e| {
+            let key = e.path().to_string();
+            vec![Problem {
+                key,
+                message: e.into_inner().message().to_string(),
+            }]
+        })?;
+        problems.extend(unknown.into_iter().map(|key| Problem {
+            key,
+            message: "unknown key".into(),
+        }));
         let config = raw.validate(&mut problems);
         if problems.is_empty() {
             Ok(config)
@@ -664,10 +671,13 @@ mod tests {
     }
 
     #[test]
-    fn type_errors_name_where_they_are() {
+    fn type_errors_name_their_key() {
         let problems = SiteConfig::parse("[limits]\nmemory = \"lots\"\n").unwrap_err();
         assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "limits.memory");
         assert!(problems[0].message.contains("not a size"), "{problems:?}");
+        let problems = SiteConfig::parse("[engine]\npull = \"sometimes\"\n").unwrap_err();
+        assert_eq!(problems[0].key, "engine.pull", "{problems:?}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
 fn slots(env: &Env) -> Result<Option<u32>, JobError> {
     if let Some(hosts) = env.get("LSB_MCPU_HOSTS") {
         let words: Vec<&str> = hosts.split_whitespace().collect();
-        if words.len() >= 2 && words.len() % 2 == 0 {
+        if words.len() >= 2 && words.len().is_multiple_of(2) {
             return words[1]
                 .parse()
                 .map(Some)

@@ -295,19 +295,28 @@ pub fn build(
             why: "site mount (wrapper.toml)".into(),
         });
     }
-    if let Some(s) = get("VOLUMES")? {
-        for v in policy::parse_volumes(&s)? {
-            mounts.push(volume(&s, &v, config, probe)?);
-        }
-    }
     let mut targets = std::collections::BTreeSet::new();
     for m in &mounts {
         if !targets.insert(m.target.clone()) {
             return Err(PlanError::Path {
                 what: "mount target",
                 path: m.target.display().to_string(),
-                reason: "mounted twice; choose another destination".into(),
+                reason: format!("mounted twice ({}); check mounts.site", m.why),
             });
+        }
+    }
+    if let Some(s) = get("VOLUMES")? {
+        for v in policy::parse_volumes(&s)? {
+            let m = volume(&s, &v, config, probe)?;
+            if !targets.insert(m.target.clone()) {
+                return Err(s
+                    .refuse(format!(
+                        "{} is already mounted; choose another destination",
+                        m.target.display()
+                    ))
+                    .into());
+            }
+            mounts.push(m);
         }
     }
 

@@ -1,1 +1,880 @@
+//! Table-driven tests of the planner: every override's accepted and refused forms, the hardened
+//! defaults, and the agreement of the two renderings.
 
+use super::*;
+use crate::config::SiteConfig;
+use crate::identity::fake::FakeDb;
+use crate::job::{self, env_of};
+use crate::probe::Kind;
+use crate::probe::fake::FakeProbe;
+
+fn alice() -> Identity {
+    identity::resolve(
+        Caller {
+            real_uid: 2001,
+            real_gid: 2001,
+        },
+        None,
+        &JobContext::default(),
+        &Env::new(),
+        &FakeDb::site(),
+    )
+    .unwrap()
+}
+
+fn site() -> SiteConfig {
+    SiteConfig::parse(include_str!("../../wrapper.toml.example")).unwrap()
+}
+
+/// The host as alice sees it: her home, a project on GPFS, a job tmpdir, and some traps.
+fn host() -> FakeProbe {
+    let mut p = FakeProbe::default()
+        .dir("/home/alice")
+        .dir("/home/alice/work")
+        .dir("/home/alice/.lsbatch")
+        .dir("/gpfs")
+        .dir("/gpfs/lab")
+        .dir("/gpfs/lab/data")
+        .dir("/scratch")
+        .dir("/scratch/alice")
+        .dir("/tmp/212.tmpdir")
+        .link("/gpfs/lab/escape", "/etc", Kind::Dir)
+        .link("/gpfs/lab/docker", "/var/lib/docker", Kind::Dir)
+        .link("/gpfs/lab/to-scratch", "/scratch/alice", Kind::Dir)
+        .link("/gpfs/lab/to-home", "/home/alice", Kind::Dir)
+        .file("/gpfs/lab/file.txt", "x")
+        .file(
+            "/home/alice/env.list",
+            "# mine\nOMP_NUM_THREADS=8\nMODEL=/gpfs/lab/model\n",
+        )
+        .file("/home/alice/bad.env", "HOME=/root\n")
+        .file("/home/alice/bare.env", "AWS_SECRET_ACCESS_KEY\n")
+        .file(
+            "/home/alice/hosts",
+            "db.example:10.0.0.5\n# comment\n\nlicense:10.0.0.6\n",
+        )
+        .file("/home/alice/badhosts", "db.example 10.0.0.5\n");
+    p.devices.insert(
+        "/dev/infiniband/*".into(),
+        vec![
+            "/dev/infiniband/rdma_cm".into(),
+            "/dev/infiniband/uverbs0".into(),
+        ],
+    );
+    p
+}
+
+fn snap(env: &[(&str, &str)]) -> Snapshot {
+    Snapshot {
+        env: env_of(env),
+        cwd: Some("/home/alice/work".into()),
+        caller: Caller {
+            real_uid: 2001,
+            real_gid: 2001,
+        },
+        pid: 4242,
+        hostname: "node1.cluster".into(),
+        host_cpus: 64,
+        stdin_is_tty: false,
+        token: "0123456789abcdef01234567".into(),
+    }
+}
+
+const LSF_JOB: &[(&str, &str)] = &[
+    ("LSB_JOBID", "212"),
+    ("LSB_JOBINDEX", "0"),
+    ("LSB_JOBFILENAME", "/home/alice/.lsbatch/1700000000.212"),
+    ("LSB_MCPU_HOSTS", "node1 2 "),
+    ("LS_SUBCWD", "/home/alice/work"),
+    ("LSB_CONTAINER_IMAGE", "alpine"),
+    ("HOME", "/home/alice"),
+    ("USER", "alice"),
+    ("__LSF_JOB_TMPDIR__", "/tmp/212.tmpdir"),
+];
+
+fn plan_with(env: &[(&str, &str)], command: &[&str]) -> Result<ContainerPlan, PlanError> {
+    plan_cfg(&site(), env, command)
+}
+
+fn plan_cfg(
+    config: &SiteConfig,
+    env: &[(&str, &str)],
+    command: &[&str],
+) -> Result<ContainerPlan, PlanError> {
+    let mut all: Vec<(&str, &str)> = LSF_JOB.to_vec();
+    for (k, v) in env {
+        all.retain(|(name, _)| name != k);
+        all.push((k, v));
+    }
+    let snap = snap(&all);
+    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let req = Request {
+        image: None,
+        command: command.iter().map(|s| s.to_string()).collect(),
+    };
+    build(&req, &snap, config, &ctx, &alice(), &host())
+}
+
+#[test]
+fn a_plain_lsf_job_is_hardened_by_default() {
+    let p = plan_with(&[], &[]).unwrap();
+    assert_eq!(p.image.to_string(), "alpine:latest");
+    assert_eq!(p.user, (2001, 2001));
+    assert_eq!(p.group_add, [3001, 3002]);
+    assert_eq!(p.entrypoint, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(
+        p.cmd,
+        Some(vec!["/home/alice/.lsbatch/1700000000.212".to_string()])
+    );
+    assert_eq!(p.working_dir, Some("/home/alice/work".into()));
+    assert_eq!(p.hostname, "node1.cluster");
+    assert_eq!(p.name, "jobdock-lsf-212-4242");
+    assert_eq!(p.labels["jobdock.job"], "212");
+    assert_eq!(p.labels["jobdock.uid"], "2001");
+    assert_eq!(
+        p.cap_add,
+        Capability::DEFAULT_ALLOW
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(p.security_opt, ["no-new-privileges"]);
+    assert_eq!(p.memory, ByteSize(4 * ByteSize::GIB));
+    assert_eq!(p.nano_cpus, Some(2_000_000_000));
+    assert_eq!(p.pids_limit, 8192);
+    assert_eq!(p.devices.len(), 2);
+    assert!(p.memlock_unlimited);
+    assert_eq!(p.network, "bridge");
+    assert_eq!(p.ipc, "private");
+    assert_eq!(p.env["HOME"], "/home/alice");
+    assert_eq!(p.env["TMPDIR"], "/tmp");
+    assert_eq!(p.env["LSF_NIOS_JOBSTATUS_INTERVAL"], "1");
+    assert_eq!(p.env["LSB_JOBID"], "212");
+    assert_eq!(
+        p.staging.dir,
+        PathBuf::from("/run/jobdock/jobdock-lsf-212-4242.0123456789abcdef01234567")
+    );
+    let targets: Vec<&str> = p
+        .mounts
+        .iter()
+        .map(|m| m.target.to_str().unwrap())
+        .collect();
+    // The working dir and job spool are inside the (read-write) home: not mounted twice.
+    assert_eq!(
+        targets,
+        [
+            "/etc/passwd",
+            "/etc/group",
+            "/home/alice",
+            "/tmp",
+            "/tmp/212.tmpdir"
+        ]
+    );
+    assert!(p.mounts[0].readonly && p.mounts[1].readonly);
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+}
+
+#[test]
+fn the_create_body_pins_every_security_field() {
+    let p = plan_with(&[], &["id"]).unwrap();
+    let body = crate::engine::body::create_json(&p);
+    let hc = &body["HostConfig"];
+    assert_eq!(body["User"], "2001:2001");
+    assert_eq!(
+        body["Entrypoint"],
+        serde_json::json!([]),
+        "the image's entrypoint is reset"
+    );
+    assert_eq!(body["Cmd"], serde_json::json!(["id"]));
+    assert_eq!(hc["Privileged"], false);
+    assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        hc["CapAdd"],
+        serde_json::json!([
+            "CAP_CHOWN",
+            "CAP_KILL",
+            "CAP_SETPCAP",
+            "CAP_IPC_LOCK",
+            "CAP_SYS_NICE"
+        ])
+    );
+    assert_eq!(hc["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!(hc["GroupAdd"], serde_json::json!(["3001", "3002"]));
+    assert_eq!(hc["PidMode"], "");
+    assert_eq!(hc["UsernsMode"], "");
+    assert_eq!(hc["Init"], true);
+    assert_eq!(hc["LogConfig"]["Type"], "none");
+    assert_eq!(hc["Memory"], hc["MemorySwap"], "no swap");
+    assert_eq!(hc["PidsLimit"], 8192);
+    assert_eq!(hc["Ulimits"][0]["Name"], "memlock");
+    assert!(
+        hc["Binds"].is_null(),
+        "Binds would create missing sources as root"
+    );
+    for m in hc["Mounts"].as_array().unwrap() {
+        assert_eq!(m["Type"], "bind");
+        assert_eq!(m["BindOptions"]["Propagation"], "rprivate");
+    }
+}
+
+#[test]
+fn the_two_renderings_agree() {
+    let p = plan_with(
+        &[
+            ("LSB_DOCKER_VOLUMES", "/gpfs/lab/data:/data:ro"),
+            ("LSB_DOCKER_PORTS", "8001-8002:80-81"),
+            ("LSB_DOCKER_ADD_HOST", "db:10.0.0.1"),
+            ("LSB_DOCKER_SHM_SIZE", "1g"),
+            ("SLURM_UNRELATED", "x"),
+        ],
+        &["sh", "-c", "echo 'a b'"],
+    )
+    .unwrap();
+    let body = crate::engine::body::create_json(&p);
+    let argv: Vec<Vec<String>> = render::docker_run(&p)
+        .into_iter()
+        .map(|l| l.words)
+        .collect();
+    let count = |opt: &str| argv.iter().filter(|w| w[0] == opt).count();
+    let values = |opt: &str| {
+        argv.iter()
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1].clone())
+            .collect::<Vec<_>>()
+    };
+    let hc = &body["HostConfig"];
+    let len = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    assert_eq!(count("--mount"), len(&hc["Mounts"]));
+    assert_eq!(count("--cap-add"), len(&hc["CapAdd"]));
+    assert_eq!(count("--group-add"), len(&hc["GroupAdd"]));
+    assert_eq!(count("--device"), len(&hc["Devices"]));
+    assert_eq!(count("--env"), len(&body["Env"]));
+    assert_eq!(count("--add-host"), len(&hc["ExtraHosts"]));
+    assert_eq!(count("--label"), body["Labels"].as_object().unwrap().len());
+    assert_eq!(values("--user"), [body["User"].as_str().unwrap()]);
+    assert_eq!(values("--memory"), [hc["Memory"].to_string()]);
+    assert_eq!(values("--shm-size"), [hc["ShmSize"].to_string()]);
+    assert_eq!(values("--network"), [hc["NetworkMode"].as_str().unwrap()]);
+    assert_eq!(values("--pids-limit"), [hc["PidsLimit"].to_string()]);
+    assert_eq!(hc["PortBindings"].as_object().unwrap().len(), 2);
+    for (m, spec) in hc["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(values("--mount"))
+    {
+        assert!(
+            spec.contains(&format!("source={}", m["Source"].as_str().unwrap())),
+            "{spec}"
+        );
+        assert_eq!(spec.ends_with(",readonly"), m["ReadOnly"] == true, "{spec}");
+    }
+    assert_eq!(argv.last().unwrap(), &["sh", "-c", "echo 'a b'"]);
+    let text = render::docker_run_text(&p);
+    assert!(
+        text.contains("'echo '\\''a b'\\'''"),
+        "the command is quoted for a shell:\n{text}"
+    );
+}
+
+#[test]
+fn slurm_step_plan() {
+    let env = [
+        ("SLURM_JOB_ID", "4567"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "1"),
+        ("SLURM_CPUS_ON_NODE", "4"),
+        ("SLURM_MEM_PER_NODE", "2048"),
+        ("SLURM_STEP_GPUS", "2,3"),
+        ("JOBDOCK_IMAGE", "127.0.0.1:5000/jobdock-test/busybox"),
+    ];
+    let snap = snap(&env);
+    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let req = Request {
+        image: None,
+        command: vec!["hostname".into()],
+    };
+    let p = build(&req, &snap, &site(), &ctx, &alice(), &host()).unwrap();
+    assert_eq!(p.name, "jobdock-slurm-4567-4242");
+    assert_eq!(p.labels["jobdock.job"], "4567");
+    assert_eq!(p.labels["jobdock.step"], "0.1");
+    assert_eq!(p.memory, ByteSize(2 * ByteSize::GIB));
+    assert_eq!(p.nano_cpus, Some(4_000_000_000));
+    assert_eq!(p.gpus, ["2", "3"]);
+    assert_eq!(p.env["CUDA_VISIBLE_DEVICES"], "0,1");
+    let body = crate::engine::body::create_json(&p);
+    assert_eq!(
+        body["HostConfig"]["DeviceRequests"][0]["DeviceIDs"],
+        serde_json::json!(["2", "3"])
+    );
+    assert_eq!(body["Image"], "127.0.0.1:5000/jobdock-test/busybox:latest");
+}
+
+#[test]
+fn lsf_array_elements_get_distinct_names_and_the_job_id_label() {
+    let p = plan_with(
+        &[
+            ("LSB_JOBINDEX", "7"),
+            ("LSB_JOBFILENAME", "/home/alice/.lsbatch/1700000000.212.7"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.name, "jobdock-lsf-212.7-4242");
+    assert_eq!(p.labels["jobdock.job"], "212[7]");
+}
+
+const LSB_JOB_WITHOUT_IMAGE: &[(&str, &str)] = &[
+    ("LSB_JOBID", "212"),
+    ("LSB_JOBINDEX", "0"),
+    ("LS_SUBCWD", "/home/alice/work"),
+];
+
+#[test]
+fn image_sources_in_order() {
+    let cases: &[(&str, &[(&str, &str)], Option<&str>, Option<&str>)] = &[
+        (
+            "--image wins",
+            &[("LSB_CONTAINER_IMAGE", "a"), ("JOBDOCK_IMAGE", "b")],
+            Some("busybox:1"),
+            Some("busybox:1"),
+        ),
+        (
+            "then LSB_CONTAINER_IMAGE",
+            &[("LSB_CONTAINER_IMAGE", "a"), ("JOBDOCK_IMAGE", "b")],
+            None,
+            Some("a:latest"),
+        ),
+        (
+            "then JOBDOCK_IMAGE",
+            &[("JOBDOCK_IMAGE", "b")],
+            None,
+            Some("b:latest"),
+        ),
+        ("no image", &[], None, None),
+    ];
+    for (name, env, flag, want) in cases {
+        let mut all = LSB_JOB_WITHOUT_IMAGE.to_vec();
+        all.extend_from_slice(env);
+        let s = snap(&all);
+        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let req = Request {
+            image: flag.map(str::to_string),
+            command: vec!["true".into()],
+        };
+        match (build(&req, &s, &site(), &ctx, &alice(), &host()), want) {
+            (Ok(p), Some(want)) => assert_eq!(p.image.to_string(), *want, "{name}"),
+            (Err(PlanError::NoImage), None) => {}
+            (other, _) => panic!("{name}: {:?}", other.map(|p| p.image)),
+        }
+    }
+}
+
+#[test]
+fn commands() {
+    let raw = plan_with(
+        &[("LSB_DOCKER_RUN_RAW_ARGS", "1")],
+        &["LSB_DOCKER_PLACE_HOLDER"],
+    )
+    .unwrap();
+    assert_eq!(
+        (raw.entrypoint, raw.cmd),
+        (None, None),
+        "raw mode runs the image's own entrypoint and command"
+    );
+    let placeholder = plan_with(&[], &["LSB_DOCKER_PLACEHOLDER"]).unwrap();
+    assert_eq!((placeholder.entrypoint, placeholder.cmd), (None, None));
+    let raw_args = plan_with(&[("LSF_DOCKER_RUN_RAW_ARGS", "true")], &["--help"]).unwrap();
+    assert_eq!(
+        (raw_args.entrypoint, raw_args.cmd),
+        (None, Some(vec!["--help".to_string()]))
+    );
+    let ep = plan_with(&[("LSB_DOCKER_ENTRYPOINT", "/bin/bash")], &[]).unwrap();
+    assert_eq!(ep.entrypoint, Some(vec!["/bin/bash".to_string()]));
+    assert_eq!(
+        ep.cmd,
+        Some(vec!["/home/alice/.lsbatch/1700000000.212".to_string()])
+    );
+    let snap = snap(&[("JOBDOCK_IMAGE", "x")]);
+    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let err = build(&Request::default(), &snap, &site(), &ctx, &alice(), &host()).unwrap_err();
+    assert!(matches!(err, PlanError::NoCommand), "{err}");
+}
+
+/// Each override in an accepted form, with what it must produce.
+#[test]
+fn overrides_accepted() {
+    let p = plan_with(
+        &[
+            (
+                "LSB_DOCKER_VOLUMES",
+                "/gpfs/lab/data:/data:ro /scratch/alice /gpfs/lab/to-scratch:/s2 /gpfs/lab:/lab:rw",
+            ),
+            ("LSB_DOCKER_NETWORK", "host"),
+            ("LSF_DOCKER_IPC", "host"),
+            ("LSB_DOCKER_SHM_SIZE", "16g"),
+            ("LSB_DOCKER_WORKDIR", "/data"),
+            ("LSB_DOCKER_ENV_FILE", "/home/alice/env.list"),
+            ("LSB_DOCKER_ADD_HOST", "storage.example:199.36.153.4 v6:::1"),
+            ("LSB_DOCKER_ADD_HOST_FILE", "/home/alice/hosts"),
+            ("LSB_DOCKER_RUN_LOGLEVEL", "DEBUG"),
+        ],
+        &["true"],
+    )
+    .unwrap();
+    let find = |t: &str| {
+        p.mounts
+            .iter()
+            .find(|m| m.target == Path::new(t))
+            .unwrap_or_else(|| panic!("no mount at {t}"))
+    };
+    assert!(find("/data").readonly);
+    assert_eq!(find("/data").source, PathBuf::from("/gpfs/lab/data"));
+    assert_eq!(
+        find("/scratch/alice").source,
+        PathBuf::from("/scratch/alice")
+    );
+    assert_eq!(
+        find("/s2").source,
+        PathBuf::from("/scratch/alice"),
+        "a symlink inside the roots mounts its target"
+    );
+    assert!(!find("/lab").readonly);
+    assert_eq!((p.network.as_str(), p.ipc.as_str()), ("host", "host"));
+    assert_eq!(p.shm_size, Some(ByteSize(16 * ByteSize::GIB)));
+    assert_eq!(p.working_dir, Some("/data".into()));
+    assert_eq!(p.env["OMP_NUM_THREADS"], "8");
+    assert_eq!(
+        p.extra_hosts,
+        [
+            "storage.example:199.36.153.4",
+            "v6:::1",
+            "db.example:10.0.0.5",
+            "license:10.0.0.6"
+        ]
+    );
+    assert_eq!(p.log_level, Some(tracing::Level::DEBUG));
+
+    let ports = plan_with(&[("LSB_DOCKER_PORTS", "8001 8002:80/udp")], &["true"]).unwrap();
+    assert_eq!(ports.ports.len(), 2);
+
+    let mut cfg = site();
+    cfg.overrides.cgroup_parents = vec!["netcap".into()];
+    let cg = plan_cfg(&cfg, &[("LSB_DOCKER_CGROUP", "netcap")], &["true"]).unwrap();
+    assert_eq!(cg.cgroup_parent.as_deref(), Some("netcap"));
+
+    let bare = plan_with(
+        &[
+            ("LSB_DOCKER_PRESERVE_ENVIRONMENT", "false"),
+            ("MY_VAR", "1"),
+        ],
+        &["true"],
+    )
+    .unwrap();
+    assert!(!bare.env.contains_key("MY_VAR") && !bare.env.contains_key("LSB_JOBID"));
+    assert_eq!(bare.env["USER"], "alice");
+    let kept = plan_with(&[("MY_VAR", "1")], &["true"]).unwrap();
+    assert_eq!(kept.env["MY_VAR"], "1");
+}
+
+/// Hostile or invalid overrides: each is refused, naming the variable and the rule.
+#[test]
+fn overrides_refused() {
+    let mut no_ports = site();
+    no_ports.ports.range = None;
+    let mut no_roots = site();
+    no_roots.mounts.allowed_roots.clear();
+    let cases: &[(&str, &str, &str, &SiteConfig)] = &[
+        ("LSB_DOCKER_VOLUMES", "/etc:/etc2", "never see", &site()),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab/escape:/x",
+            "resolves to /etc, outside the allowed roots",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab/docker:/x",
+            "resolves to /var/lib/docker",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab/to-home:/x",
+            "outside the allowed roots",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/home/alice:/x",
+            "outside the allowed roots",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab/file.txt:/f",
+            "not a directory",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/nope:/x",
+            "No such file",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab/../../etc:/x",
+            "..",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "myvolume:/x",
+            "named volumes",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/x:Z",
+            "only ro or rw",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/x:rshared",
+            "only ro or rw",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/etc/passwd",
+            "synthesized by jobdock",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/proc/sys",
+            "runtime owns",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/",
+            "container's root",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/x /gpfs/lab/data:/x",
+            "already mounted",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab:/home/alice",
+            "already mounted",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_VOLUMES",
+            "/gpfs/lab",
+            "allows no user volumes",
+            &no_roots,
+        ),
+        (
+            "LSB_DOCKER_NETWORK",
+            "container:victim",
+            "another container",
+            &site(),
+        ),
+        ("LSB_DOCKER_NETWORK", "macvlan0", "must be one of", &site()),
+        (
+            "LSB_DOCKER_IPC",
+            "container:victim",
+            "another container",
+            &site(),
+        ),
+        ("LSB_DOCKER_IPC", "none", "must be one of", &site()),
+        ("LSB_DOCKER_SHM_SIZE", "17g", "shm_size_max", &site()),
+        ("LSB_DOCKER_SHM_SIZE", "0", "between", &site()),
+        ("LSB_DOCKER_SHM_SIZE", "lots", "not a size", &site()),
+        (
+            "LSB_DOCKER_ENTRYPOINT",
+            "/bin/sh -c id",
+            "without spaces",
+            &site(),
+        ),
+        ("LSB_DOCKER_ENTRYPOINT", "", "without spaces", &site()),
+        ("LSB_DOCKER_WORKDIR", "relative", "absolute", &site()),
+        ("LSB_DOCKER_WORKDIR", "/proc/self", "runtime owns", &site()),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            "/etc/shadow",
+            "not a regular file",
+            &site(),
+        ),
+        ("LSB_DOCKER_ENV_FILE", "env.list", "absolute", &site()),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            "/home/alice/bad.env",
+            "set by jobdock",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            "/home/alice/bare.env",
+            "has no value",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_PRESERVE_ENVIRONMENT",
+            "sometimes",
+            "true or false",
+            &site(),
+        ),
+        ("LSB_DOCKER_ADD_HOST", "evil", "HOST:IP", &site()),
+        ("LSB_DOCKER_ADD_HOST", "h:not-an-ip", "not an IP", &site()),
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            "/home/alice/badhosts",
+            "badhosts:1",
+            &site(),
+        ),
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            "/root/hosts",
+            "not a regular file",
+            &site(),
+        ),
+        ("LSB_DOCKER_PORTS", "80", "within 8000-8999", &site()),
+        (
+            "LSB_DOCKER_PORTS",
+            "8001",
+            "allows no published ports",
+            &no_ports,
+        ),
+        ("LSB_DOCKER_PORTS", "8001:80:tcp", "is not PORT", &site()),
+        ("LSB_DOCKER_RUN_LOGLEVEL", "LOUD", "CRITICAL", &site()),
+        (
+            "LSB_DOCKER_RUN_RAW_ARGS",
+            "perhaps",
+            "true or false",
+            &site(),
+        ),
+        ("LSB_DOCKER_CGROUP", "/", "no such cgroup parent", &site()),
+        (
+            "LSB_DOCKER_CGROUP",
+            "docker",
+            "no such cgroup parent",
+            &site(),
+        ),
+    ];
+    for (var, value, want, cfg) in cases {
+        let err = plan_cfg(cfg, &[(var, value)], &["true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(var),
+            "{var}={value:?}: the error must name the variable: {err}"
+        );
+        assert!(
+            err.contains(want),
+            "{var}={value:?}: want {want:?} in: {err}"
+        );
+        // The alias spelling is checked the same way.
+        let alias = var.replace("LSB_DOCKER_", "LSF_DOCKER_");
+        let err = plan_cfg(cfg, &[(&alias, value)], &["true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&alias) && err.contains(want),
+            "{alias}={value:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn ports_need_a_bridge() {
+    let err = plan_with(
+        &[("LSB_DOCKER_PORTS", "8001"), ("LSB_DOCKER_NETWORK", "host")],
+        &["true"],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("network host"), "{err}");
+}
+
+#[test]
+fn both_spellings_must_agree() {
+    let err = plan_with(
+        &[
+            ("LSB_DOCKER_NETWORK", "host"),
+            ("LSF_DOCKER_NETWORK", "bridge"),
+        ],
+        &["true"],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("LSF_DOCKER_NETWORK") && err.contains("set only one"),
+        "{err}"
+    );
+    assert!(
+        plan_with(
+            &[
+                ("LSB_DOCKER_NETWORK", "host"),
+                ("LSF_DOCKER_NETWORK", "host")
+            ],
+            &["true"]
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_environment_cannot_take_over_owned_values() {
+    let p = plan_with(
+        &[
+            ("HOME", "/root"),
+            ("USER", "root"),
+            ("HOSTNAME", "login1"),
+            ("LSB_INTERACTIVE", "Y"),
+            ("BASH_FUNC_module%%", "() { eval x; }"),
+            ("MULTI", "a\nb"),
+            ("NVIDIA_VISIBLE_DEVICES", "all"),
+            ("PATH", "/home/alice/bin:/usr/bin"),
+        ],
+        &["true"],
+    )
+    .unwrap();
+    assert_eq!(p.env["HOME"], "/home/alice");
+    assert_eq!(p.env["USER"], "alice");
+    for gone in [
+        "HOSTNAME",
+        "LSB_INTERACTIVE",
+        "BASH_FUNC_module%%",
+        "MULTI",
+        "NVIDIA_VISIBLE_DEVICES",
+        "PATH",
+    ] {
+        assert!(!p.env.contains_key(gone), "{gone} passed in");
+    }
+}
+
+#[test]
+fn hostile_images_are_refused_naming_the_source() {
+    for image in [
+        "--privileged",
+        "alpine&fromSrc=http://x/y.tar",
+        "Alpine",
+        "alpine latest",
+        "a@sha256:zz",
+    ] {
+        let err = plan_with(&[("LSB_CONTAINER_IMAGE", image)], &["true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("LSB_CONTAINER_IMAGE"), "{image}: {err}");
+    }
+    let mut cfg = site();
+    cfg.images.allowed_registries = vec!["registry.example.org".into()];
+    let err = plan_cfg(&cfg, &[], &["true"]).unwrap_err().to_string();
+    assert!(err.contains("docker.io is not allowed"), "{err}");
+    assert!(
+        plan_cfg(
+            &cfg,
+            &[("LSB_CONTAINER_IMAGE", "registry.example.org/lab/tool:1")],
+            &["true"]
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn sensitive_or_unreachable_job_directories() {
+    let snap_in = |cwd: &str| {
+        let mut s = snap(&[("JOBDOCK_IMAGE", "x")]);
+        s.cwd = Some(cwd.into());
+        s
+    };
+    for (cwd, want) in [
+        ("/", "root directory"),
+        ("/etc", "never see"),
+        ("/var/lib/docker/volumes", "never see"),
+        ("/nonexistent", "No such file"),
+    ] {
+        let s = snap_in(cwd);
+        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let err = build(
+            &Request {
+                image: None,
+                command: vec!["true".into()],
+            },
+            &s,
+            &site(),
+            &ctx,
+            &alice(),
+            &host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("working directory") && err.contains(want),
+            "{cwd}: {err}"
+        );
+    }
+    // A missing home or tmpdir is a note, not a refusal.
+    let mut id = alice();
+    id.home = "/home/ghost".into();
+    let s = snap(LSF_JOB);
+    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let p = build(
+        &Request {
+            image: None,
+            command: vec!["true".into()],
+        },
+        &s,
+        &site(),
+        &ctx,
+        &id,
+        &host(),
+    )
+    .unwrap();
+    assert!(
+        p.notes.iter().any(|n| n.contains("/home/ghost")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn memory_from_the_allocation_else_the_site_default() {
+    let mut cfg = site();
+    cfg.limits.memory = ByteSize(8 * ByteSize::GIB);
+    assert_eq!(
+        plan_cfg(&cfg, &[], &["true"]).unwrap().memory,
+        ByteSize(8 * ByteSize::GIB)
+    );
+    let s = snap(&[
+        ("SLURM_JOB_ID", "1"),
+        ("SLURM_MEM_PER_NODE", "1"),
+        ("JOBDOCK_IMAGE", "x"),
+    ]);
+    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let err = build(
+        &Request {
+            image: None,
+            command: vec!["true".into()],
+        },
+        &s,
+        &cfg,
+        &ctx,
+        &alice(),
+        &host(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("6 MiB"), "{err}");
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: brings up the test bed (dockerd, local registry, test
+# images and users), then format, lint and every test. Run as root on a Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: run as root (the test bed installs packages and starts dockerd)" >&2
+    exit 1
+fi
+
+bash scripts/testbed.sh up
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+# The integration tests must not skip in CI: their prerequisites come from the test bed above.
+CI="${CI:-true}" cargo test --all-targets --no-fail-fast

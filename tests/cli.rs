@@ -1,0 +1,376 @@
+//! The jobdock binary without a daemon: `plan` for realistic LSF and Slurm jobs with the host's
+//! real NSS, identity as root and as an ordinary user, `check-config`, and the exit-code contract.
+
+mod util;
+
+use util::{ALICE, BOB, Run, TestConfig, test_users_exist};
+
+/// The environment LSF gives a job starter (research/lsf_observed.md), for alice's job 212.
+fn lsf_job(run: Run) -> Run {
+    run.env("LSB_JOBID", "212")
+        .env("LSB_JOBINDEX", "0")
+        .env("LSB_JOBFILENAME", "/home/jdalice/.lsbatch/1700000000.212")
+        .env("LSB_MCPU_HOSTS", "node1 1 ")
+        .env("LSB_DJOB_NUMPROC", "1")
+        .env("LSB_QUEUE", "docker")
+        .env("LS_SUBCWD", "/home/jdalice")
+        .env("LSB_CONTAINER_IMAGE", "jobdock-test/busybox")
+        .env("HOME", "/home/jdalice")
+        .env("USER", "jdalice")
+        .cwd("/home/jdalice")
+}
+
+#[test]
+fn lsf_plan_as_root_for_alice() {
+    if !test_users_exist() {
+        return;
+    }
+    let cfg = TestConfig::new("");
+    let spool = std::path::Path::new("/home/jdalice/.lsbatch");
+    if !spool.exists() {
+        std::fs::create_dir(spool).unwrap();
+        nix::unistd::chown(
+            spool,
+            Some(nix::unistd::Uid::from_raw(ALICE.1)),
+            Some(nix::unistd::Gid::from_raw(ALICE.1)),
+        )
+        .unwrap();
+    }
+    let out = lsf_job(Run::new(&[
+        "plan",
+        "--json",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.0,
+    ]))
+    .run();
+    out.ok();
+    let plan = out.json();
+    let create = &plan["create"];
+    assert_eq!(create["User"], "2001:2001", "{}", out.report);
+    assert_eq!(
+        create["HostConfig"]["GroupAdd"],
+        serde_json::json!(["3001", "3002"]),
+        "{}",
+        out.report
+    );
+    assert_eq!(create["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(
+        create["Cmd"],
+        serde_json::json!(["/home/jdalice/.lsbatch/1700000000.212"])
+    );
+    assert_eq!(create["WorkingDir"], "/home/jdalice");
+    assert_eq!(create["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(create["HostConfig"]["Privileged"], false);
+    assert_eq!(plan["image"], "jobdock-test/busybox:latest");
+    assert_eq!(plan["pull"], "missing");
+    assert_eq!(plan["labels"]["jobdock.job"], "212");
+    assert_eq!(plan["labels"]["jobdock.uid"], "2001");
+    assert!(
+        plan["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("jobdock-lsf-212-")
+    );
+    assert!(
+        plan["passwd"]
+            .as_str()
+            .unwrap()
+            .contains("jdalice:x:2001:2001::/home/jdalice:/bin/sh\n")
+    );
+    let group = plan["group"].as_str().unwrap();
+    assert!(
+        group.contains("jdproj:x:3001:jdalice\n") && group.contains("jdshared:x:3002:jdalice\n"),
+        "{group}"
+    );
+    assert!(!cfg.dir.path().join("state").exists(), "plan wrote files");
+}
+
+#[test]
+fn slurm_prolog_style_root_caller_takes_slurm_job_uid() {
+    if !test_users_exist() {
+        return;
+    }
+    let cfg = TestConfig::new("");
+    let out = Run::new(&[
+        "plan",
+        "--json",
+        "--config",
+        &cfg.arg(),
+        "--image",
+        "jobdock-test/busybox",
+        "--",
+        "hostname",
+    ])
+    .env("SLURM_JOB_ID", "4567")
+    .env("SLURM_JOB_UID", "2002")
+    .env("SLURM_JOB_WORK_DIR", "/home/jdbob")
+    .env("SLURM_MEM_PER_NODE", "1024")
+    .run();
+    out.ok();
+    let plan = out.json();
+    assert_eq!(plan["create"]["User"], "2002:2002", "{}", out.report);
+    assert_eq!(plan["create"]["HostConfig"]["Memory"], 1024 * 1024 * 1024);
+    assert_eq!(plan["labels"]["jobdock.scheduler"], "slurm");
+}
+
+#[test]
+fn an_ordinary_user_is_always_themselves() {
+    if !test_users_exist() {
+        return;
+    }
+    // Every variable that names someone else is ignored for a non-root caller.
+    let out = Run::new(&[
+        "plan",
+        "--json",
+        "--image",
+        "jobdock-test/busybox",
+        "--",
+        "id",
+    ])
+    .env("SUDO_UID", "2002")
+    .env("SLURM_JOB_ID", "4567")
+    .env("SLURM_JOB_UID", "2002")
+    .env("USER", BOB.0)
+    .env("LOGNAME", BOB.0)
+    .env("HOME", "/home/jdbob")
+    .cwd("/home/jdalice")
+    .user(ALICE.1)
+    .run();
+    out.ok();
+    let plan = out.json();
+    assert_eq!(plan["create"]["User"], "2001:2001", "{}", out.report);
+    let env: Vec<&str> = plan["create"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"USER=jdalice") && env.contains(&"HOME=/home/jdalice"),
+        "{env:?}"
+    );
+
+    for claim in [BOB.0, "2002", "root", "0"] {
+        Run::new(&[
+            "plan",
+            "--user",
+            claim,
+            "--image",
+            "jobdock-test/busybox",
+            "--",
+            "id",
+        ])
+        .cwd("/home/jdalice")
+        .user(ALICE.1)
+        .run()
+        .code(64)
+        .stderr_has("only root may run a job as another user");
+    }
+}
+
+#[test]
+fn an_ordinary_user_cannot_choose_the_config() {
+    if !test_users_exist() {
+        return;
+    }
+    let cfg = TestConfig::new("[mounts]\nallowed_roots = [\"/home\"]\n");
+    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+        .cwd("/home/jdalice")
+        .user(ALICE.1)
+        .run()
+        .code(64)
+        .stderr_has("only root may choose the site config");
+    // The variable is ignored (with a warning), not obeyed.
+    let out = Run::new(&["plan", "--json", "--image", "x", "--", "id"])
+        .env("JOBDOCK_CONFIG", &cfg.arg())
+        .env("LSB_DOCKER_VOLUMES", "/home/jdalice:/h")
+        .cwd("/home/jdalice")
+        .user(ALICE.1)
+        .run();
+    out.code(64)
+        .stderr_has("JOBDOCK_CONFIG")
+        .stderr_has("allows no user volumes");
+}
+
+#[test]
+fn an_ordinary_user_cannot_mount_what_they_cannot_read() {
+    if !test_users_exist() {
+        return;
+    }
+    let root_only = tempfile::Builder::new()
+        .prefix("jobdock-secret")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::create_dir(root_only.path().join("inner")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root_only.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        root_only.path().join("inner"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let cfg = TestConfig::new("[mounts]\nallowed_roots = [\"/var/tmp\"]\n");
+    let inner = root_only.path().join("inner");
+    // Root runs jobdock for alice: the volume is checked as alice, who cannot traverse the 0700 dir.
+    Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.0,
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .env("LSB_DOCKER_VOLUMES", &format!("{}:/data", inner.display()))
+    .cwd("/home/jdalice")
+    .run()
+    .code(64)
+    .stderr_has("LSB_DOCKER_VOLUMES")
+    .stderr_has("Permission denied");
+    // An env file alice cannot read is refused, not read by root on her behalf.
+    Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.0,
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .env("LSB_DOCKER_ENV_FILE", "/etc/shadow")
+    .cwd("/home/jdalice")
+    .run()
+    .code(64)
+    .stderr_has("LSB_DOCKER_ENV_FILE")
+    .stderr_has("Permission denied");
+}
+
+#[test]
+fn root_must_name_the_user_and_may_never_be_it() {
+    let cfg = TestConfig::new("");
+    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+        .run()
+        .code(64)
+        .stderr_has("name the job user");
+    Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        "root",
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .run()
+    .code(64)
+    .stderr_has("uid 0");
+    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+        .env("SUDO_UID", "0")
+        .run()
+        .code(64)
+        .stderr_has("uid 0");
+}
+
+#[test]
+fn no_image_is_a_clear_refusal() {
+    let cfg = TestConfig::new("");
+    Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        "nobody",
+        "--",
+        "id",
+    ])
+    .cwd("/tmp")
+    .run()
+    .code(64)
+    .stderr_has("no image")
+    .stderr_has("LSB_CONTAINER_IMAGE");
+}
+
+#[test]
+fn plan_text_is_a_commented_docker_run_line() {
+    let cfg = TestConfig::new("");
+    let out = Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        "nobody",
+        "--image",
+        "jobdock-test/busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo 'a b'",
+    ])
+    .cwd("/tmp")
+    .run();
+    out.ok()
+        .stdout_has("docker run")
+        .stdout_has("--cap-drop ALL")
+        .stdout_has("# drop every capability");
+    out.stdout_has("--user 65534:65534")
+        .stdout_has("--security-opt no-new-privileges");
+    out.stdout_has("jobdock-test/busybox:latest");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_key() {
+    Run::new(&["check-config", "wrapper.toml.example"])
+        .cwd(env!("CARGO_MANIFEST_DIR"))
+        .run()
+        .ok()
+        .stdout_has("OK");
+    let cfg = TestConfig::new(
+        "bogus = 1\n[security]\ncap_add = [\"SYS_ADMIN\"]\n[mounts]\nallowed_roots = [\"/\"]\n",
+    );
+    let out = Run::new(&["check-config", &cfg.arg()]).run();
+    out.code(78)
+        .stdout_has("engine.bogus: unknown key")
+        .stdout_has("security.cap_add:")
+        .stdout_has("mounts.allowed_roots:");
+    Run::new(&["check-config", "/nonexistent/wrapper.toml"])
+        .run()
+        .code(78)
+        .stdout_has("/nonexistent/wrapper.toml");
+}
+
+#[test]
+fn a_broken_site_config_is_the_admins_exit_code() {
+    let cfg = TestConfig::new("[limits]\nmemory = \"lots\"\n");
+    Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        "nobody",
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .run()
+    .code(78)
+    .stderr_has("limits.memory: \"lots\" is not a size");
+}
+
+#[test]
+fn the_readme_lists_every_exit_code() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (code, meaning) in jobdock::exit::TABLE {
+        let row = format!("| {code} | {meaning} |");
+        assert!(readme.contains(&row), "README.md lacks the row {row:?}");
+    }
+}

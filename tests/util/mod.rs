@@ -1,0 +1,218 @@
+//! Shared helpers for the integration tests: run the jobdock binary with a cleared environment and
+//! report everything (command, env, stdout, stderr) when an expectation fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
+
+/// Test users created by scripts/testbed.sh.
+pub const ALICE: (&str, u32) = ("jdalice", 2001);
+pub const BOB: (&str, u32) = ("jdbob", 2002);
+
+/// True inside CI, where every prerequisite must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Returns false (after saying so loudly) if a prerequisite is missing outside CI; fails in CI.
+pub fn require(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} is missing: CI must run scripts/testbed.sh up first");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: {what} is missing; run `scripts/testbed.sh up` (as root) to run this test !!!\n"
+    );
+    false
+}
+
+pub fn test_users_exist() -> bool {
+    let ok = nix::unistd::User::from_name(ALICE.0)
+        .ok()
+        .flatten()
+        .is_some()
+        && nix::unistd::User::from_name(BOB.0).ok().flatten().is_some();
+    require("the test users jdalice and jdbob", ok)
+        && require(
+            "root (tests switch users)",
+            nix::unistd::geteuid().is_root(),
+        )
+}
+
+/// One run of jobdock, built up like a `Command`, with a clean environment.
+pub struct Run {
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub uid: Option<u32>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: String,
+}
+
+impl Run {
+    pub fn new(args: &[&str]) -> Run {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        );
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env,
+            cwd: "/".into(),
+            uid: None,
+            stdin: None,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Run {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Run {
+        self.cwd = dir.as_ref().into();
+        self
+    }
+
+    /// Runs as this (non-root) user: real and effective uid and gid, no supplementary groups
+    /// beyond the user's own.
+    pub fn user(mut self, uid: u32) -> Run {
+        self.uid = Some(uid);
+        self
+    }
+
+    pub fn stdin(mut self, data: &[u8]) -> Run {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    pub fn run(self) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.cwd);
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(uid) = self.uid {
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .unwrap()
+                .expect("test user");
+            let name = std::ffi::CString::new(user.name.clone()).unwrap();
+            let gid = user.gid;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::initgroups(&name, gid)?;
+                    nix::unistd::setresgid(gid, gid, gid)?;
+                    let uid = nix::unistd::Uid::from_raw(uid);
+                    nix::unistd::setresuid(uid, uid, uid)?;
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn jobdock");
+        if let Some(data) = &self.stdin {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(data).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let code = out.status.code().unwrap_or(-1);
+        let report = format!(
+            "\n--- command: {BIN} {}\n--- uid: {:?}  cwd: {}\n--- env: {:?}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+            shell_words::join(&self.args),
+            self.uid,
+            self.cwd.display(),
+            self.env,
+        );
+        Output {
+            code,
+            stdout,
+            stderr,
+            report,
+        }
+    }
+}
+
+impl Output {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "{}", self.report);
+        self
+    }
+
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, want, "{}", self.report);
+        self
+    }
+
+    pub fn stderr_has(&self, want: &str) -> &Self {
+        assert!(
+            self.stderr.contains(want),
+            "stderr lacks {want:?}{}",
+            self.report
+        );
+        self
+    }
+
+    pub fn stdout_has(&self, want: &str) -> &Self {
+        assert!(
+            self.stdout.contains(want),
+            "stdout lacks {want:?}{}",
+            self.report
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON: {e}{}", self.report))
+    }
+}
+
+/// A temporary site config; the directory (and the config) are removed on drop.
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestConfig {
+    /// `extra` is appended to a config whose state lives in the temp dir.
+    pub fn new(extra: &str) -> TestConfig {
+        let dir = tempfile::Builder::new()
+            .prefix("jobdock-test")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("wrapper.toml");
+        let text = format!(
+            "[engine]\nstate_dir = \"{}/state\"\n{extra}\n",
+            dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        TestConfig { dir, path }
+    }
+
+    pub fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+}
