@@ -878,3 +878,84 @@ fn memory_from_the_allocation_else_the_site_default() {
     .to_string();
     assert!(err.contains("6 MiB"), "{err}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings users might put in an override: fragments of valid values, paths, and injection.
+    fn hostile() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "/gpfs/lab",
+            "/gpfs/lab/escape",
+            "/gpfs/lab/docker",
+            "/etc",
+            "/",
+            "/data",
+            ":",
+            ":ro",
+            ":Z",
+            " ",
+            "..",
+            "host",
+            "container:x",
+            "bridge",
+            "16g",
+            "99g",
+            "8001",
+            "80",
+            "/home/alice/env.list",
+            "/etc/shadow",
+            "\n",
+            "true",
+            "$(id)",
+            "--privileged",
+            "/proc",
+            "/var/run/docker.sock",
+            "/scratch/alice",
+            "-",
+        ]);
+        prop::collection::vec(pieces, 0..6).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+        /// Whatever the user sets, a plan that is produced never runs privileged, as root, with a
+        /// capability outside the allowlist, in a host PID or user namespace, or with a bind
+        /// source outside the allowed roots, the user's own directories and jobdock's files.
+        #[test]
+        fn invariants_hold_for_any_overrides(
+            var in prop::sample::select(policy::OVERRIDES.to_vec()),
+            alias in any::<bool>(),
+            value in hostile(),
+            var2 in prop::sample::select(policy::OVERRIDES.to_vec()),
+            value2 in hostile(),
+        ) {
+            let prefix = if alias { "LSF_DOCKER_" } else { "LSB_DOCKER_" };
+            let (k1, k2) = (format!("{prefix}{var}"), format!("LSB_DOCKER_{var2}"));
+            let Ok(p) = plan_with(&[(&k1, &value), (&k2, &value2)], &["true"]) else { return Ok(()) };
+            let body = crate::engine::body::create_json(&p);
+            let hc = &body["HostConfig"];
+            prop_assert_eq!(&hc["Privileged"], &serde_json::json!(false));
+            prop_assert_eq!(&body["User"], &serde_json::json!("2001:2001"));
+            prop_assert_eq!(&hc["CapDrop"], &serde_json::json!(["ALL"]));
+            for cap in hc["CapAdd"].as_array().unwrap() {
+                let cap: Capability = cap.as_str().unwrap().parse().unwrap();
+                prop_assert!(Capability::DEFAULT_ALLOW.contains(&cap));
+            }
+            prop_assert!(hc["SecurityOpt"].as_array().unwrap().contains(&serde_json::json!("no-new-privileges")));
+            prop_assert_eq!(&hc["PidMode"], &serde_json::json!(""));
+            prop_assert_eq!(&hc["UsernsMode"], &serde_json::json!(""));
+            prop_assert!(!hc["NetworkMode"].as_str().unwrap().starts_with("container:"));
+            prop_assert!(!hc["IpcMode"].as_str().unwrap().starts_with("container:"));
+            let allowed = ["/gpfs", "/scratch", "/home/alice", "/tmp/212.tmpdir", "/run/jobdock/"];
+            for m in hc["Mounts"].as_array().unwrap() {
+                let source = m["Source"].as_str().unwrap();
+                prop_assert!(allowed.iter().any(|a| source.starts_with(a)), "bind source {}", source);
+                let ours = source.starts_with("/run/jobdock/");
+                prop_assert!(ours || paths::check_host_path(Path::new(source), Strictness::UserPath).is_ok(), "bind source {}", source);
+            }
+        }
+    }
+}
