@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod cgroup;
 pub mod lsf;
 pub mod slurm;
 
