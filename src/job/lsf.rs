@@ -219,3 +219,119 @@ mod tests {
         }
     }
 }
+
+/// The JOB_STARTER line jobdock ships for LSF (contrib/lsf). `exec` replaces the job shell, so
+/// nothing after the first line runs on the host; `#` turns the user's command on that line into a
+/// comment, so the shell neither splits nor runs it. jobdock reads the command from the job file.
+pub const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter #";
+
+/// Recovers exactly what the user submitted from an LSF job file: the lines between
+/// `# LSBATCH: User input` and `# LSBATCH: End user input`, without the JOB_STARTER prefix LSF
+/// spliced in front of the first command (`starter`, from `LSB_JOB_STARTER`) and without the
+/// `ExitStat=$?` / `wait` lines LSF appends.
+pub fn user_command(job_file: &str, starter: &str) -> Result<String, String> {
+    let lines: Vec<&str> = job_file.lines().collect();
+    let begin = lines
+        .iter()
+        .position(|l| l.trim_end() == "# LSBATCH: User input")
+        .ok_or("no \"# LSBATCH: User input\" line")?;
+    let end = lines[begin..]
+        .iter()
+        .position(|l| l.trim_end() == "# LSBATCH: End user input")
+        .map(|i| begin + i)
+        .ok_or("no \"# LSBATCH: End user input\" line")?;
+    let mut section: Vec<String> = lines[begin + 1..end]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    if section.len() >= 2
+        && section[section.len() - 2] == "ExitStat=$?"
+        && section[section.len() - 1] == "wait"
+    {
+        section.truncate(section.len() - 2);
+    }
+    let starter = starter.trim();
+    if starter.is_empty() {
+        return Err("LSB_JOB_STARTER is not set: jobdock lsf-starter must be the queue's or application's JOB_STARTER".into());
+    }
+    let first = section
+        .iter()
+        .position(|l| l.starts_with(starter))
+        .ok_or_else(|| {
+            format!("the job file's user input does not start with the JOB_STARTER {starter:?}")
+        })?;
+    let rest = &section[first][starter.len()..];
+    section[first] = rest.strip_prefix(' ').unwrap_or(rest).to_string();
+    let mut text = section.join("\n");
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod starter_tests {
+    use super::*;
+
+    /// A job file as OpenLava writes it (research/lsf_observed.md), with `input` as the user input.
+    fn job_file(input: &str) -> String {
+        format!(
+            "#! /bin/sh\n\n$LSB_TRAPSIGS\n$LSB_RCP1\n$LSB_RCP2\n$LSB_RCP3\n# LSBATCH: User input\n{input}\nExitStat=$?\nwait\n\
+             # LSBATCH: End user input\ntrue\nexit `expr $? \"|\" $ExitStat`\n"
+        )
+    }
+
+    #[test]
+    fn the_users_exact_text_comes_back() {
+        let cases = [
+            ("cd /data; make | tee log", "cd /data; make | tee log\n"),
+            (
+                "for i in 1 2; do echo $i; done",
+                "for i in 1 2; do echo $i; done\n",
+            ),
+            ("echo 'a  b' \"$HOME\"", "echo 'a  b' \"$HOME\"\n"),
+            (
+                "#BSUB -q docker\nset -e\ncd /gpfs/lab\n./run.sh > out 2>&1",
+                "#BSUB -q docker\nset -e\ncd /gpfs/lab\n./run.sh > out 2>&1\n",
+            ),
+            ("", "\n"),
+        ];
+        for (input, want) in cases {
+            let file = job_file(&format!("{STARTER} {input}"));
+            assert_eq!(user_command(&file, STARTER).unwrap(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn the_starter_may_sit_before_a_later_line() {
+        let file = job_file(&format!("# a comment LSF left alone\n{STARTER} hostname"));
+        assert_eq!(
+            user_command(&file, STARTER).unwrap(),
+            "# a comment LSF left alone\nhostname\n"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let plain = job_file("echo hello");
+        assert!(
+            user_command(&plain, STARTER)
+                .unwrap_err()
+                .contains("does not start with the JOB_STARTER")
+        );
+        assert!(
+            user_command(&plain, "")
+                .unwrap_err()
+                .contains("LSB_JOB_STARTER is not set")
+        );
+        assert!(
+            user_command("#! /bin/sh\necho hi\n", STARTER)
+                .unwrap_err()
+                .contains("User input")
+        );
+        let unterminated = "# LSBATCH: User input\nexec x\n";
+        assert!(
+            user_command(unterminated, "exec x")
+                .unwrap_err()
+                .contains("End user input")
+        );
+    }
+}
