@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod esub;
 pub mod exit;
 pub mod identity;
 pub mod image;

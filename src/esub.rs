@@ -1,0 +1,309 @@
+//! `jobdock esub`: LSF's submit-time hook. Turns `-a 'docker(IMAGE)'` into `LSB_CONTAINER_IMAGE`
+//! and the application profile, and rejects a job whose `LSB_DOCKER_*` settings the site policy
+//! would refuse, while the user is still at the terminal. Works with both dialects: LSF 10 runs
+//! `esub.docker` with `LSB_SUB_ADDITIONAL` in the environment; older LSF-family schedulers run one
+//! `esub` and write the `-a` string only to the parm file. Pure: the caller reads and writes files.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::SiteConfig;
+use crate::identity::Identity;
+use crate::image::ImageRef;
+use crate::job::{Env, JobContext, Scheduler};
+use crate::plan::{self, Request, Snapshot};
+use crate::probe::{HostProbe, Kind, Resolved};
+
+/// What the esub asks LSF to change.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Changes {
+    /// Lines for `LSB_SUB_MODIFY_ENVFILE` (the job's environment).
+    pub env: Vec<String>,
+    /// Lines for `LSB_SUB_MODIFY_FILE` (the submission itself).
+    pub submission: Vec<String>,
+}
+
+/// Reads `NAME="value"` and `NAME=number` lines of an LSF parm file. Values are unquoted;
+/// LSF escapes an inner `"` as `\"`.
+pub fn parse_parm_file(text: &str) -> Env {
+    let mut out = Env::new();
+    for line in text.lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\\\"", "\""),
+            None => value.to_string(),
+        };
+        out.insert(name.trim().to_string(), value);
+    }
+    out
+}
+
+/// The image named by a `docker(...)` method in the `-a` string, if the job asked for docker:
+/// `docker(alpine)`, `docker(image=alpine)`; `Some(None)` for a bare `docker`.
+pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String> {
+    for method in split_methods(additional) {
+        let (name, args) = match method.split_once('(') {
+            Some((name, rest)) => {
+                let args = rest
+                    .strip_suffix(')')
+                    .ok_or_else(|| format!("-a {method:?}: missing \")\""))?;
+                (name.trim(), Some(args.trim()))
+            }
+            None => (method.trim(), None),
+        };
+        if name != "docker" {
+            continue;
+        }
+        let image = match args {
+            None | Some("") => None,
+            Some(a) => Some(a.strip_prefix("image=").unwrap_or(a).trim().to_string()),
+        };
+        return Ok(Some(image));
+    }
+    Ok(None)
+}
+
+/// `-a "docker(alpine) other(x y)"` -> `docker(alpine)`, `other(x y)`: whitespace separates
+/// methods except inside parentheses.
+fn split_methods(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, None);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if c.is_whitespace() && depth == 0 => {
+                if let Some(st) = start.take() {
+                    out.push(&s[st..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(st) = start {
+        out.push(&s[st..]);
+    }
+    out
+}
+
+/// Decides the esub's answer. `Ok(None)`: not a docker job, nothing to do. `Err`: reject the job
+/// with this message.
+pub fn decide(
+    env: &Env,
+    parm: &Env,
+    config: &SiteConfig,
+    id: &Identity,
+    cwd: Option<PathBuf>,
+    application: &str,
+    probe: &dyn HostProbe,
+) -> Result<Option<Changes>, String> {
+    let additional = env
+        .get("LSB_SUB_ADDITIONAL")
+        .or(parm.get("LSB_SUB_ADDITIONAL"))
+        .map(String::as_str)
+        .unwrap_or("");
+    let Some(image) = docker_method(additional)? else {
+        return Ok(None);
+    };
+    let image = match image.or_else(|| env.get("LSB_CONTAINER_IMAGE").cloned()) {
+        Some(i) => ImageRef::parse(&i)?,
+        None => return Err("-a docker needs an image: bsub -a 'docker(IMAGE)' ...".into()),
+    };
+    // Check the user's settings exactly as the execution host will, minus what only it can know.
+    let ctx = JobContext {
+        scheduler: Some(Scheduler::Lsf),
+        job_id: Some("0".into()),
+        work_dir: cwd.clone(),
+        ..Default::default()
+    };
+    let snap = Snapshot {
+        env: env.clone(),
+        cwd,
+        caller: crate::identity::Caller {
+            real_uid: id.uid,
+            real_gid: id.gid,
+        },
+        pid: std::process::id(),
+        hostname: "submit".into(),
+        host_cpus: 1,
+        stdin_is_tty: false,
+        token: "esub".into(),
+    };
+    let req = Request {
+        image: Some(image.to_string()),
+        command: vec!["true".into()],
+    };
+    plan::build(&req, &snap, config, &ctx, id, probe).map_err(|e| e.to_string())?;
+    Ok(Some(Changes {
+        env: vec![format!("LSB_CONTAINER_IMAGE=\"{image}\"")],
+        submission: vec![format!("LSB_SUB_APP_NAME=\"{application}\"")],
+    }))
+}
+
+/// The submission host's view of paths: the execution host's file systems may differ, so a path
+/// is judged by its text alone (allowed roots, sensitive paths); files the user names are still
+/// read, as the user that the esub runs as.
+pub struct SubmitProbe;
+
+impl HostProbe for SubmitProbe {
+    fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+        Ok(Resolved {
+            path: crate::policy::paths::normalize(path),
+            kind: Kind::Dir,
+        })
+    }
+
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+        crate::probe::AsUser {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            groups: vec![],
+        }
+        .read_file(path, max)
+    }
+
+    fn devices(&self, _glob: &str) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::fake::FakeDb;
+    use crate::identity::{Caller, resolve};
+    use crate::job::env_of;
+
+    fn alice() -> Identity {
+        resolve(
+            Caller {
+                real_uid: 2001,
+                real_gid: 2001,
+            },
+            None,
+            &JobContext::default(),
+            &Env::new(),
+            &FakeDb::site(),
+        )
+        .unwrap()
+    }
+
+    fn site() -> SiteConfig {
+        SiteConfig::parse("[mounts]\nallowed_roots = [\"/gpfs\"]\n").unwrap()
+    }
+
+    fn run(env: &[(&str, &str)], parm: &str) -> Result<Option<Changes>, String> {
+        decide(
+            &env_of(env),
+            &parse_parm_file(parm),
+            &site(),
+            &alice(),
+            Some("/home/alice/work".into()),
+            "docker",
+            &SubmitProbe,
+        )
+    }
+
+    const PARM: &str =
+        "LSB_SUB_QUEUE=\"docker\"\nLSB_SUB_OUT_FILE=\"/tmp/out.%J\"\nLSB_SUB_NUM_PROCESSORS=1\n";
+
+    #[test]
+    fn lsf10_dialect_reads_the_environment() {
+        let c = run(&[("LSB_SUB_ADDITIONAL", "docker(alpine)")], PARM)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.env, ["LSB_CONTAINER_IMAGE=\"alpine:latest\""]);
+        assert_eq!(c.submission, ["LSB_SUB_APP_NAME=\"docker\""]);
+    }
+
+    #[test]
+    fn openlava_dialect_reads_the_parm_file() {
+        let parm =
+            format!("{PARM}LSB_SUB_ADDITIONAL=\"docker(image=127.0.0.1:5000/lab/tool:2)\"\n");
+        let c = run(&[], &parm).unwrap().unwrap();
+        assert_eq!(c.env, ["LSB_CONTAINER_IMAGE=\"127.0.0.1:5000/lab/tool:2\""]);
+    }
+
+    #[test]
+    fn not_a_docker_job_is_left_alone() {
+        assert_eq!(run(&[], PARM), Ok(None));
+        assert_eq!(
+            run(&[("LSB_SUB_ADDITIONAL", "dockerish(x) other")], PARM),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn methods_with_spaces_and_several_methods() {
+        assert_eq!(
+            docker_method("gpu(num=2) docker(alpine)").unwrap(),
+            Some(Some("alpine".into()))
+        );
+        assert_eq!(docker_method("docker").unwrap(), Some(None));
+        assert!(docker_method("docker(alpine").is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_rejected_at_submit_time() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("LSB_SUB_ADDITIONAL", "docker(--privileged)")],
+                "not a valid image reference",
+            ),
+            (&[("LSB_SUB_ADDITIONAL", "docker")], "needs an image"),
+            (
+                &[
+                    ("LSB_SUB_ADDITIONAL", "docker(alpine)"),
+                    ("LSB_DOCKER_VOLUMES", "/etc:/x"),
+                ],
+                "LSB_DOCKER_VOLUMES",
+            ),
+            (
+                &[
+                    ("LSB_SUB_ADDITIONAL", "docker(alpine)"),
+                    ("LSF_DOCKER_NETWORK", "container:x"),
+                ],
+                "LSF_DOCKER_NETWORK",
+            ),
+            (
+                &[
+                    ("LSB_SUB_ADDITIONAL", "docker(alpine)"),
+                    ("LSB_DOCKER_SHM_SIZE", "1t"),
+                ],
+                "shm_size_max",
+            ),
+            (
+                &[
+                    ("LSB_SUB_ADDITIONAL", "docker(alpine)"),
+                    ("LSB_DOCKER_VOLUMES", "/scratch/x:/x"),
+                ],
+                "outside the allowed roots",
+            ),
+        ];
+        for (env, want) in cases {
+            let err = run(env, PARM).unwrap_err();
+            assert!(err.contains(want), "{env:?}: {err}");
+        }
+        assert!(
+            run(
+                &[
+                    ("LSB_SUB_ADDITIONAL", "docker(alpine)"),
+                    ("LSB_DOCKER_VOLUMES", "/gpfs/lab:/lab:ro")
+                ],
+                PARM
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn parm_file_values() {
+        let p = parse_parm_file("A=\"x y\"\nB=3\nC=\"say \\\"hi\\\"\"\ngarbage\n");
+        assert_eq!(p["A"], "x y");
+        assert_eq!(p["B"], "3");
+        assert_eq!(p["C"], "say \"hi\"");
+        assert_eq!(p.len(), 3);
+    }
+}
