@@ -7,7 +7,7 @@
 #   scripts/testbed.sh status             report; exit 1 if daemon or registry is down
 #
 # Must run as root. Each step prints one "testbed: ..." line; noisy command
-# output goes to files in $TESTBED_LOG_DIR.
+# output goes to files in /var/log/jobdock-testbed (TESTBED_LOG_DIR).
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings --
@@ -196,9 +196,21 @@ make_dirs() {
   install -d -m 0755 "$TESTBED_LOG_DIR" "$TESTBED_ETC_DIR" "$TESTBED_STATE_DIR" "$TESTBED_RUN_DIR"
 }
 
-take_lock() {
-  exec 9>"$TESTBED_LOCK"
-  flock -w 600 9 || die "another testbed.sh holds $TESTBED_LOCK"
+# run_locked ARGS...: re-run this script under an exclusive lock so that two
+# up/down runs never interleave. flock -o keeps the lock fd out of the script
+# (and so out of the daemons it starts, which would otherwise hold it forever).
+LOCK_BUSY=199
+run_locked() {
+  local rc=0
+  export TESTBED_LOCKED=1
+  flock -n -E "$LOCK_BUSY" -o "$TESTBED_LOCK" "$BASH" "${BASH_SOURCE[0]}" "$@" || rc=$?
+  if ((rc == LOCK_BUSY)); then
+    say "waiting for another testbed.sh run (lock $TESTBED_LOCK)"
+    rc=0
+    flock -w 600 -E "$LOCK_BUSY" -o "$TESTBED_LOCK" "$BASH" "${BASH_SOURCE[0]}" "$@" || rc=$?
+    ((rc != LOCK_BUSY)) || die "another testbed.sh still holds $TESTBED_LOCK after 600s"
+  fi
+  return "$rc"
 }
 
 # --------------------------------------------------------------- packages --
@@ -636,7 +648,6 @@ cmd_up() {
   local rebuild=$1 start=$SECONDS
   need_root up
   make_dirs
-  take_lock
   make_work_dir
   ensure_dockerd
   ensure_images "$rebuild"
@@ -651,7 +662,6 @@ cmd_down() {
   local pid
   need_root down
   make_dirs
-  take_lock
   pid=$(pidfile_pid "$REGISTRY_PIDFILE")
   if pid_is "$pid" docker-registry; then
     stop_pid "$pid" docker-registry registry 10
@@ -708,6 +718,12 @@ main() {
       *) usage >&2; die "unknown argument: $arg" ;;
     esac
   done
+  if [[ $cmd != status && -z ${TESTBED_LOCKED:-} ]]; then
+    need_root "$cmd"
+    make_dirs
+    run_locked "$@"
+    return
+  fi
   case $cmd in
     up) cmd_up "$rebuild" ;;
     down) cmd_down ;;
