@@ -1,0 +1,788 @@
+#!/usr/bin/env bash
+# jobdock Slurm test bed: munged, slurmctld and slurmd for a one-node cluster
+# "jobdock" on this machine (Debian, cgroup v1, no systemd), with --mem
+# enforced through the memory cgroup.
+#
+#   scripts/slurm-testbed.sh [up] [--no-verify]  bring it up (idempotent), then verify
+#   scripts/slurm-testbed.sh verify              only the end-to-end checks
+#   scripts/slurm-testbed.sh down                stop slurmd, slurmctld and munged
+#   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or the node is not up
+#
+# Must run as root. Each step prints one "slurm-testbed: ..." line; noisy
+# output goes to files in $LOG_DIR. Needs scripts/testbed.sh (dockerd, the
+# jobdock-test/busybox image and the users jdalice/jdbob); runs it when
+# something it provides is missing.
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings --
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+TESTBED_SH=$SCRIPT_DIR/testbed.sh
+
+LOG_DIR=/var/log/jobdock-testbed
+RUN_DIR=/run/jobdock-testbed
+LOCK=$RUN_DIR/slurm-testbed.lock
+APT_LOG=$LOG_DIR/slurm-apt.log
+VERIFY_LOG=$LOG_DIR/slurm-verify.log
+TESTBED_LOG=$LOG_DIR/slurm-testbed-deps.log
+
+SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
+POLICY_RC_D=/usr/sbin/policy-rc.d     # keeps package postinst from starting daemons
+
+# munge (Debian's paths; munged runs as the "munge" user made by the package)
+MUNGE_USER=munge
+MUNGED_BIN=/usr/sbin/munged
+MUNGE_KEY=/etc/munge/munge.key
+MUNGE_RUN_DIR=/run/munge
+MUNGE_SOCKET=$MUNGE_RUN_DIR/munge.socket.2
+MUNGED_PIDFILE=$MUNGE_RUN_DIR/munged.pid   # written by munged itself
+MUNGED_LOG=$LOG_DIR/munged.log
+
+# Slurm (Debian's paths; slurmctld runs as the "slurm" user made by the package)
+SLURM_USER=slurm
+SLURM_CLUSTER=jobdock
+SLURM_PARTITION=debug
+SLURM_CONF_DIR=/etc/slurm
+SLURM_CONF_PATH=$SLURM_CONF_DIR/slurm.conf
+CGROUP_CONF=$SLURM_CONF_DIR/cgroup.conf
+SLURMCTLD_BIN=/usr/sbin/slurmctld
+SLURMD_BIN=/usr/sbin/slurmd
+SLURMCTLD_PIDFILE=/run/slurmctld.pid       # written by the daemons themselves
+SLURMD_PIDFILE=/run/slurmd.pid
+SLURM_STATE_DIR=/var/lib/slurm/slurmctld   # StateSaveLocation
+SLURMD_SPOOL_DIR=/var/lib/slurm/slurmd     # SlurmdSpoolDir
+# slurmctld (as $SLURM_USER) chdirs to its log file's directory: give it one of its own.
+SLURM_LOG_DIR=$LOG_DIR/slurm
+SLURMCTLD_LOG=$SLURM_LOG_DIR/slurmctld.log
+SLURMD_LOG=$SLURM_LOG_DIR/slurmd.log
+SLURM_PLUGIN_DIR=/usr/lib/x86_64-linux-gnu/slurm-wlm
+SLURM_LIB=/usr/lib/x86_64-linux-gnu/slurm-wlm/libslurmfull.so
+# Memory kept back from Slurm for the OS, dockerd and the daemons:
+# max(MEM_HEADROOM_MIN_MB, MEM_HEADROOM_PERCENT% of the machine).
+MEM_HEADROOM_MIN_MB=1024
+MEM_HEADROOM_PERCENT=10
+DEF_MEM_PER_CPU_MB=512                     # a job without --mem gets this per CPU
+SLURM_WAIT=${SLURM_TESTBED_WAIT:-60}       # seconds for daemons / node to come up
+
+# jobdock's Slurm epilog. Configured as Epilog= only when the file exists and is
+# executable; otherwise slurm.conf carries a commented placeholder. Override with
+# SLURM_EPILOG=/path scripts/slurm-testbed.sh up. Not exported: srun reads an
+# environment variable of this name as its own --epilog.
+SLURM_EPILOG=${SLURM_EPILOG:-$REPO_ROOT/contrib/slurm/epilog}
+export -n SLURM_EPILOG
+
+# verification
+VERIFY_USER=jdalice
+VERIFY_UID=2001
+VERIFY_MEM=64M
+VERIFY_MEM_BYTES=67108864
+# The docker daemon for the cgroup-parent check: scripts/testbed.sh's, unless
+# SLURM_TESTBED_DOCKER_SOCK names another one (which must already have
+# $VERIFY_IMAGE).
+DOCKER_SOCK=${SLURM_TESTBED_DOCKER_SOCK:-/var/run/docker.sock}
+VERIFY_IMAGE=jobdock-test/busybox:latest
+
+# ----------------------------------------------------------------- helpers --
+for _d in /usr/sbin /sbin /usr/bin /bin; do
+  case ":$PATH:" in *":$_d:"*) ;; *) PATH=$PATH:$_d ;; esac
+done
+export PATH
+unset SLURM_CONF   # always the default /etc/slurm/slurm.conf, as users' commands see it
+
+APT_UPDATED=0
+CLEANUP_PATHS=()
+NODE=$(hostname -s)
+
+say() { printf 'slurm-testbed: %s\n' "$*"; }
+warn() { printf 'slurm-testbed: WARNING: %s\n' "$*" >&2; }
+die() { printf 'slurm-testbed: ERROR: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  local p
+  for p in "${CLEANUP_PATHS[@]}"; do rm -rf -- "$p"; done
+}
+trap cleanup EXIT
+
+tail_log() {
+  local file=$1 offset=${2:-0}
+  [[ -f $file ]] || return 0
+  printf 'slurm-testbed: --- last lines of %s ---\n' "$file" >&2
+  tail -c +"$((offset + 1))" "$file" | tail -n 25 | sed 's/^/    /' >&2
+}
+
+# run_logged LOG CMD...: CMD's output appended to LOG; on failure show the tail and die.
+run_logged() {
+  local log=$1; shift
+  printf '=== %s $ %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
+  if ! "$@" >>"$log" 2>&1; then
+    tail_log "$log"
+    die "command failed: $* (full output in $log)"
+  fi
+}
+
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+pidfile_pid() {
+  local pid=""
+  if [[ -r $1 ]]; then read -r pid <"$1" 2>/dev/null || true; fi
+  [[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
+  return 0
+}
+
+# pid_is PID COMM: PID is a live (non-zombie) process named COMM (guards
+# against stale pid files whose pid now belongs to something else).
+pid_is() {
+  local pid=$1 comm=$2 stat name
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  name=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != [ZX] && $name == "$comm" ]]
+}
+
+# daemon_pid PIDFILE COMM: pid of the live daemon named COMM, from its pid
+# file or, if that is stale or missing, the only process of that name.
+daemon_pid() {
+  local pid
+  pid=$(pidfile_pid "$1")
+  if pid_is "$pid" "$2"; then printf '%s' "$pid"; return 0; fi
+  pid=$(pgrep -x "$2" 2>/dev/null | head -n 1 || true)
+  if pid_is "$pid" "$2"; then printf '%s' "$pid"; fi
+  return 0
+}
+
+stop_pid() {
+  local pid=$1 comm=$2 what=$3 wait=$4 i
+  pid_is "$pid" "$comm" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < wait * 5; i++)); do
+    pid_is "$pid" "$comm" || return 0
+    sleep 0.2
+  done
+  warn "$what (pid $pid) ignored SIGTERM for ${wait}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 25; i++)); do
+    pid_is "$pid" "$comm" || return 0
+    sleep 0.2
+  done
+  die "$what (pid $pid) does not die"
+}
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"; }
+
+make_dirs() { install -d -m 0755 "$LOG_DIR" "$RUN_DIR"; }
+
+# The lock is fd 8; every daemon is started with fd 8 closed so that it
+# cannot inherit (and keep holding) the lock after this script exits.
+take_lock() {
+  exec 8>"$LOCK"
+  flock -w 600 8 || die "another slurm-testbed.sh holds $LOCK"
+}
+
+WORK_DIR=""
+make_work_dir() {
+  [[ -n $WORK_DIR ]] && return 0
+  WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/jobdock-slurm-testbed.XXXXXX")
+  chmod 0755 "$WORK_DIR"
+  CLEANUP_PATHS+=("$WORK_DIR")
+}
+
+# --------------------------------------------------------------- packages --
+pkg_installed() {
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+ensure_packages() {
+  local p missing=() made_policy=0
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  if ((${#missing[@]} == 0)); then
+    say "packages present: $* (slurm $(slurm_version))"
+    return 0
+  fi
+  say "installing packages: ${missing[*]} (log: $APT_LOG)"
+  if ((APT_UPDATED == 0)); then
+    run_logged "$APT_LOG" apt-get update
+    APT_UPDATED=1
+  fi
+  # This script starts the daemons itself; keep postinst scripts from doing it
+  # (same pattern as scripts/testbed.sh).
+  if [[ ! -e $POLICY_RC_D ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC_D"
+    chmod 0755 "$POLICY_RC_D"
+    CLEANUP_PATHS+=("$POLICY_RC_D")
+    made_policy=1
+  fi
+  run_logged "$APT_LOG" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+  if ((made_policy)); then rm -f "$POLICY_RC_D"; fi
+  say "installed: ${missing[*]} (slurm $(slurm_version))"
+}
+
+slurm_version() {
+  dpkg-query -W -f='${Version}' slurmd 2>/dev/null || echo '?'
+}
+
+# ------------------------------------------------------------ prerequisites --
+docker_answers() {
+  [[ -S $DOCKER_SOCK ]] \
+    && [[ $(curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCK" http://localhost/_ping 2>/dev/null) == OK ]]
+}
+
+# dk ARGS...: a docker client that talks to $DOCKER_SOCK.
+dk() { DOCKER_HOST=unix://$DOCKER_SOCK docker "$@"; }
+
+ensure_testbed() {
+  local why=()
+  id -u "$VERIFY_USER" >/dev/null 2>&1 || why+=("user $VERIFY_USER missing")
+  if ! command -v curl >/dev/null 2>&1 || ! docker_answers; then
+    why+=("dockerd not answering")
+  elif ! dk image inspect "$VERIFY_IMAGE" >/dev/null 2>&1; then
+    why+=("image $VERIFY_IMAGE missing")
+  fi
+  if ((${#why[@]} == 0)); then
+    say "test bed present: dockerd ($DOCKER_SOCK), $VERIFY_IMAGE, $VERIFY_USER"
+    return 0
+  fi
+  if [[ $DOCKER_SOCK != /var/run/docker.sock ]]; then
+    die "${why[*]} (SLURM_TESTBED_DOCKER_SOCK=$DOCKER_SOCK is not scripts/testbed.sh's daemon)"
+  fi
+  [[ -x $TESTBED_SH || -f $TESTBED_SH ]] || die "${why[*]}; and $TESTBED_SH is missing"
+  say "running scripts/testbed.sh up (${why[*]}; log: $TESTBED_LOG)"
+  run_logged "$TESTBED_LOG" bash "$TESTBED_SH" up 8>&-
+}
+
+# ------------------------------------------------------------------- munge --
+munge_works() {
+  local cred
+  cred=$(munge -n -S "$MUNGE_SOCKET" 2>/dev/null) || return 1
+  unmunge -S "$MUNGE_SOCKET" <<<"$cred" >/dev/null 2>&1
+}
+
+ensure_munge_key() {
+  install -d -m 0700 -o "$MUNGE_USER" -g "$MUNGE_USER" /etc/munge
+  if [[ -s $MUNGE_KEY ]]; then
+    chown "$MUNGE_USER:$MUNGE_USER" "$MUNGE_KEY"
+    chmod 0400 "$MUNGE_KEY"
+    say "munge key present ($MUNGE_KEY)"
+    return 0
+  fi
+  rm -f "$MUNGE_KEY"
+  run_logged "$MUNGED_LOG" runuser -u "$MUNGE_USER" -- mungekey --create --keyfile "$MUNGE_KEY"
+  chown "$MUNGE_USER:$MUNGE_USER" "$MUNGE_KEY"
+  chmod 0400 "$MUNGE_KEY"
+  say "munge key created ($MUNGE_KEY, $(stat -c '%U:%G %a' "$MUNGE_KEY"))"
+}
+
+ensure_munged() {
+  local pid offset deadline
+  pid=$(daemon_pid "$MUNGED_PIDFILE" munged)
+  if [[ -n $pid ]] && munge_works; then
+    say "munged running (pid $pid; munge -n | unmunge ok)"
+    return 0
+  fi
+  if [[ -n $pid ]]; then
+    say "munged pid $pid does not answer; restarting it"
+    stop_pid "$pid" munged munged 10
+  fi
+  # Left behind by a killed munged (munged itself would also replace a socket
+  # whose lock file nobody holds; removing them keeps status honest).
+  local f removed=()
+  for f in "$MUNGED_PIDFILE" "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"; do
+    if [[ -e $f ]]; then rm -f "$f"; removed+=("$f"); fi
+  done
+  if ((${#removed[@]})); then say "removed stale munge files: ${removed[*]}"; fi
+  install -d -m 0755 -o "$MUNGE_USER" -g "$MUNGE_USER" "$MUNGE_RUN_DIR"
+  install -d -m 0711 -o "$MUNGE_USER" -g "$MUNGE_USER" /var/lib/munge
+  install -d -m 0700 -o "$MUNGE_USER" -g "$MUNGE_USER" /var/log/munge
+  touch "$MUNGED_LOG"
+  chown "$MUNGE_USER:$MUNGE_USER" "$MUNGED_LOG"
+  chmod 0640 "$MUNGED_LOG"
+  offset=$(file_size "$MUNGED_LOG")
+  printf '=== %s slurm-testbed: starting %s\n' "$(date -u +%FT%TZ)" "$MUNGED_BIN" >>"$MUNGED_LOG"
+  # munged daemonizes itself and writes $MUNGED_PIDFILE.
+  if ! start-stop-daemon --start --quiet --chuid "$MUNGE_USER" --exec "$MUNGED_BIN" -- \
+    --socket="$MUNGE_SOCKET" --pid-file="$MUNGED_PIDFILE" --log-file="$MUNGED_LOG" \
+    </dev/null >>"$MUNGED_LOG" 2>&1 8>&-; then
+    tail_log "$MUNGED_LOG" "$offset"
+    die "munged did not start (log: $MUNGED_LOG)"
+  fi
+  deadline=$((SECONDS + 15))
+  until munge_works; do
+    if ((SECONDS >= deadline)); then
+      tail_log "$MUNGED_LOG" "$offset"
+      die "munged does not answer on $MUNGE_SOCKET (munge -n | unmunge fails)"
+    fi
+    sleep 0.2
+  done
+  say "munged started (pid $(pidfile_pid "$MUNGED_PIDFILE"); munge -n | unmunge ok; log $MUNGED_LOG)"
+}
+
+# ------------------------------------------------------------------ config --
+# The node's hardware line as slurmd sees it (CPUs, Boards, Sockets, Cores,
+# Threads), so the configured node matches what slurmd registers and is not
+# drained for "Low socket*core*thread count".
+node_hw() {
+  local line
+  line=$("$SLURMD_BIN" -C 2>/dev/null | head -n 1 || true)
+  line=$(tr ' ' '\n' <<<"$line" | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=' | tr '\n' ' ' || true)
+  [[ $line == *CPUs=* ]] || line="CPUs=$(nproc) "
+  printf '%s' "${line% }"
+}
+
+node_real_memory_mb() {
+  local total headroom
+  total=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
+  headroom=$((total * MEM_HEADROOM_PERCENT / 100))
+  ((headroom >= MEM_HEADROOM_MIN_MB)) || headroom=$MEM_HEADROOM_MIN_MB
+  ((total > headroom + 256)) || die "only ${total} MB of memory; too little for a test node"
+  printf '%s' $((total - headroom))
+}
+
+# Slurm < 22.05 has no CgroupPlugin key in cgroup.conf (and would refuse it).
+slurm_knows_cgroup_plugin() {
+  [[ -e $SLURM_PLUGIN_DIR/cgroup_v1.so ]] && grep -qa 'CgroupPlugin' "$SLURM_LIB" 2>/dev/null
+}
+
+epilog_line() {
+  if [[ -n $SLURM_EPILOG && -f $SLURM_EPILOG && -x $SLURM_EPILOG ]]; then
+    printf 'Epilog=%s\n' "$SLURM_EPILOG"
+  else
+    printf '#Epilog=%s   # placeholder: not an executable file yet (set SLURM_EPILOG)\n' "$SLURM_EPILOG"
+  fi
+}
+
+write_slurm_conf() {
+  local out=$1 hw mem
+  hw=$(node_hw)
+  mem=$(node_real_memory_mb)
+  cat >"$out" <<EOF
+# Written by scripts/slurm-testbed.sh; changes are overwritten.
+ClusterName=$SLURM_CLUSTER
+SlurmctldHost=$NODE
+SlurmUser=$SLURM_USER
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ReturnToService=2
+SlurmctldPidFile=$SLURMCTLD_PIDFILE
+SlurmdPidFile=$SLURMD_PIDFILE
+StateSaveLocation=$SLURM_STATE_DIR
+SlurmdSpoolDir=$SLURMD_SPOOL_DIR
+SlurmctldLogFile=$SLURMCTLD_LOG
+SlurmdLogFile=$SLURMD_LOG
+SlurmctldDebug=info
+SlurmdDebug=info
+MailProg=/bin/true
+
+# Processes tracked, and memory/cores enforced, through cgroups (cgroup.conf).
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup,task/affinity
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$DEF_MEM_PER_CPU_MB
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+
+# jobdock's epilog (removes a job's containers); see SLURM_EPILOG in the script.
+$(epilog_line)
+
+NodeName=$NODE NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
+PartitionName=$SLURM_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+write_cgroup_conf() {
+  local out=$1
+  {
+    echo '# Written by scripts/slurm-testbed.sh; changes are overwritten.'
+    if slurm_knows_cgroup_plugin; then
+      echo 'CgroupPlugin=cgroup/v1'
+    else
+      echo '# (this Slurm has no CgroupPlugin key; it uses cgroup v1 anyway)'
+    fi
+    echo 'CgroupMountpoint=/sys/fs/cgroup'
+    echo 'ConstrainRAMSpace=yes'
+    echo 'AllowedRAMSpace=100'
+    echo 'ConstrainSwapSpace=no'
+    echo 'ConstrainCores=yes'
+    echo 'ConstrainDevices=yes'
+  } >"$out"
+}
+
+CONFIG_CHANGED=0
+# install_if_changed NEW DEST: 0 = DEST replaced.
+install_if_changed() {
+  if cmp -s "$1" "$2"; then return 1; fi
+  install -m 0644 "$1" "$2"
+  return 0
+}
+
+ensure_config() {
+  local changed=()
+  make_work_dir
+  install -d -m 0755 "$SLURM_CONF_DIR"
+  write_slurm_conf "$WORK_DIR/slurm.conf"
+  write_cgroup_conf "$WORK_DIR/cgroup.conf"
+  if install_if_changed "$WORK_DIR/slurm.conf" "$SLURM_CONF_PATH"; then changed+=("$SLURM_CONF_PATH"); fi
+  if install_if_changed "$WORK_DIR/cgroup.conf" "$CGROUP_CONF"; then changed+=("$CGROUP_CONF"); fi
+
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" /var/lib/slurm "$SLURM_STATE_DIR"
+  install -d -m 0755 -o root -g root "$SLURMD_SPOOL_DIR"
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" "$SLURM_LOG_DIR"
+  touch "$SLURMCTLD_LOG" "$SLURMD_LOG"
+  chown "$SLURM_USER:$SLURM_USER" "$SLURMCTLD_LOG"
+  chmod 0640 "$SLURMCTLD_LOG" "$SLURMD_LOG"
+
+  local epi="no epilog"
+  grep -q '^Epilog=' "$SLURM_CONF_PATH" && epi="Epilog=$SLURM_EPILOG"
+  local summary
+  summary="node $NODE $(grep -o 'CPUs=[0-9]*' "$SLURM_CONF_PATH") $(grep -o 'RealMemory=[0-9]*' "$SLURM_CONF_PATH")MB, $epi"
+  if ((${#changed[@]})); then
+    CONFIG_CHANGED=1
+    say "config written: ${changed[*]} ($summary)"
+  else
+    say "config unchanged: $SLURM_CONF_PATH $CGROUP_CONF ($summary)"
+  fi
+}
+
+# ------------------------------------------------------------------- slurm --
+slurmctld_answers() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+
+# node_state: sinfo's long state of $NODE ("idle", "down*", "drained", ...).
+node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
+
+node_reason() { sinfo -h -N -n "$NODE" -o '%E' 2>/dev/null | head -n 1; }
+
+node_usable() {
+  case $(node_state) in
+    idle | mixed | allocated | completing) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# start_slurm_daemon BIN COMM PIDFILE LOG: the daemon forks itself into the
+# background (no -D) and writes PIDFILE; wait until it is alive.
+start_slurm_daemon() {
+  local bin=$1 comm=$2 pidfile=$3 log=$4 offset pid deadline
+  offset=$(file_size "$log")
+  printf '=== %s slurm-testbed: starting %s\n' "$(date -u +%FT%TZ)" "$bin" >>"$log"
+  "$bin" </dev/null >>"$log" 2>&1 8>&- || { tail_log "$log" "$offset"; die "$bin failed to start (log: $log)"; }
+  deadline=$((SECONDS + 15))
+  while ((SECONDS < deadline)); do
+    pid=$(pidfile_pid "$pidfile")
+    if pid_is "$pid" "$comm"; then return 0; fi
+    sleep 0.2
+  done
+  tail_log "$log" "$offset"
+  die "$comm did not stay up (no live pid in $pidfile; log: $log)"
+}
+
+# ensure_slurm_daemon COMM PIDFILE BIN LOG RESTART
+ensure_slurm_daemon() {
+  local comm=$1 pidfile=$2 bin=$3 log=$4 restart=$5 pid
+  pid=$(daemon_pid "$pidfile" "$comm")
+  if [[ -n $pid ]] && ((restart == 0)); then
+    say "$comm running (pid $pid)"
+    return 0
+  fi
+  if [[ -n $pid ]]; then
+    say "$comm (pid $pid): config changed, restarting"
+    stop_pid "$pid" "$comm" "$comm" 30
+    rm -f "$pidfile"
+  fi
+  # A pid file left by a SIGKILLed daemon: the daemons check it themselves
+  # (fcntl lock), but a stale one is removed here to keep status honest.
+  if [[ -e $pidfile ]] && ! pid_is "$(pidfile_pid "$pidfile")" "$comm"; then
+    rm -f "$pidfile"
+    say "removed stale $pidfile"
+  fi
+  start_slurm_daemon "$bin" "$comm" "$pidfile" "$log"
+  say "$comm started (pid $(pidfile_pid "$pidfile"), log $log)"
+}
+
+wait_slurmctld() {
+  local deadline=$((SECONDS + SLURM_WAIT))
+  until slurmctld_answers; do
+    if ((SECONDS >= deadline)); then
+      tail_log "$SLURMCTLD_LOG"
+      die "slurmctld does not answer 'scontrol ping' within ${SLURM_WAIT}s (log: $SLURMCTLD_LOG)"
+    fi
+    pid_is "$(pidfile_pid "$SLURMCTLD_PIDFILE")" slurmctld \
+      || { tail_log "$SLURMCTLD_LOG"; die "slurmctld exited (log: $SLURMCTLD_LOG)"; }
+    sleep 0.3
+  done
+}
+
+wait_node() {
+  local deadline=$((SECONDS + SLURM_WAIT)) state resumed=0
+  while :; do
+    state=$(node_state)
+    case $state in
+      idle | mixed | allocated | completing)
+        if ((resumed)); then
+          say "node $NODE $state (resumed)"
+        else
+          say "node $NODE $state"
+        fi
+        return 0 ;;
+      down | drained | draining | drain | fail | failing)
+        # Responding but marked down/drained (e.g. after an unclean stop).
+        if ((resumed == 0)); then
+          say "node $NODE is $state ($(node_reason)); scontrol update state=resume"
+          scontrol update nodename="$NODE" state=resume >>"$SLURMCTLD_LOG" 2>&1 || true
+          resumed=1
+        fi ;;
+    esac
+    if ((SECONDS >= deadline)); then
+      tail_log "$SLURMD_LOG"
+      die "node $NODE is '${state:-?}' ($(node_reason)) after ${SLURM_WAIT}s (logs: $SLURMD_LOG $SLURMCTLD_LOG)"
+    fi
+    pid_is "$(pidfile_pid "$SLURMD_PIDFILE")" slurmd \
+      || { tail_log "$SLURMD_LOG"; die "slurmd exited (log: $SLURMD_LOG)"; }
+    sleep 0.5
+  done
+}
+
+ensure_slurm() {
+  ensure_slurm_daemon slurmctld "$SLURMCTLD_PIDFILE" "$SLURMCTLD_BIN" "$SLURMCTLD_LOG" "$CONFIG_CHANGED"
+  wait_slurmctld
+  ensure_slurm_daemon slurmd "$SLURMD_PIDFILE" "$SLURMD_BIN" "$SLURMD_LOG" "$CONFIG_CHANGED"
+  wait_node
+}
+
+# ------------------------------------------------------------------ verify --
+# check WHAT CONDITION-DESCRIPTION: log and die on failure.
+vlog() { printf '%s\n' "$*" >>"$VERIFY_LOG"; }
+
+verify_cmd() {
+  # verify_cmd VAR CMD...: run CMD (logged); its stdout into VAR; die on failure.
+  local __var=$1; shift
+  local __out __rc=0
+  vlog "=== $(date -u +%FT%TZ) \$ $*"
+  __out=$("$@" 2>>"$VERIFY_LOG") || __rc=$?
+  vlog "$__out"
+  if ((__rc != 0)); then
+    tail_log "$VERIFY_LOG"
+    die "verify: '$*' failed with exit $__rc (log: $VERIFY_LOG)"
+  fi
+  printf -v "$__var" '%s' "$__out"
+}
+
+verify() {
+  local out job cg limit
+  make_work_dir
+  ensure_testbed
+
+  # 1. srun as the test user, with a memory limit.
+  verify_cmd out runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp id -u
+  [[ $out == "$VERIFY_UID" ]] || die "verify: srun id -u as $VERIFY_USER printed '$out', expected $VERIFY_UID"
+  say "verify: srun -N1 -n1 --mem=$VERIFY_MEM id as $VERIFY_USER -> uid $out"
+
+  # 2. sbatch --wait of a tiny script.
+  cat >"$WORK_DIR/tiny.sbatch" <<'EOF'
+#!/bin/sh
+#SBATCH --job-name=jobdock-testbed
+echo "batch ok uid=$(id -u) job=$SLURM_JOB_ID"
+grep ':memory:' /proc/self/cgroup
+EOF
+  chmod 0644 "$WORK_DIR/tiny.sbatch"
+  verify_cmd out runuser -u "$VERIFY_USER" -- sbatch --wait --parsable --mem="$VERIFY_MEM" \
+    --chdir=/tmp --output="/tmp/jobdock-testbed-%j.out" "$WORK_DIR/tiny.sbatch"
+  job=${out%%;*}
+  [[ $job =~ ^[0-9]+$ ]] || die "verify: sbatch printed '$out', not a job id"
+  out=$(cat "/tmp/jobdock-testbed-$job.out" 2>/dev/null || true)
+  vlog "$out"
+  rm -f "/tmp/jobdock-testbed-$job.out"
+  [[ $out == *"batch ok uid=$VERIFY_UID job=$job"* ]] \
+    || die "verify: batch job $job wrote '$out' (log: $VERIFY_LOG)"
+  say "verify: sbatch --wait job $job ran as uid $VERIFY_UID ($(grep -o '/slurm[^ ]*' <<<"$out" | head -n 1))"
+
+  # 3. A step's memory cgroup and its limit. Debian builds Slurm with
+  #    --enable-multiple-slurmd, so the v1 root is /slurm_<node>, not /slurm;
+  #    task/cgroup puts each task in a task_N child of the step, and the
+  #    limit is set on job_N and step_N, not on task_N (which says unlimited).
+  # shellcheck disable=SC2016  # expanded by the step's shell
+  verify_cmd out runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp \
+    sh -c 'p=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup); s=${p%/task_*}
+      echo "$p"; cat "/sys/fs/cgroup/memory$s/memory.limit_in_bytes"
+      sed -n "s/^hierarchical_memory_limit //p" "/sys/fs/cgroup/memory$p/memory.stat"'
+  cg=$(sed -n 1p <<<"$out")
+  limit=$(sed -n 2p <<<"$out")
+  local hier
+  hier=$(sed -n 3p <<<"$out")
+  [[ $cg =~ ^/slurm(_$NODE)?/uid_${VERIFY_UID}/job_[0-9]+/step_0(/task_0)?$ ]] \
+    || die "verify: step memory cgroup is '$cg', expected /slurm_$NODE/uid_$VERIFY_UID/job_N/step_0[/task_0]"
+  [[ $limit == "$VERIFY_MEM_BYTES" ]] \
+    || die "verify: ${cg%/task_*} memory.limit_in_bytes is '$limit', expected $VERIFY_MEM_BYTES"
+  [[ $hier == "$VERIFY_MEM_BYTES" ]] \
+    || die "verify: $cg hierarchical_memory_limit is '$hier', expected $VERIFY_MEM_BYTES"
+  say "verify: step cgroup memory:$cg; ${cg%/task_*} limit $limit; hierarchical limit $hier"
+
+  # 4. docker run from inside a root srun step, --cgroup-parent = the step's
+  #    memory cgroup path from /proc/self/cgroup minus its /task_N, ABSOLUTE
+  #    (leading "/"; runc takes a relative one relative to its own cgroup,
+  #    i.e. dockerd's). The container's cgroup is then a child of the step's in
+  #    every hierarchy: its own memory.limit_in_bytes reads "unlimited", but its
+  #    hierarchical_memory_limit is the step's, and the kernel enforces it.
+  cat >"$WORK_DIR/docker-step.sh" <<EOF
+#!/bin/sh
+set -e
+p=\$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup)
+parent=\${p%/task_*}
+echo "job=\$SLURM_JOB_ID"
+echo "parent=\$parent"
+DOCKER_HOST=unix://$DOCKER_SOCK docker run --rm --network none --cgroup-parent "\$parent" $VERIFY_IMAGE \\
+  sh -c 'echo "ctr=\$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup)"; echo "ctr_limit=\$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"; echo "ctr_hier=\$(sed -n "s/^hierarchical_memory_limit //p" /sys/fs/cgroup/memory/memory.stat)"'
+rc=0
+DOCKER_HOST=unix://$DOCKER_SOCK docker run --rm --network none --cgroup-parent "\$parent" $VERIFY_IMAGE \\
+  sh -c 'x=\$(head -c 134217728 /dev/zero | tr "\\\\0" a); echo survived \${#x}' >/dev/null 2>&1 || rc=\$?
+echo "oom_rc=\$rc"
+EOF
+  chmod 0755 "$WORK_DIR/docker-step.sh"
+  verify_cmd out srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp "$WORK_DIR/docker-step.sh"
+  local vjob parent ctr ctr_limit ctr_hier oom_rc
+  vjob=$(sed -n 's/^job=//p' <<<"$out")
+  parent=$(sed -n 's/^parent=//p' <<<"$out")
+  ctr=$(sed -n 's/^ctr=//p' <<<"$out")
+  ctr_limit=$(sed -n 's/^ctr_limit=//p' <<<"$out")
+  ctr_hier=$(sed -n 's/^ctr_hier=//p' <<<"$out")
+  oom_rc=$(sed -n 's/^oom_rc=//p' <<<"$out")
+  clean_job_cgroups "$vjob"
+  [[ -n $parent && $ctr == "$parent"/* ]] \
+    || die "verify: container memory cgroup '$ctr' is not below the step's '$parent' (log: $VERIFY_LOG)"
+  [[ $ctr_hier == "$VERIFY_MEM_BYTES" ]] \
+    || die "verify: container hierarchical_memory_limit is '$ctr_hier', expected $VERIFY_MEM_BYTES (log: $VERIFY_LOG)"
+  [[ $oom_rc == 137 ]] \
+    || die "verify: a container allocating 128 MiB in a $VERIFY_MEM step exited $oom_rc, expected 137 (OOM kill)"
+  say "verify: docker --cgroup-parent $parent -> container memory:$ctr; own limit $ctr_limit, hierarchical $ctr_hier; 128 MiB allocation OOM-killed (exit $oom_rc)"
+}
+
+# clean_job_cgroups JOBID: runc creates the cgroup parent in every v1
+# hierarchy (and in the cgroup2 one at /sys/fs/cgroup/unified), but Slurm only
+# removes job_N from those it manages (memory, freezer, cpuset, devices):
+# remove the empty directories left in the others (blkio, cpu, cpuacct, pids,
+# name=systemd, unified). In production that is the epilog's job.
+clean_job_cgroups() {
+  local job=$1 d n=0
+  [[ $job =~ ^[0-9]+$ ]] || return 0
+  sleep 0.5   # let slurmstepd finish its own cleanup first
+  while read -r d; do
+    if rmdir "$d" 2>/dev/null; then n=$((n + 1)); fi
+  done < <(find /sys/fs/cgroup/*/slurm*/uid_*/job_"$job" -depth -type d 2>/dev/null)
+  vlog "removed $n empty cgroup directories of job $job"
+}
+
+# ----------------------------------------------------------------- summary --
+summary() {
+  local ctld slurmd munged
+  munged=$(daemon_pid "$MUNGED_PIDFILE" munged)
+  ctld=$(daemon_pid "$SLURMCTLD_PIDFILE" slurmctld)
+  slurmd=$(daemon_pid "$SLURMD_PIDFILE" slurmd)
+  say "slurm:    $(slurm_version); cluster $SLURM_CLUSTER; munged ${munged:-DOWN}, slurmctld ${ctld:-DOWN}, slurmd ${slurmd:-DOWN}"
+  say "node:     $(sinfo -h -N -n "$NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
+  say "config:   $SLURM_CONF_PATH $CGROUP_CONF; logs $SLURMCTLD_LOG $SLURMD_LOG $MUNGED_LOG"
+}
+
+# ---------------------------------------------------------------- commands --
+cmd_up() {
+  local do_verify=$1 start=$SECONDS
+  need_root up
+  make_dirs
+  take_lock
+  ensure_packages "${SLURM_PACKAGES[@]}"
+  ensure_munge_key
+  ensure_munged
+  ensure_config
+  ensure_slurm
+  if ((do_verify)); then verify; fi
+  summary
+  say "up done in $((SECONDS - start))s"
+}
+
+cmd_verify() {
+  need_root verify
+  make_dirs
+  take_lock
+  slurmctld_answers || die "slurmctld not answering; run: $0 up"
+  verify
+}
+
+cmd_down() {
+  local pid comm pidfile
+  need_root down
+  make_dirs
+  take_lock
+  for comm in slurmd slurmctld munged; do
+    case $comm in
+      slurmd) pidfile=$SLURMD_PIDFILE ;;
+      slurmctld) pidfile=$SLURMCTLD_PIDFILE ;;
+      munged) pidfile=$MUNGED_PIDFILE ;;
+    esac
+    pid=$(daemon_pid "$pidfile" "$comm")
+    if [[ -n $pid ]]; then
+      stop_pid "$pid" "$comm" "$comm" 30
+      say "$comm stopped (pid $pid)"
+    else
+      say "$comm not running"
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+cmd_status() {
+  local rc=0 pid state
+  pid=$(daemon_pid "$MUNGED_PIDFILE" munged)
+  if [[ -n $pid ]] && munge_works; then
+    say "munged running (pid $pid), munge -n | unmunge ok"
+  else
+    say "munged NOT working (pid ${pid:-none})"; rc=1
+  fi
+  pid=$(daemon_pid "$SLURMCTLD_PIDFILE" slurmctld)
+  if [[ -n $pid ]] && slurmctld_answers; then
+    say "slurmctld running (pid $pid), scontrol ping UP"
+  else
+    say "slurmctld NOT answering (pid ${pid:-none})"; rc=1
+  fi
+  pid=$(daemon_pid "$SLURMD_PIDFILE" slurmd)
+  if [[ -n $pid ]]; then
+    say "slurmd running (pid $pid)"
+  else
+    say "slurmd NOT running"; rc=1
+  fi
+  state=""
+  if slurmctld_answers; then state=$(node_state || true); fi
+  if ((rc == 0)) && node_usable; then
+    say "node $NODE $state"
+  else
+    say "node $NODE NOT usable (state '${state:-unknown}'${state:+, $(node_reason)})"; rc=1
+  fi
+  if slurmctld_answers; then summary; fi
+  return "$rc"
+}
+
+usage() {
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=up do_verify=1 arg
+  for arg in "$@"; do
+    case $arg in
+      up | down | status | verify) cmd=$arg ;;
+      --no-verify) do_verify=0 ;;
+      -h | --help | help) usage; return 0 ;;
+      *) usage >&2; die "unknown argument: $arg" ;;
+    esac
+  done
+  case $cmd in
+    up) cmd_up "$do_verify" ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    verify) cmd_verify ;;
+  esac
+}
+
+main "$@"
