@@ -49,25 +49,57 @@ impl JobCgroup {
         unified
     }
 
-    /// The file holding the memory limit, under the cgroup mount `root` (`/sys/fs/cgroup`).
-    pub fn memory_limit_file(&self, root: &Path) -> PathBuf {
+    /// The job's memory limit, read through `read` (a file's text) under the cgroup mount `root`.
+    /// v1: `hierarchical_memory_limit` of `memory.stat`, since Slurm puts the limit on the step
+    /// and the process sits in an unlimited `task_N` child; v2: the smallest `memory.max` from
+    /// the cgroup up to the root.
+    pub fn memory_limit(&self, root: &Path, read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
         let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
         match self.version {
-            CgroupVersion::V1 => root.join("memory").join(rel).join("memory.limit_in_bytes"),
-            CgroupVersion::V2 => root.join(rel).join("memory.max"),
+            CgroupVersion::V1 => {
+                let stat = read(&root.join("memory").join(rel).join("memory.stat"))?;
+                let line = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("hierarchical_memory_limit "))?;
+                parse_memory_limit(line)
+            }
+            CgroupVersion::V2 => rel
+                .ancestors()
+                .filter(|a| !a.as_os_str().is_empty())
+                .filter_map(|a| {
+                    read(&root.join(a).join("memory.max")).and_then(|t| parse_memory_limit(&t))
+                })
+                .min(),
+        }
+    }
+
+    /// The cgroup to put the container under: the job's own, minus the per-task leaf Slurm's
+    /// memory and devices controllers add (`.../step_0/task_0`). Runc would otherwise leave
+    /// `task_N` directories that stop Slurm from removing the job's cgroups.
+    pub fn parent_path(&self) -> PathBuf {
+        let is_task = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("task_"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match (is_task, self.path.parent()) {
+            (true, Some(parent)) => parent.to_path_buf(),
+            _ => self.path.clone(),
         }
     }
 
     /// The container's cgroup parent for dockerd's cgroup driver, or why there is none.
     /// cgroupfs takes the path itself; systemd takes only a slice name (`a-b.slice`).
     pub fn docker_parent(&self, driver: &str) -> Result<String, String> {
-        let path = self.path.to_string_lossy();
+        let parent = self.parent_path();
+        let path = parent.to_string_lossy();
         if path == "/" {
             return Err("jobdock runs in the root cgroup".into());
         }
         match driver {
             "cgroupfs" => Ok(path.into_owned()),
-            "systemd" => match self.path.file_name().and_then(|n| n.to_str()) {
+            "systemd" => match parent.file_name().and_then(|n| n.to_str()) {
                 Some(slice) if slice.ends_with(".slice") => Ok(slice.to_string()),
                 _ => Err(format!(
                     "{path} is not a systemd slice, which dockerd's systemd cgroup driver requires"
@@ -90,29 +122,53 @@ pub fn parse_memory_limit(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// What helper runs on the Slurm test bed showed (Debian's Slurm 22.05, cgroup v1).
     #[test]
     fn slurm_step_on_cgroup_v1() {
-        let text = "12:pids:/slurm/uid_2001/job_5/step_0\n11:memory:/slurm/uid_2001/job_5/step_0\n\
-                    4:cpuset:/slurm/uid_2001/job_5/step_0\n1:name=systemd:/\n0::/\n";
+        let text = "6:freezer:/slurm_vm/uid_2001/job_2/step_0\n5:devices:/slurm_vm/uid_2001/job_2/step_0/task_0\n\
+                    4:memory:/slurm_vm/uid_2001/job_2/step_0/task_0\n3:cpuset:/slurm_vm/uid_2001/job_2/step_0\n\
+                    1:name=systemd:/\n0::/\n";
         let cg = JobCgroup::parse(text).unwrap();
         assert_eq!(
             cg,
             JobCgroup {
-                path: "/slurm/uid_2001/job_5/step_0".into(),
+                path: "/slurm_vm/uid_2001/job_2/step_0/task_0".into(),
                 version: CgroupVersion::V1
             }
         );
         assert_eq!(
-            cg.memory_limit_file(Path::new("/sys/fs/cgroup")),
-            PathBuf::from(
-                "/sys/fs/cgroup/memory/slurm/uid_2001/job_5/step_0/memory.limit_in_bytes"
-            )
+            cg.parent_path(),
+            PathBuf::from("/slurm_vm/uid_2001/job_2/step_0")
         );
         assert_eq!(
             cg.docker_parent("cgroupfs").unwrap(),
-            "/slurm/uid_2001/job_5/step_0"
+            "/slurm_vm/uid_2001/job_2/step_0"
         );
         assert!(cg.docker_parent("systemd").is_err());
+        let read = |p: &Path| {
+            assert_eq!(
+                p,
+                Path::new(
+                    "/sys/fs/cgroup/memory/slurm_vm/uid_2001/job_2/step_0/task_0/memory.stat"
+                )
+            );
+            Some("cache 0\nhierarchical_memory_limit 67108864\nhierarchical_memsw_limit 9223372036854771712\n".to_string())
+        };
+        assert_eq!(
+            cg.memory_limit(Path::new("/sys/fs/cgroup"), read),
+            Some(64 << 20)
+        );
+        let batch =
+            JobCgroup::parse("4:memory:/slurm_vm/uid_2001/job_3/step_batch/task_0\n").unwrap();
+        assert_eq!(
+            batch.parent_path(),
+            PathBuf::from("/slurm_vm/uid_2001/job_3/step_batch")
+        );
+        let lsf = JobCgroup::parse("4:memory:/lsf/cluster1/job.212.4242.1700000000\n").unwrap();
+        assert_eq!(
+            lsf.parent_path(),
+            PathBuf::from("/lsf/cluster1/job.212.4242.1700000000")
+        );
     }
 
     #[test]
@@ -120,11 +176,18 @@ mod tests {
         let cg = JobCgroup::parse("0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n")
             .unwrap();
         assert_eq!(cg.version, CgroupVersion::V2);
+        let read = |p: &Path| match p.to_str().unwrap() {
+            "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/memory.max" => {
+                Some("1073741824\n".to_string())
+            }
+            "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/step_0/memory.max" => {
+                Some("2147483648\n".to_string())
+            }
+            _ => Some("max\n".to_string()),
+        };
         assert_eq!(
-            cg.memory_limit_file(Path::new("/sys/fs/cgroup")),
-            PathBuf::from(
-                "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/step_0/user/task_0/memory.max"
-            )
+            cg.memory_limit(Path::new("/sys/fs/cgroup"), read),
+            Some(1 << 30)
         );
         let sliced = JobCgroup::parse("0::/user.slice/user-2001.slice\n").unwrap();
         assert_eq!(sliced.docker_parent("systemd").unwrap(), "user-2001.slice");
