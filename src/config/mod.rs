@@ -39,6 +39,12 @@ pub struct Engine {
     pub grace_period_secs: u64,
     /// Root-owned directory for per-job files (synthesized passwd/group, cidfile, locks).
     pub state_dir: PathBuf,
+    /// Where `<container name>.cid` files go; `None`: `state_dir`.
+    pub cidfile_dir: Option<PathBuf>,
+    /// How long to wait for an unreachable dockerd (it may be restarting) before giving up.
+    pub connect_timeout_secs: u64,
+    /// Bounds a pull, waiting for another job's pull of the same image included.
+    pub pull_timeout_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -135,6 +141,9 @@ impl Default for SiteConfig {
                 pull: PullPolicy::Missing,
                 grace_period_secs: 10,
                 state_dir: PathBuf::from("/run/jobdock"),
+                cidfile_dir: None,
+                connect_timeout_secs: 60,
+                pull_timeout_secs: 3600,
             },
             images: Images {
                 allowed_registries: Vec::new(),
@@ -289,6 +298,9 @@ struct RawEngine {
     pull: Option<PullPolicy>,
     grace_period_secs: Option<u64>,
     state_dir: Option<PathBuf>,
+    cidfile_dir: Option<PathBuf>,
+    connect_timeout_secs: Option<u64>,
+    pull_timeout_secs: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -389,6 +401,34 @@ impl Raw {
                 );
             }
             c.engine.state_dir = dir;
+        }
+        if let Some(dir) = self.engine.cidfile_dir {
+            if !dir.is_absolute() || dir.parent().is_none() {
+                bad(
+                    "engine.cidfile_dir",
+                    format!("{} must be an absolute path below /", dir.display()),
+                );
+            }
+            c.engine.cidfile_dir = Some(dir);
+        }
+        for (key, value, slot) in [
+            (
+                "engine.connect_timeout_secs",
+                self.engine.connect_timeout_secs,
+                &mut c.engine.connect_timeout_secs,
+            ),
+            (
+                "engine.pull_timeout_secs",
+                self.engine.pull_timeout_secs,
+                &mut c.engine.pull_timeout_secs,
+            ),
+        ] {
+            match value {
+                Some(0) => bad(key, "must be at least 1".into()),
+                Some(secs) if secs > 86_400 => bad(key, format!("{secs} is more than a day")),
+                Some(secs) => *slot = secs,
+                None => {}
+            }
         }
 
         if let Some(registries) = self.images.allowed_registries {
@@ -668,6 +708,29 @@ mod tests {
             2,
             "SYS_ADMIN forbidden, NOT_A_CAP unknown: {caps:?}"
         );
+    }
+
+    #[test]
+    fn engine_keys_are_checked() {
+        let c = SiteConfig::parse(
+            "[engine]\ncidfile_dir = \"/run/lsf-cids\"\nconnect_timeout_secs = 5\npull_timeout_secs = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.engine.cidfile_dir, Some(PathBuf::from("/run/lsf-cids")));
+        assert_eq!(
+            (c.engine.connect_timeout_secs, c.engine.pull_timeout_secs),
+            (5, 60)
+        );
+        let cases = [
+            ("cidfile_dir = \"cids\"", "engine.cidfile_dir"),
+            ("connect_timeout_secs = 0", "engine.connect_timeout_secs"),
+            ("pull_timeout_secs = 100000", "engine.pull_timeout_secs"),
+        ];
+        for (line, key) in cases {
+            let problems = SiteConfig::parse(&format!("[engine]\n{line}\n")).unwrap_err();
+            assert_eq!(problems.len(), 1, "{line}: {problems:?}");
+            assert_eq!(problems[0].key, key);
+        }
     }
 
     #[test]
