@@ -1,4 +1,237 @@
 //! Executes plans through the Docker Engine API. `body` is the only place that turns a plan into
-//! bollard's models.
+//! bollard's models and `docker` the only place that calls the API; everything else talks to the
+//! `Daemon` trait, so the run logic is tested against a recording fake as well as a real dockerd.
+//! Nothing here decides what the container may do: that is in the plan.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config;
+use crate::plan::ContainerPlan;
+
+pub mod auth;
 pub mod body;
+mod cleanup;
+mod daemon;
+mod docker;
+mod files;
+mod pull;
+mod run;
+mod signals;
+mod tty;
+
+#[cfg(test)]
+mod fake;
+
+pub use auth::RegistryAuth;
+pub use cleanup::Report;
+pub use daemon::DaemonError;
+pub use files::FileError;
+
+/// How a job that ran ended: the exit code for jobdock, and what to tell the user about it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: u8,
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach dockerd at {} (engine.socket; waited {waited}s): {reason}", socket.display())]
+    Unreachable {
+        socket: PathBuf,
+        waited: u64,
+        reason: String,
+    },
+    #[error(
+        "dockerd at {} speaks Engine API {found}; jobdock needs {needed} (Docker 20.10) or newer",
+        socket.display()
+    )]
+    TooOld {
+        socket: PathBuf,
+        found: String,
+        needed: String,
+    },
+    #[error("image {image} is not on this node and engine.pull is \"never\"")]
+    ImageMissing { image: String },
+    #[error("pulling {image}: {reason}")]
+    Pull { image: String, reason: String },
+    #[error(transparent)]
+    Files(#[from] FileError),
+    #[error("{what}: {source}")]
+    Daemon {
+        what: &'static str,
+        source: DaemonError,
+    },
+    #[error(
+        "container name {name} is taken ({message}): names hold jobdock's pid, so something else created it"
+    )]
+    NameInUse { name: String, message: String },
+    #[error(
+        "image {image} has no {program}, which the job needs (to run the LSF job file, or as LSB_DOCKER_ENTRYPOINT): use an image that has it, or raw mode (LSB_DOCKER_RUN_RAW_ARGS=1) to run the image's own entrypoint"
+    )]
+    NoProgram { image: String, program: String },
+    #[error("the job's command was not found in the image: {message}")]
+    CommandNotFound { message: String },
+    #[error("the job's command cannot be executed: {message}")]
+    NotExecutable { message: String },
+    #[error("stopped by {} before the job started", signal.name())]
+    Interrupted { signal: signals::Sig },
+    #[error("{run}; and cleaning up failed too: {cleanup}")]
+    AndCleanup {
+        run: Box<EngineError>,
+        cleanup: String,
+    },
+    #[error("--job {job:?}: {reason}")]
+    BadJobId { job: String, reason: &'static str },
+    #[error("not yours to remove (only root or the job's user may): {}", names.join(", "))]
+    NotYours { names: Vec<String> },
+    #[error("cleanup incomplete: {}", problems.join("; "))]
+    CleanupFailed { problems: Vec<String> },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What an engine error means for jobdock's exit code; `app` maps these to numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The node: daemon, registry, disk. Retrying elsewhere may work.
+    Infrastructure,
+    /// The request: fix the job.
+    Refused,
+    /// The site config names a directory jobdock cannot use safely: the admin must fix it.
+    Config,
+    /// The job's command is missing from the image.
+    NotFound,
+    /// The job's command cannot be executed.
+    NotExecutable,
+    /// jobdock was told to stop by this signal.
+    Signal(i32),
+    /// A bug in jobdock.
+    Internal,
+}
+
+impl EngineError {
+    pub(crate) fn daemon(what: &'static str, source: DaemonError) -> Self {
+        EngineError::Daemon { what, source }
+    }
+
+    pub fn blame(&self) -> Blame {
+        match self {
+            EngineError::Unreachable { .. }
+            | EngineError::TooOld { .. }
+            | EngineError::ImageMissing { .. }
+            | EngineError::Pull { .. }
+            | EngineError::Daemon { .. }
+            | EngineError::NameInUse { .. }
+            | EngineError::CleanupFailed { .. } => Blame::Infrastructure,
+            EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
+            EngineError::Files(_) => Blame::Infrastructure,
+            EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
+            EngineError::NotExecutable { .. } => Blame::NotExecutable,
+            EngineError::Interrupted { signal } => Blame::Signal(signal.number()),
+            EngineError::AndCleanup { run, .. } => run.blame(),
+            EngineError::BadJobId { .. } | EngineError::NotYours { .. } => Blame::Refused,
+            EngineError::Internal(_) => Blame::Internal,
+        }
+    }
+}
+
+/// Runs `plan` on the daemon `engine` names and returns how the job ended. Call it after every
+/// fork-based probe (it starts threads); `auth` was read as the job user beforehand.
+pub fn execute(
+    plan: &ContainerPlan,
+    engine: &config::Engine,
+    auth: Option<RegistryAuth>,
+) -> Result<Outcome, EngineError> {
+    let live = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    with_runtime(|| async {
+        let mut signals = signals::listen()
+            .map_err(|e| EngineError::Internal(format!("listening for signals: {e}")))?;
+        let docker = tokio::select! {
+            d = docker::connect(&engine.socket, Duration::from_secs(engine.connect_timeout_secs)) => d?,
+            signal = run::stop_requested(&mut signals) => {
+                return Err(EngineError::Interrupted { signal });
+            }
+        };
+        let settings = run::Settings {
+            pull: pull::PullSettings {
+                policy: plan.pull,
+                auth: auth.as_ref(),
+                state_dir: &engine.state_dir,
+                timeout: Duration::from_secs(engine.pull_timeout_secs),
+                live,
+                backoff: pull::FIRST_BACKOFF,
+            },
+            state_dir: &engine.state_dir,
+            cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
+            grace: Duration::from_secs(engine.grace_period_secs),
+        };
+        let io = run::Io {
+            stdout: Box::new(tokio::io::stdout()),
+            stderr: Box::new(tokio::io::stderr()),
+            stdin: stdin_chunks(),
+            terminal: plan.tty.then(std::io::stdin),
+        };
+        run::run(&docker, plan, &settings, &mut signals, io).await
+    })
+}
+
+/// Removes every container of job `job` and its files (`jobdock cleanup`). A caller other than
+/// root (`caller_uid`) may only remove containers labelled with their own uid.
+pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Report, EngineError> {
+    with_runtime(|| async {
+        let docker = docker::connect(
+            &engine.socket,
+            Duration::from_secs(engine.connect_timeout_secs),
+        )
+        .await?;
+        let dirs = cleanup::Dirs {
+            state_dir: &engine.state_dir,
+            cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
+        };
+        cleanup::clean_job(&docker, job, caller_uid, &dirs).await
+    })
+}
+
+/// Runs `f` on a single-threaded runtime. The runtime is not waited for at the end: the thread
+/// reading stdin may be blocked in `read` forever, and everything that matters has finished.
+fn with_runtime<F, T>(f: impl FnOnce() -> F) -> Result<T, EngineError>
+where
+    F: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Internal(format!("starting the async runtime: {e}")))?;
+    let result = rt.block_on(f());
+    rt.shutdown_background();
+    result
+}
+
+/// jobdock's stdin in chunks, read on a thread of its own (a blocking read on a terminal or pipe
+/// must not hold up the runtime). The channel holds one chunk: reading waits for the job.
+fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("reading stdin: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,188 @@
+//! `jobdock cleanup --job ID`, for epilogs: removes every container labelled with the job, in any
+//! state (a never-started "Created" one too), and the job's cidfiles and staging directories.
+//! Safe to run twice and when there is nothing to remove.
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::EngineError;
+use crate::engine::daemon::Daemon;
+use crate::engine::files;
+use crate::engine::run::remove_container;
+
+pub struct Dirs<'a> {
+    pub state_dir: &'a Path,
+    pub cidfile_dir: &'a Path,
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub containers: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+pub async fn clean_job<D: Daemon>(
+    d: &D,
+    job: &str,
+    caller_uid: u32,
+    dirs: &Dirs<'_>,
+) -> Result<Report, EngineError> {
+    check_job_id(job)?;
+    let mut report = Report::default();
+    let mut problems = Vec::new();
+    let mut refused = Vec::new();
+    let mut names = Vec::new();
+    let found = d
+        .list_by_label("jobdock.job", job)
+        .await
+        .map_err(|e| EngineError::daemon("listing the job's containers", e))?;
+    for c in found {
+        let owner = c.labels.get("jobdock.uid").map(String::as_str);
+        if caller_uid != 0 && owner != Some(caller_uid.to_string().as_str()) {
+            refused.push(format!("{} (uid {})", c.name, owner.unwrap_or("?")));
+            continue;
+        }
+        match remove_container(d, &c.id).await {
+            Ok(()) => report.containers.push(c.name.clone()),
+            Err(e) => problems.push(format!("container {}: {e}", c.name)),
+        }
+        names.push(c.name);
+    }
+
+    // Root also removes files whose container never existed (jobdock killed before create).
+    let mut dirs_seen = vec![dirs.state_dir];
+    if dirs.cidfile_dir != dirs.state_dir {
+        dirs_seen.push(dirs.cidfile_dir);
+    }
+    for dir in dirs_seen {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let of_container = names.iter().any(|n| file.starts_with(&format!("{n}.")));
+            if !(of_container || (caller_uid == 0 && file_of_job(&file, job))) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if file.ends_with(".cid") {
+                files::remove_file("cidfile", &path)
+            } else {
+                files::remove_dir(&path)
+            };
+            match removed {
+                Ok(()) => report.files.push(path),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        problems.extend(refused.into_iter().map(|r| format!("not yours: {r}")));
+        return Err(EngineError::CleanupFailed { problems });
+    }
+    if !refused.is_empty() {
+        return Err(EngineError::NotYours { names: refused });
+    }
+    Ok(report)
+}
+
+/// A job id as jobdock labels it: `212`, `212[3]`, `4567`, `pid-123`.
+fn check_job_id(job: &str) -> Result<(), EngineError> {
+    let ok = !job.is_empty()
+        && job.len() <= 64
+        && job
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"[]-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::BadJobId {
+            job: job.to_string(),
+            reason: "not a job id (letters, digits, [ ] - _ . only)",
+        })
+    }
+}
+
+/// Whether a file in the state or cidfile directory belongs to job `job`, by the container name it
+/// starts with (plan's `container_name`): `jobdock-lsf-212-4321.<token>` for job 212,
+/// `jobdock-lsf-212.3-4321.cid` for LSF array element `212[3]`, `jobdock-slurm-4567.3-4321...`
+/// for a Slurm array task of job 4567, `jobdock-u2001-4321...` for `pid-4321`.
+fn file_of_job(file: &str, job: &str) -> bool {
+    let Some((head, tail)) = file
+        .strip_prefix("jobdock-")
+        .and_then(|rest| rest.rsplit_once('-'))
+    else {
+        return false;
+    };
+    let Some((pid, _suffix)) = tail.split_once('.') else {
+        return false;
+    };
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    if let Some(wanted) = job.strip_prefix("pid-") {
+        return head.starts_with('u') && pid == wanted;
+    }
+    let Some((scheduler, job_part)) = head.split_once('-') else {
+        return false;
+    };
+    let lsf_array = job
+        .strip_suffix(']')
+        .and_then(|j| j.split_once('['))
+        .map(|(base, index)| format!("{base}.{index}"));
+    match scheduler {
+        "lsf" => job_part == lsf_array.as_deref().unwrap_or(job),
+        "slurm" => {
+            job_part == job
+                || job_part
+                    .strip_prefix(job)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_matched_to_their_job_by_name() {
+        let cases = [
+            ("jobdock-lsf-212-4321.0a1b2c", "212", true),
+            ("jobdock-lsf-212-4321.cid", "212", true),
+            ("jobdock-lsf-2120-4321.cid", "212", false),
+            ("jobdock-lsf-21-4321.cid", "212", false),
+            ("jobdock-lsf-212.3-4321.cid", "212[3]", true),
+            ("jobdock-lsf-212.3-4321.cid", "212", false),
+            ("jobdock-lsf-212-4321.cid", "212[3]", false),
+            ("jobdock-slurm-4567-99.ab", "4567", true),
+            ("jobdock-slurm-4567.3-99.ab", "4567", true),
+            ("jobdock-slurm-45678-99.ab", "4567", false),
+            ("jobdock-slurm-4567-99.ab", "212", false),
+            ("jobdock-u2001-4321.ab", "pid-4321", true),
+            ("jobdock-u2001-4321.ab", "pid-432", false),
+            ("jobdock-lsf-212-4321.ab", "pid-4321", false),
+            ("locks", "212", false),
+            ("jobdock-lsf-212-x.cid", "212", false),
+            ("other-lsf-212-4321.cid", "212", false),
+        ];
+        for (file, job, want) in cases {
+            assert_eq!(file_of_job(file, job), want, "{file} for {job}");
+        }
+    }
+
+    #[test]
+    fn job_ids_are_checked() {
+        for good in ["212", "212[3]", "4567", "pid-4321"] {
+            assert!(check_job_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../x", "a b", "x=y", "*", &"1".repeat(65)] {
+            assert!(check_job_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

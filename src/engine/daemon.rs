@@ -1,0 +1,128 @@
+//! The seam between jobdock and dockerd: the few Engine API calls a job needs, as a trait with
+//! jobdock's own types. `docker.rs` implements it with bollard; tests use a recording fake that
+//! fails at any step. Nothing here talks to a daemon.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::io::AsyncWrite;
+
+use crate::engine::auth::RegistryAuth;
+use crate::image::ImageRef;
+use crate::plan::ContainerPlan;
+
+/// What went wrong talking to dockerd, classified for the decisions the engine makes (retry,
+/// ignore a missing container, report a name conflict).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DaemonError {
+    pub kind: ErrorKind,
+    /// The daemon's own message (or the transport's), without bollard's wrapping.
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The socket is missing or refuses connections.
+    Unreachable,
+    /// No answer within the request timeout.
+    Timeout,
+    /// HTTP 404: no such container or image.
+    NotFound,
+    /// HTTP 409: name in use, container not running, removal in progress.
+    Conflict,
+    /// Any other HTTP error status.
+    Status(u16),
+    /// An error reported inside a 200 OK stream (pull progress) or a broken stream.
+    Stream,
+    Other,
+}
+
+impl DaemonError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DaemonError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One piece of the job's output, as dockerd demultiplexed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+pub type Output = Pin<Box<dyn Stream<Item = Result<Chunk, DaemonError>> + Send>>;
+pub type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// The job's streams: its stdout and stderr (a TTY job's console arrives as stdout), and its stdin.
+pub struct Attached {
+    pub output: Output,
+    pub input: Input,
+}
+
+/// The parts of `GET /containers/{id}/json` the engine looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    pub running: bool,
+    pub paused: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// The daemon's error for the container, e.g. when the runtime could not start it.
+    pub error: String,
+}
+
+/// A container found by label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One line of pull progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// The Engine API calls jobdock makes. `async fn` without `Send` bounds is fine: the engine runs
+/// on a current-thread runtime and never moves the daemon into a spawned task.
+pub trait Daemon {
+    /// Whether `image` is on the node (`GET /images/{name}/json`): never contacts a registry.
+    async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError>;
+    /// Pulls exactly `image` (its tag or digest, never all tags), reporting progress; an error
+    /// inside the progress stream is an error.
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), DaemonError>;
+    /// Creates the container named `plan.name`; returns its id.
+    async fn create(&self, plan: &ContainerPlan) -> Result<String, DaemonError>;
+    /// Whether `path` exists in the (created, not yet started) container's file system.
+    async fn path_exists(&self, id: &str, path: &str) -> Result<bool, DaemonError>;
+    /// Attaches stdin, stdout and stderr (stream only, no logs).
+    async fn attach(&self, id: &str) -> Result<Attached, DaemonError>;
+    async fn start(&self, id: &str) -> Result<(), DaemonError>;
+    /// Waits until the container is not running; returns its exit status.
+    async fn wait(&self, id: &str) -> Result<i64, DaemonError>;
+    /// Sends `signal` (e.g. `SIGTERM`) to the container's init.
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), DaemonError>;
+    async fn pause(&self, id: &str) -> Result<(), DaemonError>;
+    async fn unpause(&self, id: &str) -> Result<(), DaemonError>;
+    async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), DaemonError>;
+    async fn inspect(&self, id: &str) -> Result<ContainerState, DaemonError>;
+    /// Removes the container in any state, with its anonymous volumes (`force=true&v=true`).
+    async fn remove(&self, id: &str) -> Result<(), DaemonError>;
+    /// Every container, in any state, with label `key=value`.
+    async fn list_by_label(&self, key: &str, value: &str) -> Result<Vec<Found>, DaemonError>;
+}

@@ -1,0 +1,277 @@
+//! A recording `Daemon` for tests (youki's `Syscall` double): it remembers every call in order and
+//! fails the call named in `fail` (or every call with that name), so each step's failure path can
+//! be checked for its error and its cleanup.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+
+use crate::engine::auth::RegistryAuth;
+use crate::engine::daemon::{
+    Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Found, Progress,
+};
+use crate::image::ImageRef;
+use crate::plan::ContainerPlan;
+
+pub const ID: &str = "c0ffee";
+
+pub struct FakeDaemon {
+    pub calls: RefCell<Vec<String>>,
+    /// Calls (by name: "create", "start", ...) that fail, with the error they return.
+    pub fail: BTreeMap<&'static str, DaemonError>,
+    pub image_present: RefCell<bool>,
+    /// How long a pull takes (pulls in progress overlap in concurrent tests).
+    pub pull_time: Duration,
+    /// Output the job writes, in order.
+    pub output: Vec<Chunk>,
+    /// An error after the output (the daemon dying mid-stream).
+    pub output_error: Option<DaemonError>,
+    /// What the job's stdin received.
+    pub stdin: SharedBuf,
+    /// The job's exit status, or `None`: it runs until killed (exits 128+n on the first signal
+    /// that ends it, like a shell; SIGKILL always).
+    pub exit: Option<i64>,
+    /// Signals that do not end the job (it traps them).
+    pub trapped: Vec<&'static str>,
+    pub oom_killed: bool,
+    pub missing_paths: Vec<&'static str>,
+    pub containers: Vec<Found>,
+    ended: tokio::sync::watch::Sender<Option<i64>>,
+}
+
+impl Default for FakeDaemon {
+    fn default() -> Self {
+        FakeDaemon {
+            calls: RefCell::default(),
+            fail: BTreeMap::new(),
+            image_present: RefCell::new(true),
+            pull_time: Duration::ZERO,
+            output: Vec::new(),
+            output_error: None,
+            stdin: SharedBuf::default(),
+            exit: Some(0),
+            trapped: Vec::new(),
+            oom_killed: false,
+            missing_paths: Vec::new(),
+            containers: Vec::new(),
+            ended: tokio::sync::watch::channel(None).0,
+        }
+    }
+}
+
+impl FakeDaemon {
+    pub fn failing(step: &'static str, kind: ErrorKind, message: &str) -> Self {
+        let mut d = FakeDaemon::default();
+        d.fail.insert(step, DaemonError::new(kind, message));
+        d
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    fn call(&self, name: &'static str, detail: &str) -> Result<(), DaemonError> {
+        let shown = if detail.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} {detail}")
+        };
+        self.calls.borrow_mut().push(shown);
+        match self.fail.get(name) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn signal_number(name: &str) -> i64 {
+    match name {
+        "SIGHUP" => 1,
+        "SIGINT" => 2,
+        "SIGQUIT" => 3,
+        "SIGKILL" => 9,
+        "SIGPIPE" => 13,
+        "SIGUSR1" => 10,
+        "SIGUSR2" => 12,
+        "SIGTERM" => 15,
+        _ => 0,
+    }
+}
+
+impl Daemon for FakeDaemon {
+    async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError> {
+        self.call("image_exists", &image.to_string())?;
+        Ok(*self.image_present.borrow())
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), DaemonError> {
+        let who = auth.and_then(|a| a.username.clone()).unwrap_or_default();
+        self.call("pull", format!("{image} {who}").trim_end())?;
+        progress(&Progress {
+            layer: Some("l1".into()),
+            status: "Pull complete".into(),
+            ..Default::default()
+        });
+        tokio::time::sleep(self.pull_time).await;
+        *self.image_present.borrow_mut() = true;
+        Ok(())
+    }
+
+    async fn create(&self, plan: &ContainerPlan) -> Result<String, DaemonError> {
+        self.call("create", &plan.name)?;
+        Ok(ID.into())
+    }
+
+    async fn path_exists(&self, _id: &str, path: &str) -> Result<bool, DaemonError> {
+        self.call("path_exists", path)?;
+        Ok(!self.missing_paths.contains(&path))
+    }
+
+    async fn attach(&self, _id: &str) -> Result<Attached, DaemonError> {
+        self.call("attach", "")?;
+        let mut items: Vec<Result<Chunk, DaemonError>> =
+            self.output.iter().cloned().map(Ok).collect();
+        items.extend(self.output_error.clone().map(Err));
+        Ok(Attached {
+            output: Box::pin(futures_util::stream::iter(items)),
+            input: Box::pin(self.stdin.clone()),
+        })
+    }
+
+    async fn start(&self, _id: &str) -> Result<(), DaemonError> {
+        self.call("start", "")?;
+        if let Some(code) = self.exit {
+            self.ended.send_replace(Some(code));
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, _id: &str) -> Result<i64, DaemonError> {
+        self.call("wait", "")?;
+        let mut ended = self.ended.subscribe();
+        let code = ended
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|e| DaemonError::new(ErrorKind::Stream, e.to_string()))?;
+        Ok(code.expect("waited for Some"))
+    }
+
+    async fn kill(&self, _id: &str, signal: &str) -> Result<(), DaemonError> {
+        self.call("kill", signal)?;
+        if self.ended.borrow().is_some() {
+            return Err(DaemonError::new(ErrorKind::Conflict, "is not running"));
+        }
+        if !self.trapped.contains(&signal) && signal_number(signal) > 0 {
+            self.ended.send_replace(Some(128 + signal_number(signal)));
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, _id: &str) -> Result<(), DaemonError> {
+        self.call("pause", "")
+    }
+
+    async fn unpause(&self, _id: &str) -> Result<(), DaemonError> {
+        self.call("unpause", "")
+    }
+
+    async fn resize(&self, _id: &str, rows: u16, cols: u16) -> Result<(), DaemonError> {
+        self.call("resize", &format!("{rows}x{cols}"))
+    }
+
+    async fn inspect(&self, _id: &str) -> Result<ContainerState, DaemonError> {
+        self.call("inspect", "")?;
+        Ok(ContainerState {
+            exit_code: self.ended.borrow().unwrap_or(0),
+            oom_killed: self.oom_killed,
+            ..Default::default()
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), DaemonError> {
+        self.call("remove", id)
+    }
+
+    async fn list_by_label(&self, key: &str, value: &str) -> Result<Vec<Found>, DaemonError> {
+        self.call("list_by_label", &format!("{key}={value}"))?;
+        Ok(self
+            .containers
+            .iter()
+            .filter(|c| c.labels.get(key).map(String::as_str) == Some(value))
+            .cloned()
+            .collect())
+    }
+}
+
+/// An `AsyncWrite` whose bytes a test can read afterwards.
+#[derive(Clone, Default)]
+pub struct SharedBuf {
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    pub closed: Arc<Mutex<bool>>,
+}
+
+impl SharedBuf {
+    pub fn contents(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+}
+
+impl AsyncWrite for SharedBuf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        *self.closed.lock().unwrap() = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+pub fn chunk_out(s: &str) -> Chunk {
+    Chunk::Stdout(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+pub fn chunk_err(s: &str) -> Chunk {
+    Chunk::Stderr(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// An `AsyncWrite` whose reader went away.
+pub struct BrokenPipe;
+
+impl AsyncWrite for BrokenPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

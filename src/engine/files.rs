@@ -1,0 +1,296 @@
+//! jobdock's own files on the host: the state directory, a job's staging directory (synthesized
+//! passwd and group), cidfiles and pull locks. Everything is created by root with `O_EXCL` and
+//! without following symlinks, in directories no user can write, so a user can neither prepare
+//! nor race them. Nothing here decides what the files contain.
+
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+
+use crate::plan::ContainerPlan;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {reason}", path.display())]
+pub struct FileError {
+    /// What the path is: its config key (`engine.state_dir`) when the site config names it.
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+fn fail(what: &'static str, path: &Path, reason: impl ToString) -> FileError {
+    FileError {
+        what,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Makes sure `dir` is a directory only root can write: created 0700 if missing; refused if it is
+/// a symlink, not a directory, not owned by root, or writable by group or others.
+pub fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileError> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(what, dir, e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(what, dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(fail(what, dir, "is a symlink; it must be a real directory"));
+    }
+    if !meta.is_dir() {
+        return Err(fail(what, dir, "is not a directory"));
+    }
+    if meta.uid() != 0 {
+        return Err(fail(
+            what,
+            dir,
+            format!("is owned by uid {}, not root", meta.uid()),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(
+            what,
+            dir,
+            format!(
+                "is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `path` with `contents`, mode exactly `mode`: fails if anything exists there, and never
+/// follows a symlink.
+pub fn write_new(
+    what: &'static str,
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), FileError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .mode(mode)
+        .open(path)
+        .map_err(|e| fail(what, path, e))?;
+    // The umask may have taken bits away; the container's user must be able to read these.
+    file.set_permissions(Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(contents))
+        .map_err(|e| fail(what, path, e))
+}
+
+/// The job's staging directory with its synthesized passwd and group files. The engine removes it
+/// with `remove` (to report a failure); dropping it removes it too, so no early return leaks it.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// Writes `plan`'s passwd and group into its staging directory under `state_dir`.
+    pub fn create(plan: &ContainerPlan, state_dir: &Path) -> Result<Staging, FileError> {
+        ensure_private_dir("engine.state_dir", state_dir)?;
+        let dir = &plan.staging.dir;
+        if dir.parent() != Some(state_dir) {
+            return Err(fail(
+                "staging directory",
+                dir,
+                format!("is not directly in {}", state_dir.display()),
+            ));
+        }
+        DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("staging directory", dir, e))?;
+        let staging = Staging { dir: dir.clone() };
+        write_new(
+            "staging file",
+            &plan.staging.passwd,
+            plan.passwd.as_bytes(),
+            0o644,
+        )?;
+        write_new(
+            "staging file",
+            &plan.staging.group,
+            plan.group.as_bytes(),
+            0o644,
+        )?;
+        Ok(staging)
+    }
+
+    /// Removes the staging directory; gone already is fine.
+    pub fn remove(self) -> Result<(), FileError> {
+        let dir = self.dir.clone();
+        std::mem::forget(self);
+        remove_dir(&dir)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Only reached when `remove` was not called (an early return or a panic).
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn remove_dir(dir: &Path) -> Result<(), FileError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(fail("staging directory", dir, e)),
+        _ => Ok(()),
+    }
+}
+
+pub fn remove_file(what: &'static str, path: &Path) -> Result<(), FileError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(fail(what, path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The cidfile for container `name` in `dir`.
+pub fn cidfile_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.cid"))
+}
+
+/// Writes the container id to `<dir>/<name>.cid`, as `docker run --cidfile` does (no newline).
+/// The state directory is made private if it is `dir`; another directory must already exist and
+/// is used with `O_EXCL|O_NOFOLLOW` only.
+pub fn write_cidfile(
+    dir: &Path,
+    state_dir: &Path,
+    name: &str,
+    id: &str,
+) -> Result<PathBuf, FileError> {
+    if dir == state_dir {
+        ensure_private_dir("engine.state_dir", dir)?;
+    } else {
+        let meta =
+            std::fs::symlink_metadata(dir).map_err(|e| fail("engine.cidfile_dir", dir, e))?;
+        if !meta.is_dir() {
+            return Err(fail("engine.cidfile_dir", dir, "is not a directory"));
+        }
+    }
+    let path = cidfile_path(dir, name);
+    write_new("cidfile", &path, id.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+/// An exclusive `flock` on a file under `<state_dir>/locks/`, released on drop.
+pub struct Lock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Opens (creating if needed) the lock file `<state_dir>/locks/<name>` and tries to lock it;
+/// `Ok(None)` when another process holds it.
+pub fn try_lock(state_dir: &Path, name: &str) -> Result<Option<Lock>, FileError> {
+    ensure_private_dir("engine.state_dir", state_dir)?;
+    let dir = state_dir.join("locks");
+    ensure_private_dir("lock directory", &dir)?;
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| fail("lock file", &path, e))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(Lock { _lock: lock })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(fail("lock file", &path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private_tmp() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), Permissions::from_mode(0o700)).unwrap();
+        t
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn state_dir_is_created_private_and_unsafe_ones_are_refused() {
+        if !is_root() {
+            eprintln!("skipped: needs root (ownership checks)");
+            return;
+        }
+        let t = private_tmp();
+        let fresh = t.path().join("state");
+        ensure_private_dir("engine.state_dir", &fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        ensure_private_dir("engine.state_dir", &fresh).unwrap();
+
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let file = t.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let users = t.path().join("users");
+        std::fs::create_dir(&users).unwrap();
+        nix::unistd::chown(&users, Some(nix::unistd::Uid::from_raw(2001)), None).unwrap();
+        let cases = [
+            (open, "writable by group or others"),
+            (link, "symlink"),
+            (file, "not a directory"),
+            (users, "owned by uid 2001"),
+        ];
+        for (path, want) in cases {
+            let e = ensure_private_dir("engine.state_dir", &path).unwrap_err();
+            assert!(e.to_string().contains(want), "{}: {e}", path.display());
+            assert!(e.to_string().contains("engine.state_dir"), "{e}");
+        }
+    }
+
+    #[test]
+    fn new_files_never_replace_or_follow_anything() {
+        let t = private_tmp();
+        let target = t.path().join("target");
+        std::fs::write(&target, "precious").unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_new("test", &link, b"x", 0o644).is_err());
+        assert!(write_new("test", &target, b"x", 0o644).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+
+        let fresh = t.path().join("fresh");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let written = write_new("test", &fresh, b"data", 0o644);
+        nix::sys::stat::umask(old);
+        written.unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"data");
+        let mode = std::fs::metadata(&fresh).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o644, "the umask must not make passwd unreadable");
+    }
+
+    #[test]
+    fn a_second_lock_waits_for_the_first() {
+        if !is_root() {
+            eprintln!("skipped: needs root (state dir ownership)");
+            return;
+        }
+        let t = private_tmp();
+        let first = try_lock(t.path(), "image.lock").unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(t.path(), "image.lock").unwrap().is_none());
+        assert!(try_lock(t.path(), "other.lock").unwrap().is_some());
+        drop(first);
+        assert!(try_lock(t.path(), "image.lock").unwrap().is_some());
+    }
+}

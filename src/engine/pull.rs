@@ -1,0 +1,370 @@
+//! Getting the job's image onto the node under the site's pull policy: `missing` never contacts a
+//! registry for an image that is present; concurrent jobs needing the same missing image share
+//! one pull through a node-local lock; transient registry failures are retried a bounded number
+//! of times with backoff. Progress is shown on a terminal and logged sparingly otherwise.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::PullPolicy;
+use crate::engine::EngineError;
+use crate::engine::auth::RegistryAuth;
+use crate::engine::daemon::{Daemon, DaemonError, ErrorKind, Progress};
+use crate::engine::files;
+use crate::image::ImageRef;
+use crate::units::ByteSize;
+
+/// Pull attempts before giving up on a transient failure.
+const ATTEMPTS: u32 = 4;
+/// The first backoff; doubled after each failed attempt (2 s, 4 s, 8 s).
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// How often waiting for another job's pull is polled.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+/// How often a pull in progress is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(15);
+
+pub struct PullSettings<'a> {
+    pub policy: PullPolicy,
+    pub auth: Option<&'a RegistryAuth>,
+    /// Where the lock files live (`<state_dir>/locks/`).
+    pub state_dir: &'a Path,
+    /// Bounds the whole pull, waiting for another job's pull included.
+    pub timeout: Duration,
+    /// Show a live progress line (stderr is a terminal).
+    pub live: bool,
+    /// Backoff before the first retry (tests shorten it).
+    pub backoff: Duration,
+}
+
+/// Makes sure `image` is on the node, pulling it if the policy says so.
+pub async fn ensure_image<D: Daemon>(
+    d: &D,
+    image: &ImageRef,
+    s: &PullSettings<'_>,
+) -> Result<(), EngineError> {
+    let exists = || async {
+        d.image_exists(image)
+            .await
+            .map_err(|source| EngineError::daemon("looking for the image", source))
+    };
+    match s.policy {
+        PullPolicy::Never if exists().await? => return Ok(()),
+        PullPolicy::Never => {
+            return Err(EngineError::ImageMissing {
+                image: image.to_string(),
+            });
+        }
+        PullPolicy::Missing if exists().await? => return Ok(()),
+        PullPolicy::Missing | PullPolicy::Always => {}
+    }
+    let deadline = Instant::now() + s.timeout;
+    let _lock = lock(image, s.state_dir, deadline, s.timeout).await?;
+    if s.policy == PullPolicy::Missing && exists().await? {
+        tracing::info!("{image} was pulled by another job meanwhile");
+        return Ok(());
+    }
+    pull_with_retries(d, image, s, deadline).await
+}
+
+/// Takes the node-wide lock for `image`, waiting for another job's pull until `deadline`.
+async fn lock(
+    image: &ImageRef,
+    state_dir: &Path,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<files::Lock, EngineError> {
+    let name = format!("pull-{:016x}.lock", fnv1a(image.to_string().as_bytes()));
+    let mut told = false;
+    loop {
+        if let Some(lock) = files::try_lock(state_dir, &name)? {
+            return Ok(lock);
+        }
+        if !told {
+            tracing::info!("waiting for another job's pull of {image}");
+            told = true;
+        }
+        if Instant::now() + LOCK_POLL > deadline {
+            return Err(EngineError::Pull {
+                image: image.to_string(),
+                reason: format!(
+                    "another job's pull did not finish within {}s (engine.pull_timeout_secs)",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+}
+
+async fn pull_with_retries<D: Daemon>(
+    d: &D,
+    image: &ImageRef,
+    s: &PullSettings<'_>,
+    deadline: Instant,
+) -> Result<(), EngineError> {
+    let failed = |reason: String| EngineError::Pull {
+        image: image.to_string(),
+        reason,
+    };
+    let mut backoff = s.backoff;
+    for attempt in 1..=ATTEMPTS {
+        let mut shown = Shown::new(image, s.live);
+        let mut update = |p: &Progress| shown.update(p);
+        let result = tokio::time::timeout_at(deadline, d.pull(image, s.auth, &mut update)).await;
+        shown.finish();
+        match result {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    "pulled {image} in {:.1}s",
+                    shown.started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Err(_) => {
+                return Err(failed(format!(
+                    "not done within {}s (engine.pull_timeout_secs)",
+                    s.timeout.as_secs()
+                )));
+            }
+            Ok(Err(e)) if attempt < ATTEMPTS && transient(&e) => {
+                // dockerd reports a registry's 429 as a message, without its Retry-After header,
+                // so the backoff is jobdock's own.
+                if Instant::now() + backoff > deadline {
+                    return Err(failed(e.message));
+                }
+                tracing::warn!(
+                    "pulling {image} failed ({e}); retry {attempt} of {} in {}s",
+                    ATTEMPTS - 1,
+                    backoff.as_secs()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Ok(Err(e)) => return Err(failed(e.message)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Whether a failed pull may succeed if tried again: rate limits, server errors, timeouts and
+/// dropped connections, but not a missing image, refused credentials or a full disk.
+pub fn transient(e: &DaemonError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    let permanent = [
+        "not found",
+        "manifest unknown",
+        "unauthorized",
+        "denied",
+        "no space left",
+        "invalid reference",
+    ];
+    if permanent.iter().any(|p| m.contains(p)) {
+        return false;
+    }
+    let passing = [
+        "toomanyrequests",
+        "too many requests",
+        " 429",
+        " 500",
+        " 502",
+        " 503",
+        " 504",
+        "timeout",
+        "timed out",
+        "connection reset",
+        "connection refused",
+        "unexpected eof",
+        "tls handshake",
+    ];
+    match e.kind {
+        ErrorKind::Status(429) | ErrorKind::Timeout => true,
+        ErrorKind::Status(code) if (500..600).contains(&code) => true,
+        ErrorKind::Stream => passing.iter().any(|p| m.contains(p)),
+        _ => false,
+    }
+}
+
+/// FNV-1a: a stable name for an image's lock file, the same in every jobdock build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// What the user sees of a pull: a line redrawn in place on a terminal, otherwise a log line
+/// when the pull starts and every `LOG_EVERY`.
+struct Shown<'a> {
+    image: &'a ImageRef,
+    live: bool,
+    started: Instant,
+    last: Instant,
+    /// Per layer: (bytes done, bytes total, finished).
+    layers: BTreeMap<String, (u64, u64, bool)>,
+    drawn: bool,
+}
+
+impl<'a> Shown<'a> {
+    fn new(image: &'a ImageRef, live: bool) -> Self {
+        tracing::info!("pulling {image}");
+        let now = Instant::now();
+        Shown {
+            image,
+            live,
+            started: now,
+            last: now,
+            layers: BTreeMap::new(),
+            drawn: false,
+        }
+    }
+
+    fn update(&mut self, p: &Progress) {
+        if let Some(layer) = &p.layer {
+            let entry = self.layers.entry(layer.clone()).or_default();
+            match p.status.as_str() {
+                "Downloading" => {
+                    entry.0 = p.current.unwrap_or(entry.0);
+                    entry.1 = p.total.unwrap_or(entry.1);
+                }
+                "Download complete" => entry.0 = entry.1,
+                "Pull complete" | "Already exists" => {
+                    entry.0 = entry.1;
+                    entry.2 = true;
+                }
+                _ => {}
+            }
+        }
+        if self.live {
+            self.draw();
+        } else if self.last.elapsed() >= LOG_EVERY {
+            self.last = Instant::now();
+            tracing::info!("pulling {}: {}", self.image, self.summary());
+        }
+    }
+
+    fn summary(&self) -> String {
+        let done = self.layers.values().filter(|l| l.2).count();
+        let (current, total) = self
+            .layers
+            .values()
+            .fold((0, 0), |(c, t), l| (c + l.0, t + l.1));
+        format!(
+            "{done}/{} layers, {} of {}",
+            self.layers.len(),
+            ByteSize(current),
+            ByteSize(total)
+        )
+    }
+
+    fn draw(&mut self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[Kpulling {}: {}", self.image, self.summary());
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_told_from_permanent_ones() {
+        let cases = [
+            ("rate limit status", ErrorKind::Status(429), "x", true),
+            ("server error", ErrorKind::Status(503), "bad gateway", true),
+            ("request timeout", ErrorKind::Timeout, "Timeout error", true),
+            (
+                "rate limit in stream",
+                ErrorKind::Stream,
+                "toomanyrequests: You have reached your pull rate limit",
+                true,
+            ),
+            (
+                "registry 503 in stream",
+                ErrorKind::Stream,
+                "received unexpected HTTP status: 503 Service Unavailable",
+                true,
+            ),
+            (
+                "reset",
+                ErrorKind::Stream,
+                "read: connection reset by peer",
+                true,
+            ),
+            (
+                "missing image as 500",
+                ErrorKind::Status(500),
+                "manifest unknown: manifest unknown",
+                false,
+            ),
+            (
+                "not found",
+                ErrorKind::NotFound,
+                "pull access denied for x, repository does not exist",
+                false,
+            ),
+            (
+                "denied",
+                ErrorKind::Status(500),
+                "unauthorized: authentication required",
+                false,
+            ),
+            (
+                "disk",
+                ErrorKind::Stream,
+                "write /var/lib/docker/x: no space left on device",
+                false,
+            ),
+            (
+                "daemon gone",
+                ErrorKind::Unreachable,
+                "connection refused",
+                false,
+            ),
+            (
+                "other stream error",
+                ErrorKind::Stream,
+                "invalid tar header",
+                false,
+            ),
+        ];
+        for (name, kind, message, want) in cases {
+            assert_eq!(transient(&DaemonError::new(kind, message)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn lock_names_are_stable_and_distinct() {
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+        assert_ne!(fnv1a(b"alpine:latest"), fnv1a(b"alpine:3.19"));
+    }
+
+    #[test]
+    fn progress_adds_up_layers() {
+        let image = ImageRef::parse("x").unwrap();
+        let mut shown = Shown::new(&image, false);
+        let p = |layer: &str, status: &str, current, total| Progress {
+            layer: Some(layer.into()),
+            status: status.into(),
+            current,
+            total,
+        };
+        shown.update(&p("a", "Pulling fs layer", None, None));
+        shown.update(&p("b", "Already exists", None, None));
+        shown.update(&p("a", "Downloading", Some(1024), Some(4096)));
+        assert_eq!(shown.summary(), "1/2 layers, 1.0 KiB of 4.0 KiB");
+        shown.update(&p("a", "Pull complete", None, None));
+        assert_eq!(shown.summary(), "2/2 layers, 4.0 KiB of 4.0 KiB");
+    }
+}

@@ -1,0 +1,516 @@
+//! One job from start to end: stage the identity files, get the image, create the container, write
+//! the cidfile, attach, start, stream its output, forward signals, wait, explain how it ended — and
+//! on every path remove the container, the cidfile and the staging directory.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::engine::daemon::{
+    Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Input, Output,
+};
+use crate::engine::files::{self, Staging};
+use crate::engine::pull::{self, PullSettings};
+use crate::engine::signals::Sig;
+use crate::engine::tty;
+use crate::engine::{EngineError, Outcome};
+use crate::exit;
+use crate::plan::ContainerPlan;
+
+/// How long the job's output may stay silent after it exited before jobdock stops waiting for the
+/// rest (dockerd closes the stream when the job's stdout and stderr close; this is a safety net).
+const DRAIN_IDLE: Duration = Duration::from_secs(30);
+/// Attempts to remove a container whose removal is already in progress.
+const REMOVE_ATTEMPTS: u32 = 3;
+
+pub struct Settings<'a> {
+    pub pull: PullSettings<'a>,
+    pub state_dir: &'a Path,
+    pub cidfile_dir: &'a Path,
+    /// Between forwarding a stop signal and killing the job.
+    pub grace: Duration,
+}
+
+/// Where the job's streams go and come from.
+pub struct Io {
+    pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The job's input in chunks; the channel closing is the input's end.
+    pub stdin: mpsc::Receiver<Vec<u8>>,
+    /// An interactive job's terminal: raw mode while the job runs, and its size.
+    pub terminal: Option<std::io::Stdin>,
+}
+
+/// What the engine created and must remove.
+#[derive(Debug, Default)]
+enum Container {
+    #[default]
+    None,
+    /// A create request was sent; if its answer never arrived the container may exist by name.
+    Creating,
+    Created(String),
+}
+
+#[derive(Debug, Default)]
+struct Leftovers {
+    container: Container,
+    cidfile: Option<PathBuf>,
+}
+
+/// Runs `plan` to the end and removes everything it made, whatever happened.
+pub async fn run<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    s: &Settings<'_>,
+    signals: &mut mpsc::Receiver<Sig>,
+    io: Io,
+) -> Result<Outcome, EngineError> {
+    let staging = Staging::create(plan, s.state_dir)?;
+    let mut leftovers = Leftovers::default();
+    let result = run_job(d, plan, s, signals, io, &mut leftovers).await;
+    let cleaned = clean_up(d, plan, leftovers, staging).await;
+    match (result, cleaned) {
+        (result, Ok(())) => result,
+        (Ok(mut outcome), Err(cleanup)) => {
+            outcome.messages.push(cleanup);
+            Ok(outcome)
+        }
+        (Err(run), Err(cleanup)) => Err(EngineError::AndCleanup {
+            run: Box::new(run),
+            cleanup,
+        }),
+    }
+}
+
+async fn run_job<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    s: &Settings<'_>,
+    signals: &mut mpsc::Receiver<Sig>,
+    io: Io,
+    leftovers: &mut Leftovers,
+) -> Result<Outcome, EngineError> {
+    // Until the job runs, a stop signal abandons the setup (the cleanup still runs).
+    let (id, attached) = tokio::select! {
+        started = start(d, plan, s, leftovers) => started?,
+        signal = stop_requested(signals) => return Err(EngineError::Interrupted { signal }),
+    };
+    supervise(d, plan, s, &id, attached, signals, io).await
+}
+
+/// Waits for a signal that asks jobdock to stop; the others mean nothing before the job runs.
+pub async fn stop_requested(signals: &mut mpsc::Receiver<Sig>) -> Sig {
+    loop {
+        match signals.recv().await {
+            Some(sig) if sig.stops() => return sig,
+            Some(sig) => tracing::info!("{}: ignored, the job has not started", sig.name()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+async fn start<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    s: &Settings<'_>,
+    leftovers: &mut Leftovers,
+) -> Result<(String, Attached), EngineError> {
+    pull::ensure_image(d, &plan.image, &s.pull).await?;
+
+    leftovers.container = Container::Creating;
+    let id = match d.create(plan).await {
+        Ok(id) => id,
+        Err(e) if e.kind == ErrorKind::Conflict => {
+            // Not ours: the name includes jobdock's pid, so something else holds it.
+            leftovers.container = Container::None;
+            return Err(EngineError::NameInUse {
+                name: plan.name.clone(),
+                message: e.message,
+            });
+        }
+        Err(e) => return Err(EngineError::daemon("creating the container", e)),
+    };
+    leftovers.container = Container::Created(id.clone());
+    leftovers.cidfile = Some(files::write_cidfile(
+        s.cidfile_dir,
+        s.state_dir,
+        &plan.name,
+        &id,
+    )?);
+
+    if let Some(program) = plan
+        .entrypoint
+        .as_ref()
+        .and_then(|e| e.first())
+        .filter(|p| p.starts_with('/'))
+    {
+        let found = d
+            .path_exists(&id, program)
+            .await
+            .map_err(|e| EngineError::daemon("looking for the entrypoint in the image", e))?;
+        if !found {
+            return Err(EngineError::NoProgram {
+                image: plan.image.to_string(),
+                program: program.clone(),
+            });
+        }
+    }
+
+    let attached = d
+        .attach(&id)
+        .await
+        .map_err(|e| EngineError::daemon("attaching to the container", e))?;
+    d.start(&id).await.map_err(start_error)?;
+    Ok((id, attached))
+}
+
+/// A failed start, explained: the runtime's exec errors are the job's command, not the node.
+fn start_error(e: DaemonError) -> EngineError {
+    let m = e.message.to_ascii_lowercase();
+    let exec = m.contains("exec");
+    if exec && (m.contains("executable file not found") || m.contains("no such file or directory"))
+    {
+        EngineError::CommandNotFound { message: e.message }
+    } else if exec && m.contains("permission denied") {
+        EngineError::NotExecutable { message: e.message }
+    } else {
+        EngineError::daemon("starting the container", e)
+    }
+}
+
+/// The running job: streams in both directions, signals passed on, until it exits.
+async fn supervise<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    s: &Settings<'_>,
+    id: &str,
+    attached: Attached,
+    signals: &mut mpsc::Receiver<Sig>,
+    io: Io,
+) -> Result<Outcome, EngineError> {
+    let Io {
+        stdout,
+        stderr,
+        stdin,
+        terminal,
+    } = io;
+    let terminal = terminal.as_ref().filter(|_| plan.tty);
+    let _raw = terminal.and_then(|t| match tty::RawMode::enter(t.as_fd()) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::warn!("cannot put the terminal in raw mode: {e}");
+            None
+        }
+    });
+    let resize = || async {
+        if let Some((rows, cols)) = terminal.and_then(tty::size)
+            && let Err(e) = d.resize(id, rows, cols).await
+        {
+            tracing::debug!("resizing the job's terminal: {e}");
+        }
+    };
+    resize().await;
+
+    let Attached { output, input } = attached;
+    let pumping = Arc::new(Pumping::default());
+    let mut pump = tokio::spawn(pump_output(output, stdout, stderr, pumping.clone()));
+    let feeder = AbortOnDrop(tokio::spawn(feed_input(stdin, input)));
+
+    let wait = d.wait(id);
+    tokio::pin!(wait);
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stopped_by: Option<Sig> = None;
+    let mut killed = false;
+    let mut paused = false;
+    let mut pump_done = false;
+    let mut piped_out = false;
+    let status = loop {
+        tokio::select! {
+            status = &mut wait => {
+                break status.map_err(|e| EngineError::daemon("waiting for the job", e))?;
+            }
+            pumped = &mut pump, if !pump_done => {
+                pump_done = true;
+                joined(pumped).map_err(|e| EngineError::daemon("reading the job's output", e))?;
+            }
+            Some(sig) = signals.recv() => match sig {
+                Sig::Winch => resize().await,
+                Sig::Tstp if !paused => {
+                    paused = quietly(d.pause(id).await, "pausing the job");
+                }
+                Sig::Cont if paused => {
+                    paused = !quietly(d.unpause(id).await, "resuming the job");
+                }
+                Sig::Tstp | Sig::Cont => {}
+                sig => {
+                    // A paused job cannot act on a signal; resume it first.
+                    if paused && sig.stops() {
+                        paused = !quietly(d.unpause(id).await, "resuming the job");
+                    }
+                    quietly(d.kill(id, sig.name()).await, "passing on a signal");
+                    if sig.stops() && grace.is_none() && !killed {
+                        stopped_by = Some(sig);
+                        grace = Some(Box::pin(tokio::time::sleep(s.grace)));
+                    }
+                }
+            },
+            () = pumping.broken_pipe.notified(), if !piped_out => {
+                // What a shell does to a writer whose reader went away (`jobdock run yes | head`).
+                piped_out = true;
+                quietly(d.kill(id, "SIGPIPE").await, "passing on SIGPIPE");
+            }
+            () = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
+                grace = None;
+                killed = true;
+                quietly(d.kill(id, "SIGKILL").await, "killing the job");
+            }
+        }
+    };
+    drop(feeder);
+    if !pump_done {
+        drain(&mut pump, &pumping.activity).await;
+    }
+    let state = match d.inspect(id).await {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!("inspecting the finished job: {e}");
+            None
+        }
+    };
+    Ok(outcome(
+        plan,
+        s.grace,
+        status,
+        state,
+        stopped_by.filter(|_| killed),
+    ))
+}
+
+/// How the job ended, as an exit code and what the user should be told.
+fn outcome(
+    plan: &ContainerPlan,
+    grace: Duration,
+    status: i64,
+    state: Option<ContainerState>,
+    killed_after: Option<Sig>,
+) -> Outcome {
+    let code = exit::from_job(status, None);
+    let mut messages = Vec::new();
+    if state.is_some_and(|s| s.oom_killed) {
+        messages.push(if code == 137 {
+            format!("killed: out of memory (limit {})", plan.memory)
+        } else {
+            format!(
+                "a process of the job was killed: out of memory (limit {})",
+                plan.memory
+            )
+        });
+    }
+    if let Some(sig) = killed_after {
+        messages.push(format!(
+            "killed: the job was still running {}s after {} (engine.grace_period_secs)",
+            grace.as_secs(),
+            sig.name()
+        ));
+    }
+    Outcome { code, messages }
+}
+
+/// A daemon call whose failure is reported but changes nothing (the job may have just exited).
+fn quietly(result: Result<(), DaemonError>, what: &str) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) if e.kind == ErrorKind::Conflict => {
+            tracing::debug!("{what}: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("{what}: {e}");
+            false
+        }
+    }
+}
+
+/// What the output pump tells the supervisor while it runs.
+#[derive(Default)]
+struct Pumping {
+    /// Counts chunks read and written: a pump that makes progress.
+    activity: AtomicU64,
+    /// Notified when a reader of jobdock's output went away (EPIPE).
+    broken_pipe: Notify,
+}
+
+/// Copies the job's output to jobdock's stdout and stderr, one chunk at a time: the next chunk is
+/// read only once the last one is written, so a slow reader slows the job instead of filling
+/// jobdock's memory. Output nobody can receive any more is discarded, so the job never blocks.
+async fn pump_output(
+    mut output: Output,
+    stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    pumping: Arc<Pumping>,
+) -> Result<(), DaemonError> {
+    let mut stdout = Sink::new("stdout", stdout);
+    let mut stderr = Sink::new("stderr", stderr);
+    while let Some(chunk) = output.next().await {
+        pumping.activity.fetch_add(1, Ordering::Relaxed);
+        match chunk? {
+            Chunk::Stdout(bytes) => stdout.write(&bytes, &pumping).await,
+            Chunk::Stderr(bytes) => stderr.write(&bytes, &pumping).await,
+        }
+        pumping.activity.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// One of jobdock's output streams; after a write error it discards.
+struct Sink {
+    name: &'static str,
+    writer: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+}
+
+impl Sink {
+    fn new(name: &'static str, writer: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
+        Sink {
+            name,
+            writer: Some(writer),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], pumping: &Pumping) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        if let Err(e) = async {
+            w.write_all(bytes).await?;
+            w.flush().await
+        }
+        .await
+        {
+            self.writer = None;
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                tracing::debug!("the reader of jobdock's {} went away", self.name);
+                pumping.broken_pipe.notify_one();
+            } else {
+                tracing::warn!("writing the job's {}: {e}; discarding the rest", self.name);
+            }
+        }
+    }
+}
+
+/// Copies jobdock's input to the job until it ends, then closes the job's stdin (so `cat` ends).
+async fn feed_input(mut stdin: mpsc::Receiver<Vec<u8>>, mut input: Input) {
+    while let Some(chunk) = stdin.recv().await {
+        if let Err(e) = input.write_all(&chunk).await {
+            tracing::debug!("writing to the job's stdin: {e}");
+            return;
+        }
+    }
+    if let Err(e) = input.shutdown().await {
+        tracing::debug!("closing the job's stdin: {e}");
+    }
+}
+
+/// Waits for the rest of the output of a job that exited, as long as it keeps coming.
+async fn drain(pump: &mut JoinHandle<Result<(), DaemonError>>, activity: &AtomicU64) {
+    loop {
+        let before = activity.load(Ordering::Relaxed);
+        match tokio::time::timeout(DRAIN_IDLE, &mut *pump).await {
+            Ok(pumped) => {
+                if let Err(e) = joined(pumped) {
+                    tracing::warn!("the job's output after it exited: {e}");
+                }
+                return;
+            }
+            Err(_) if activity.load(Ordering::Relaxed) == before => {
+                pump.abort();
+                tracing::warn!(
+                    "the job's output did not end within {}s of its exit; the rest is lost",
+                    DRAIN_IDLE.as_secs()
+                );
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn joined(
+    pumped: Result<Result<(), DaemonError>, tokio::task::JoinError>,
+) -> Result<(), DaemonError> {
+    pumped.unwrap_or_else(|e| Err(DaemonError::new(ErrorKind::Other, e.to_string())))
+}
+
+/// Aborts a task when dropped: the stdin feeder must not outlive the job.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes the container (by id, or by name if its create request was never answered), the
+/// cidfile and the staging directory; every failure is collected, none stops the others.
+async fn clean_up<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    leftovers: Leftovers,
+    staging: Staging,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let target = match &leftovers.container {
+        Container::None => None,
+        Container::Creating => Some(plan.name.as_str()),
+        Container::Created(id) => Some(id.as_str()),
+    };
+    if let Some(target) = target
+        && let Err(e) = remove_container(d, target).await
+    {
+        let job = plan.labels.get("jobdock.job").map_or("ID", String::as_str);
+        problems.push(format!(
+            "container {} was not removed ({e}); `jobdock cleanup --job {job}` removes it",
+            plan.name
+        ));
+    }
+    if let Some(cidfile) = &leftovers.cidfile
+        && let Err(e) = files::remove_file("cidfile", cidfile)
+    {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = staging.remove() {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Force-removes a container; one that is already gone is fine.
+pub async fn remove_container<D: Daemon>(d: &D, target: &str) -> Result<(), DaemonError> {
+    let mut attempt = 1;
+    loop {
+        match d.remove(target).await {
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            // "removal of container ... is already in progress"
+            Err(e) if e.kind == ErrorKind::Conflict && attempt < REMOVE_ATTEMPTS => {
+                tracing::debug!("removing {target}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,648 @@
+//! The run sequence against the recording fake: the order of calls, each step's failure with its
+//! cleanup, signals, output and input, exit codes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::config::{PullPolicy, SiteConfig};
+use crate::engine::Blame;
+use crate::engine::fake::{BrokenPipe, FakeDaemon, ID, SharedBuf, chunk_err, chunk_out};
+use crate::identity::{Caller, Identity};
+use crate::job::JobContext;
+use crate::plan::{Request, Snapshot};
+use crate::probe::fake::FakeProbe;
+
+fn plan(state_dir: &Path, command: &[&str]) -> ContainerPlan {
+    let mut config = SiteConfig::default();
+    config.engine.state_dir = state_dir.to_path_buf();
+    config.mounts.home = false;
+    let snap = Snapshot {
+        env: Default::default(),
+        cwd: None,
+        caller: Caller {
+            real_uid: 0,
+            real_gid: 0,
+        },
+        pid: 4321,
+        hostname: "node1".into(),
+        host_cpus: 2,
+        stdin_is_tty: false,
+        token: "0123456789abcdef01234567".into(),
+    };
+    let ctx = JobContext {
+        job_id: Some("212".into()),
+        scheduler: Some(crate::job::Scheduler::Lsf),
+        ..Default::default()
+    };
+    let id = Identity {
+        uid: 2001,
+        gid: 2001,
+        name: "jdalice".into(),
+        home: "/home/jdalice".into(),
+        group: Some("jdalice".into()),
+        groups: vec![(3001, Some("jdproj".into()))],
+    };
+    let req = Request {
+        image: Some("jobdock-test/busybox".into()),
+        command: command.iter().map(|s| s.to_string()).collect(),
+    };
+    crate::plan::build(&req, &snap, &config, &ctx, &id, &FakeProbe::default()).unwrap()
+}
+
+/// A private temp dir standing in for the state dir (root-owned when the tests run as root).
+struct Bed {
+    dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new() -> Option<Bed> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: the state dir must be root-owned, run as root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        Some(Bed { dir })
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Everything left in the state dir but the lock directory.
+    fn leftovers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.state()) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "locks")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+struct Ran {
+    result: Result<Outcome, EngineError>,
+    calls: Vec<String>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `plan` on `d`, sending `signals` (each after `delay`) once the job has started.
+async fn run_with(
+    d: &FakeDaemon,
+    plan: &ContainerPlan,
+    policy: PullPolicy,
+    signals: &[(Duration, Sig)],
+    stdin: &[&str],
+) -> Ran {
+    let state = plan.staging.dir.parent().unwrap().to_path_buf();
+    let settings = Settings {
+        pull: PullSettings {
+            policy,
+            auth: None,
+            state_dir: &state,
+            timeout: Duration::from_secs(60),
+            live: false,
+            backoff: Duration::from_millis(1),
+        },
+        state_dir: &state,
+        cidfile_dir: &state,
+        grace: Duration::from_secs(10),
+    };
+    let (sig_tx, mut sig_rx) = mpsc::channel(16);
+    let plan_signals = signals.to_vec();
+    tokio::spawn(async move {
+        for (delay, sig) in plan_signals {
+            tokio::time::sleep(delay).await;
+            let _ = sig_tx.send(sig).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    let (in_tx, in_rx) = mpsc::channel(1);
+    let input: Vec<Vec<u8>> = stdin.iter().map(|s| s.as_bytes().to_vec()).collect();
+    tokio::spawn(async move {
+        for chunk in input {
+            let _ = in_tx.send(chunk).await;
+        }
+    });
+    let (stdout, stderr) = (SharedBuf::default(), SharedBuf::default());
+    let io = Io {
+        stdout: Box::new(stdout.clone()),
+        stderr: Box::new(stderr.clone()),
+        stdin: in_rx,
+        terminal: None,
+    };
+    // A run that hangs is a failure, not a stuck test (paused clocks get there at once).
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(d, plan, &settings, &mut sig_rx, io),
+    )
+    .await
+    .expect("the run ends");
+    Ran {
+        result,
+        calls: d.calls(),
+        stdout: stdout.contents(),
+        stderr: stderr.contents(),
+    }
+}
+
+fn names(calls: &[String]) -> Vec<&str> {
+    calls.iter().map(|c| c.split(' ').next().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_job_runs_in_order_and_leaves_nothing() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["echo", "hi"]);
+    let mut d = FakeDaemon::default();
+    d.output = vec![chunk_out("one\n"), chunk_err("oops\n"), chunk_out("two\n")];
+    d.exit = Some(3);
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &["in1", "in2"]).await;
+    assert_eq!(
+        ran.result.unwrap(),
+        Outcome {
+            code: 3,
+            messages: vec![]
+        }
+    );
+    assert_eq!(
+        names(&ran.calls),
+        [
+            "image_exists",
+            "create",
+            "attach",
+            "start",
+            "wait",
+            "inspect",
+            "remove"
+        ]
+    );
+    assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
+    assert_eq!(ran.stdout, b"one\ntwo\n");
+    assert_eq!(ran.stderr, b"oops\n");
+    assert_eq!(
+        bed.leftovers(),
+        Vec::<String>::new(),
+        "staging and cidfile removed"
+    );
+}
+
+#[tokio::test]
+async fn stdin_reaches_the_job_and_is_closed_at_its_end() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["cat"]);
+    let mut d = FakeDaemon::default();
+    // The job runs until it is told to stop, so the feeder has all the time it needs.
+    d.exit = None;
+    let ran = run_with(
+        &d,
+        &p,
+        PullPolicy::Missing,
+        &[(Duration::from_millis(100), Sig::Term)],
+        &["abc", "def\n"],
+    )
+    .await;
+    assert_eq!(ran.result.unwrap().code, 143);
+    assert_eq!(d.stdin.contents(), b"abcdef\n");
+    assert!(
+        *d.stdin.closed.lock().unwrap(),
+        "stdin closed after the input ended"
+    );
+}
+
+#[tokio::test]
+async fn the_cidfile_holds_the_id_while_the_job_runs() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let cidfile = files::cidfile_path(&bed.state(), &p.name);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    let term = [(Duration::from_millis(200), Sig::Term)];
+    let ran = tokio::join!(run_with(&d, &p, PullPolicy::Missing, &term, &[]), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let cid = std::fs::read_to_string(&cidfile).unwrap();
+        let passwd = std::fs::read_to_string(&p.staging.passwd).unwrap();
+        (cid, passwd)
+    });
+    assert_eq!(ran.1.0, ID);
+    assert!(ran.1.1.contains("jdalice:x:2001:2001"), "{}", ran.1.1);
+    assert!(ran.0.result.is_ok());
+    assert!(!cidfile.exists());
+}
+
+/// Every step that can fail: the error is reported, and whatever exists is removed.
+#[tokio::test]
+async fn each_failing_step_is_reported_and_cleaned_up() {
+    let Some(bed) = Bed::new() else { return };
+    let cases = [
+        (
+            "image_exists",
+            ErrorKind::Status(500),
+            Blame::Infrastructure,
+            false,
+        ),
+        (
+            "create",
+            ErrorKind::Status(500),
+            Blame::Infrastructure,
+            true,
+        ),
+        ("create", ErrorKind::Timeout, Blame::Infrastructure, true),
+        (
+            "attach",
+            ErrorKind::Status(500),
+            Blame::Infrastructure,
+            true,
+        ),
+        ("start", ErrorKind::Status(500), Blame::Infrastructure, true),
+        ("wait", ErrorKind::Stream, Blame::Infrastructure, true),
+    ];
+    for (step, kind, blame, removed) in cases {
+        let p = plan(&bed.state(), &["true"]);
+        let d = FakeDaemon::failing(step, kind, "daemon says no");
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        let e = ran.result.unwrap_err();
+        assert_eq!(e.blame(), blame, "{step}: {e}");
+        assert!(e.to_string().contains("daemon says no"), "{step}: {e}");
+        let calls = names(&ran.calls);
+        assert_eq!(calls.contains(&"remove"), removed, "{step}: {calls:?}");
+        if step == "create" {
+            // The answer never came: the container may exist, and only its name is known.
+            assert_eq!(ran.calls.last().unwrap(), &format!("remove {}", p.name));
+        }
+        assert_eq!(bed.leftovers(), Vec::<String>::new(), "{step}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsafe_state_dir_is_the_sites_to_fix_and_nothing_is_created() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    std::fs::create_dir(bed.state()).unwrap();
+    std::fs::set_permissions(
+        bed.state(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let d = FakeDaemon::default();
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(e.to_string().contains("engine.state_dir"), "{e}");
+    assert!(ran.calls.is_empty(), "{:?}", ran.calls);
+    assert!(bed.leftovers().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_run_and_a_failed_cleanup_are_both_reported() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::failing("start", ErrorKind::Status(500), "start broke");
+    d.fail.insert(
+        "remove",
+        DaemonError::new(ErrorKind::Unreachable, "daemon gone"),
+    );
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err().to_string();
+    assert!(
+        e.contains("start broke") && e.contains("daemon gone"),
+        "{e}"
+    );
+    assert!(e.contains("jobdock cleanup --job 212"), "{e}");
+    assert_eq!(bed.leftovers(), Vec::<String>::new(), "files go even so");
+}
+
+#[tokio::test]
+async fn a_failed_cleanup_after_a_good_run_keeps_the_jobs_code() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::failing("remove", ErrorKind::Timeout, "no answer");
+    d.exit = Some(0);
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let outcome = ran.result.unwrap();
+    assert_eq!(
+        outcome.code, 0,
+        "a finished job is not requeued for a leftover"
+    );
+    assert!(outcome.messages[0].contains("no answer"), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_name_conflict_is_reported_and_the_other_container_left_alone() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let d = FakeDaemon::failing("create", ErrorKind::Conflict, "name in use");
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    assert!(matches!(ran.result, Err(EngineError::NameInUse { .. })));
+    assert!(!names(&ran.calls).contains(&"remove"), "{:?}", ran.calls);
+}
+
+#[tokio::test]
+async fn start_errors_for_the_command_map_to_127_and_126() {
+    let Some(bed) = Bed::new() else { return };
+    let cases = [
+        (
+            "exec: \"nosuch\": executable file not found in $PATH",
+            Blame::NotFound,
+        ),
+        (
+            "exec: \"/x\": stat /x: no such file or directory",
+            Blame::NotFound,
+        ),
+        ("exec: \"/etc\": permission denied", Blame::NotExecutable),
+        (
+            "error while creating mount source path: no such file or directory",
+            Blame::Infrastructure,
+        ),
+    ];
+    for (message, blame) in cases {
+        let p = plan(&bed.state(), &["nosuch"]);
+        let d = FakeDaemon::failing("start", ErrorKind::Status(400), message);
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        assert_eq!(ran.result.unwrap_err().blame(), blame, "{message}");
+        assert!(names(&ran.calls).contains(&"remove"));
+    }
+}
+
+#[tokio::test]
+async fn an_image_without_the_shell_the_job_file_needs_is_explained() {
+    let Some(bed) = Bed::new() else { return };
+    let mut p = plan(&bed.state(), &["true"]);
+    p.entrypoint = Some(vec!["/bin/sh".into()]);
+    p.cmd = Some(vec!["/home/jdalice/.lsbatch/job".into()]);
+    let mut d = FakeDaemon::default();
+    d.missing_paths = vec!["/bin/sh"];
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::NotFound);
+    let text = e.to_string();
+    assert!(
+        text.contains("/bin/sh") && text.contains("LSB_DOCKER_RUN_RAW_ARGS=1"),
+        "{text}"
+    );
+    assert!(!names(&ran.calls).contains(&"start"));
+    assert!(names(&ran.calls).contains(&"remove"));
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_run_and_removes_the_container() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["yes"]);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    d.output = vec![chunk_out("y\n")];
+    d.output_error = Some(DaemonError::new(ErrorKind::Stream, "connection reset"));
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Infrastructure);
+    assert!(e.to_string().contains("connection reset"), "{e}");
+    assert_eq!(ran.stdout, b"y\n");
+    assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
+}
+
+#[tokio::test]
+async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["yes"]);
+    let state = bed.state();
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    d.output = vec![
+        chunk_out("y\n"),
+        chunk_err("still here\n"),
+        chunk_out("y\n"),
+    ];
+    let settings = Settings {
+        pull: PullSettings {
+            policy: PullPolicy::Missing,
+            auth: None,
+            state_dir: &state,
+            timeout: Duration::from_secs(60),
+            live: false,
+            backoff: Duration::from_millis(1),
+        },
+        state_dir: &state,
+        cidfile_dir: &state,
+        grace: Duration::from_secs(10),
+    };
+    let stderr = SharedBuf::default();
+    let io = Io {
+        stdout: Box::new(BrokenPipe),
+        stderr: Box::new(stderr.clone()),
+        stdin: mpsc::channel(1).1,
+        terminal: None,
+    };
+    let (_tx, mut rx) = mpsc::channel(1);
+    let run = run(&d, &p, &settings, &mut rx, io);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap();
+    assert_eq!(outcome.unwrap().code, 141);
+    assert_eq!(stderr.contents(), b"still here\n", "stderr is not affected");
+    let kills: Vec<String> = d
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kill"))
+        .collect();
+    assert_eq!(kills, ["kill SIGPIPE"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_signals_are_forwarded_then_the_job_is_killed_after_the_grace_period() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["sleep", "100"]);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    d.trapped = vec!["SIGTERM", "SIGUSR1"];
+    let signals = [
+        (Duration::from_millis(10), Sig::Usr1),
+        (Duration::from_millis(10), Sig::Term),
+    ];
+    let ran = run_with(&d, &p, PullPolicy::Missing, &signals, &[]).await;
+    let outcome = ran.result.unwrap();
+    assert_eq!(outcome.code, 137);
+    assert!(
+        outcome.messages[0].contains("10s after SIGTERM"),
+        "{outcome:?}"
+    );
+    let kills: Vec<&String> = ran.calls.iter().filter(|c| c.starts_with("kill")).collect();
+    assert_eq!(kills, ["kill SIGUSR1", "kill SIGTERM", "kill SIGKILL"]);
+}
+
+#[tokio::test]
+async fn a_forwarded_term_ends_a_job_that_does_not_trap_it() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["sleep", "100"]);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    let ran = run_with(
+        &d,
+        &p,
+        PullPolicy::Missing,
+        &[(Duration::from_millis(20), Sig::Term)],
+        &[],
+    )
+    .await;
+    assert_eq!(ran.result.unwrap().code, 143);
+    assert!(!ran.calls.contains(&"kill SIGKILL".to_string()));
+}
+
+#[tokio::test]
+async fn suspend_and_resume_pause_the_container_and_a_stop_resumes_it_first() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["sleep", "100"]);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    let ms = Duration::from_millis(20);
+    let signals = [
+        (ms, Sig::Tstp),
+        (ms, Sig::Cont),
+        (ms, Sig::Tstp),
+        (ms, Sig::Tstp),
+        (ms, Sig::Term),
+    ];
+    let ran = run_with(&d, &p, PullPolicy::Missing, &signals, &[]).await;
+    assert_eq!(ran.result.unwrap().code, 143);
+    let control: Vec<&str> = ran
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| ["pause", "unpause"].contains(c) || c.starts_with("kill"))
+        .collect();
+    assert_eq!(
+        control,
+        ["pause", "unpause", "pause", "unpause", "kill SIGTERM"]
+    );
+}
+
+#[tokio::test]
+async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::default();
+    *d.image_present.borrow_mut() = false;
+    d.pull_time = Duration::from_secs(30);
+    let state = bed.state();
+    let settings = Settings {
+        pull: PullSettings {
+            policy: PullPolicy::Missing,
+            auth: None,
+            state_dir: &state,
+            timeout: Duration::from_secs(60),
+            live: false,
+            backoff: Duration::from_millis(1),
+        },
+        state_dir: &state,
+        cidfile_dir: &state,
+        grace: Duration::from_secs(10),
+    };
+    let (tx, mut rx) = mpsc::channel(4);
+    tx.send(Sig::Usr1).await.unwrap();
+    tx.send(Sig::Int).await.unwrap();
+    let io = Io {
+        stdout: Box::new(SharedBuf::default()),
+        stderr: Box::new(SharedBuf::default()),
+        stdin: mpsc::channel(1).1,
+        terminal: None,
+    };
+    let started = std::time::Instant::now();
+    let e = run(&d, &p, &settings, &mut rx, io).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the pull was abandoned"
+    );
+    assert_eq!(e.blame(), Blame::Signal(2));
+    assert!(!names(&d.calls()).contains(&"create"));
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_oom_kill_is_explained_with_the_limit() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["hog"]);
+    let mut d = FakeDaemon::default();
+    d.exit = Some(137);
+    d.oom_killed = true;
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    assert_eq!(
+        ran.result.unwrap(),
+        Outcome {
+            code: 137,
+            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()]
+        }
+    );
+}
+
+#[tokio::test]
+async fn pull_policies() {
+    let Some(bed) = Bed::new() else { return };
+    // (policy, image present, pulls, error)
+    let cases = [
+        (PullPolicy::Missing, true, 0, false),
+        (PullPolicy::Missing, false, 1, false),
+        (PullPolicy::Always, true, 1, false),
+        (PullPolicy::Never, true, 0, false),
+        (PullPolicy::Never, false, 0, true),
+    ];
+    for (policy, present, pulls, fails) in cases {
+        let p = plan(&bed.state(), &["true"]);
+        let d = FakeDaemon::default();
+        *d.image_present.borrow_mut() = present;
+        let ran = run_with(&d, &p, policy, &[], &[]).await;
+        let pulled: Vec<&String> = ran.calls.iter().filter(|c| c.starts_with("pull")).collect();
+        assert_eq!(pulled.len(), pulls, "{policy:?} present={present}");
+        if pulls > 0 {
+            assert_eq!(pulled[0], "pull jobdock-test/busybox:latest");
+        }
+        assert_eq!(ran.result.is_err(), fails, "{policy:?} present={present}");
+    }
+}
+
+#[tokio::test]
+async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
+    let Some(bed) = Bed::new() else { return };
+    for (message, attempts) in [("toomanyrequests: slow down", 4), ("manifest unknown", 1)] {
+        let p = plan(&bed.state(), &["true"]);
+        let d = FakeDaemon::failing("pull", ErrorKind::Stream, message);
+        *d.image_present.borrow_mut() = false;
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        let e = ran.result.unwrap_err();
+        assert_eq!(e.blame(), Blame::Infrastructure);
+        assert!(e.to_string().contains(message), "{e}");
+        let pulls = ran.calls.iter().filter(|c| c.starts_with("pull")).count();
+        assert_eq!(pulls, attempts, "{message}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_jobs_share_one_pull_of_a_missing_image() {
+    let Some(bed) = Bed::new() else { return };
+    let state = bed.state();
+    files::ensure_private_dir("engine.state_dir", &state).unwrap();
+    let mut d = FakeDaemon::default();
+    d.pull_time = Duration::from_millis(300);
+    *d.image_present.borrow_mut() = false;
+    let image = crate::image::ImageRef::parse("jobdock-test/busybox").unwrap();
+    let s = PullSettings {
+        policy: PullPolicy::Missing,
+        auth: None,
+        state_dir: &state,
+        timeout: Duration::from_secs(10),
+        live: false,
+        backoff: Duration::from_millis(1),
+    };
+    let (a, b) = tokio::join!(
+        pull::ensure_image(&d, &image, &s),
+        pull::ensure_image(&d, &image, &s)
+    );
+    a.unwrap();
+    b.unwrap();
+    let pulls = d.calls().iter().filter(|c| c.starts_with("pull")).count();
+    assert_eq!(pulls, 1, "{:?}", d.calls());
+}
