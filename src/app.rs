@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Command, JobArgs};
 use crate::config::{self, ConfigError, SiteConfig};
+use crate::engine::{self, Blame, EngineError};
 use crate::exit;
 use crate::identity::{self, Caller, IdentityError};
 use crate::job::{self, Env, JobError};
@@ -28,10 +29,8 @@ pub enum AppError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error(
-        "`jobdock run` cannot execute jobs yet: the engine is not implemented (use `jobdock plan` to see the container)"
-    )]
-    NotImplemented,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error("{0}")]
     Internal(String),
 }
@@ -46,7 +45,16 @@ impl AppError {
             | AppError::Job(_)
             | AppError::Identity(_)
             | AppError::Plan(_) => exit::REFUSED,
-            AppError::NotImplemented | AppError::Internal(_) => exit::INTERNAL,
+            AppError::Engine(e) => match e.blame() {
+                Blame::Infrastructure => exit::INFRASTRUCTURE,
+                Blame::Refused => exit::REFUSED,
+                Blame::Config => exit::CONFIG,
+                Blame::NotFound => exit::COMMAND_NOT_FOUND,
+                Blame::NotExecutable => exit::COMMAND_NOT_EXECUTABLE,
+                Blame::Signal(n) => exit::from_job(0, Some(n)),
+                Blame::Internal => exit::INTERNAL,
+            },
+            AppError::Internal(_) => exit::INTERNAL,
         }
     }
 }
@@ -83,14 +91,15 @@ pub fn main(cli: Cli) -> u8 {
 
     let result = match cli.command {
         Command::CheckConfig { path } => return check_config(path.as_deref()),
-        Command::Plan { job, json } => prepare(&job, env).map(|plan| print_plan(&plan, json)),
-        Command::Run(job) => prepare(&job, env).and_then(|plan| {
-            tracing::debug!("plan:\n{}", plan::render::docker_run_text(&plan));
-            Err(AppError::NotImplemented)
+        Command::Plan { job, json } => prepare(&job, env).map(|p| {
+            print_plan(&p.plan, json);
+            0
         }),
+        Command::Run(job) => prepare(&job, env).and_then(run),
+        Command::Cleanup { config, job } => cleanup(config, &env, &job),
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("jobdock: {e}");
             e.exit_code()
@@ -118,13 +127,51 @@ fn check_config(path: Option<&Path>) -> u8 {
     }
 }
 
-/// Snapshot, config, job context, identity, plan: everything before the engine.
-fn prepare(args: &JobArgs, env: Env) -> Result<ContainerPlan, AppError> {
+/// A plan with what running it needs besides: the site config and the job user's probe.
+struct Prepared {
+    config: SiteConfig,
+    plan: ContainerPlan,
+    probe: AsUser,
+    home: PathBuf,
+}
+
+/// Runs a prepared job; its exit code is jobdock's.
+fn run(p: Prepared) -> Result<u8, AppError> {
+    tracing::debug!("plan:\n{}", plan::render::docker_run_text(&p.plan));
+    // Read as the job user, here: the probe forks, which must happen before the engine's threads.
+    let auth = (p.plan.pull != config::PullPolicy::Never)
+        .then(|| engine::auth::read(&p.probe, &p.home, &p.plan.image))
+        .flatten();
+    let outcome = engine::execute(&p.plan, &p.config.engine, auth)?;
+    for message in &outcome.messages {
+        eprintln!("jobdock: {message}");
+    }
+    Ok(outcome.code)
+}
+
+/// `jobdock cleanup`: every container and file of one job.
+fn cleanup(config: Option<PathBuf>, env: &Env, job: &str) -> Result<u8, AppError> {
     let caller = Caller {
         real_uid: nix::unistd::getuid().as_raw(),
         real_gid: nix::unistd::getgid().as_raw(),
     };
-    let config = load_config(args, &env, caller)?;
+    let config = load_config(config, env, caller)?;
+    let report = engine::cleanup(&config.engine, job, caller.real_uid)?;
+    println!(
+        "jobdock cleanup: job {job}: removed {} container(s) and {} file(s)",
+        report.containers.len(),
+        report.files.len()
+    );
+    Ok(0)
+}
+
+/// Snapshot, config, job context, identity, plan: everything before the engine.
+fn prepare(args: &JobArgs, env: Env) -> Result<Prepared, AppError> {
+    let caller = Caller {
+        real_uid: nix::unistd::getuid().as_raw(),
+        real_gid: nix::unistd::getgid().as_raw(),
+    };
+    let config = load_config(args.config.clone(), &env, caller)?;
     let snap = Snapshot {
         cwd: std::env::current_dir().ok(),
         caller,
@@ -162,12 +209,17 @@ fn prepare(args: &JobArgs, env: Env) -> Result<ContainerPlan, AppError> {
     for note in &plan.notes {
         tracing::warn!("{note}");
     }
-    Ok(plan)
+    Ok(Prepared {
+        config,
+        plan,
+        home: id.home.clone(),
+        probe,
+    })
 }
 
 /// The site config: `--config` or `JOBDOCK_CONFIG` for a root caller, the default path otherwise.
-fn load_config(args: &JobArgs, env: &Env, caller: Caller) -> Result<SiteConfig, AppError> {
-    let chosen = args.config.clone().map(|p| (p, "--config")).or(env
+fn load_config(flag: Option<PathBuf>, env: &Env, caller: Caller) -> Result<SiteConfig, AppError> {
+    let chosen = flag.map(|p| (p, "--config")).or(env
         .get("JOBDOCK_CONFIG")
         .map(|p| (PathBuf::from(p), "JOBDOCK_CONFIG")));
     match chosen {

@@ -34,6 +34,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove every container of a job, in any state, and its files (for epilogs). Safe to run
+    /// twice and when there is nothing to remove. Root may clean any job; others only their own.
+    Cleanup {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml (root only; also
+        /// JOBDOCK_CONFIG).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The job id, as in the container label jobdock.job: `212`, `212[3]` (LSF array
+        /// element), `4567` (Slurm), or `pid-N` for a run outside a job.
+        #[arg(long, value_name = "ID")]
+        job: String,
+    },
     /// Validate a site config, reporting every problem with its key.
     CheckConfig {
         /// The config to check (default: /etc/jobdock/wrapper.toml).
