@@ -1,0 +1,913 @@
+//! `jobdock run` and `jobdock cleanup` against the real dockerd of scripts/testbed.sh, as root for
+//! the test user jdalice: identity, capabilities, limits and mounts seen from inside the container;
+//! exit codes, signals, streams, pulls from the local registry, cleanup, and failures explained.
+//!
+//! Without a daemon these tests fail when CI=true and skip loudly otherwise. Every job gets a
+//! unique LSB_JOBID, and every container a test's jobs made is removed when the test ends, even
+//! when it fails.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
+const SOCKET: &str = "/var/run/docker.sock";
+const IMAGE: &str = "jobdock-test/busybox";
+const NOSHELL: &str = "jobdock-test/noshell";
+const REMOTE: &str = "127.0.0.1:5000/jobdock-test/busybox";
+const REGISTRY_LOG: &str = "/var/log/jobdock-testbed/registry.log";
+const ALICE: &str = "jdalice";
+const ALICE_HOME: &str = "/home/jdalice";
+const BOB_UID: u32 = 2002;
+
+/// The capabilities the default config keeps: CHOWN(0) KILL(5) SETPCAP(8) IPC_LOCK(14) SYS_NICE(23).
+const ALLOWED_CAPS: u64 = 1 << 0 | 1 << 5 | 1 << 8 | 1 << 14 | 1 << 23;
+
+// ----------------------------------------------------------------------------------- helpers --
+
+/// Whether a prerequisite is there: a failure in CI, a loud skip elsewhere.
+fn require(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {what} is missing: .ci/run must bring up scripts/testbed.sh");
+    }
+    eprintln!("\n!!! SKIPPED: {what} is missing; run `scripts/testbed.sh up` as root !!!\n");
+    false
+}
+
+/// Whether the test bed is there (root, dockerd, the test user and image).
+fn bed_is_up() -> bool {
+    let missing = if !nix::unistd::geteuid().is_root() {
+        Some("root (jobdock runs jobs as root for jdalice)".to_string())
+    } else if !daemon_answers() {
+        Some(format!("a dockerd answering on {SOCKET}"))
+    } else if nix::unistd::User::from_name(ALICE).ok().flatten().is_none() {
+        Some("the test user jdalice".to_string())
+    } else if !docker(&["image", "inspect", IMAGE]).status.success() {
+        Some(format!("the image {IMAGE}"))
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(what) => require(&what, false),
+    }
+}
+
+fn daemon_answers() -> bool {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(SOCKET) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = String::new();
+    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.ends_with("OK")
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Containers (any state) labelled with job `id`.
+fn containers_of(id: &str) -> Vec<String> {
+    let filter = format!("label=jobdock.job={id}");
+    let out = docker(&["ps", "-aq", "--filter", &filter]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test's own config and state directory; removes every container of its jobs when dropped.
+struct Bed {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    jobs: std::cell::RefCell<Vec<String>>,
+}
+
+impl Bed {
+    /// A config with the state under a fresh temp dir; `extra` is appended (more tables).
+    fn new(engine: &str, extra: &str) -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let config = dir.path().join("wrapper.toml");
+        let text = format!(
+            "[engine]\nstate_dir = \"{}\"\nconnect_timeout_secs = 2\ngrace_period_secs = 3\n{engine}\n\
+             # The jobs need no network; \"none\" keeps the tests off the node's bridge and iptables.\n\
+             [network]\ndefault = \"none\"\n{extra}\n",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Bed {
+            dir,
+            config,
+            jobs: Default::default(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Entries in the state dir but the lock directory.
+    fn leftovers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.state()) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "locks")
+            .collect()
+    }
+
+    /// A fresh LSF job id (digits, unique across this test binary's runs).
+    fn job_id(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}{:03}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.jobs.borrow_mut().push(id.clone());
+        id
+    }
+
+    /// `jobdock run --config <ours> --user jdalice --image <image> -- <command>` for a new job.
+    fn run(&self, image: &str, command: &[&str]) -> Job {
+        let id = self.job_id();
+        let config = self.config.display().to_string();
+        let mut args = vec![
+            "run", "--config", &config, "--user", ALICE, "--image", image,
+        ];
+        if !command.is_empty() {
+            args.push("--");
+            args.extend(command);
+        }
+        Job::new(&args).env("LSB_JOBID", &id).id(id)
+    }
+
+    fn cleanup(&self, id: &str) -> Job {
+        let config = self.config.display().to_string();
+        Job::new(&["cleanup", "--config", &config, "--job", id])
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for id in self.jobs.borrow().iter() {
+            let ids = containers_of(id);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
+}
+
+/// One jobdock process: cleared environment, reported in full when an expectation fails.
+struct Job {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+    uid: Option<u32>,
+    cwd: PathBuf,
+    id: String,
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+    elapsed: Duration,
+    shown: String,
+}
+
+impl Job {
+    fn new(args: &[&str]) -> Job {
+        Job {
+            program: BIN.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![
+                ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                ("HOME".into(), ALICE_HOME.into()),
+            ],
+            stdin: Vec::new(),
+            uid: None,
+            cwd: ALICE_HOME.into(),
+            id: String::new(),
+        }
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Job {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn id(mut self, id: String) -> Job {
+        self.id = id;
+        self
+    }
+
+    fn stdin(mut self, bytes: &[u8]) -> Job {
+        self.stdin = bytes.to_vec();
+        self
+    }
+
+    /// Runs `program` instead of the jobdock just built, as `uid`, from `/`.
+    fn run_by(mut self, program: &Path, uid: u32) -> Job {
+        self.program = program.to_path_buf();
+        self.uid = Some(uid);
+        self.cwd = "/".into();
+        self.env.retain(|(k, _)| k != "HOME");
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .current_dir(&self.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(uid) = self.uid {
+            c.uid(uid).gid(uid);
+        }
+        c
+    }
+
+    fn shown(&self) -> String {
+        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "command: {} {}\nenv: {}\nuid: {:?}",
+            self.program.display(),
+            shell_words::join(&self.args),
+            env.join(" "),
+            self.uid
+        )
+    }
+
+    fn spawn(&self) -> Child {
+        self.command().spawn().expect("jobdock starts")
+    }
+
+    fn output(&self) -> Out {
+        let start = Instant::now();
+        let mut child = self.spawn();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = self.stdin.clone();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        Out::from(out, start.elapsed(), self.shown())
+    }
+}
+
+impl Out {
+    fn from(out: std::process::Output, elapsed: Duration, shown: String) -> Out {
+        Out {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed,
+            shown,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    #[track_caller]
+    fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\n{}\nexit: {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.shown,
+            self.code,
+            self.elapsed,
+            self.stdout(),
+            self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn code(&self, want: i32) -> &Out {
+        if self.code != Some(want) {
+            self.fail(&format!("expected exit code {want}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    fn stderr_has(&self, want: &str) -> &Out {
+        if !self.stderr.contains(want) {
+            self.fail(&format!("stderr lacks {want:?}"));
+        }
+        self
+    }
+}
+
+/// `/proc/self/status` of a job: the value of `field`.
+fn status_field(out: &Out, field: &str) -> String {
+    out.stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| out.fail(&format!("no {field} in /proc/self/status")))
+}
+
+fn host(command: &str, args: &[&str]) -> String {
+    let out = Command::new(command).args(args).output().unwrap();
+    assert!(out.status.success(), "{command} {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// -------------------------------------------------------------------- inside the container --
+
+#[test]
+fn the_job_runs_as_the_users_host_identity() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let out = bed
+        .run(IMAGE, &["sh", "-c", "id; id -G; whoami; pwd"])
+        .output();
+    out.code(0);
+    let want = format!(
+        "{}{}{ALICE}\n{ALICE_HOME}\n",
+        host("id", &[ALICE]),
+        host("id", &["-G", ALICE])
+    );
+    if out.stdout() != want {
+        out.fail(&format!("expected the host's identity:\n{want}"));
+    }
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+}
+
+#[test]
+fn capabilities_are_the_allowlist_and_no_new_privileges() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let out = bed.run(IMAGE, &["cat", "/proc/self/status"]).output();
+    out.code(0);
+    let mask = |field| u64::from_str_radix(&status_field(&out, field), 16).unwrap();
+    // Docker gives a non-root user an empty effective set; what it could gain is the bounding set.
+    for field in ["CapEff", "CapPrm", "CapInh"] {
+        if mask(field) & !ALLOWED_CAPS != 0 {
+            out.fail(&format!(
+                "{field} {:x} exceeds {ALLOWED_CAPS:x}",
+                mask(field)
+            ));
+        }
+    }
+    if mask("CapBnd") != ALLOWED_CAPS {
+        out.fail(&format!("CapBnd is not exactly {ALLOWED_CAPS:x}"));
+    }
+    if status_field(&out, "NoNewPrivs") != "1" {
+        out.fail("NoNewPrivs is not 1");
+    }
+}
+
+#[test]
+fn memory_and_pids_limits_are_in_force() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "[limits]\nmemory = \"48m\"\npids = 40\n");
+    let out = bed
+        .run(
+            IMAGE,
+            &[
+                "cat",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+                "/sys/fs/cgroup/pids/pids.max",
+            ],
+        )
+        .output();
+    out.code(0);
+    let limits: Vec<String> = out.stdout().lines().map(str::to_string).collect();
+    let mib48 = (48 * 1024 * 1024).to_string();
+    if limits != [mib48.as_str(), mib48.as_str(), "40"] {
+        out.fail("expected memory = memory+swap = 48 MiB and 40 pids");
+    }
+
+    let forks = bed
+        .run(
+            IMAGE,
+            &["sh", "-c", "for i in $(seq 60); do sleep 5 & done; wait"],
+        )
+        .output();
+    forks.stderr_has("can't fork");
+
+    let hog = bed.run(
+        IMAGE,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
+    );
+    hog.output()
+        .code(137)
+        .stderr_has("jobdock: killed: out of memory (limit 48.0 MiB)");
+    assert!(containers_of(&hog.id).is_empty());
+}
+
+#[test]
+fn only_the_planned_mounts_are_visible() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let out = bed.run(IMAGE, &["cat", "/proc/self/mountinfo"]).output();
+    out.code(0);
+    // Mounts of a host file system (not proc, sysfs, tmpfs, cgroup, ... nor the image's overlay).
+    let virtual_fs = [
+        "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "overlay",
+    ];
+    let mut seen = BTreeSet::new();
+    for line in out.stdout().lines() {
+        let (left, right) = line.split_once(" - ").unwrap();
+        let fields: Vec<&str> = left.split(' ').collect();
+        if !virtual_fs.contains(&right.split(' ').next().unwrap()) {
+            seen.insert((
+                fields[4].to_string(),
+                fields[3].to_string(),
+                fields[5].starts_with("ro"),
+            ));
+        }
+    }
+    let staging = bed.state().display().to_string();
+    let ours: BTreeSet<_> = seen
+        .iter()
+        .filter(|(target, _, _)| {
+            ![
+                "/sbin/docker-init",
+                "/etc/resolv.conf",
+                "/etc/hostname",
+                "/etc/hosts",
+            ]
+            .contains(&target.as_str())
+        })
+        .cloned()
+        .collect();
+    let ok = ours.len() == 3
+        && ours.iter().any(|(t, src, ro)| {
+            t == "/etc/passwd" && src.starts_with(&staging) && src.ends_with("/passwd") && *ro
+        })
+        && ours.iter().any(|(t, src, ro)| {
+            t == "/etc/group" && src.starts_with(&staging) && src.ends_with("/group") && *ro
+        })
+        && ours.contains(&(ALICE_HOME.into(), ALICE_HOME.into(), false));
+    if !ok {
+        out.fail(&format!(
+            "expected exactly passwd, group (read-only, staged) and the home directory; saw {ours:?}"
+        ));
+    }
+
+    // And they are exactly what `jobdock plan` says.
+    let plan = bed.run(IMAGE, &["true"]);
+    let mut plan_args = plan.args.clone();
+    plan_args[0] = "plan".into();
+    plan_args.insert(1, "--json".into());
+    let planned = Job {
+        args: plan_args,
+        ..plan
+    }
+    .output();
+    planned.code(0);
+    let json: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let targets: BTreeSet<String> = json["create"]["HostConfig"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Target"].as_str().unwrap().to_string())
+        .collect();
+    let visible: BTreeSet<String> = ours.into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(visible, targets);
+}
+
+// ------------------------------------------------------------------ exit codes and signals --
+
+#[test]
+fn exit_codes_pass_through() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let cases: [(&str, &[&str], i32, &str); 5] = [
+        ("success", &["true"], 0, ""),
+        ("failure n", &["sh", "-c", "exit 42"], 42, ""),
+        ("killed by TERM", &["sh", "-c", "kill -TERM $$"], 143, ""),
+        ("no such command", &["nosuchcommand"], 127, "nosuchcommand"),
+        ("not executable", &["/etc/passwd"], 126, "Permission denied"),
+    ];
+    for (name, command, code, message) in cases {
+        let out = bed.run(IMAGE, command).output();
+        if out.code != Some(code) || !out.stderr.contains(message) {
+            out.fail(&format!("{name}: expected {code} and {message:?}"));
+        }
+    }
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+}
+
+#[test]
+fn term_is_forwarded_and_nothing_is_left() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(IMAGE, &["sleep", "100"]);
+    let child = job.spawn();
+    wait_until("the job to run", Duration::from_secs(30), || {
+        !containers_of(&job.id).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = Out::from(
+        child.wait_with_output().unwrap(),
+        start.elapsed(),
+        job.shown(),
+    );
+    out.code(143);
+    if out.elapsed > Duration::from_secs(3) {
+        out.fail("sleep should have died of the forwarded TERM at once");
+    }
+    assert!(containers_of(&job.id).is_empty(), "container left behind");
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+}
+
+#[test]
+fn a_job_trapping_term_is_killed_after_the_grace_period() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got TERM' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    let child = job.spawn();
+    wait_until("the job to run", Duration::from_secs(30), || {
+        !containers_of(&job.id).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = Out::from(
+        child.wait_with_output().unwrap(),
+        start.elapsed(),
+        job.shown(),
+    );
+    out.code(137)
+        .stderr_has("still running 3s after SIGTERM (engine.grace_period_secs)");
+    if out.stdout() != "got TERM\n" || out.elapsed < Duration::from_secs(3) {
+        out.fail("the job should have seen TERM, then been killed after 3 s");
+    }
+    assert!(containers_of(&job.id).is_empty());
+}
+
+#[test]
+fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(IMAGE, &["sleep", "100"]);
+    let mut child = job.spawn();
+    wait_until("the job to run", Duration::from_secs(30), || {
+        !containers_of(&job.id).is_empty()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        containers_of(&job.id).len(),
+        1,
+        "SIGKILL leaves the container"
+    );
+    assert_eq!(
+        bed.leftovers().len(),
+        2,
+        "staging dir and cidfile: {:?}",
+        bed.leftovers()
+    );
+
+    bed.cleanup(&job.id).output().code(0);
+    assert!(containers_of(&job.id).is_empty());
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+    // Twice, and for a job that never existed: nothing to do is not an error.
+    bed.cleanup(&job.id).output().code(0);
+    bed.cleanup("999999999").output().code(0);
+}
+
+#[test]
+fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let id = bed.job_id();
+    let labels = [format!("jobdock.job={id}"), "jobdock.uid=2001".to_string()];
+    let created = docker(&[
+        "create", "--label", &labels[0], "--label", &labels[1], IMAGE, "true",
+    ]);
+    assert!(created.status.success());
+    assert_eq!(containers_of(&id).len(), 1);
+
+    // jdbob, through a setuid-root copy of jobdock (how a site lets users run it).
+    let public = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let setuid = public.path().join("jobdock");
+    std::fs::copy(BIN, &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let bob = Job::new(&["cleanup", "--job", &id]).run_by(&setuid, BOB_UID);
+    bob.output().code(64).stderr_has("not yours to remove");
+    assert_eq!(
+        containers_of(&id).len(),
+        1,
+        "jdbob removed jdalice's container"
+    );
+
+    bed.cleanup(&id).output().code(0);
+    assert!(
+        containers_of(&id).is_empty(),
+        "root removes a Created container"
+    );
+
+    // jdbob's own job is his to clean.
+    let own = bed.job_id();
+    let labels = [
+        format!("jobdock.job={own}"),
+        format!("jobdock.uid={BOB_UID}"),
+    ];
+    let created = docker(&[
+        "create", "--label", &labels[0], "--label", &labels[1], IMAGE, "true",
+    ]);
+    assert!(created.status.success());
+    Job::new(&["cleanup", "--job", &own])
+        .run_by(&setuid, BOB_UID)
+        .output()
+        .code(0);
+    assert!(
+        containers_of(&own).is_empty(),
+        "jdbob could not remove his own container"
+    );
+}
+
+// ------------------------------------------------------------------------------- streams --
+
+#[test]
+fn eight_jobs_at_once_each_get_exactly_their_own_output() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let script = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo \"$MARK out $i\"; echo \"$MARK err $i\" >&2; done";
+    let jobs: Vec<(String, Job)> = (0..8)
+        .map(|n| {
+            let mark = format!("job{n}");
+            let job = bed.run(IMAGE, &["sh", "-c", script]).env("MARK", &mark);
+            (mark, job)
+        })
+        .collect();
+    let running: Vec<(String, &Job, Child, Instant)> = jobs
+        .iter()
+        .map(|(mark, job)| (mark.clone(), job, job.spawn(), Instant::now()))
+        .collect();
+    for (mark, job, child, start) in running {
+        let out = Out::from(
+            child.wait_with_output().unwrap(),
+            start.elapsed(),
+            job.shown(),
+        );
+        out.code(0);
+        let want = |stream: &str| -> String {
+            (1..=3000)
+                .map(|i| format!("{mark} {stream} {i}\n"))
+                .collect()
+        };
+        if out.stdout() != want("out") {
+            out.fail(&format!(
+                "{mark}: stdout is not exactly its own lines in order"
+            ));
+        }
+        if out.stderr != want("err") {
+            out.fail(&format!(
+                "{mark}: stderr is not exactly its own lines in order"
+            ));
+        }
+    }
+}
+
+#[test]
+fn stdin_is_piped_through_byte_for_byte() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    // 3 MiB of every byte value: more than any pipe or socket buffer holds.
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let out = bed.run(IMAGE, &["cat"]).stdin(&data).output();
+    out.code(0);
+    if out.stdout != data {
+        out.fail(&format!(
+            "cat returned {} bytes, not the same {} bytes",
+            out.stdout.len(),
+            data.len()
+        ));
+    }
+    let short = bed.run(IMAGE, &["cat"]).stdin(b"data").output();
+    short.code(0);
+    assert_eq!(short.stdout, b"data");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_job_with_sigpipe() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(IMAGE, &["yes"]);
+    let start = Instant::now();
+    let mut child = job.spawn();
+    let mut first = [0u8; 4];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is closed now, as `jobdock run -- yes | head -2` does.
+    let out = Out::from(
+        child.wait_with_output().unwrap(),
+        start.elapsed(),
+        job.shown(),
+    );
+    out.code(141);
+    assert_eq!(&first, b"y\ny\n");
+    assert!(containers_of(&job.id).is_empty());
+}
+
+// ---------------------------------------------------------------------------------- pulls --
+
+/// Registry requests for the test image's manifests after byte `offset` of the access log.
+fn manifest_requests(offset: u64) -> Vec<String> {
+    let log = std::fs::read(REGISTRY_LOG).unwrap_or_default();
+    String::from_utf8_lossy(&log[offset.min(log.len() as u64) as usize..])
+        .lines()
+        .filter(|l| l.contains("/v2/jobdock-test/busybox/manifests/") && l.contains("\"docker/"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn log_size() -> u64 {
+    std::fs::metadata(REGISTRY_LOG).map_or(0, |m| m.len())
+}
+
+#[test]
+fn pulls_follow_the_policy() {
+    if !bed_is_up() {
+        return;
+    }
+    let registry_up = Path::new(REGISTRY_LOG).exists()
+        && Command::new("curl")
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "http://127.0.0.1:5000/v2/",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !require("the local registry at 127.0.0.1:5000", registry_up) {
+        return;
+    }
+    let missing = Bed::new("pull = \"missing\"", "");
+    let always = Bed::new("pull = \"always\"", "");
+
+    // Absent: `missing` pulls it.
+    docker(&["rmi", &format!("{REMOTE}:latest")]);
+    let offset = log_size();
+    let out = missing.run(REMOTE, &["echo", "pulled"]).output();
+    out.code(0);
+    assert_eq!(out.stdout(), "pulled\n");
+    assert!(
+        !manifest_requests(offset).is_empty(),
+        "the absent image was not pulled"
+    );
+
+    // Present: `missing` sends the registry nothing at all.
+    let offset = log_size();
+    missing.run(REMOTE, &["true"]).output().code(0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(manifest_requests(offset), Vec::<String>::new());
+
+    // `always`: one manifest request, even though the image is present.
+    let offset = log_size();
+    always.run(REMOTE, &["true"]).output().code(0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        manifest_requests(offset).len(),
+        1,
+        "{:?}",
+        manifest_requests(offset)
+    );
+}
+
+#[test]
+fn pulling_an_image_the_registry_lacks_is_an_infrastructure_failure() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("pull = \"always\"", "");
+    let out = bed
+        .run("127.0.0.1:5000/jobdock-test/no-such-image:1", &["true"])
+        .output();
+    out.code(75)
+        .stderr_has("pulling 127.0.0.1:5000/jobdock-test/no-such-image:1");
+    let never = Bed::new("pull = \"never\"", "");
+    never
+        .run("jobdock-test/not-on-this-node:1", &["true"])
+        .output()
+        .code(75)
+        .stderr_has("engine.pull is \"never\"");
+}
+
+// ------------------------------------------------------------------- failures explained --
+
+#[test]
+fn an_unreachable_daemon_is_named_with_code_75() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("socket = \"/nonexistent/docker.sock\"", "");
+    let out = bed.run(IMAGE, &["true"]).output();
+    out.code(75).stderr_has("/nonexistent/docker.sock");
+    if out.elapsed > Duration::from_secs(10) {
+        out.fail("the wait for the daemon is not bounded by connect_timeout_secs");
+    }
+    assert!(bed.leftovers().is_empty());
+}
+
+#[test]
+fn an_lsf_job_file_in_an_image_without_a_shell_points_at_raw_mode() {
+    if !bed_is_up() {
+        return;
+    }
+    let spool = Path::new(ALICE_HOME).join(".lsbatch");
+    if !spool.exists() {
+        std::fs::create_dir(&spool).unwrap();
+        std::os::unix::fs::chown(&spool, Some(2001), Some(2001)).unwrap();
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(NOSHELL, &[]);
+    let file = spool.join(format!("1700000000.{}", job.id));
+    std::fs::write(&file, "#!/bin/sh\necho hello\n").unwrap();
+    let out = job
+        .env("LSB_JOBFILENAME", &file.display().to_string())
+        .output();
+    std::fs::remove_file(&file).unwrap();
+    out.code(127)
+        .stderr_has("has no /bin/sh")
+        .stderr_has("LSB_DOCKER_RUN_RAW_ARGS=1");
+    assert!(bed.leftovers().is_empty());
+}
