@@ -785,6 +785,37 @@ fn a_reader_that_goes_away_ends_the_job_with_sigpipe() {
     assert!(containers_of(&job.id).is_empty());
 }
 
+#[test]
+fn an_interactive_job_gets_a_sized_tty_and_the_terminal_is_restored() {
+    if !bed_is_up() || !require("script (util-linux)", Path::new("/usr/bin/script").exists()) {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(IMAGE, &["sh", "-c", "tty; sleep 0.3; stty size"]);
+    // script(1) gives jobdock a terminal; its stdin ends at once, which must not cut the output.
+    let inner = format!(
+        "stty cols 120 rows 40; {} {}; echo rc=$?; stty -a",
+        BIN,
+        shell_words::join(&job.args)
+    );
+    let mut script = Job::new(&["-qec", &inner, "/dev/null"]);
+    script.program = "/usr/bin/script".into();
+    script.env = job.env.clone();
+    let out = script.output();
+    out.code(0);
+    let text = out.stdout().replace('\r', "");
+    let lines: Vec<&str> = text.lines().collect();
+    let ok = lines.len() > 3
+        && lines[0].starts_with("/dev/pts/")
+        && lines[1] == "40 120"
+        && lines[2] == "rc=0"
+        && text.contains(" icanon ")
+        && text.contains(" echo ");
+    if !ok {
+        out.fail("expected a TTY of 40x120, exit 0, and the terminal back in canonical mode");
+    }
+}
+
 // ---------------------------------------------------------------------------------- pulls --
 
 /// Registry requests for the test image's manifests after byte `offset` of the access log.

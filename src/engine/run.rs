@@ -222,7 +222,7 @@ async fn supervise<D: Daemon>(
     let Attached { output, input } = attached;
     let pumping = Arc::new(Pumping::default());
     let mut pump = tokio::spawn(pump_output(output, stdout, stderr, pumping.clone()));
-    let feeder = AbortOnDrop(tokio::spawn(feed_input(stdin, input)));
+    let feeder = AbortOnDrop(tokio::spawn(feed_input(stdin, input, !plan.tty)));
 
     let wait = d.wait(id);
     tokio::pin!(wait);
@@ -405,13 +405,18 @@ impl Sink {
     }
 }
 
-/// Copies jobdock's input to the job until it ends, then closes the job's stdin (so `cat` ends).
-async fn feed_input(mut stdin: mpsc::Receiver<Vec<u8>>, mut input: Input) {
+/// Copies jobdock's input to the job until it ends, then closes the job's stdin (so `cat` ends)
+/// if `close` says so. A TTY job's is left open: for a TTY, dockerd ends the attached output when
+/// stdin closes, and the rest of the job's output would be lost.
+async fn feed_input(mut stdin: mpsc::Receiver<Vec<u8>>, mut input: Input, close: bool) {
     while let Some(chunk) = stdin.recv().await {
         if let Err(e) = input.write_all(&chunk).await {
             tracing::debug!("writing to the job's stdin: {e}");
             return;
         }
+    }
+    if !close {
+        return std::future::pending().await;
     }
     if let Err(e) = input.shutdown().await {
         tracing::debug!("closing the job's stdin: {e}");

@@ -217,6 +217,23 @@ async fn stdin_reaches_the_job_and_is_closed_at_its_end() {
 }
 
 #[tokio::test]
+async fn a_tty_jobs_stdin_stays_open_after_jobdocks_input_ends() {
+    let Some(bed) = Bed::new() else { return };
+    let mut p = plan(&bed.state(), &["sh"]);
+    p.tty = true;
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    let term = [(Duration::from_millis(100), Sig::Term)];
+    let ran = run_with(&d, &p, PullPolicy::Missing, &term, &["ls\r"]).await;
+    assert_eq!(ran.result.unwrap().code, 143);
+    assert_eq!(d.stdin.contents(), b"ls\r");
+    assert!(
+        !*d.stdin.closed.lock().unwrap(),
+        "dockerd would end the output"
+    );
+}
+
+#[tokio::test]
 async fn the_cidfile_holds_the_id_while_the_job_runs() {
     let Some(bed) = Bed::new() else { return };
     let p = plan(&bed.state(), &["true"]);
