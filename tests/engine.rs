@@ -910,13 +910,28 @@ fn an_unreachable_daemon_is_named_with_code_75() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("socket = \"/nonexistent/docker.sock\"", "");
-    let out = bed.run(IMAGE, &["true"]).output();
-    out.code(75).stderr_has("/nonexistent/docker.sock");
-    if out.elapsed > Duration::from_secs(10) {
-        out.fail("the wait for the daemon is not bounded by connect_timeout_secs");
+    let dir = tempfile::tempdir().unwrap();
+    // A daemon that is stopped (its socket file left behind) and one that accepts but never answers.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let hung = dir.path().join("hung.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let cases = [
+        (PathBuf::from("/nonexistent/docker.sock"), "no such socket"),
+        (stale, "Connection refused"),
+        (hung, "no answer"),
+    ];
+    for (socket, reason) in cases {
+        let bed = Bed::new(&format!("socket = \"{}\"", socket.display()), "");
+        let out = bed.run(IMAGE, &["true"]).output();
+        out.code(75)
+            .stderr_has(&format!("cannot reach dockerd at {}", socket.display()))
+            .stderr_has(reason);
+        if out.elapsed > Duration::from_secs(8) {
+            out.fail("the wait for the daemon is not bounded by connect_timeout_secs (2 s)");
+        }
+        assert!(bed.leftovers().is_empty());
     }
-    assert!(bed.leftovers().is_empty());
 }
 
 #[test]

@@ -64,12 +64,15 @@ pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineErro
             )?;
             api.negotiate_version().await
         };
-        let reason = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+        let limit = ATTEMPT_TIMEOUT
+            .min(wait.saturating_sub(started.elapsed()))
+            .max(Duration::from_millis(100));
+        let reason = match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(api)) => return checked(api, socket),
             // Waiting does not give jobdock the right to use the socket.
             Ok(Err(e)) if denied(&e) => return Err(unreachable(describe(&e))),
             Ok(Err(e)) => describe(&e),
-            Err(_) => format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+            Err(_) => format!("no answer within {:.1}s", limit.as_secs_f64()),
         };
         let left = wait.saturating_sub(started.elapsed());
         if left.is_zero() {
