@@ -855,15 +855,30 @@ fn pulls_follow_the_policy() {
     let missing = Bed::new("pull = \"missing\"", "");
     let always = Bed::new("pull = \"always\"", "");
 
-    // Absent: `missing` pulls it.
+    // Absent, needed by four jobs at once: `missing` pulls it once for all of them.
     docker(&["rmi", &format!("{REMOTE}:latest")]);
     let offset = log_size();
-    let out = missing.run(REMOTE, &["echo", "pulled"]).output();
-    out.code(0);
-    assert_eq!(out.stdout(), "pulled\n");
-    assert!(
-        !manifest_requests(offset).is_empty(),
-        "the absent image was not pulled"
+    let jobs: Vec<Job> = (0..4)
+        .map(|_| missing.run(REMOTE, &["echo", "pulled"]))
+        .collect();
+    let children: Vec<Child> = jobs.iter().map(Job::spawn).collect();
+    for (job, child) in jobs.iter().zip(children) {
+        let out = Out::from(
+            child.wait_with_output().unwrap(),
+            Duration::ZERO,
+            job.shown(),
+        );
+        out.code(0);
+        if out.stdout() != "pulled\n" {
+            out.fail("the job did not run");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        manifest_requests(offset).len(),
+        1,
+        "four jobs, one pull: {:?}",
+        manifest_requests(offset)
     );
 
     // Present: `missing` sends the registry nothing at all.
