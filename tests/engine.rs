@@ -608,6 +608,46 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
 }
 
 #[test]
+fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let job = bed.run(IMAGE, &["sleep", "100"]);
+    let child = job.spawn();
+    wait_until("the job to run", Duration::from_secs(30), || {
+        !containers_of(&job.id).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let paused = || {
+        let out = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Paused}}",
+            &containers_of(&job.id)[0],
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    };
+    use nix::sys::signal::{Signal, kill};
+    kill(pid, Signal::SIGTSTP).unwrap();
+    wait_until("the container to pause", Duration::from_secs(10), paused);
+    kill(pid, Signal::SIGCONT).unwrap();
+    wait_until("the container to resume", Duration::from_secs(10), || {
+        !paused()
+    });
+    // jobdock itself never stopped: it still forwards a TERM.
+    kill(pid, Signal::SIGTERM).unwrap();
+    let out = Out::from(
+        child.wait_with_output().unwrap(),
+        Duration::ZERO,
+        job.shown(),
+    );
+    out.code(143);
+    assert!(containers_of(&job.id).is_empty());
+}
+
+#[test]
 fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
     if !bed_is_up() {
         return;
