@@ -17,9 +17,11 @@ JOBDOCK=target/release/jobdock
 IMAGE=127.0.0.1:5000/jobdock-test/busybox:latest
 echo
 echo "== the container jobdock plans for jdalice's job (jobdock plan):"
-(cd /home/jdalice && "$OLDPWD/$JOBDOCK" plan --user jdalice --image "$IMAGE" -- sh -c 'id; whoami')
+# A job's environment, not root's: what a scheduler would hand jobdock.
+JOBENV=(env -i PATH=/usr/bin:/bin HOME=/home/jdalice USER=jdalice LOGNAME=jdalice LANG=C.UTF-8)
+(cd /home/jdalice && "${JOBENV[@]}" "$OLDPWD/$JOBDOCK" plan --user jdalice --image "$IMAGE" -- sh -c 'id; whoami')
 echo
 echo "== the job, run for real (jobdock run):"
 cd /home/jdalice
-exec "$OLDPWD/$JOBDOCK" run --user jdalice --image "$IMAGE" -- \
+exec "${JOBENV[@]}" "$OLDPWD/$JOBDOCK" run --user jdalice --image "$IMAGE" -- \
     sh -c 'echo "inside: $(whoami) on $(hostname)"; id; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status'

@@ -313,10 +313,17 @@ daemon_json_sets_storage() {
 
 ensure_dockerd() {
   local pid ours rc offset driver
+  ours=$(pidfile_pid "$DOCKERD_PIDFILE")
+  # dockerd creates its default bridge at startup only; if something deleted docker0 since,
+  # every container on the default network fails to start until dockerd restarts.
+  if daemon_answers && [[ ! -e /sys/class/net/docker0 ]] && pid_is "$ours" dockerd; then
+    say "dockerd (pid $ours) lost its bridge docker0; restarting it"
+    stop_pid "$ours" dockerd dockerd 20
+  fi
   if daemon_answers; then
     ensure_packages "${BASE_PACKAGES[@]}"
     pick_docker_cli
-    ours=$(pidfile_pid "$DOCKERD_PIDFILE")
+    [[ -e /sys/class/net/docker0 ]] || warn "bridge docker0 is missing: containers on the default network will fail"
     if pid_is "$ours" dockerd; then
       say "dockerd already answering on $DOCKER_SOCK (pid $ours, started by testbed)"
     else

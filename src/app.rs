@@ -109,7 +109,7 @@ pub fn main(cli: Cli) -> u8 {
 
 fn check_config(path: Option<&Path>) -> u8 {
     let path = path.unwrap_or(Path::new(config::DEFAULT_PATH));
-    match SiteConfig::load(path, true) {
+    let code = match SiteConfig::load_untrusted(path) {
         Ok(_) => {
             println!("{}: OK", path.display());
             0
@@ -124,7 +124,15 @@ fn check_config(path: Option<&Path>) -> u8 {
             println!("{e}");
             exit::CONFIG
         }
+    };
+    // A draft may live anywhere; installed, it must be root's alone.
+    if let Err(reason) = config::trust::check_root_owned(path) {
+        println!(
+            "{}: warning: jobdock would refuse to use this file: {reason}",
+            path.display()
+        );
     }
+    code
 }
 
 /// A plan with what running it needs besides: the site config and the job user's probe.

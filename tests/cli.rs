@@ -374,3 +374,31 @@ fn the_readme_lists_every_exit_code() {
         assert!(readme.contains(&row), "README.md lacks the row {row:?}");
     }
 }
+
+#[test]
+fn a_config_others_could_have_written_is_refused() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let path = dir.path().join("wrapper.toml");
+    std::fs::write(&path, "").unwrap();
+    Run::new(&[
+        "plan",
+        "--config",
+        &path.display().to_string(),
+        "--user",
+        "nobody",
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .cwd("/tmp")
+    .run()
+    .code(78)
+    .stderr_has("is not trustworthy")
+    .stderr_has("/tmp is writable by group or others");
+    // check-config still validates a draft, and says jobdock would not use it where it is.
+    Run::new(&["check-config", &path.display().to_string()])
+        .run()
+        .ok()
+        .stdout_has("warning: jobdock would refuse");
+}

@@ -15,6 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod util;
+use util::require;
+
 const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const SOCKET: &str = "/var/run/docker.sock";
 const IMAGE: &str = "jobdock-test/busybox";
@@ -29,18 +32,6 @@ const BOB_UID: u32 = 2002;
 const ALLOWED_CAPS: u64 = 1 << 0 | 1 << 5 | 1 << 8 | 1 << 14 | 1 << 23;
 
 // ----------------------------------------------------------------------------------- helpers --
-
-/// Whether a prerequisite is there: a failure in CI, a loud skip elsewhere.
-fn require(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {what} is missing: .ci/run must bring up scripts/testbed.sh");
-    }
-    eprintln!("\n!!! SKIPPED: {what} is missing; run `scripts/testbed.sh up` as root !!!\n");
-    false
-}
 
 /// Whether the test bed is there (root, dockerd, the test user and image).
 fn bed_is_up() -> bool {
@@ -110,7 +101,7 @@ struct Bed {
 impl Bed {
     /// A config with the state under a fresh temp dir; `extra` is appended (more tables).
     fn new(engine: &str, extra: &str) -> Bed {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = util::trusted_tempdir();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let config = dir.path().join("wrapper.toml");
         let text = format!(
@@ -695,7 +686,7 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
     assert_eq!(containers_of(&id).len(), 1);
 
     // jdbob, through a setuid-root copy of jobdock (how a site lets users run it).
-    let public = tempfile::tempdir().unwrap();
+    let public = util::trusted_tempdir();
     std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let setuid = public.path().join("jobdock");
     std::fs::copy(BIN, &setuid).unwrap();

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::policy::paths::{self, Strictness};
 use crate::units::{ByteSize, Capability};
 
+pub mod trust;
+
 /// Where the site config lives unless root says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/jobdock/wrapper.toml";
 
@@ -203,6 +205,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("site config {path} is not trustworthy: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
     #[error("site config {path} is invalid: {}", join(.problems))]
     Invalid {
         path: PathBuf,
@@ -222,19 +226,26 @@ impl SiteConfig {
     /// Reads and validates `path`. A missing file at the default path means the built-in defaults;
     /// a missing file that was named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<SiteConfig, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => SiteConfig::parse(&text).map_err(|problems| ConfigError::Invalid {
-                path: path.into(),
-                problems,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                Ok(SiteConfig::default())
-            }
-            Err(source) => Err(ConfigError::Read {
-                path: path.into(),
-                source,
-            }),
+        if !explicit && !path.exists() {
+            return Ok(SiteConfig::default());
         }
+        trust::check_root_owned(path).map_err(|reason| ConfigError::Untrusted {
+            path: path.into(),
+            reason,
+        })?;
+        SiteConfig::load_untrusted(path)
+    }
+
+    /// Reads and validates `path` without asking who could have written it (`check-config`).
+    pub fn load_untrusted(path: &Path) -> Result<SiteConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        SiteConfig::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.into(),
+            problems,
+        })
     }
 
     /// Parses and validates config text, collecting every problem rather than stopping at the first.

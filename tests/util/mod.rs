@@ -190,6 +190,21 @@ impl Output {
     }
 }
 
+/// A temporary directory jobdock will trust a config in: root-owned, and so is every directory
+/// above it (jobdock refuses configs under /tmp, where anyone could have swapped them).
+pub fn trusted_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let base = Path::new("/var/lib/jobdock-tests");
+    std::fs::create_dir_all(base).unwrap();
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(base)
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 /// A temporary site config; the directory (and the config) are removed on drop.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
@@ -199,10 +214,7 @@ pub struct TestConfig {
 impl TestConfig {
     /// `extra` is appended to a config whose state lives in the temp dir.
     pub fn new(extra: &str) -> TestConfig {
-        let dir = tempfile::Builder::new()
-            .prefix("jobdock-test")
-            .tempdir()
-            .unwrap();
+        let dir = trusted_tempdir();
         let path = dir.path().join("wrapper.toml");
         let text = format!(
             "[engine]\nstate_dir = \"{}/state\"\n{extra}\n",

@@ -1,0 +1,95 @@
+//! Whether a file that steers a root process can be trusted: it, and every directory above it,
+//! must be owned by root and writable by nobody else (the checks Sarus makes of its config).
+//! Otherwise whoever can write there decides what jobs may do.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `Err` names the first path that is not root-owned or is writable by group or others.
+pub fn check_root_owned(path: &Path) -> Result<(), String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", real.display()));
+    }
+    let mut current: Option<PathBuf> = Some(real);
+    while let Some(p) = current {
+        let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if meta.uid() != 0 {
+            return Err(format!(
+                "{} is owned by uid {}, not root",
+                p.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by group or others (mode {:o})",
+                p.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+        current = p.parent().map(Path::to_path_buf);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn root_owned_files_in_root_owned_dirs_are_trusted() {
+        if !is_root() {
+            return;
+        }
+        let base = Path::new("/var/lib/jobdock-tests");
+        std::fs::create_dir_all(base).unwrap();
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("wrapper.toml");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(check_root_owned(&file), Ok(()));
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert!(
+            check_root_owned(&file)
+                .unwrap_err()
+                .contains("writable by group or others")
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_root_owned(&file).unwrap_err();
+        assert!(err.starts_with(&dir.path().display().to_string()), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(2001)), None).unwrap();
+        assert!(
+            check_root_owned(&file)
+                .unwrap_err()
+                .contains("owned by uid 2001")
+        );
+    }
+
+    #[test]
+    fn a_config_in_a_world_writable_dir_is_not_trusted() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let file = dir.path().join("wrapper.toml");
+        std::fs::write(&file, "").unwrap();
+        // /tmp itself is world-writable (sticky or not): anyone could have swapped the file.
+        assert!(check_root_owned(&file).is_err());
+        assert!(
+            check_root_owned(Path::new("/nonexistent/wrapper.toml"))
+                .unwrap_err()
+                .contains("No such file")
+        );
+    }
+}
