@@ -39,6 +39,8 @@ const HOST_ONLY: &[&str] = &[
     "LD_PRELOAD",
     "LD_AUDIT",
     "LSB_INTERACTIVE",
+    // The shell's last command: jobdock's own path.
+    "_",
 ];
 const HOST_ONLY_PREFIXES: &[&str] = &[
     "BASH_FUNC_",
@@ -116,6 +118,7 @@ mod tests {
             ("SLURM_JOB_ID", "1", true),
             ("HOSTNAME", "login1", false),
             ("LSB_INTERACTIVE", "Y", false),
+            ("_", "/usr/local/bin/jobdock", false),
             ("BASH_FUNC_module%%", "() { x; }", false),
             ("BASH_FUNC_module", "() { x; }", false),
             ("MULTI", "a\nb", false),
