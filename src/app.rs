@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use crate::cli::{Cli, Command, JobArgs};
 use crate::config::{self, ConfigError, SiteConfig};
 use crate::engine::{self, Blame, EngineError};
+use crate::esub;
 use crate::exit;
 use crate::identity::{self, Caller, IdentityError};
+use crate::job::cgroup::JobCgroup;
 use crate::job::{self, Env, JobError};
 use crate::plan::{self, ContainerPlan, PlanError, Request, Snapshot};
-use crate::probe::AsUser;
+use crate::probe::{AsUser, HostProbe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -32,6 +34,10 @@ pub enum AppError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -41,7 +47,9 @@ impl AppError {
             AppError::Config(_) => exit::CONFIG,
             // NSS not answering is the node's fault, not the job's.
             AppError::Identity(IdentityError::Lookup { .. }) => exit::INFRASTRUCTURE,
+            AppError::Untrusted(_) => exit::CONFIG,
             AppError::ConfigNotRoot
+            | AppError::Refused(_)
             | AppError::Job(_)
             | AppError::Identity(_)
             | AppError::Plan(_) => exit::REFUSED,
@@ -89,15 +97,17 @@ pub fn main(cli: Cli) -> u8 {
         return exit::REFUSED;
     }
 
-    let result = match cli.command {
-        Command::CheckConfig { path } => return check_config(path.as_deref()),
-        Command::Plan { job, json } => prepare(&job, env).map(|p| {
+    let result = privileges(&cli.command).and_then(|()| match cli.command {
+        Command::CheckConfig { path } => Ok(check_config(path.as_deref())),
+        Command::Plan { job, json } => prepare(&job, env, false).map(|p| {
             print_plan(&p.plan, json);
             0
         }),
-        Command::Run(job) => prepare(&job, env).and_then(run),
-        Command::Cleanup { config, job } => cleanup(config, &env, &job),
-    };
+        Command::Run(job) => prepare(&job, env, false).and_then(run),
+        Command::LsfStarter { config, words } => lsf_starter(config, words, env),
+        Command::Cleanup { config, job } => cleanup(config, &env, job),
+        Command::Esub { application } => Ok(esub(&env, &application)),
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -135,6 +145,73 @@ fn check_config(path: Option<&Path>) -> u8 {
     code
 }
 
+/// jobdock installed setuid root runs with the caller's real uid and root's effective uid. It
+/// keeps root only for the commands that talk to dockerd (and checks it was started from a binary
+/// only root could have replaced); every other command drops to the caller at once.
+fn privileges(command: &Command) -> Result<(), AppError> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid, setresgid, setresuid};
+    let (ruid, euid) = (getuid(), geteuid());
+    if !euid.is_root() || ruid.is_root() {
+        return Ok(());
+    }
+    // Not dumpable: the caller may not ptrace or read the memory of a process holding root.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| AppError::Internal(format!("prctl: {e}")))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    check_own_binary().map_err(AppError::Untrusted)?;
+    match command {
+        Command::Run(_) | Command::LsfStarter { .. } | Command::Cleanup { .. } => Ok(()),
+        Command::Plan { .. } | Command::CheckConfig { .. } | Command::Esub { .. } => {
+            let (rgid, _) = (getgid(), getegid());
+            setresgid(rgid, rgid, rgid)
+                .and_then(|()| setresuid(ruid, ruid, ruid))
+                .map_err(|e| AppError::Internal(format!("dropping root: {e}")))
+        }
+    }
+}
+
+/// The binary a setuid jobdock runs from, and every directory above it, must be root's alone
+/// (a sticky directory such as /tmp protects a root-owned file in it as well).
+fn check_own_binary() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let mut path = Some(exe.as_path());
+    let mut first = true;
+    while let Some(p) = path {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0 && !first;
+        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "refusing to run setuid from {}: {} is not root's alone (owner uid {}, mode {:o})",
+                exe.display(),
+                p.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+        first = false;
+        path = p.parent();
+    }
+    Ok(())
+}
+
+/// `jobdock lsf-starter`: the job's exact command from its LSF job file, run in a container.
+fn lsf_starter(config: Option<PathBuf>, words: Vec<String>, env: Env) -> Result<u8, AppError> {
+    if !words.is_empty() {
+        return Err(AppError::Refused(format!(
+            "lsf-starter was given the words {words:?}: the shell has already split the user's command; \
+             JOB_STARTER must be `{}`",
+            job::lsf::STARTER
+        )));
+    }
+    let args = JobArgs {
+        config,
+        image: None,
+        user: None,
+        command: Vec::new(),
+    };
+    prepare(&args, env, true).and_then(run)
+}
+
 /// A plan with what running it needs besides: the site config and the job user's probe.
 struct Prepared {
     config: SiteConfig,
@@ -157,13 +234,23 @@ fn run(p: Prepared) -> Result<u8, AppError> {
     Ok(outcome.code)
 }
 
-/// `jobdock cleanup`: every container and file of one job.
-fn cleanup(config: Option<PathBuf>, env: &Env, job: &str) -> Result<u8, AppError> {
+/// `jobdock cleanup`: every container and file of one job (by default, the job it runs in).
+fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8, AppError> {
     let caller = Caller {
         real_uid: nix::unistd::getuid().as_raw(),
         real_gid: nix::unistd::getgid().as_raw(),
     };
     let config = load_config(config, env, caller)?;
+    let job = match job {
+        Some(job) => job,
+        None => job::from_env(env, None)?.job_id.ok_or_else(|| {
+            AppError::Refused(
+                "cleanup: give --job ID, or run it inside the job (LSB_JOBID or SLURM_JOB_ID)"
+                    .into(),
+            )
+        })?,
+    };
+    let job = job.as_str();
     let report = engine::cleanup(&config.engine, job, caller.real_uid)?;
     println!(
         "jobdock cleanup: job {job}: removed {} container(s) and {} file(s)",
@@ -173,8 +260,77 @@ fn cleanup(config: Option<PathBuf>, env: &Env, job: &str) -> Result<u8, AppError
     Ok(0)
 }
 
-/// Snapshot, config, job context, identity, plan: everything before the engine.
-fn prepare(args: &JobArgs, env: Env) -> Result<Prepared, AppError> {
+/// `jobdock esub`: LSF's submit-time check, run as the submitting user. Exit 0 accepts the job;
+/// `LSB_SUB_ABORT_VALUE` rejects it, with the reason on stderr for the user.
+fn esub(env: &Env, application: &str) -> u8 {
+    let abort = env
+        .get("LSB_SUB_ABORT_VALUE")
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(97);
+    match esub_changes(env, application) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("jobdock: job rejected: {message}");
+            abort
+        }
+    }
+}
+
+fn esub_changes(env: &Env, application: &str) -> Result<(), String> {
+    use std::io::Write;
+    let caller = Caller {
+        real_uid: nix::unistd::getuid().as_raw(),
+        real_gid: nix::unistd::getgid().as_raw(),
+    };
+    let parm = match env.get("LSB_SUB_PARM_FILE") {
+        Some(path) => esub::parse_parm_file(
+            &std::fs::read_to_string(path).map_err(|e| format!("LSB_SUB_PARM_FILE {path}: {e}"))?,
+        ),
+        None => Env::new(),
+    };
+    let config =
+        SiteConfig::load(Path::new(config::DEFAULT_PATH), false).map_err(|e| e.to_string())?;
+    let ctx = job::JobContext::default();
+    let id =
+        identity::resolve(caller, None, &ctx, env, &identity::Nss).map_err(|e| e.to_string())?;
+    let cwd = std::env::current_dir().ok();
+    let Some(changes) = esub::decide(
+        env,
+        &parm,
+        &config,
+        &id,
+        cwd,
+        application,
+        &esub::SubmitProbe,
+    )?
+    else {
+        return Ok(());
+    };
+    for (var, lines) in [
+        ("LSB_SUB_MODIFY_ENVFILE", &changes.env),
+        ("LSB_SUB_MODIFY_FILE", &changes.submission),
+    ] {
+        let path = env
+            .get(var)
+            .ok_or_else(|| format!("{var} is not set: is this running as LSF's esub?"))?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("{var} {path}: {e}"))?;
+        for line in lines {
+            writeln!(file, "{line}").map_err(|e| format!("{var} {path}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The job file LSF runs, read as the job user: at most this much.
+const MAX_JOB_FILE: u64 = 1 << 20;
+
+/// Snapshot, config, job context, identity, plan: everything before the engine. With
+/// `lsf_starter`, the command is the user's text from the LSF job file.
+fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppError> {
     let caller = Caller {
         real_uid: nix::unistd::getuid().as_raw(),
         real_gid: nix::unistd::getgid().as_raw(),
@@ -193,8 +349,12 @@ fn prepare(args: &JobArgs, env: Env) -> Result<Prepared, AppError> {
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         token: random_token()
             .map_err(|e| AppError::Internal(format!("reading /dev/urandom: {e}")))?,
+        cgroup: None,
+        cgroup_memory_limit: None,
+        cpus_allowed: cpus_allowed(),
         env,
     };
+    let snap = with_cgroup(snap);
     let ctx = job::from_env(&snap.env, snap.cwd.clone())?;
     let id = identity::resolve(
         caller,
@@ -209,9 +369,30 @@ fn prepare(args: &JobArgs, env: Env) -> Result<Prepared, AppError> {
         gid: id.gid,
         groups: id.groups.iter().map(|g| g.0).chain([id.gid]).collect(),
     };
+    let script = if lsf_starter {
+        let file = ctx
+            .script
+            .as_ref()
+            .ok_or_else(|| AppError::Refused("lsf-starter: LSB_JOBFILENAME is not set".into()))?;
+        let text = probe
+            .read_file(file, MAX_JOB_FILE)
+            .map_err(|e| AppError::Refused(format!("LSB_JOBFILENAME: {e}")))?;
+        let starter = snap
+            .env
+            .get("LSB_JOB_STARTER")
+            .map(String::as_str)
+            .unwrap_or("");
+        Some(
+            job::lsf::user_command(&text, starter)
+                .map_err(|e| AppError::Refused(format!("{}: {e}", file.display())))?,
+        )
+    } else {
+        None
+    };
     let req = Request {
         image: args.image.clone(),
         command: args.command.clone(),
+        script,
     };
     let plan = plan::build(&req, &snap, &config, &ctx, &id, &probe)?;
     for note in &plan.notes {
@@ -277,8 +458,63 @@ fn env_snapshot() -> Env {
         .collect()
 }
 
+/// The cgroup jobdock runs in and its memory limit, from /proc and /sys.
+fn with_cgroup(mut snap: Snapshot) -> Snapshot {
+    let root = Path::new("/sys/fs/cgroup");
+    snap.cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| JobCgroup::parse(&t));
+    snap.cgroup_memory_limit = snap
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.memory_limit(root, |p| std::fs::read_to_string(p).ok()));
+    snap
+}
+
+/// The CPUs the scheduler bound jobdock to, as a cpuset list, if fewer than the host has.
+fn cpus_allowed() -> Option<String> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    if online.trim() == cpu_list(&cpus) {
+        return None;
+    }
+    Some(cpu_list(&cpus))
+}
+
+/// `[0, 1, 2, 5]` -> `0-2,5`.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
+            i += 1;
+        }
+        parts.push(if cpus[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", cpus[i])
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 fn random_token() -> std::io::Result<String> {
     let mut bytes = [0u8; 12];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(super::cpu_list(&[0, 1, 2, 5]), "0-2,5");
+        assert_eq!(super::cpu_list(&[3]), "3");
+        assert_eq!(super::cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
+    }
 }

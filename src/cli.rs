@@ -42,9 +42,29 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// The job id, as in the container label jobdock.job: `212`, `212[3]` (LSF array
-        /// element), `4567` (Slurm), or `pid-N` for a run outside a job.
+        /// element), `4567` (Slurm), or `pid-N` for a run outside a job. Default: the job this
+        /// runs in (LSB_JOBID and LSB_JOBINDEX, or SLURM_JOB_ID), as in an LSF POST_EXEC.
         #[arg(long, value_name = "ID")]
-        job: String,
+        job: Option<String>,
+    },
+    /// LSF JOB_STARTER: run the job's exact command (read from its job file) in a container.
+    /// Configure it as `JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter #` (see
+    /// contrib/lsf): the `#` keeps the shell from running or splitting the command itself.
+    LsfStarter {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml (root only).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Words after the starter: LSF puts the command here when JOB_STARTER lacks the
+        /// trailing `#`. They are refused, since the shell has already split them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        words: Vec<String>,
+    },
+    /// LSF esub: map `bsub -a 'docker(IMAGE)'` to LSB_CONTAINER_IMAGE and the application
+    /// profile, and reject jobs whose LSB_DOCKER_* settings the site policy refuses.
+    Esub {
+        /// The application profile docker jobs go to (lsb.applications).
+        #[arg(long, value_name = "NAME", default_value = "docker")]
+        application: String,
     },
     /// Validate a site config, reporting every problem with its key.
     CheckConfig {

@@ -130,10 +130,14 @@ pub fn decide(
         host_cpus: 1,
         stdin_is_tty: false,
         token: "esub".into(),
+        cgroup: None,
+        cgroup_memory_limit: None,
+        cpus_allowed: None,
     };
     let req = Request {
         image: Some(image.to_string()),
         command: vec!["true".into()],
+        script: None,
     };
     plan::build(&req, &snap, config, &ctx, id, probe).map_err(|e| e.to_string())?;
     Ok(Some(Changes {

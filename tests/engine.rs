@@ -80,6 +80,16 @@ fn containers_of(id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Containers labelled with job `id` that are running (started, not paused or exited).
+fn running_containers_of(id: &str) -> Vec<String> {
+    let filter = format!("label=jobdock.job={id}");
+    let out = docker(&["ps", "-q", "--filter", &filter, "--filter", "status=running"]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -538,7 +548,7 @@ fn term_is_forwarded_and_nothing_is_left() {
     let job = bed.run(IMAGE, &["sleep", "100"]);
     let child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
-        !containers_of(&job.id).is_empty()
+        !running_containers_of(&job.id).is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
@@ -576,7 +586,7 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
     );
     let child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
-        !containers_of(&job.id).is_empty()
+        !running_containers_of(&job.id).is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
@@ -607,7 +617,7 @@ fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
     let job = bed.run(IMAGE, &["sleep", "100"]);
     let child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
-        !containers_of(&job.id).is_empty()
+        !running_containers_of(&job.id).is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -647,7 +657,7 @@ fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
     let job = bed.run(IMAGE, &["sleep", "100"]);
     let mut child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
-        !containers_of(&job.id).is_empty()
+        !running_containers_of(&job.id).is_empty()
     });
     child.kill().unwrap();
     child.wait().unwrap();

@@ -47,6 +47,11 @@ pub struct Engine {
     pub connect_timeout_secs: u64,
     /// Bounds a pull, waiting for another job's pull of the same image included.
     pub pull_timeout_secs: u64,
+    /// Put the container in the job's own cgroup (where the scheduler put jobdock), so the job's
+    /// limits, suspend and accounting reach it.
+    pub job_cgroup: bool,
+    /// dockerd's cgroup driver: `cgroupfs` or `systemd` (`docker info` shows it).
+    pub cgroup_driver: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -146,6 +151,8 @@ impl Default for SiteConfig {
                 cidfile_dir: None,
                 connect_timeout_secs: 60,
                 pull_timeout_secs: 3600,
+                job_cgroup: true,
+                cgroup_driver: "cgroupfs".into(),
             },
             images: Images {
                 allowed_registries: Vec::new(),
@@ -312,6 +319,8 @@ struct RawEngine {
     cidfile_dir: Option<PathBuf>,
     connect_timeout_secs: Option<u64>,
     pull_timeout_secs: Option<u64>,
+    job_cgroup: Option<bool>,
+    cgroup_driver: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -403,6 +412,16 @@ impl Raw {
                 );
             }
             c.engine.grace_period_secs = grace;
+        }
+        c.engine.job_cgroup = self.engine.job_cgroup.unwrap_or(c.engine.job_cgroup);
+        if let Some(driver) = self.engine.cgroup_driver {
+            if driver != "cgroupfs" && driver != "systemd" {
+                bad(
+                    "engine.cgroup_driver",
+                    format!("{driver:?} is not cgroupfs or systemd"),
+                );
+            }
+            c.engine.cgroup_driver = driver;
         }
         if let Some(dir) = self.engine.state_dir {
             if !dir.is_absolute() || dir.parent().is_none() {

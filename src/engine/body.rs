@@ -19,11 +19,13 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         labels,
         passwd: _,
         group: _,
+        script: _,
         staging:
             Staging {
                 dir: _,
                 passwd: _,
                 group: _,
+                script: _,
             },
         hostname,
         user,
@@ -39,6 +41,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         gpus,
         memory,
         nano_cpus,
+        cpuset_cpus,
         pids_limit,
         shm_size,
         network,
@@ -112,6 +115,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         memory: Some(memory.0 as i64),
         memory_swap: Some(memory.0 as i64),
         nano_cpus: *nano_cpus,
+        cpuset_cpus: cpuset_cpus.clone(),
         pids_limit: Some(*pids_limit),
         devices: Some(
             devices

@@ -1,5 +1,5 @@
 //! jobdock's own files on the host: the state directory, a job's staging directory (synthesized
-//! passwd and group), cidfiles and pull locks. Everything is created by root with `O_EXCL` and
+//! passwd and group, the LSF job's script), cidfiles and pull locks. Everything is created by root with `O_EXCL` and
 //! without following symlinks, in directories no user can write, so a user can neither prepare
 //! nor race them. Nothing here decides what the files contain.
 
@@ -121,6 +121,11 @@ impl Staging {
             plan.group.as_bytes(),
             0o644,
         )?;
+        // The user's own command: in a directory only root can enter on the host, readable in
+        // the container (where only the job user is).
+        if let (Some(path), Some(text)) = (&plan.staging.script, &plan.script) {
+            write_new("staging file", path, text.as_bytes(), 0o644)?;
+        }
         Ok(staging)
     }
 

@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::config::{PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
-use crate::job::{Env, JobContext};
+use crate::job::cgroup::JobCgroup;
+use crate::job::{Env, JobContext, Scheduler};
 use crate::policy::paths::{self, Strictness};
 use crate::policy::{self, PortRequest, Refusal, Setting, env as envpolicy};
 use crate::probe::{HostProbe, Kind};
@@ -31,6 +32,12 @@ pub struct Snapshot {
     pub stdin_is_tty: bool,
     /// A random token that makes the job's staging directory name unpredictable.
     pub token: String,
+    /// The cgroup jobdock runs in (the scheduler's job cgroup inside a job).
+    pub cgroup: Option<JobCgroup>,
+    /// That cgroup's memory limit, if it has one.
+    pub cgroup_memory_limit: Option<u64>,
+    /// The CPUs jobdock may run on (`0-3,8`), when fewer than the host's.
+    pub cpus_allowed: Option<String>,
 }
 
 /// What the command line asked for.
@@ -38,6 +45,9 @@ pub struct Snapshot {
 pub struct Request {
     pub image: Option<String>,
     pub command: Vec<String>,
+    /// The user's exact command text, recovered from an LSF job file by `lsf-starter`: staged as
+    /// a script and run through `/bin/sh` in the container.
+    pub script: Option<String>,
 }
 
 /// A bind mount in the plan. `why` explains it in `jobdock plan`.
@@ -55,7 +65,12 @@ pub struct Staging {
     pub dir: PathBuf,
     pub passwd: PathBuf,
     pub group: PathBuf,
+    /// The staged job script, when there is one (`ContainerPlan::script`).
+    pub script: Option<PathBuf>,
 }
+
+/// Where a staged job script appears inside the container.
+pub const SCRIPT_TARGET: &str = "/.jobdock/job.sh";
 
 /// A published port range, already checked against `ports.range`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -75,6 +90,8 @@ pub struct ContainerPlan {
     pub labels: BTreeMap<String, String>,
     pub passwd: String,
     pub group: String,
+    /// The job script to stage (`Request::script`).
+    pub script: Option<String>,
     pub staging: Staging,
     pub hostname: String,
     /// Numeric `uid:gid`: names would be resolved in the image's own files.
@@ -93,6 +110,8 @@ pub struct ContainerPlan {
     pub gpus: Vec<String>,
     pub memory: ByteSize,
     pub nano_cpus: Option<i64>,
+    /// The CPUs the job may use (its scheduler affinity).
+    pub cpuset_cpus: Option<String>,
     pub pids_limit: i64,
     pub shm_size: Option<ByteSize>,
     pub network: String,
@@ -172,10 +191,12 @@ pub fn build(
     let staging = Staging {
         passwd: staging_dir.join("passwd"),
         group: staging_dir.join("group"),
+        script: req.script.as_ref().map(|_| staging_dir.join("job.sh")),
         dir: staging_dir,
     };
 
-    // The command: the user's argv, the LSF job file through /bin/sh, or the image's own.
+    // The command: the user's argv, their staged script or the LSF job file through /bin/sh, or
+    // the image's own.
     let entrypoint_override = get("ENTRYPOINT")?.map(|s| entrypoint(&s)).transpose()?;
     let raw = match get("RUN_RAW_ARGS")? {
         Some(s) => policy::parse_bool(&s)?,
@@ -193,6 +214,9 @@ pub fn build(
             Some(entrypoint_override.into_iter().collect()),
             Some(req.command.clone()),
         )
+    } else if req.script.is_some() {
+        let ep = entrypoint_override.unwrap_or_else(|| "/bin/sh".to_string());
+        (Some(vec![ep]), Some(vec![SCRIPT_TARGET.to_string()]))
     } else if let Some(script) = &ctx.script {
         let ep = entrypoint_override.unwrap_or_else(|| "/bin/sh".to_string());
         (Some(vec![ep]), Some(vec![script.display().to_string()]))
@@ -215,6 +239,14 @@ pub fn build(
             why: "synthesized group: the user's groups by name".into(),
         },
     ];
+    if let Some(script) = &staging.script {
+        mounts.push(MountPlan {
+            source: script.clone(),
+            target: SCRIPT_TARGET.into(),
+            readonly: true,
+            why: "the user's command, exactly as submitted".into(),
+        });
+    }
     if config.mounts.home {
         match user_dir(probe, &id.home) {
             Ok(real) => mounts.push(MountPlan {
@@ -263,6 +295,19 @@ pub fn build(
             true,
             "the LSF job file's directory",
         );
+    }
+    // PMIx (Slurm's MPI plugin) talks to its server through a directory of the step.
+    if let Some(pmix) = env.get("PMIX_SERVER_TMPDIR").filter(|p| p.starts_with('/')) {
+        match user_dir(probe, Path::new(pmix)) {
+            Ok(real) => add_unless_covered(
+                &mut mounts,
+                real,
+                paths::normalize(Path::new(pmix)),
+                false,
+                "the step's PMIx server directory",
+            ),
+            Err(reason) => notes.push(format!("PMIX_SERVER_TMPDIR {pmix} not mounted: {reason}")),
+        }
     }
     if let Some(tmp) = &ctx.tmpdir {
         match user_dir(probe, tmp) {
@@ -331,13 +376,17 @@ pub fn build(
         None => true,
     };
     let mut container_env = BTreeMap::new();
-    if preserve {
-        for (k, v) in env
+    // Without the job's environment, the scheduler's own variables still go in: MPI launchers
+    // and tools inside the job read them.
+    let scheduler_var = |k: &str| {
+        ["SLURM_", "SLURMD_", "PMIX_", "PMI_", "LSB_", "LS_"]
             .iter()
-            .filter(|(k, v)| envpolicy::preserved(k, v, &config.env.drop))
-        {
-            container_env.insert(k.clone(), v.clone());
-        }
+            .any(|p| k.starts_with(p))
+    };
+    for (k, v) in env.iter().filter(|(k, v)| {
+        (preserve || scheduler_var(k)) && envpolicy::preserved(k, v, &config.env.drop)
+    }) {
+        container_env.insert(k.clone(), v.clone());
     }
     if let Some(s) = get("ENV_FILE")? {
         for file in s.value.split_whitespace() {
@@ -418,6 +467,23 @@ pub fn build(
                 .refuse("this site allows no such cgroup parent (overrides.cgroup_parents)")
                 .into());
         }
+        None if config.engine.job_cgroup && ctx.scheduler() != Scheduler::None => {
+            match snap
+                .cgroup
+                .as_ref()
+                .map(|c| c.docker_parent(&config.engine.cgroup_driver))
+            {
+                Some(Ok(parent)) => Some(parent),
+                Some(Err(why)) => {
+                    notes.push(format!("the container is not in the job's cgroup: {why}"));
+                    None
+                }
+                None => {
+                    notes.push("the container is not in the job's cgroup: /proc/self/cgroup was not readable".into());
+                    None
+                }
+            }
+        }
         None => None,
     };
 
@@ -434,17 +500,25 @@ pub fn build(
     devices.sort();
     devices.dedup();
 
-    let memory = match ctx.memory {
-        Some(bytes) if bytes < 6 * ByteSize::MIB => {
-            return Err(PlanError::Path {
-                what: "job memory allocation",
-                path: ByteSize(bytes).to_string(),
-                reason: "below Docker's minimum of 6 MiB".into(),
-            });
-        }
-        Some(bytes) => ByteSize(bytes),
-        None => config.limits.memory,
+    // The scheduler's allocation; else the job cgroup's limit; else the site default. Never more
+    // than the job cgroup allows, whatever the environment says.
+    let in_job = ctx.scheduler() != Scheduler::None;
+    let cgroup_limit = snap.cgroup_memory_limit.filter(|_| in_job);
+    let memory = match (ctx.memory, cgroup_limit) {
+        (Some(bytes), Some(limit)) => bytes.min(limit),
+        (Some(bytes), None) => bytes,
+        (None, Some(limit)) => limit,
+        (None, None) => config.limits.memory.0,
     };
+    if memory < 6 * ByteSize::MIB {
+        return Err(PlanError::Path {
+            what: "job memory allocation",
+            path: ByteSize(memory).to_string(),
+            reason: "below Docker's minimum of 6 MiB".into(),
+        });
+    }
+    let memory = ByteSize(memory);
+    let cpuset_cpus = snap.cpus_allowed.clone().filter(|_| in_job);
     let nano_cpus = ctx
         .cpus
         .map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
@@ -467,6 +541,7 @@ pub fn build(
         labels,
         passwd,
         group,
+        script: req.script.clone(),
         staging,
         hostname: snap.hostname.clone(),
         user: (id.uid, id.gid),
@@ -483,6 +558,7 @@ pub fn build(
         gpus: ctx.gpus.clone(),
         memory,
         nano_cpus,
+        cpuset_cpus,
         pids_limit: config.limits.pids,
         shm_size,
         network,

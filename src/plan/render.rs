@@ -19,11 +19,13 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         labels,
         passwd: _,
         group: _,
+        script: _,
         staging:
             Staging {
                 dir: _,
                 passwd: _,
                 group: _,
+                script: _,
             },
         hostname,
         user,
@@ -39,6 +41,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         gpus,
         memory,
         nano_cpus,
+        cpuset_cpus,
         pids_limit,
         shm_size,
         network,
@@ -146,6 +149,12 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         line(
             vec!["--cpus".into(), format!("{}", *n as f64 / 1e9)],
             "the job's CPU allocation",
+        );
+    }
+    if let Some(cpus) = cpuset_cpus {
+        line(
+            vec!["--cpuset-cpus".into(), cpus.clone()],
+            "the CPUs the scheduler bound the job to",
         );
     }
     line(

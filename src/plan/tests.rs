@@ -77,6 +77,9 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         host_cpus: 64,
         stdin_is_tty: false,
         token: "0123456789abcdef01234567".into(),
+        cgroup: crate::job::cgroup::JobCgroup::parse("4:memory:/lsf/cluster1/job.212.4242\n"),
+        cgroup_memory_limit: None,
+        cpus_allowed: None,
     }
 }
 
@@ -111,6 +114,7 @@ fn plan_cfg(
     let req = Request {
         image: None,
         command: command.iter().map(|s| s.to_string()).collect(),
+        script: None,
     };
     build(&req, &snap, config, &ctx, &alice(), &host())
 }
@@ -173,7 +177,123 @@ fn a_plain_lsf_job_is_hardened_by_default() {
         ]
     );
     assert!(p.mounts[0].readonly && p.mounts[1].readonly);
+    assert_eq!(
+        p.cgroup_parent.as_deref(),
+        Some("/lsf/cluster1/job.212.4242"),
+        "the container joins the job's cgroup"
+    );
+    assert_eq!(p.cpuset_cpus, None);
     assert!(p.notes.is_empty(), "{:?}", p.notes);
+}
+
+#[test]
+fn the_job_cgroup_decides_memory_and_cpus() {
+    let build_with =
+        |env: &[(&str, &str)], limit: Option<u64>, cpus: Option<&str>, cfg: &SiteConfig| {
+            let mut s = snap(env);
+            s.cgroup = crate::job::cgroup::JobCgroup::parse(
+                "4:memory:/slurm_vm/uid_2001/job_5/step_0/task_0\n",
+            );
+            s.cgroup_memory_limit = limit;
+            s.cpus_allowed = cpus.map(str::to_string);
+            let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+            let req = Request {
+                image: Some("x".into()),
+                command: vec!["true".into()],
+                script: None,
+            };
+            build(&req, &s, cfg, &ctx, &alice(), &host()).unwrap()
+        };
+    let slurm = [("SLURM_JOB_ID", "5"), ("SLURM_STEP_ID", "0")];
+    let gib = ByteSize::GIB;
+    // No allocation in the environment: the cgroup's limit, not the site default.
+    let p = build_with(&slurm, Some(10 * gib), Some("0-3"), &site());
+    assert_eq!(p.memory, ByteSize(10 * gib));
+    assert_eq!(p.cpuset_cpus.as_deref(), Some("0-3"));
+    assert_eq!(
+        p.cgroup_parent.as_deref(),
+        Some("/slurm_vm/uid_2001/job_5/step_0")
+    );
+    // An allocation above the cgroup's limit (a forged variable) is capped by the cgroup.
+    let forged = [
+        ("SLURM_JOB_ID", "5"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_MEM_PER_NODE", "1048576"),
+    ];
+    assert_eq!(
+        build_with(&forged, Some(2 * gib), None, &site()).memory,
+        ByteSize(2 * gib)
+    );
+    // Neither: the site default.
+    assert_eq!(
+        build_with(&slurm, None, None, &site()).memory,
+        site().limits.memory
+    );
+    // A site may keep containers out of job cgroups; an admin-allowed CGROUP still wins.
+    let mut off = site();
+    off.engine.job_cgroup = false;
+    assert_eq!(build_with(&slurm, None, None, &off).cgroup_parent, None);
+    off.overrides.cgroup_parents = vec!["netcap".into()];
+    let netcap = [("SLURM_JOB_ID", "5"), ("LSB_DOCKER_CGROUP", "netcap")];
+    assert_eq!(
+        build_with(&netcap, None, None, &off)
+            .cgroup_parent
+            .as_deref(),
+        Some("netcap")
+    );
+    // With systemd's driver a non-slice cgroup cannot be joined: said, not silently dropped.
+    let mut systemd = site();
+    systemd.engine.cgroup_driver = "systemd".into();
+    let p = build_with(&slurm, None, None, &systemd);
+    assert_eq!(p.cgroup_parent, None);
+    assert!(
+        p.notes.iter().any(|n| n.contains("systemd slice")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn outside_a_job_the_container_stays_in_dockerds_cgroup() {
+    let mut s = snap(&[("JOBDOCK_IMAGE", "x")]);
+    s.cgroup_memory_limit = Some(1 << 30);
+    s.cpus_allowed = Some("0".into());
+    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let req = Request {
+        image: None,
+        command: vec!["true".into()],
+        script: None,
+    };
+    let p = build(&req, &s, &site(), &ctx, &alice(), &host()).unwrap();
+    assert_eq!(
+        (p.cgroup_parent, p.cpuset_cpus, p.memory),
+        (None, None, site().limits.memory)
+    );
+}
+
+#[test]
+fn an_lsf_starter_script_is_staged_and_run_through_sh() {
+    let mut s = snap(LSF_JOB);
+    s.env.remove("LSB_JOBFILENAME");
+    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let text = "cd /gpfs/lab; make | tee log\n";
+    let req = Request {
+        image: None,
+        command: vec![],
+        script: Some(text.into()),
+    };
+    let p = build(&req, &s, &site(), &ctx, &alice(), &host()).unwrap();
+    assert_eq!(p.script.as_deref(), Some(text));
+    assert_eq!(p.entrypoint, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(p.cmd, Some(vec![SCRIPT_TARGET.to_string()]));
+    let staged = p.staging.script.clone().unwrap();
+    assert_eq!(staged, p.staging.dir.join("job.sh"));
+    let m = p
+        .mounts
+        .iter()
+        .find(|m| m.target == Path::new(SCRIPT_TARGET))
+        .unwrap();
+    assert_eq!((&m.source, m.readonly), (&staged, true));
 }
 
 #[test]
@@ -295,6 +415,7 @@ fn slurm_step_plan() {
     let req = Request {
         image: None,
         command: vec!["hostname".into()],
+        script: None,
     };
     let p = build(&req, &snap, &site(), &ctx, &alice(), &host()).unwrap();
     assert_eq!(p.name, "jobdock-slurm-4567-4242");
@@ -363,6 +484,7 @@ fn image_sources_in_order() {
         let req = Request {
             image: flag.map(str::to_string),
             command: vec!["true".into()],
+            script: None,
         };
         match (build(&req, &s, &site(), &ctx, &alice(), &host()), want) {
             (Ok(p), Some(want)) => assert_eq!(p.image.to_string(), *want, "{name}"),
@@ -473,7 +595,11 @@ fn overrides_accepted() {
         &["true"],
     )
     .unwrap();
-    assert!(!bare.env.contains_key("MY_VAR") && !bare.env.contains_key("LSB_JOBID"));
+    assert!(!bare.env.contains_key("MY_VAR"));
+    assert_eq!(
+        bare.env["LSB_JOBID"], "212",
+        "scheduler variables stay for MPI and tools"
+    );
     assert_eq!(bare.env["USER"], "alice");
     let kept = plan_with(&[("MY_VAR", "1")], &["true"]).unwrap();
     assert_eq!(kept.env["MY_VAR"], "1");
@@ -811,6 +937,7 @@ fn sensitive_or_unreachable_job_directories() {
             &Request {
                 image: None,
                 command: vec!["true".into()],
+                script: None,
             },
             &s,
             &site(),
@@ -834,6 +961,7 @@ fn sensitive_or_unreachable_job_directories() {
         &Request {
             image: None,
             command: vec!["true".into()],
+            script: None,
         },
         &s,
         &site(),
@@ -867,6 +995,7 @@ fn memory_from_the_allocation_else_the_site_default() {
         &Request {
             image: None,
             command: vec!["true".into()],
+            script: None,
         },
         &s,
         &cfg,

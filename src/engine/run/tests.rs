@@ -31,6 +31,9 @@ fn plan(state_dir: &Path, command: &[&str]) -> ContainerPlan {
         host_cpus: 2,
         stdin_is_tty: false,
         token: "0123456789abcdef01234567".into(),
+        cgroup: None,
+        cgroup_memory_limit: None,
+        cpus_allowed: None,
     };
     let ctx = JobContext {
         job_id: Some("212".into()),
@@ -48,6 +51,7 @@ fn plan(state_dir: &Path, command: &[&str]) -> ContainerPlan {
     let req = Request {
         image: Some("jobdock-test/busybox".into()),
         command: command.iter().map(|s| s.to_string()).collect(),
+        script: None,
     };
     crate::plan::build(&req, &snap, &config, &ctx, &id, &FakeProbe::default()).unwrap()
 }
