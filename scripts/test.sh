@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: brings up the test bed (dockerd, local registry, test
-# images and users), then format, lint and every test. Run as root on a Debian machine.
+# The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
+# images and users; a one-node Slurm cluster), then format, lint and every test. The LSF and
+# Slurm tests install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh),
+# as a site would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/testbed.sh up
+bash scripts/slurm-testbed.sh up
 
 echo "== cargo fmt --check"
 cargo fmt --check

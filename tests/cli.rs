@@ -189,9 +189,10 @@ fn an_ordinary_user_cannot_choose_the_config() {
         .cwd("/home/jdalice")
         .user(ALICE.1)
         .run();
+    // Whatever /etc/jobdock/wrapper.toml allows, it is not the test config's /home root.
     out.code(64)
         .stderr_has("JOBDOCK_CONFIG")
-        .stderr_has("allows no user volumes");
+        .stderr_has("LSB_DOCKER_VOLUMES=\"/home/jdalice:/h\"");
 }
 
 #[test]

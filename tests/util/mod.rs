@@ -53,6 +53,26 @@ pub struct Run {
     pub cwd: PathBuf,
     pub uid: Option<u32>,
     pub stdin: Option<Vec<u8>>,
+    /// What to run: jobdock itself unless `program` says otherwise.
+    pub program: PathBuf,
+}
+
+/// jobdock as a site installs it (contrib/install.sh): setuid root in /usr/local/bin.
+pub const INSTALLED: &str = "/usr/local/bin/jobdock";
+
+/// Installs the jobdock under test with contrib/install.sh, once per test binary.
+pub fn install_jobdock() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
+        let out = Command::new(script).arg(BIN).output().expect("run contrib/install.sh");
+        assert!(
+            out.status.success(),
+            "contrib/install.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
 pub struct Output {
@@ -75,7 +95,15 @@ impl Run {
             cwd: "/".into(),
             uid: None,
             stdin: None,
+            program: BIN.into(),
         }
+    }
+
+    /// Runs `program` with `args` instead of jobdock (a shell running an LSF job file, srun).
+    pub fn program(program: &str, args: &[&str]) -> Run {
+        let mut run = Run::new(args);
+        run.program = program.into();
+        run
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Run {
@@ -101,7 +129,31 @@ impl Run {
     }
 
     pub fn run(self) -> Output {
-        let mut cmd = Command::new(BIN);
+        let shown = self.shown();
+        let child = self.spawn(false);
+        let out = child.wait_with_output().unwrap();
+        Output::from(out, shown)
+    }
+
+    /// The command line and environment, for failure reports.
+    pub fn shown(&self) -> String {
+        format!(
+            "\n--- command: {} {}\n--- uid: {:?}  cwd: {}\n--- env: {:?}",
+            self.program.display(),
+            shell_words::join(&self.args),
+            self.uid,
+            self.cwd.display(),
+            self.env,
+        )
+    }
+
+    /// Starts the command (in a process group of its own if `group`, as LSF's res starts a job)
+    /// with stdout and stderr piped; stdin is written and closed first.
+    pub fn spawn(self, group: bool) -> std::process::Child {
+        let mut cmd = Command::new(&self.program);
+        if group {
+            cmd.process_group(0);
+        }
         cmd.args(&self.args)
             .env_clear()
             .envs(&self.env)
@@ -129,23 +181,25 @@ impl Run {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("spawn jobdock");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
         if let Some(data) = &self.stdin {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
             stdin.write_all(data).unwrap();
         }
-        let out = child.wait_with_output().unwrap();
+        child
+    }
+}
+
+impl Output {
+    pub fn from(out: std::process::Output, shown: String) -> Output {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let code = out.status.code().unwrap_or(-1);
-        let report = format!(
-            "\n--- command: {BIN} {}\n--- uid: {:?}  cwd: {}\n--- env: {:?}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
-            shell_words::join(&self.args),
-            self.uid,
-            self.cwd.display(),
-            self.env,
-        );
+        let code = out.status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + out.status.signal().unwrap_or(0)
+        });
+        let report = format!("{shown}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
         Output {
             code,
             stdout,
