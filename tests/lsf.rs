@@ -4,6 +4,9 @@
 //! the shipped POST_EXEC cleanup; the esub in both dialects. jobdock is the installed setuid copy
 //! (contrib/install.sh), as on a site.
 
+// Table-driven cases name their columns with tuples.
+#![allow(clippy::type_complexity)]
+
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +26,12 @@ fn bed_is_up() -> bool {
         .args(["image", "inspect", IMAGE])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !(util::test_users_exist() && require("dockerd with the test image (scripts/testbed.sh up)", docker)) {
+    if !(util::test_users_exist()
+        && require(
+            "dockerd with the test image (scripts/testbed.sh up)",
+            docker,
+        ))
+    {
         return false;
     }
     util::install_jobdock();
@@ -53,7 +61,11 @@ impl LsfJob {
         let gid = Some(nix::unistd::Gid::from_raw(ALICE.1));
         nix::unistd::chown(&spool, uid, gid).unwrap();
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let name = if index == 0 { format!("1700000000.{id}") } else { format!("1700000000.{id}.{index}") };
+        let name = if index == 0 {
+            format!("1700000000.{id}")
+        } else {
+            format!("1700000000.{id}.{index}")
+        };
         let file = spool.join(name);
         let text = format!(
             "#! /bin/sh\n\n$LSB_TRAPSIGS\n$LSB_RCP1\n$LSB_RCP2\n$LSB_RCP3\n# LSBATCH: User input\n{STARTER} {input}\nExitStat=$?\nwait\n\
@@ -92,15 +104,27 @@ impl LsfJob {
 
     /// The label jobdock gives the job's containers.
     fn label(&self) -> String {
-        if self.index == 0 { self.id.to_string() } else { format!("{}[{}]", self.id, self.index) }
+        if self.index == 0 {
+            self.id.to_string()
+        } else {
+            format!("{}[{}]", self.id, self.index)
+        }
     }
 
     fn containers(&self) -> Vec<String> {
         let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=jobdock.job={}", self.label())])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=jobdock.job={}", self.label()),
+            ])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -108,7 +132,9 @@ impl Drop for LsfJob {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
         for c in self.containers() {
-            let _ = std::process::Command::new("docker").args(["rm", "-f", &c]).output();
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &c])
+                .output();
         }
     }
 }
@@ -122,11 +148,20 @@ fn the_users_exact_command_runs_entirely_in_the_container() {
     let inside = "test -e /.jobdock/job.sh && echo inside || echo ON-THE-HOST";
     let cases: &[(&str, &str)] = &[
         (&format!("cd /etc; pwd; {inside}"), "/etc\ninside\n"),
-        (&format!("echo hello | tr a-z A-Z | cat; {inside}"), "HELLO\ninside\n"),
+        (
+            &format!("echo hello | tr a-z A-Z | cat; {inside}"),
+            "HELLO\ninside\n",
+        ),
         ("for i in 1 2 3; do echo $i; done", "1\n2\n3\n"),
         ("echo 'a  b' \"$USER\" '$HOME'", "a  b jdalice $HOME\n"),
-        ("x=1; if [ $x = 1 ]; then echo one; fi && wc -l < /etc/passwd", "one\n3\n"),
-        (&format!("#BSUB -q docker\nset -e\ncd /tmp\necho line1 > f\ncat f\n{inside}"), "line1\ninside\n"),
+        (
+            "x=1; if [ $x = 1 ]; then echo one; fi && wc -l < /etc/passwd",
+            "one\n3\n",
+        ),
+        (
+            &format!("#BSUB -q docker\nset -e\ncd /tmp\necho line1 > f\ncat f\n{inside}"),
+            "line1\ninside\n",
+        ),
     ];
     for (input, want) in cases {
         let job = LsfJob::new(input, 0);
@@ -142,7 +177,12 @@ fn exit_codes_pass_through_the_job_file() {
     if !bed_is_up() {
         return;
     }
-    for (input, code) in [("exit 3", 3), ("true", 0), ("no-such-command", 127), ("kill -TERM $$", 143)] {
+    for (input, code) in [
+        ("exit 3", 3),
+        ("true", 0),
+        ("no-such-command", 127),
+        ("kill -TERM $$", 143),
+    ] {
         LsfJob::new(input, 0).starter().run().code(code);
     }
 }
@@ -157,7 +197,9 @@ fn array_elements_run_concurrently_with_their_own_output() {
         .map(|index| {
             let mut job = LsfJob::new("sleep 1; echo element $LSB_JOBINDEX of $LSB_JOBID", index);
             // One LSB_JOBID for all elements, as LSF does.
-            let file = PathBuf::from(HOME).join(".lsbatch").join(format!("1700000000.{id}.{index}"));
+            let file = PathBuf::from(HOME)
+                .join(".lsbatch")
+                .join(format!("1700000000.{id}.{index}"));
             std::fs::rename(&job.file, &file).unwrap();
             job.file = file;
             job.id = id;
@@ -165,11 +207,19 @@ fn array_elements_run_concurrently_with_their_own_output() {
         })
         .collect();
     let started = Instant::now();
-    let children: Vec<_> = jobs.iter().map(|j| (j.starter().shown(), j.starter().spawn(true))).collect();
+    let children: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.starter().shown(), j.starter().spawn(true)))
+        .collect();
     for (index, (shown, child)) in (1..=3).zip(children) {
         let out = Output::from(child.wait_with_output().unwrap(), shown);
         out.ok();
-        assert_eq!(out.stdout, format!("element {index} of {id}\n"), "{}", out.report);
+        assert_eq!(
+            out.stdout,
+            format!("element {index} of {id}\n"),
+            "{}",
+            out.report
+        );
     }
     // Three one-second jobs at once: far less than three seconds plus three container starts.
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -184,7 +234,12 @@ fn a_parallel_job_sees_its_slots() {
         return;
     }
     let job = LsfJob::new("echo $LSB_HOSTS / $LSB_MCPU_HOSTS", 0);
-    let out = job.starter().env("LSB_HOSTS", "vm vm").env("LSB_MCPU_HOSTS", "vm 2 ").env("LSB_DJOB_NUMPROC", "2").run();
+    let out = job
+        .starter()
+        .env("LSB_HOSTS", "vm vm")
+        .env("LSB_MCPU_HOSTS", "vm 2 ")
+        .env("LSB_DJOB_NUMPROC", "2")
+        .run();
     out.ok();
     assert_eq!(out.stdout.trim_end(), "vm vm / vm 2", "{}", out.report);
 }
@@ -195,7 +250,9 @@ fn a_starter_without_the_trailing_hash_is_refused() {
         return;
     }
     let job = LsfJob::new("echo hi", 0);
-    let text = std::fs::read_to_string(&job.file).unwrap().replace(STARTER, "exec /usr/local/bin/jobdock lsf-starter");
+    let text = std::fs::read_to_string(&job.file)
+        .unwrap()
+        .replace(STARTER, "exec /usr/local/bin/jobdock lsf-starter");
     std::fs::write(&job.file, text).unwrap();
     job.starter()
         .env("LSB_JOB_STARTER", "exec /usr/local/bin/jobdock lsf-starter")
@@ -211,14 +268,24 @@ fn bkill_then_post_exec_leaves_nothing() {
     if !bed_is_up() {
         return;
     }
-    let job = LsfJob::new("trap 'echo got INT' INT; trap 'echo got TERM' TERM; while :; do sleep 0.2; done", 0);
+    let job = LsfJob::new(
+        "trap 'echo got INT' INT; trap 'echo got TERM' TERM; while :; do sleep 0.2; done",
+        0,
+    );
     let run = job.starter();
     let shown = run.shown();
     let child = run.spawn(true);
     let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let running = || {
         let out = std::process::Command::new("docker")
-            .args(["ps", "-q", "--filter", &format!("label=jobdock.job={}", job.label()), "--filter", "status=running"])
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=jobdock.job={}", job.label()),
+                "--filter",
+                "status=running",
+            ])
             .output()
             .unwrap();
         !out.stdout.is_empty()
@@ -238,15 +305,32 @@ fn bkill_then_post_exec_leaves_nothing() {
     kill(group, Signal::SIGKILL).unwrap();
     let out = Output::from(child.wait_with_output().unwrap(), shown);
     assert_eq!(out.code, 137, "{}", out.report);
-    assert_eq!(out.stdout, "got INT\ngot TERM\n", "INT and TERM reach the job{}", out.report);
-    assert_eq!(job.containers().len(), 1, "SIGKILLed jobdock cannot clean up: the post-exec must");
+    assert_eq!(
+        out.stdout, "got INT\ngot TERM\n",
+        "INT and TERM reach the job{}",
+        out.report
+    );
+    assert_eq!(
+        job.containers().len(),
+        1,
+        "SIGKILLed jobdock cannot clean up: the post-exec must"
+    );
 
     // POST_EXEC = /usr/local/bin/jobdock cleanup, as the user, with the job's variables.
-    let post = Run::program(INSTALLED, &["cleanup"]).user(ALICE.1).cwd(HOME).env("LSB_JOBID", &job.id.to_string()).env("LSB_JOBINDEX", "0");
+    let post = Run::program(INSTALLED, &["cleanup"])
+        .user(ALICE.1)
+        .cwd(HOME)
+        .env("LSB_JOBID", &job.id.to_string())
+        .env("LSB_JOBINDEX", "0");
     post.run().ok().stdout_has("removed 1 container(s)");
     assert!(job.containers().is_empty());
     // Twice is fine, and another user's post-exec for this job removes nothing of alice's.
-    Run::program(INSTALLED, &["cleanup"]).user(ALICE.1).cwd(HOME).env("LSB_JOBID", &job.id.to_string()).run().ok();
+    Run::program(INSTALLED, &["cleanup"])
+        .user(ALICE.1)
+        .cwd(HOME)
+        .env("LSB_JOBID", &job.id.to_string())
+        .run()
+        .ok();
 }
 
 #[test]
@@ -261,20 +345,40 @@ fn another_users_post_exec_cannot_remove_a_job() {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let bob = Run::program(INSTALLED, &["cleanup"]).user(util::BOB.1).cwd("/tmp").env("LSB_JOBID", &job.id.to_string()).run();
+    let bob = Run::program(INSTALLED, &["cleanup"])
+        .user(util::BOB.1)
+        .cwd("/tmp")
+        .env("LSB_JOBID", &job.id.to_string())
+        .run();
     bob.code(64).stderr_has("not yours to remove");
-    assert_eq!(job.containers().len(), 1, "jdbob removed jdalice's container");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(-(child.id() as i32)), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(
+        job.containers().len(),
+        1,
+        "jdbob removed jdalice's container"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-(child.id() as i32)),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143));
 }
 
 /// `jobdock esub` as LSF runs it: as the user, with the parm file and the modify files.
-fn esub(additional_env: Option<&str>, parm_extra: &str, env: &[(&str, &str)]) -> (Output, String, String) {
+fn esub(
+    additional_env: Option<&str>,
+    parm_extra: &str,
+    env: &[(&str, &str)],
+) -> (Output, String, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let parm = dir.path().join("lsbsubparm");
-    std::fs::write(&parm, format!("LSB_SUB_QUEUE=\"normal\"\nLSB_SUB_NUM_PROCESSORS=1\n{parm_extra}")).unwrap();
+    std::fs::write(
+        &parm,
+        format!("LSB_SUB_QUEUE=\"normal\"\nLSB_SUB_NUM_PROCESSORS=1\n{parm_extra}"),
+    )
+    .unwrap();
     let (envfile, modfile) = (dir.path().join("envfile"), dir.path().join("modfile"));
     for f in [&envfile, &modfile] {
         std::fs::write(f, "").unwrap();
@@ -294,7 +398,11 @@ fn esub(additional_env: Option<&str>, parm_extra: &str, env: &[(&str, &str)]) ->
         run = run.env(k, v);
     }
     let out = run.run();
-    (out, std::fs::read_to_string(envfile).unwrap(), std::fs::read_to_string(modfile).unwrap())
+    (
+        out,
+        std::fs::read_to_string(envfile).unwrap(),
+        std::fs::read_to_string(modfile).unwrap(),
+    )
 }
 
 #[test]
@@ -305,12 +413,23 @@ fn esub_in_both_dialects() {
     // LSF 10: esub.docker with LSB_SUB_ADDITIONAL in the environment.
     let (out, envfile, modfile) = esub(Some("docker(jobdock-test/busybox)"), "", &[]);
     out.ok();
-    assert_eq!(envfile, "LSB_CONTAINER_IMAGE=\"jobdock-test/busybox:latest\"\n", "{}", out.report);
+    assert_eq!(
+        envfile, "LSB_CONTAINER_IMAGE=\"jobdock-test/busybox:latest\"\n",
+        "{}",
+        out.report
+    );
     assert_eq!(modfile, "LSB_SUB_APP_NAME=\"docker\"\n");
     // OpenLava: one esub, the -a string only in the parm file.
-    let (out, envfile, _) = esub(None, "LSB_SUB_ADDITIONAL=\"docker(image=127.0.0.1:5000/jobdock-test/busybox:latest)\"\n", &[]);
+    let (out, envfile, _) = esub(
+        None,
+        "LSB_SUB_ADDITIONAL=\"docker(image=127.0.0.1:5000/jobdock-test/busybox:latest)\"\n",
+        &[],
+    );
     out.ok();
-    assert_eq!(envfile, "LSB_CONTAINER_IMAGE=\"127.0.0.1:5000/jobdock-test/busybox:latest\"\n");
+    assert_eq!(
+        envfile,
+        "LSB_CONTAINER_IMAGE=\"127.0.0.1:5000/jobdock-test/busybox:latest\"\n"
+    );
     // Not a docker job: nothing written.
     let (out, envfile, modfile) = esub(None, "", &[]);
     out.ok();
@@ -324,9 +443,21 @@ fn esub_rejects_bad_settings_at_submit_time() {
     }
     let cases: &[(&str, &[(&str, &str)], &str)] = &[
         ("docker(Bad Image)", &[], "not a valid image reference"),
-        ("docker(alpine)", &[("LSB_DOCKER_VOLUMES", "/etc:/etc2")], "LSB_DOCKER_VOLUMES"),
-        ("docker(alpine)", &[("LSF_DOCKER_NETWORK", "container:other")], "LSF_DOCKER_NETWORK"),
-        ("docker(alpine)", &[("LSB_DOCKER_PORTS", "22")], "LSB_DOCKER_PORTS"),
+        (
+            "docker(alpine)",
+            &[("LSB_DOCKER_VOLUMES", "/etc:/etc2")],
+            "LSB_DOCKER_VOLUMES",
+        ),
+        (
+            "docker(alpine)",
+            &[("LSF_DOCKER_NETWORK", "container:other")],
+            "LSF_DOCKER_NETWORK",
+        ),
+        (
+            "docker(alpine)",
+            &[("LSB_DOCKER_PORTS", "22")],
+            "LSB_DOCKER_PORTS",
+        ),
     ];
     for (additional, env, want) in cases {
         let (out, envfile, _) = esub(Some(additional), "", env);

@@ -18,10 +18,23 @@ fn cluster_is_up() -> bool {
         .output()
         .is_ok_and(|o| {
             // Busy (alloc, mix, comp) is fine: the tests share the node. Unusable is not.
-            let state = String::from_utf8_lossy(&o.stdout).trim().trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-']).to_string();
-            o.status.success() && !state.is_empty() && !["down", "drain", "drng", "fail", "failg", "unk", "maint", "inval", "boot"].contains(&state.as_str())
+            let state = String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-'])
+                .to_string();
+            o.status.success()
+                && !state.is_empty()
+                && ![
+                    "down", "drain", "drng", "fail", "failg", "unk", "maint", "inval", "boot",
+                ]
+                .contains(&state.as_str())
         });
-    if !(util::test_users_exist() && require("a Slurm node that accepts jobs (scripts/slurm-testbed.sh up)", idle)) {
+    if !(util::test_users_exist()
+        && require(
+            "a Slurm node that accepts jobs (scripts/slurm-testbed.sh up)",
+            idle,
+        ))
+    {
         return false;
     }
     util::install_jobdock();
@@ -30,7 +43,11 @@ fn cluster_is_up() -> bool {
 
 /// `srun ARGS` as jdalice from her home.
 fn srun(args: &[&str]) -> Run {
-    Run::program("srun", args).user(ALICE.1).cwd(HOME).env("HOME", HOME).env("USER", ALICE.0)
+    Run::program("srun", args)
+        .user(ALICE.1)
+        .cwd(HOME)
+        .env("HOME", HOME)
+        .env("USER", ALICE.0)
 }
 
 fn containers_of(job: &str) -> Vec<String> {
@@ -38,7 +55,10 @@ fn containers_of(job: &str) -> Vec<String> {
         .args(["ps", "-aq", "--filter", &format!("label=jobdock.job={job}")])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -47,8 +67,17 @@ fn a_job_step_runs_in_the_steps_cgroup_as_the_user() {
         return;
     }
     let out = srun(&[
-        "-N1", "-n1", "--mem=64M", INSTALLED, "run", "--image", IMAGE, "--",
-        "sh", "-c", "id -un; grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        INSTALLED,
+        "run",
+        "--image",
+        IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "id -un; grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
     ])
     .run();
     out.ok();
@@ -56,8 +85,17 @@ fn a_job_step_runs_in_the_steps_cgroup_as_the_user() {
     assert_eq!(lines.first(), Some(&"jdalice"), "{}", out.report);
     // The container's cgroup is a child of the step's: .../uid_2001/job_N/step_0/<container id>.
     let cgroup = lines.get(1).copied().unwrap_or("");
-    assert!(cgroup.contains("/uid_2001/job_") && cgroup.contains("/step_0/"), "not in the step's cgroup: {}", out.report);
-    assert_eq!(lines.get(2), Some(&"67108864"), "the job's 64M, read from its cgroup{}", out.report);
+    assert!(
+        cgroup.contains("/uid_2001/job_") && cgroup.contains("/step_0/"),
+        "not in the step's cgroup: {}",
+        out.report
+    );
+    assert_eq!(
+        lines.get(2),
+        Some(&"67108864"),
+        "the job's 64M, read from its cgroup{}",
+        out.report
+    );
 }
 
 #[test]
@@ -65,8 +103,24 @@ fn the_jobs_memory_limit_holds_the_container() {
     if !cluster_is_up() {
         return;
     }
-    let out = srun(&["-N1", "-n1", "--mem=64M", INSTALLED, "run", "--image", IMAGE, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"]).run();
-    out.code(137).stderr_has("killed: out of memory (limit 64.0 MiB)");
+    let out = srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        INSTALLED,
+        "run",
+        "--image",
+        IMAGE,
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+    ])
+    .run();
+    out.code(137)
+        .stderr_has("killed: out of memory (limit 64.0 MiB)");
 }
 
 #[test]
@@ -75,7 +129,19 @@ fn input_piped_to_srun_reaches_the_job() {
         return;
     }
     let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
-    let out = srun(&["-N1", "-n1", "--mem=64M", INSTALLED, "run", "--image", IMAGE, "--", "md5sum"]).stdin(&data).run();
+    let out = srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        INSTALLED,
+        "run",
+        "--image",
+        IMAGE,
+        "--",
+        "md5sum",
+    ])
+    .stdin(&data)
+    .run();
     out.ok();
     let want = std::process::Command::new("md5sum")
         .stdin(std::process::Stdio::piped())
@@ -87,12 +153,20 @@ fn input_piped_to_srun_reaches_the_job() {
             c.wait_with_output()
         })
         .unwrap();
-    assert_eq!(out.stdout, String::from_utf8_lossy(&want.stdout), "{}", out.report);
+    assert_eq!(
+        out.stdout,
+        String::from_utf8_lossy(&want.stdout),
+        "{}",
+        out.report
+    );
 }
 
 /// A batch script in a directory of alice's; `sbatch --wait` returns when it ended.
 fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::Builder::new().prefix("jobdock-slurm").tempdir_in(HOME).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("jobdock-slurm")
+        .tempdir_in(HOME)
+        .unwrap();
     let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
     nix::unistd::chown(dir.path(), uid, Some(nix::unistd::Gid::from_raw(ALICE.1))).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -111,14 +185,26 @@ fn an_sbatch_script_runs_jobdock() {
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sh -c 'echo batch $SLURM_JOB_ID; id -un; echo $SLURM_MEM_PER_NODE'\n"
     ));
     let output = dir.path().join("out");
-    let out = Run::program("sbatch", &["--wait", "-o", &output.display().to_string(), &script.display().to_string()])
-        .user(ALICE.1)
-        .cwd(dir.path())
-        .run();
+    let out = Run::program(
+        "sbatch",
+        &[
+            "--wait",
+            "-o",
+            &output.display().to_string(),
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE.1)
+    .cwd(dir.path())
+    .run();
     out.ok();
     let text = std::fs::read_to_string(&output).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.first().is_some_and(|l| l.starts_with("batch ")), "{text}{}", out.report);
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("batch ")),
+        "{text}{}",
+        out.report
+    );
     assert_eq!(&lines[1..], ["jdalice", "64"], "{text}");
 }
 
@@ -127,26 +213,56 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     if !cluster_is_up() {
         return;
     }
-    let epilog = std::process::Command::new("scontrol").args(["show", "config"]).output().unwrap();
-    let configured = String::from_utf8_lossy(&epilog.stdout).lines().any(|l| l.starts_with("Epilog ") && l.contains("contrib/slurm/epilog"));
-    if !require("Epilog=contrib/slurm/epilog in slurm.conf (scripts/slurm-testbed.sh up)", configured) {
+    let epilog = std::process::Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .unwrap();
+    let configured = String::from_utf8_lossy(&epilog.stdout)
+        .lines()
+        .any(|l| l.starts_with("Epilog ") && l.contains("contrib/slurm/epilog"));
+    if !require(
+        "Epilog=contrib/slurm/epilog in slurm.conf (scripts/slurm-testbed.sh up)",
+        configured,
+    ) {
         return;
     }
-    let (dir, script) = batch(&format!("#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sleep 300\n"));
-    let out = Run::program("sbatch", &["--parsable", "-o", "/dev/null", &script.display().to_string()]).user(ALICE.1).cwd(dir.path()).run();
+    let (dir, script) = batch(&format!(
+        "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sleep 300\n"
+    ));
+    let out = Run::program(
+        "sbatch",
+        &[
+            "--parsable",
+            "-o",
+            "/dev/null",
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE.1)
+    .cwd(dir.path())
+    .run();
     out.ok();
     let job = out.stdout.trim().split(';').next().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while containers_of(&job).is_empty() {
-        assert!(Instant::now() < deadline, "job {job}'s container never appeared");
+        assert!(
+            Instant::now() < deadline,
+            "job {job}'s container never appeared"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // scancel signals the job's processes; the container is dockerd's child and survives it
     // unless jobdock or the epilog removes it.
-    Run::program("scancel", &["--signal=KILL", "--full", &job]).user(ALICE.1).run().ok();
+    Run::program("scancel", &["--signal=KILL", "--full", &job])
+        .user(ALICE.1)
+        .run()
+        .ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !containers_of(&job).is_empty() {
-        assert!(Instant::now() < deadline, "job {job}'s container outlived the job and its epilog");
+        assert!(
+            Instant::now() < deadline,
+            "job {job}'s container outlived the job and its epilog"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }

@@ -65,7 +65,10 @@ pub fn install_jobdock() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
-        let out = Command::new(script).arg(BIN).output().expect("run contrib/install.sh");
+        let out = Command::new(script)
+            .arg(BIN)
+            .output()
+            .expect("run contrib/install.sh");
         assert!(
             out.status.success(),
             "contrib/install.sh failed:\n{}{}",
@@ -181,7 +184,9 @@ impl Run {
                 });
             }
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
         if let Some(data) = &self.stdin {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
@@ -199,7 +204,8 @@ impl Output {
             use std::os::unix::process::ExitStatusExt;
             128 + out.status.signal().unwrap_or(0)
         });
-        let report = format!("{shown}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
+        let report =
+            format!("{shown}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
         Output {
             code,
             stdout,
