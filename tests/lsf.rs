@@ -465,3 +465,30 @@ fn esub_rejects_bad_settings_at_submit_time() {
         assert_eq!(envfile, "", "a rejected job changes nothing");
     }
 }
+
+/// `bsub -Is`: the starter's stdin is a terminal; the job gets one too, and LSB_INTERACTIVE
+/// (which would make a nested bsub interactive) does not reach it.
+#[test]
+fn an_interactive_job_gets_a_terminal() {
+    if !bed_is_up() {
+        return;
+    }
+    let job = LsfJob::new(
+        "test -t 0 && test -t 1 && echo tty; echo ${LSB_INTERACTIVE:-unset}; exit 4",
+        0,
+    );
+    // script(1) runs the job file on a new pseudo-terminal, as res does for -Is.
+    let inner = format!("/bin/sh {}", job.file.display());
+    let out = job
+        .starter()
+        .env("LSB_INTERACTIVE", "Y")
+        .env("TERM", "xterm")
+        .run_program("script", &["-qec", &inner, "/dev/null"]);
+    out.code(4);
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    assert_eq!(lines, ["tty", "unset"], "{}", out.report);
+}

@@ -138,6 +138,13 @@ impl Run {
         Output::from(out, shown)
     }
 
+    /// Runs `program ARGS` with this run's user, environment and directory (e.g. under script(1)).
+    pub fn run_program(mut self, program: &str, args: &[&str]) -> Output {
+        self.program = program.into();
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.run()
+    }
+
     /// The command line and environment, for failure reports.
     pub fn shown(&self) -> String {
         format!(

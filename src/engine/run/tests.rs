@@ -667,3 +667,62 @@ async fn concurrent_jobs_share_one_pull_of_a_missing_image() {
     let pulls = d.calls().iter().filter(|c| c.starts_with("pull")).count();
     assert_eq!(pulls, 1, "{:?}", d.calls());
 }
+
+/// A writer that, like tokio's stdout, accepts bytes at once and delivers them later (here: when
+/// flushed) into a log shared with the other stream, as a terminal is.
+struct Deferred {
+    pending: Vec<u8>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncWrite for Deferred {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.log.lock().unwrap().extend_from_slice(&pending);
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+#[tokio::test]
+async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = || {
+        Box::new(Deferred {
+            pending: Vec::new(),
+            log: log.clone(),
+        })
+    };
+    let chunks = [
+        chunk_out("1 out\n"),
+        chunk_out("2 out\n"),
+        chunk_err("3 err\n"),
+        chunk_out("4 out\n"),
+        chunk_err("5 err\n"),
+        chunk_err("6 err\n"),
+    ];
+    let output: Output = Box::pin(futures_util::stream::iter(chunks.map(Ok)));
+    pump_output(output, writer(), writer(), Arc::new(Pumping::default()))
+        .await
+        .unwrap();
+    let got = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert_eq!(got, "1 out\n2 out\n3 err\n4 out\n5 err\n6 err\n");
+}
