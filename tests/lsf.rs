@@ -11,10 +11,9 @@ mod util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Output, Run, require};
+use util::{ALICE, INSTALLED, Output, Run};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";
@@ -26,22 +25,14 @@ fn bed_is_up() -> bool {
         .args(["image", "inspect", IMAGE])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !(util::test_users_exist()
-        && require(
-            "dockerd with the test image (scripts/testbed.sh up)",
-            docker,
-        ))
-    {
-        return false;
-    }
-    util::install_jobdock();
-    true
+    util::with_installed_jobdock(
+        "dockerd with the test image (scripts/testbed.sh up)",
+        docker,
+    )
 }
 
-/// A job id no other test (or earlier run) uses.
 fn job_id() -> u32 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::process::id() % 100_000 * 100 + NEXT.fetch_add(1, Ordering::Relaxed) + 1_000_000
+    util::unique_job_id()
 }
 
 /// One LSF job: its job file and the environment res gives the starter.
@@ -112,19 +103,7 @@ impl LsfJob {
     }
 
     fn containers(&self) -> Vec<String> {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=jobdock.job={}", self.label()),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
+        util::containers_of(&self.label())
     }
 }
 

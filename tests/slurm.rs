@@ -7,7 +7,7 @@ mod util;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Run, require};
+use util::{ALICE, INSTALLED, Run, containers_of, require};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";
@@ -29,16 +29,10 @@ fn cluster_is_up() -> bool {
                 ]
                 .contains(&state.as_str())
         });
-    if !(util::test_users_exist()
-        && require(
-            "a Slurm node that accepts jobs (scripts/slurm-testbed.sh up)",
-            idle,
-        ))
-    {
-        return false;
-    }
-    util::install_jobdock();
-    true
+    util::with_installed_jobdock(
+        "a Slurm node that accepts jobs (scripts/slurm-testbed.sh up)",
+        idle,
+    )
 }
 
 /// `srun ARGS` as jdalice from her home.
@@ -48,17 +42,6 @@ fn srun(args: &[&str]) -> Run {
         .cwd(HOME)
         .env("HOME", HOME)
         .env("USER", ALICE.0)
-}
-
-fn containers_of(job: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=jobdock.job={job}")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

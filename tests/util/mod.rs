@@ -57,6 +57,38 @@ pub struct Run {
     pub program: PathBuf,
 }
 
+/// A job id no other test, test run or concurrent test binary uses (random, 9 digits).
+pub fn unique_job_id() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    100_000_000 + u32::from_le_bytes(b) % 900_000_000
+}
+
+/// Containers (any state) labelled as job `job`'s, by the docker CLI.
+pub fn containers_of(job: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=jobdock.job={job}")])
+        .output()
+        .expect("the docker CLI runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Installs the jobdock under test (once per test binary) if `prerequisites` hold; see require().
+pub fn with_installed_jobdock(what: &str, present: bool) -> bool {
+    if !(test_users_exist() && require(what, present)) {
+        return false;
+    }
+    install_jobdock();
+    true
+}
+
 /// jobdock as a site installs it (contrib/install.sh): setuid root in /usr/local/bin.
 pub const INSTALLED: &str = "/usr/local/bin/jobdock";
 
