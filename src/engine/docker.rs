@@ -57,10 +57,10 @@ pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineErro
     let mut delay = FIRST_DELAY;
     loop {
         let attempt = async {
+            // No request yet: bollard only checks that the socket exists.
             let api = bollard::Docker::connect_with_unix(
                 path,
                 REQUEST_TIMEOUT.as_secs(),
-            // No request yet: bollard only checks that the socket exists.
                 bollard::API_DEFAULT_VERSION,
             )?;
             match daemon_api_version(path).await? {
@@ -96,9 +96,6 @@ pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineErro
     }
 }
 
-fn checked(api: bollard::Docker, socket: &Path) -> Result<Docker, EngineError> {
-    let v = api.client_version();
-    if (v.major_version, v.minor_version) < MIN_API {
 /// The API version to speak: the daemon's own (the `Api-Version` header of `GET /_ping`), or
 /// bollard's if that is older; `None` if the answer has no such header. bollard's
 /// `negotiate_version` asks `GET /version` instead, for which dockerd 20.10 runs `runc --version`
@@ -143,45 +140,9 @@ fn api_version_header(answer: &[u8]) -> Option<(usize, usize)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-#[cfg(test)]
-mod api_version_tests {
-    use super::api_version_header;
-
-    #[test]
-    fn the_api_version_comes_from_a_successful_ping_only() {
-        let cases: [(&str, &[u8], Option<(usize, usize)>); 5] = [
-            (
-                "dockerd 20.10",
-                b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK",
-                Some((1, 41)),
-            ),
-            (
-                "lower case",
-                b"HTTP/1.1 200 OK\r\napi-version:1.47\r\n\r\nOK",
-                Some((1, 47)),
-            ),
-            (
-                "no header: negotiate",
-                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK",
-                None,
-            ),
-            (
-                "refused",
-                b"HTTP/1.0 403 Forbidden\r\nApi-Version: 1.41\r\n\r\n",
-                None,
-            ),
-            (
-                "header in the body",
-                b"HTTP/1.0 200 OK\r\n\r\nApi-Version: 1.41\r\n",
-                None,
-            ),
-        ];
-        for (name, answer, want) in cases {
-            assert_eq!(api_version_header(answer), want, "{name}");
-        }
-    }
-}
-
+fn checked(api: bollard::Docker, socket: &Path) -> Result<Docker, EngineError> {
+    let v = api.client_version();
+    if (v.major_version, v.minor_version) < MIN_API {
         return Err(EngineError::TooOld {
             socket: PathBuf::from(socket),
             found: format!("{}.{}", v.major_version, v.minor_version),
@@ -469,5 +430,44 @@ impl Daemon for Docker {
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod api_version_tests {
+    use super::api_version_header;
+
+    #[test]
+    fn the_api_version_comes_from_a_successful_ping_only() {
+        let cases: [(&str, &[u8], Option<(usize, usize)>); 5] = [
+            (
+                "dockerd 20.10",
+                b"HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK",
+                Some((1, 41)),
+            ),
+            (
+                "lower case",
+                b"HTTP/1.1 200 OK\r\napi-version:1.47\r\n\r\nOK",
+                Some((1, 47)),
+            ),
+            (
+                "no header: negotiate",
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK",
+                None,
+            ),
+            (
+                "refused",
+                b"HTTP/1.0 403 Forbidden\r\nApi-Version: 1.41\r\n\r\n",
+                None,
+            ),
+            (
+                "header in the body",
+                b"HTTP/1.0 200 OK\r\n\r\nApi-Version: 1.41\r\n",
+                None,
+            ),
+        ];
+        for (name, answer, want) in cases {
+            assert_eq!(api_version_header(answer), want, "{name}");
+        }
     }
 }

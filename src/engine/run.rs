@@ -375,6 +375,8 @@ async fn pump_output(
         }
         pumping.activity.fetch_add(1, Ordering::Relaxed);
     }
+    stdout.flush(&pumping).await;
+    stderr.flush(&pumping).await;
     Ok(())
 }
 
@@ -389,8 +391,6 @@ impl Sink {
         Sink {
             name,
             writer: Some(writer),
-    stdout.flush(&pumping).await;
-    stderr.flush(&pumping).await;
         }
     }
 
