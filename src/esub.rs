@@ -156,6 +156,7 @@ impl HostProbe for SubmitProbe {
         Ok(Resolved {
             path: crate::policy::paths::normalize(path),
             kind: Kind::Dir,
+            id: None,
         })
     }
 

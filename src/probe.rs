@@ -16,11 +16,38 @@ pub enum Kind {
     Other,
 }
 
+/// A file's identity on the host (`st_dev`, `st_ino`): what a path named when it was checked, so
+/// the engine can tell whether the same path names something else later (a directory swapped for
+/// a symlink between the check and the container's start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device {} inode {}", self.dev, self.ino)
+    }
+}
+
+impl FileId {
+    pub fn of(stat: &nix::sys::stat::FileStat) -> FileId {
+        FileId {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        }
+    }
+}
+
 /// A host path resolved as the job user: symlinks followed, `..` gone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     pub path: PathBuf,
     pub kind: Kind,
+    /// What `path` named when it was resolved, reached without following any symlink; `None` when
+    /// the probe only judges text (the esub on the submission host).
+    pub id: Option<FileId>,
 }
 
 pub trait HostProbe {
@@ -30,6 +57,71 @@ pub trait HostProbe {
     fn read_file(&self, path: &Path, max: u64) -> Result<String, String>;
     /// Host device nodes matching a glob from the site config (`/dev/infiniband/*`).
     fn devices(&self, glob: &str) -> Vec<PathBuf>;
+}
+
+/// A probe that remembers what each path resolved to, so that the plan can pin every mount source
+/// to the file the user's probe saw there ([`Resolved::id`]). A real path seen twice as two
+/// different files changed while jobdock was checking it, and is refused.
+pub struct Recording<'a> {
+    inner: &'a dyn HostProbe,
+    seen: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Seen>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    As(Option<FileId>),
+    Changed,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(inner: &'a dyn HostProbe) -> Self {
+        Recording {
+            inner,
+            seen: Default::default(),
+        }
+    }
+
+    /// The identity each of `sources` had when resolved, for those that were resolved (jobdock's
+    /// own files and site mounts are not); `Err` is a source that changed while being checked.
+    pub fn pins<'p>(
+        &self,
+        sources: impl IntoIterator<Item = &'p Path>,
+    ) -> Result<std::collections::BTreeMap<PathBuf, FileId>, PathBuf> {
+        let seen = self.seen.borrow();
+        let mut pins = std::collections::BTreeMap::new();
+        for source in sources {
+            match seen.get(source) {
+                Some(Seen::As(Some(id))) => {
+                    pins.insert(source.to_path_buf(), *id);
+                }
+                Some(Seen::Changed) => return Err(source.to_path_buf()),
+                Some(Seen::As(None)) | None => {}
+            }
+        }
+        Ok(pins)
+    }
+}
+
+impl HostProbe for Recording<'_> {
+    fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+        let r = self.inner.resolve(path)?;
+        let mut seen = self.seen.borrow_mut();
+        let now = match seen.get(&r.path) {
+            None => Seen::As(r.id),
+            Some(&before) if before == Seen::As(r.id) => before,
+            Some(_) => Seen::Changed,
+        };
+        seen.insert(r.path.clone(), now);
+        Ok(r)
+    }
+
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+        self.inner.read_file(path, max)
+    }
+
+    fn devices(&self, glob: &str) -> Vec<PathBuf> {
+        self.inner.devices(glob)
+    }
 }
 
 /// The real probe: as the job user when jobdock holds root, directly otherwise.
@@ -75,14 +167,16 @@ impl HostProbe for AsUser {
 }
 
 fn resolve_here(path: &Path) -> Result<Resolved, String> {
+    use nix::sys::stat::SFlag;
     let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = std::fs::metadata(&canonical).map_err(|e| format!("{}: {e}", path.display()))?;
-    let kind = if meta.is_dir() {
-        Kind::Dir
-    } else if meta.is_file() {
-        Kind::File
-    } else {
-        Kind::Other
+    // The real path has no symlink in it; open it again refusing any, so that what is described
+    // (kind, identity) is what that path names, not what a symlink swapped in meanwhile points to.
+    let fd = open_no_symlinks(&canonical).map_err(|e| format!("{}: {e}", path.display()))?;
+    let stat = nix::sys::stat::fstat(&fd).map_err(|e| format!("{}: {e}", path.display()))?;
+    let kind = match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFDIR => Kind::Dir,
+        SFlag::S_IFREG => Kind::File,
+        _ => Kind::Other,
     };
     if kind == Kind::Dir {
         // Mounting needs the user to be able to enter it, not just see it.
@@ -92,7 +186,39 @@ fn resolve_here(path: &Path) -> Result<Resolved, String> {
     Ok(Resolved {
         path: canonical,
         kind,
+        id: Some(FileId::of(&stat)),
     })
+}
+
+/// Opens `path` (absolute, without `.` or `..`) with `O_PATH`, one component at a time, failing if
+/// any component is a symbolic link: the file reached is the one the path names literally.
+pub fn open_no_symlinks(path: &Path) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, SFlag};
+    use std::path::Component;
+
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut fd =
+        open("/", flags | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let mut walked = PathBuf::from("/");
+    for c in path.components() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(name) => name,
+            other => return Err(format!("{other:?} in a path that must be clean")),
+        };
+        walked.push(name);
+        fd = openat(&fd, name, flags, Mode::empty())
+            .map_err(|e| format!("{}: {e}", walked.display()))?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(|e| format!("{}: {e}", walked.display()))?;
+        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+            return Err(format!(
+                "{} is now a symbolic link (the path changed while jobdock checked it)",
+                walked.display()
+            ));
+        }
+    }
+    Ok(fd)
 }
 
 fn read_here(path: &Path, max: u64) -> Result<String, String> {
@@ -231,12 +357,24 @@ pub(crate) mod fake {
     }
 
     impl FakeProbe {
+        /// The identity the fake gives the file at (real) path `path`: the same for every path
+        /// that resolves there, different for different real paths.
+        pub fn id_of(path: &str) -> FileId {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            path.hash(&mut h);
+            FileId {
+                dev: 42,
+                ino: h.finish(),
+            }
+        }
         pub fn dir(mut self, path: &str) -> Self {
             self.paths.insert(
                 path.into(),
                 Resolved {
                     path: path.into(),
                     kind: Kind::Dir,
+                    id: Some(Self::id_of(path)),
                 },
             );
             self
@@ -247,6 +385,7 @@ pub(crate) mod fake {
                 Resolved {
                     path: target.into(),
                     kind,
+                    id: Some(Self::id_of(target)),
                 },
             );
             self
@@ -257,6 +396,7 @@ pub(crate) mod fake {
                 Resolved {
                     path: path.into(),
                     kind: Kind::File,
+                    id: Some(Self::id_of(path)),
                 },
             );
             self.files.insert(path.into(), text.into());
@@ -337,5 +477,71 @@ mod tests {
         let r = resolve_here(&link).unwrap();
         assert_eq!(r.path, std::fs::canonicalize(&real).unwrap());
         assert_eq!(r.kind, Kind::Dir);
+    }
+
+    #[test]
+    fn resolving_pins_what_the_real_path_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let want = FileId::of(&nix::sys::stat::stat(&real).unwrap());
+        assert_eq!(resolve_here(&link).unwrap().id, Some(want));
+        assert_eq!(resolve_here(&real).unwrap().id, Some(want));
+    }
+
+    #[test]
+    fn opening_without_symlinks_refuses_any_on_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("l")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("a/etc")).unwrap();
+        assert!(open_no_symlinks(&root.join("a/b")).is_ok());
+        for path in ["l/b", "a/etc", "l"] {
+            let e = open_no_symlinks(&root.join(path)).unwrap_err();
+            assert!(e.contains("is now a symbolic link"), "{path}: {e}");
+        }
+        assert!(open_no_symlinks(&root.join("a/../a/b")).is_err());
+        assert!(open_no_symlinks(&root.join("nope")).is_err());
+    }
+
+    /// A probe whose answer for a path changes between two questions: the path was swapped
+    /// while jobdock was checking it.
+    struct Flipping(std::cell::Cell<u64>);
+
+    impl HostProbe for Flipping {
+        fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+            self.0.set(self.0.get() + 1);
+            Ok(Resolved {
+                path: path.to_path_buf(),
+                kind: Kind::Dir,
+                id: Some(FileId {
+                    dev: 1,
+                    ino: self.0.get(),
+                }),
+            })
+        }
+        fn read_file(&self, _: &Path, _: u64) -> Result<String, String> {
+            Err("no".into())
+        }
+        fn devices(&self, _: &str) -> Vec<PathBuf> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_path_seen_as_two_files_is_never_pinned() {
+        let flipping = Flipping(Default::default());
+        let recording = Recording::new(&flipping);
+        let (a, b) = (Path::new("/gpfs/a"), Path::new("/gpfs/b"));
+        recording.resolve(a).unwrap();
+        recording.resolve(b).unwrap();
+        let pins = recording.pins([a, b, Path::new("/run/jobdock/x")]).unwrap();
+        assert_eq!(pins.len(), 2, "{pins:?}");
+        recording.resolve(a).unwrap();
+        assert_eq!(recording.pins([b]).unwrap().len(), 1);
+        assert_eq!(recording.pins([a, b]), Err(a.to_path_buf()));
     }
 }

@@ -53,6 +53,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         tty,
         log_level: _,
         notes: _,
+        pins: _,
     } = plan;
 
     let mut exposed = Vec::new();

@@ -8,6 +8,7 @@ use crate::engine::EngineError;
 use crate::engine::daemon::Daemon;
 use crate::engine::files;
 use crate::engine::run::remove_container;
+use crate::engine::{pin, verify};
 
 pub struct Dirs<'a> {
     pub state_dir: &'a Path,
@@ -78,6 +79,15 @@ pub async fn clean_job<D: Daemon>(
             }
         }
     }
+
+    // Staging mounts of a jobdock killed between staging and start: detached, never followed.
+    let ours = |file: &str| {
+        names.iter().any(|n| file.starts_with(&format!("{n}.")))
+            || (caller_uid == 0 && file_of_job(file, job))
+    };
+    let (unmounted, failed) = pin::clean(dirs.state_dir, &ours, &verify::RealHost);
+    report.files.extend(unmounted);
+    problems.extend(failed);
 
     if !problems.is_empty() {
         problems.extend(refused.into_iter().map(|r| format!("not yours: {r}")));

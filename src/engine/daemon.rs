@@ -74,6 +74,78 @@ pub struct ContainerState {
     pub oom_killed: bool,
     /// The daemon's error for the container, e.g. when the runtime could not start it.
     pub error: String,
+    /// The host pid of the container's first process (its init) while it runs; 0 otherwise.
+    pub pid: u32,
+    /// The container as dockerd made it, for `verify` to compare with the plan.
+    pub effective: Effective,
+}
+
+/// What dockerd recorded for a container: the security-relevant fields of its config as stored
+/// (after any daemon default, or an authorization plugin, had its say), spelled as the API does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effective {
+    /// The image's id (`sha256:...`).
+    pub image: String,
+    pub user: String,
+    pub working_dir: String,
+    pub group_add: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    pub pid_mode: String,
+    pub userns_mode: String,
+    pub uts_mode: String,
+    pub ipc_mode: String,
+    pub network_mode: String,
+    pub cgroup_parent: String,
+    pub binds: Vec<String>,
+    pub volumes_from: Vec<String>,
+    /// The mounts the container will really get (the inspect's top-level `Mounts`).
+    pub mounts: Vec<MountSeen>,
+    pub devices: Vec<DeviceSeen>,
+    pub device_cgroup_rules: Vec<String>,
+    /// Device ids of each device request (GPUs).
+    pub device_requests: Vec<Vec<String>>,
+    pub sysctls: BTreeMap<String, String>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub oom_score_adj: i64,
+    pub oom_kill_disable: bool,
+    pub memory: i64,
+    pub memory_swap: i64,
+    pub pids_limit: i64,
+}
+
+/// One entry of the inspect's `Mounts`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountSeen {
+    /// `bind`, `volume`, `tmpfs`, ...
+    pub typ: String,
+    pub source: String,
+    pub destination: String,
+    pub rw: bool,
+    pub propagation: String,
+}
+
+/// A file read out of a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerFile {
+    Regular(Vec<u8>),
+    /// Larger than the limit the caller gave.
+    TooLarge,
+    /// A symlink, to this target.
+    Symlink(String),
+    /// A directory, device, ...
+    NotRegular,
+}
+
+/// One entry of `HostConfig.Devices`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceSeen {
+    pub on_host: String,
+    pub in_container: String,
+    pub permissions: String,
 }
 
 /// A container found by label.
@@ -110,6 +182,25 @@ pub trait Daemon {
     async fn create(&self, plan: &ContainerPlan) -> Result<String, DaemonError>;
     /// Whether `path` exists in the (created, not yet started) container's file system.
     async fn path_exists(&self, id: &str, path: &str) -> Result<bool, DaemonError>;
+    /// Creates a container of image `image` (an id) that is never started: no mounts, no network,
+    /// a command that does not exist. It only serves to read the image's own files (`read_file`
+    /// of the job's container would see jobdock's mounts). Labelled `labels`, so `jobdock
+    /// cleanup` finds it if jobdock dies before removing it.
+    async fn create_inert(
+        &self,
+        image: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DaemonError>;
+    /// The file at `path` in the (created, not yet started) container's file system, as the
+    /// container would see it (with its mounts), without following a final symlink; `None` if
+    /// there is none. At most `max` bytes are read.
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<ContainerFile>, DaemonError>;
     /// Attaches stdin, stdout and stderr (stream only, no logs).
     async fn attach(&self, id: &str) -> Result<Attached, DaemonError>;
     async fn start(&self, id: &str) -> Result<(), DaemonError>;

@@ -2,17 +2,18 @@
 //! to the configured socket with a bounded wait, negotiates the API version down to the daemon's,
 //! and turns bollard's errors into `DaemonError` kinds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions,
-    CreateImageOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    ResizeContainerTTYOptions, WaitContainerOptions,
+    CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, ResizeContainerTTYOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -21,7 +22,8 @@ use crate::engine::EngineError;
 use crate::engine::auth::RegistryAuth;
 use crate::engine::body;
 use crate::engine::daemon::{
-    Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Found, Progress,
+    Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
+    ErrorKind, Found, MountSeen, Progress,
 };
 use crate::image::ImageRef;
 use crate::plan::ContainerPlan;
@@ -219,6 +221,31 @@ fn credentials(auth: &RegistryAuth) -> DockerCredentials {
     }
 }
 
+/// The first entry of a tar archive (what `GET /containers/{id}/archive` sends for one file).
+fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
+    let Some(header) = tar.get(..512) else {
+        return ContainerFile::NotRegular;
+    };
+    // ustar: size in octal at 124..136, type at 156 ('0' or NUL: a regular file).
+    let size = std::str::from_utf8(&header[124..136])
+        .ok()
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|s| u64::from_str_radix(s, 8).ok());
+    match (header[156], size) {
+        (b'2', _) => {
+            let target = &header[157..257];
+            let end = target.iter().position(|&b| b == 0).unwrap_or(target.len());
+            ContainerFile::Symlink(String::from_utf8_lossy(&target[..end]).into_owned())
+        }
+        (b'0' | 0, Some(size)) if size > max => ContainerFile::TooLarge,
+        (b'0' | 0, Some(size)) => match tar.get(512..512 + size as usize) {
+            Some(body) => ContainerFile::Regular(body.to_vec()),
+            None => ContainerFile::NotRegular,
+        },
+        _ => ContainerFile::NotRegular,
+    }
+}
+
 impl Daemon for Docker {
     async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError> {
         match self.api.inspect_image(&image.to_string()).await {
@@ -286,6 +313,67 @@ impl Daemon for Docker {
                 e => Err(e),
             },
         }
+    }
+
+    async fn create_inert(
+        &self,
+        image: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DaemonError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            // Never started; an image without a command could not even be created without one.
+            entrypoint: Some(vec!["/jobdock-never-runs".into()]),
+            cmd: Some(Vec::new()),
+            network_disabled: Some(true),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .api
+            .create_container(Some(options), body)
+            .await
+            .map_err(daemon_error)?;
+        Ok(created.id)
+    }
+
+    async fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<ContainerFile>, DaemonError> {
+        let options = DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let mut stream = self.api.download_from_container(id, Some(options));
+        let mut tar = Vec::new();
+        // One header, the file, padding and the end-of-archive blocks.
+        let limit = max.saturating_add(8 * 512);
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(daemon_error) {
+                Ok(bytes) => tar.extend_from_slice(&bytes),
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if tar.len() as u64 > limit {
+                return Ok(Some(ContainerFile::TooLarge));
+            }
+        }
+        Ok(Some(first_entry(&tar, max)))
     }
 
     async fn attach(&self, id: &str) -> Result<Attached, DaemonError> {
@@ -385,12 +473,71 @@ impl Daemon for Docker {
             .await
             .map_err(daemon_error)?;
         let state = info.state.unwrap_or_default();
+        let config = info.config.unwrap_or_default();
+        let hc = info.host_config.unwrap_or_default();
+        let effective = Effective {
+            image: info.image.unwrap_or_default(),
+            user: config.user.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
+            group_add: hc.group_add.unwrap_or_default(),
+            cap_add: hc.cap_add.unwrap_or_default(),
+            cap_drop: hc.cap_drop.unwrap_or_default(),
+            privileged: hc.privileged.unwrap_or(false),
+            security_opt: hc.security_opt.unwrap_or_default(),
+            pid_mode: hc.pid_mode.unwrap_or_default(),
+            userns_mode: hc.userns_mode.unwrap_or_default(),
+            uts_mode: hc.uts_mode.unwrap_or_default(),
+            ipc_mode: hc.ipc_mode.unwrap_or_default(),
+            network_mode: hc.network_mode.unwrap_or_default(),
+            cgroup_parent: hc.cgroup_parent.unwrap_or_default(),
+            binds: hc.binds.unwrap_or_default(),
+            volumes_from: hc.volumes_from.unwrap_or_default(),
+            mounts: info
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| MountSeen {
+                    typ: m.typ.unwrap_or_default(),
+                    source: m.source.unwrap_or_default(),
+                    destination: m.destination.unwrap_or_default(),
+                    rw: m.rw.unwrap_or(false),
+                    propagation: m.propagation.unwrap_or_default(),
+                })
+                .collect(),
+            devices: hc
+                .devices
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| DeviceSeen {
+                    on_host: d.path_on_host.unwrap_or_default(),
+                    in_container: d.path_in_container.unwrap_or_default(),
+                    permissions: d.cgroup_permissions.unwrap_or_default(),
+                })
+                .collect(),
+            device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
+            device_requests: hc
+                .device_requests
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.device_ids.unwrap_or_default())
+                .collect(),
+            sysctls: hc.sysctls.unwrap_or_default().into_iter().collect(),
+            masked_paths: hc.masked_paths.unwrap_or_default(),
+            readonly_paths: hc.readonly_paths.unwrap_or_default(),
+            oom_score_adj: hc.oom_score_adj.unwrap_or(0),
+            oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+            memory: hc.memory.unwrap_or(0),
+            memory_swap: hc.memory_swap.unwrap_or(0),
+            pids_limit: hc.pids_limit.unwrap_or(0),
+        };
         Ok(ContainerState {
             running: state.running.unwrap_or(false),
             paused: state.paused.unwrap_or(false),
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),
             error: state.error.unwrap_or_default(),
+            pid: state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            effective,
         })
     }
 
@@ -430,6 +577,46 @@ impl Daemon for Docker {
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar(typ: u8, body: &[u8]) -> Vec<u8> {
+        let mut header = vec![0u8; 512];
+        header[..5].copy_from_slice(b"group");
+        let size = format!("{:011o}\0", body.len());
+        header[124..136].copy_from_slice(size.as_bytes());
+        header[156] = typ;
+        let mut out = header;
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+        out
+    }
+
+    #[test]
+    fn the_first_tar_entry_is_read_only_if_it_is_a_small_regular_file() {
+        assert_eq!(
+            first_entry(&tar(b'0', b"root:x:0:\n"), 100),
+            ContainerFile::Regular(b"root:x:0:\n".to_vec())
+        );
+        assert_eq!(
+            first_entry(&tar(b'0', &[b'x'; 101]), 100),
+            ContainerFile::TooLarge
+        );
+        let mut link = tar(b'2', b"");
+        link[157..166].copy_from_slice(b"../x/grp\0");
+        assert_eq!(
+            first_entry(&link, 100),
+            ContainerFile::Symlink("../x/grp".into())
+        );
+        assert_eq!(first_entry(&tar(b'5', b""), 100), ContainerFile::NotRegular);
+        assert_eq!(first_entry(b"short", 100), ContainerFile::NotRegular);
+        let mut cut = tar(b'0', b"root:x:0:\n");
+        cut.truncate(515);
+        assert_eq!(first_entry(&cut, 100), ContainerFile::NotRegular);
     }
 }
 

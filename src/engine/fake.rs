@@ -14,12 +14,17 @@ use tokio::io::AsyncWrite;
 
 use crate::engine::auth::RegistryAuth;
 use crate::engine::daemon::{
-    Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Found, Progress,
+    Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
+    ErrorKind, Found, MountSeen, Progress,
 };
+use crate::engine::verify::{BindError, Host};
 use crate::image::ImageRef;
 use crate::plan::ContainerPlan;
+use crate::probe::FileId;
 
 pub const ID: &str = "c0ffee";
+/// The id of a container created only to read the image's files.
+pub const INERT: &str = "1e55";
 
 pub struct FakeDaemon {
     pub calls: RefCell<Vec<String>>,
@@ -42,8 +47,18 @@ pub struct FakeDaemon {
     pub oom_killed: bool,
     pub missing_paths: Vec<&'static str>,
     pub containers: Vec<Found>,
+    /// Files in the image (`read_file`), by path.
+    pub image_files: BTreeMap<&'static str, ContainerFile>,
+    /// Changes dockerd makes to what was asked (a daemon default, an authorization plugin).
+    pub tamper: Option<fn(&mut Effective)>,
+    /// The plan of the container created, as dockerd stores it.
+    created: RefCell<Option<ContainerPlan>>,
+    started: RefCell<bool>,
     ended: tokio::sync::watch::Sender<Option<i64>>,
 }
+
+/// The host pid of a fake job's init.
+pub const PID: u32 = 4242;
 
 impl Default for FakeDaemon {
     fn default() -> Self {
@@ -60,6 +75,10 @@ impl Default for FakeDaemon {
             oom_killed: false,
             missing_paths: Vec::new(),
             containers: Vec::new(),
+            image_files: BTreeMap::new(),
+            tamper: None,
+            created: RefCell::new(None),
+            started: RefCell::new(false),
             ended: tokio::sync::watch::channel(None).0,
         }
     }
@@ -70,6 +89,11 @@ impl FakeDaemon {
         let mut d = FakeDaemon::default();
         d.fail.insert(step, DaemonError::new(kind, message));
         d
+    }
+
+    /// The plan of the container created, as dockerd got it.
+    pub fn created_plan(&self) -> Option<ContainerPlan> {
+        self.created.borrow().clone()
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -130,12 +154,33 @@ impl Daemon for FakeDaemon {
 
     async fn create(&self, plan: &ContainerPlan) -> Result<String, DaemonError> {
         self.call("create", &plan.name)?;
+        *self.created.borrow_mut() = Some(plan.clone());
         Ok(ID.into())
     }
 
     async fn path_exists(&self, _id: &str, path: &str) -> Result<bool, DaemonError> {
         self.call("path_exists", path)?;
         Ok(!self.missing_paths.contains(&path))
+    }
+
+    async fn create_inert(
+        &self,
+        _image: &str,
+        name: &str,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<String, DaemonError> {
+        self.call("create_inert", name)?;
+        Ok(INERT.into())
+    }
+
+    async fn read_file(
+        &self,
+        _id: &str,
+        path: &str,
+        _max: u64,
+    ) -> Result<Option<ContainerFile>, DaemonError> {
+        self.call("read_file", path)?;
+        Ok(self.image_files.get(path).cloned())
     }
 
     async fn attach(&self, _id: &str) -> Result<Attached, DaemonError> {
@@ -151,6 +196,7 @@ impl Daemon for FakeDaemon {
 
     async fn start(&self, _id: &str) -> Result<(), DaemonError> {
         self.call("start", "")?;
+        *self.started.borrow_mut() = true;
         if let Some(code) = self.exit {
             self.ended.send_replace(Some(code));
         }
@@ -192,9 +238,22 @@ impl Daemon for FakeDaemon {
 
     async fn inspect(&self, _id: &str) -> Result<ContainerState, DaemonError> {
         self.call("inspect", "")?;
+        let mut effective = self
+            .created
+            .borrow()
+            .as_ref()
+            .map(stored)
+            .unwrap_or_default();
+        if let Some(tamper) = self.tamper {
+            tamper(&mut effective);
+        }
+        let running = *self.started.borrow() && self.ended.borrow().is_none();
         Ok(ContainerState {
+            running,
+            pid: if running { PID } else { 0 },
             exit_code: self.ended.borrow().unwrap_or(0),
             oom_killed: self.oom_killed,
+            effective,
             ..Default::default()
         })
     }
@@ -211,6 +270,135 @@ impl Daemon for FakeDaemon {
             .filter(|c| c.labels.get(key).map(String::as_str) == Some(value))
             .cloned()
             .collect())
+    }
+}
+
+/// What dockerd stores for a container created from `plan`, as 20.10 reports it in an inspect.
+pub fn stored(plan: &ContainerPlan) -> Effective {
+    Effective {
+        image: "sha256:0123".into(),
+        user: format!("{}:{}", plan.user.0, plan.user.1),
+        working_dir: plan
+            .working_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        group_add: plan.group_add.iter().map(u32::to_string).collect(),
+        cap_add: plan.cap_add.iter().map(|c| c.docker_name()).collect(),
+        cap_drop: vec!["ALL".into()],
+        privileged: false,
+        security_opt: plan.security_opt.clone(),
+        pid_mode: String::new(),
+        userns_mode: String::new(),
+        uts_mode: String::new(),
+        ipc_mode: plan.ipc.clone(),
+        network_mode: plan.network.clone(),
+        cgroup_parent: plan.cgroup_parent.clone().unwrap_or_default(),
+        binds: Vec::new(),
+        volumes_from: Vec::new(),
+        mounts: plan
+            .mounts
+            .iter()
+            .map(|m| MountSeen {
+                typ: "bind".into(),
+                source: m.source.display().to_string(),
+                destination: m.target.display().to_string(),
+                rw: !m.readonly,
+                propagation: "rprivate".into(),
+            })
+            .collect(),
+        devices: plan
+            .devices
+            .iter()
+            .map(|d| DeviceSeen {
+                on_host: d.display().to_string(),
+                in_container: d.display().to_string(),
+                permissions: "rwm".into(),
+            })
+            .collect(),
+        device_cgroup_rules: Vec::new(),
+        device_requests: if plan.gpus.is_empty() {
+            Vec::new()
+        } else {
+            vec![plan.gpus.clone()]
+        },
+        sysctls: BTreeMap::new(),
+        masked_paths: vec!["/proc/kcore".into(), "/sys/firmware".into()],
+        readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
+        oom_score_adj: 0,
+        oom_kill_disable: false,
+        memory: plan.memory.0 as i64,
+        memory_swap: plan.memory.0 as i64,
+        pids_limit: plan.pids_limit,
+    }
+}
+
+/// The host as the fake job's: what paths name, the job's `/proc/<pid>/status`, and what the
+/// container sees at its mount points. A missing entry is "No such file" (a job that has ended).
+#[derive(Default)]
+pub struct FakeHost {
+    pub stats: RefCell<BTreeMap<std::path::PathBuf, FileId>>,
+    /// Once this path is staged, it names this file: a user swapping a directory once jobdock
+    /// has pinned it.
+    pub swap_after_bind: Option<(std::path::PathBuf, FileId)>,
+    pub status: Option<String>,
+    pub in_root: BTreeMap<std::path::PathBuf, FileId>,
+    /// Staging mounts in place: path -> what it shows.
+    pub staged: RefCell<BTreeMap<std::path::PathBuf, FileId>>,
+}
+
+impl Host for FakeHost {
+    fn stat(&self, path: &std::path::Path) -> std::io::Result<FileId> {
+        let staged = self.staged.borrow().get(path).copied();
+        staged
+            .or_else(|| self.stats.borrow().get(path).copied())
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn status(&self, _pid: u32) -> std::io::Result<String> {
+        self.status
+            .clone()
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn stat_in_root(&self, _pid: u32, target: &std::path::Path) -> std::io::Result<FileId> {
+        self.in_root
+            .get(target)
+            .copied()
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn alive(&self, _pid: u32) -> bool {
+        self.status.is_some()
+    }
+
+    /// Mounts (in the fake's tables): `at` names what `source` does, if that is `pin`.
+    fn bind_pinned(
+        &self,
+        source: &std::path::Path,
+        pin: FileId,
+        at: &std::path::Path,
+    ) -> Result<(), BindError> {
+        let now = self.stats.borrow().get(source).copied();
+        match now {
+            Some(now) if now == pin => {
+                self.staged.borrow_mut().insert(at.to_path_buf(), pin);
+                if let Some((path, id)) = self.swap_after_bind.as_ref().filter(|(p, _)| p == source)
+                {
+                    self.stats.borrow_mut().insert(path.clone(), *id);
+                }
+                Ok(())
+            }
+            Some(now) => Err(BindError::Changed(format!("it names {now}, was {pin}"))),
+            None => Err(BindError::Changed("No such file or directory".into())),
+        }
+    }
+
+    fn unbind(&self, at: &std::path::Path) -> std::io::Result<()> {
+        match self.staged.borrow_mut().remove(at) {
+            Some(_) => Ok(()),
+            None => Err(std::io::ErrorKind::InvalidInput.into()),
+        }
     }
 }
 

@@ -15,10 +15,12 @@ mod cleanup;
 mod daemon;
 mod docker;
 mod files;
+mod pin;
 mod pull;
 mod run;
 mod signals;
 mod tty;
+mod verify;
 
 #[cfg(test)]
 mod fake;
@@ -88,6 +90,19 @@ pub enum EngineError {
     NotYours { names: Vec<String> },
     #[error("cleanup incomplete: {}", problems.join("; "))]
     CleanupFailed { problems: Vec<String> },
+    #[error(
+        "dockerd did not make the container jobdock asked for ({when}): {}; the job was stopped \
+         before it could use it (a daemon default or an authorization plugin changing requests?)",
+        differences.join("; ")
+    )]
+    Tampered {
+        when: &'static str,
+        differences: Vec<String>,
+    },
+    #[error("mount source {}: {reason}; the job was not run", path.display())]
+    MountChanged { path: PathBuf, reason: String },
+    #[error("image {image}: {reason}")]
+    ImageRefused { image: String, reason: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -124,14 +139,18 @@ impl EngineError {
             | EngineError::Pull { .. }
             | EngineError::Daemon { .. }
             | EngineError::NameInUse { .. }
-            | EngineError::CleanupFailed { .. } => Blame::Infrastructure,
+            | EngineError::CleanupFailed { .. }
+            | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
             EngineError::NotExecutable { .. } => Blame::NotExecutable,
             EngineError::Interrupted { signal } => Blame::Signal(signal.number()),
             EngineError::AndCleanup { run, .. } => run.blame(),
-            EngineError::BadJobId { .. } | EngineError::NotYours { .. } => Blame::Refused,
+            EngineError::BadJobId { .. }
+            | EngineError::NotYours { .. }
+            | EngineError::MountChanged { .. }
+            | EngineError::ImageRefused { .. } => Blame::Refused,
             EngineError::Internal(_) => Blame::Internal,
         }
     }
@@ -166,6 +185,7 @@ pub fn execute(
             state_dir: &engine.state_dir,
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
             grace: Duration::from_secs(engine.grace_period_secs),
+            host: &verify::RealHost,
         };
         let io = run::Io {
             stdout: Box::new(tokio::io::stdout()),

@@ -18,9 +18,11 @@ use crate::engine::daemon::{
     Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Input, Output,
 };
 use crate::engine::files::{self, Staging};
+use crate::engine::pin;
 use crate::engine::pull::{self, PullSettings};
 use crate::engine::signals::Sig;
 use crate::engine::tty;
+use crate::engine::verify;
 use crate::engine::{EngineError, Outcome};
 use crate::exit;
 use crate::plan::ContainerPlan;
@@ -37,6 +39,8 @@ pub struct Settings<'a> {
     pub cidfile_dir: &'a Path,
     /// Between forwarding a stop signal and killing the job.
     pub grace: Duration,
+    /// The host, for checking the container against the plan before and after start.
+    pub host: &'a dyn verify::Host,
 }
 
 /// Where the job's streams go and come from.
@@ -125,8 +129,10 @@ async fn start<D: Daemon>(
 ) -> Result<(String, Attached), EngineError> {
     pull::ensure_image(d, &plan.image, &s.pull).await?;
 
+    // dockerd gets the user's checked directories by pinned mounts, not by their paths.
+    let mut staged = pin::stage(plan, s.state_dir, s.host)?;
     leftovers.container = Container::Creating;
-    let id = match d.create(plan).await {
+    let id = match d.create(&staged.plan).await {
         Ok(id) => id,
         Err(e) if e.kind == ErrorKind::Conflict => {
             // Not ours: the name includes jobdock's pid, so something else holds it.
@@ -164,11 +170,19 @@ async fn start<D: Daemon>(
         }
     }
 
+    verify::created(d, &staged.plan, plan, &id, s.host).await?;
     let attached = d
         .attach(&id)
         .await
         .map_err(|e| EngineError::daemon("attaching to the container", e))?;
     d.start(&id).await.map_err(start_error)?;
+    // Until this passes, the job's output waits in the attach stream: a job that fails it is
+    // removed, and nothing it printed reaches anyone.
+    verify::started(d, &staged.plan, &id, s.host).await?;
+    // The container holds its own mounts now.
+    if let Err(e) = staged.release() {
+        tracing::warn!("staging mounts: {e}");
+    }
     Ok((id, attached))
 }
 

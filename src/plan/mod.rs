@@ -15,7 +15,7 @@ use crate::job::cgroup::JobCgroup;
 use crate::job::{Env, JobContext, Scheduler};
 use crate::policy::paths::{self, Strictness};
 use crate::policy::{self, PortRequest, Refusal, Setting, env as envpolicy};
-use crate::probe::{HostProbe, Kind};
+use crate::probe::{FileId, HostProbe, Kind, Recording};
 use crate::units::{ByteSize, Capability};
 
 pub mod render;
@@ -125,6 +125,9 @@ pub struct ContainerPlan {
     pub log_level: Option<tracing::Level>,
     /// Things the user should know: what was left out and why.
     pub notes: Vec<String>,
+    /// What each mount source the user's probe resolved named then (device and inode): the engine
+    /// mounts exactly these files, or refuses to run (`engine::pin`).
+    pub pins: BTreeMap<PathBuf, FileId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,8 @@ pub fn build(
     let env = &snap.env;
     let get = |suffix: &str| policy::setting(env, suffix);
     let mut notes = Vec::new();
+    let recording = Recording::new(probe);
+    let probe: &dyn HostProbe = &recording;
 
     let image = image(req, env, config)?;
     let name = container_name(ctx, id, snap.pid);
@@ -532,6 +537,13 @@ pub fn build(
             .map(|l| format!("label={l}")),
     );
 
+    let pins = recording
+        .pins(mounts.iter().map(|m| m.source.as_path()))
+        .map_err(|source| PlanError::Path {
+            what: "mount source",
+            path: source.display().to_string(),
+            reason: "changed while jobdock checked it; try again".into(),
+        })?;
     let passwd = identity::passwd_file(id);
     let group = identity::group_file(id);
     Ok(ContainerPlan {
@@ -569,6 +581,7 @@ pub fn build(
         tty: snap.stdin_is_tty,
         log_level,
         notes,
+        pins,
     })
 }
 

@@ -53,6 +53,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         tty,
         log_level: _,
         notes: _,
+        pins: _,
     } = plan;
     let mut out = Vec::new();
     let mut line = |words: Vec<String>, why: &str| {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{PullPolicy, SiteConfig};
 use crate::engine::Blame;
-use crate::engine::fake::{BrokenPipe, FakeDaemon, ID, SharedBuf, chunk_err, chunk_out};
+use crate::engine::fake::{BrokenPipe, FakeDaemon, FakeHost, ID, SharedBuf, chunk_err, chunk_out};
 use crate::identity::{Caller, Identity};
 use crate::job::JobContext;
 use crate::plan::{Request, Snapshot};
@@ -117,6 +117,7 @@ async fn run_with(
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),
+        host: &FakeHost::default(),
     };
     let (sig_tx, mut sig_rx) = mpsc::channel(16);
     let plan_signals = signals.to_vec();
@@ -180,8 +181,13 @@ async fn a_job_runs_in_order_and_leaves_nothing() {
         [
             "image_exists",
             "create",
+            "inspect",
+            "create_inert",
+            "read_file",
+            "remove",
             "attach",
             "start",
+            "inspect",
             "wait",
             "inspect",
             "remove"
@@ -451,6 +457,7 @@ async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),
+        host: &FakeHost::default(),
     };
     let stderr = SharedBuf::default();
     let io = Io {
@@ -562,6 +569,7 @@ async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),
+        host: &FakeHost::default(),
     };
     let (tx, mut rx) = mpsc::channel(4);
     tx.send(Sig::Usr1).await.unwrap();

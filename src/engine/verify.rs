@@ -1,0 +1,689 @@
+//! Trust, but verify: that what dockerd made is what the plan asked for, checked after create
+//! (before the job runs) and again once it runs. After create: the container's stored config
+//! (identity, capabilities, namespaces, mounts, devices, limits) equals the plan, and every mount
+//! source the user's probe checked still names the same file. After start: the job's credentials
+//! as the host's `/proc` shows them, and the directories the container really got. Nothing here
+//! decides or repairs anything: a difference is an error, and the engine removes the container.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+
+use crate::engine::EngineError;
+use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen};
+use crate::plan::{ContainerPlan, MountPlan};
+use crate::probe::FileId;
+use crate::units::Capability;
+
+/// The host as the engine sees it (as root): behind a seam so the checks can be tested with a fake.
+pub trait Host {
+    /// What `path` names now, following symlinks as dockerd does when it mounts it.
+    fn stat(&self, path: &Path) -> io::Result<FileId>;
+    /// `/proc/<pid>/status` of a host process.
+    fn status(&self, pid: u32) -> io::Result<String>;
+    /// What `target` names inside the root (and mount namespace) of process `pid`: the directory
+    /// a container really got at a mount point. Symlinks are resolved inside that root.
+    fn stat_in_root(&self, pid: u32, target: &Path) -> io::Result<FileId>;
+    /// Whether process `pid` still runs (is not exiting, a zombie, or gone): only then is what was
+    /// read about it evidence against it.
+    fn alive(&self, pid: u32) -> bool;
+    /// Bind-mounts the directory `source` names onto `at`, if it is (reached without any symlink)
+    /// the file `pin`; see `pin`.
+    fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError>;
+    /// Detaches the mount at `at` (`EINVAL` if there is none).
+    fn unbind(&self, at: &Path) -> io::Result<()>;
+}
+
+/// Why `bind_pinned` did not mount.
+#[derive(Debug)]
+pub enum BindError {
+    /// The path no longer names what was checked: the user's doing.
+    Changed(String),
+    /// The mount itself failed.
+    Failed(String),
+}
+
+/// The real host.
+pub struct RealHost;
+
+impl Host for RealHost {
+    fn stat(&self, path: &Path) -> io::Result<FileId> {
+        Ok(FileId::of(&nix::sys::stat::stat(path)?))
+    }
+
+    fn status(&self, pid: u32) -> io::Result<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+    }
+
+    fn stat_in_root(&self, pid: u32, target: &Path) -> io::Result<FileId> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+        use nix::sys::stat::Mode;
+        let root = open(
+            format!("/proc/{pid}/root").as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let relative = target.strip_prefix("/").unwrap_or(target);
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = match openat2(&root, relative, how) {
+            Ok(fd) => fd,
+            // Kernels before 5.6: walk without following any symlink (a symlink in the image on
+            // the way to a mount point then fails the check rather than being trusted).
+            Err(nix::errno::Errno::ENOSYS) => {
+                let mut fd = root;
+                for part in relative.components() {
+                    fd = nix::fcntl::openat(
+                        &fd,
+                        part.as_os_str(),
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                }
+                fd
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(FileId::of(&nix::sys::stat::fstat(&fd)?))
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        use nix::fcntl::{OFlag, open};
+        // An exiting process loses its root before it becomes a zombie.
+        let root = open(
+            format!("/proc/{pid}/root").as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        let state = self.status(pid).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .and_then(|v| v.trim().chars().next())
+        });
+        root.is_ok() && matches!(state, Some(c) if c != 'Z' && c != 'X')
+    }
+
+    fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError> {
+        use nix::mount::{MsFlags, mount};
+        use std::os::fd::AsRawFd;
+        let fd = crate::probe::open_no_symlinks(source).map_err(BindError::Changed)?;
+        let now = nix::sys::stat::fstat(&fd)
+            .map(|s| FileId::of(&s))
+            .map_err(|e| BindError::Failed(e.to_string()))?;
+        if now != pin {
+            return Err(BindError::Changed(format!(
+                "it names another file than when jobdock checked it ({now}, was {pin})"
+            )));
+        }
+        // The open descriptor, not the path: what is mounted is what was checked.
+        let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            Some(by_fd.as_str()),
+            at,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| BindError::Failed(e.to_string()))
+    }
+
+    fn unbind(&self, at: &Path) -> io::Result<()> {
+        Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?)
+    }
+}
+
+/// Directories of kernel interfaces a job's working directory must never be in (an image's
+/// `WORKDIR /proc/self/fd/7` is the runc escape CVE-2024-21626).
+const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// After create, before start: the container dockerd stored is `plan` (as dockerd got it: with its
+/// staged mount sources), the mount sources the user's probe checked (`checked`'s) still name the
+/// same files, and so do the staging mounts. `Err` leaves the container to be removed.
+pub async fn created<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    checked: &ContainerPlan,
+    id: &str,
+    host: &dyn Host,
+) -> Result<(), EngineError> {
+    #[cfg(debug_assertions)]
+    test_delay().await;
+    let state = d
+        .inspect(id)
+        .await
+        .map_err(|e| EngineError::daemon("inspecting the created container", e))?;
+    let differences = compare(plan, &state.effective);
+    if !differences.is_empty() {
+        return Err(EngineError::Tampered {
+            when: "as created",
+            differences,
+        });
+    }
+    if plan.working_dir.is_none()
+        && let Some(dir) = KERNEL_DIRS
+            .iter()
+            .find(|k| Path::new(&state.effective.working_dir).starts_with(k))
+    {
+        return Err(EngineError::ImageRefused {
+            image: plan.image.to_string(),
+            reason: format!(
+                "its WORKDIR {} is under {dir}; a job may not start in the kernel's interfaces",
+                state.effective.working_dir
+            ),
+        });
+    }
+    image_groups_agree(d, plan, &state.effective.image).await?;
+    // The user's paths: a swap since the check gains nothing (the container gets the pinned
+    // directory), but it is refused as what it is.
+    for (source, pin) in &checked.pins {
+        match host.stat(source) {
+            Ok(now) if now == *pin => {}
+            Ok(now) => {
+                return Err(EngineError::MountChanged {
+                    path: source.clone(),
+                    reason: format!(
+                        "it names another file than when jobdock checked it ({now}, was {pin}): \
+                         was it replaced, or a symlink swapped in?"
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(EngineError::MountChanged {
+                    path: source.clone(),
+                    reason: format!("it is gone since jobdock checked it ({e})"),
+                });
+            }
+        }
+    }
+    for (staged, pin) in plan
+        .pins
+        .iter()
+        .filter(|(s, _)| !checked.pins.contains_key(*s))
+    {
+        let now = host.stat(staged).ok();
+        if now != Some(*pin) {
+            return Err(EngineError::Internal(format!(
+                "the staging mount {} shows {now:?}, not the checked directory ({pin})",
+                staged.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Debug builds only: waits `JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS` (at most 30 s) between create and
+/// the checks, so that tests can swap a mount source in that window deterministically. Release
+/// builds have no such variable.
+#[cfg(debug_assertions)]
+async fn test_delay() {
+    if let Some(ms) = std::env::var("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(30_000))).await;
+    }
+}
+
+/// Largest image `/etc/group` jobdock reads.
+const MAX_GROUP_FILE: u64 = 1 << 20;
+
+/// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
+/// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
+/// into root's group. Refuses an image whose group file would change any of the job's gids. The
+/// file is read from an inert container of the same image (the job's own shows jobdock's mounts).
+async fn image_groups_agree<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    image: &str,
+) -> Result<(), EngineError> {
+    if plan.group_add.is_empty() {
+        return Ok(());
+    }
+    let inert = d
+        .create_inert(image, &format!("{}-image", plan.name), &plan.labels)
+        .await
+        .map_err(|e| EngineError::daemon("creating a container to read the image's files", e))?;
+    let read = read_following_links(d, &inert, "/etc/group").await;
+    if let Err(e) = crate::engine::run::remove_container(d, &inert).await {
+        tracing::warn!("removing the image-reading container {inert}: {e}");
+    }
+    let refuse = |reason: String| EngineError::ImageRefused {
+        image: plan.image.to_string(),
+        reason,
+    };
+    let text = match read.map_err(|e| EngineError::daemon("reading the image's /etc/group", e))? {
+        None => return Ok(()),
+        Some(ContainerFile::Regular(bytes)) => bytes,
+        Some(ContainerFile::TooLarge) => {
+            return Err(refuse(format!(
+                "its /etc/group is larger than {MAX_GROUP_FILE} bytes; jobdock cannot check \
+                 which groups dockerd would give the job"
+            )));
+        }
+        Some(ContainerFile::Symlink(_) | ContainerFile::NotRegular) => {
+            return Err(refuse(
+                "its /etc/group is not a regular file (or a chain of symlinks to one); jobdock \
+                 cannot check which groups dockerd would give the job"
+                    .into(),
+            ));
+        }
+    };
+    match conflicting_group(&text, &plan.group_add) {
+        None => Ok(()),
+        Some((gid, name, other)) => Err(refuse(format!(
+            "its /etc/group has a group named {name:?} with gid {other}: dockerd would give the \
+             job gid {other} instead of its group {gid}"
+        ))),
+    }
+}
+
+/// `read_file`, following symlinks (as dockerd does when it resolves a path in the container, all
+/// inside the container's root) up to 8 times.
+async fn read_following_links<D: Daemon>(
+    d: &D,
+    id: &str,
+    path: &str,
+) -> Result<Option<ContainerFile>, crate::engine::DaemonError> {
+    let mut path = std::path::PathBuf::from(path);
+    for _ in 0..8 {
+        let text = path.display().to_string();
+        match d.read_file(id, &text, MAX_GROUP_FILE).await? {
+            Some(ContainerFile::Symlink(target)) => {
+                let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                path = clean(&base.join(target));
+            }
+            other => return Ok(other),
+        }
+    }
+    Ok(Some(ContainerFile::NotRegular))
+}
+
+/// `/etc/../x/./y` -> `/x/y`, lexically, never above `/` (a container's root is its `/`).
+fn clean(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The first of `gids` that a group file names as another group, as runc's parser reads it
+/// (lines trimmed, `#` comments, a gid that does not parse is 0): `(gid, name, its gid)`.
+fn conflicting_group(text: &[u8], gids: &[u32]) -> Option<(u32, String, i64)> {
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() || line[0] == b'#' {
+            continue;
+        }
+        let mut fields = line.split(|&b| b == b':');
+        let name = fields.next().unwrap_or_default();
+        let gid_field = fields.nth(1).unwrap_or_default();
+        let other: i64 = std::str::from_utf8(gid_field)
+            .ok()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        if let Some(&gid) = gids
+            .iter()
+            .find(|g| name == g.to_string().as_bytes() && i64::from(**g) != other)
+        {
+            return Some((gid, String::from_utf8_lossy(name).into_owned(), other));
+        }
+    }
+    None
+}
+
+/// After start: the job's init runs with exactly the plan's ids, groups and capabilities, with
+/// no-new-privileges, and sees at each mount point the directory the user's probe checked. A job
+/// that has already ended cannot be checked (and can no longer be stopped); that is logged.
+pub async fn started<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    id: &str,
+    host: &dyn Host,
+) -> Result<(), EngineError> {
+    let state = d
+        .inspect(id)
+        .await
+        .map_err(|e| EngineError::daemon("inspecting the started container", e))?;
+    if !state.running || state.pid == 0 {
+        tracing::debug!("the job ended before its credentials could be checked");
+        return Ok(());
+    }
+    let pid = state.pid;
+    let status = match host.status(pid) {
+        Ok(text) => text,
+        // ENOENT, or ESRCH from a process that is exiting.
+        Err(_) if !host.alive(pid) => {
+            tracing::debug!("the job (pid {pid}) ended before its credentials could be checked");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(EngineError::Internal(format!(
+                "reading /proc/{pid}/status: {e}"
+            )));
+        }
+    };
+    let mut differences = check_status(plan, &status);
+    let mut swapped = None;
+    for m in &plan.mounts {
+        let Some(pin) = plan.pins.get(&m.source) else {
+            continue;
+        };
+        match host.stat_in_root(pid, &m.target) {
+            Ok(seen) if seen == *pin => {}
+            seen => {
+                let seen = seen.map_or_else(|e| e.to_string(), |s| s.to_string());
+                // The host path changed: the user's doing. Unchanged: the container got something
+                // else from the same path (another mount namespace, a rewritten request).
+                if host.stat(&m.source).ok() != Some(*pin) {
+                    swapped.get_or_insert((m.source.clone(), seen));
+                } else {
+                    differences.push(format!(
+                        "{} shows {seen}, not {} ({pin}): does jobdock run in dockerd's mount \
+                         namespace?",
+                        m.target.display(),
+                        m.source.display()
+                    ));
+                }
+            }
+        }
+    }
+    if differences.is_empty() && swapped.is_none() {
+        return Ok(());
+    }
+    // Evidence against the job holds only if it was read from the job: still running as that
+    // pid (not a reused one) and not exiting (an exiting process has no root to look into).
+    let again = d
+        .inspect(id)
+        .await
+        .map_err(|e| EngineError::daemon("inspecting the started container", e))?;
+    if !again.running || again.pid != pid || !host.alive(pid) {
+        tracing::debug!("the job ended while its credentials were checked");
+        return Ok(());
+    }
+    if let Some((path, seen)) = swapped {
+        return Err(EngineError::MountChanged {
+            path,
+            reason: format!("the container got another directory ({seen}); it was swapped"),
+        });
+    }
+    if !differences.is_empty() {
+        return Err(EngineError::Tampered {
+            when: "running",
+            differences,
+        });
+    }
+    Ok(())
+}
+
+/// Every field of the stored container that differs from the plan, described.
+pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut same =
+        |what: &str, seen: &dyn std::fmt::Debug, want: &dyn std::fmt::Debug, ok: bool| {
+            if !ok {
+                out.push(format!("{what} is {seen:?}, the plan says {want:?}"));
+            }
+        };
+    let user = format!("{}:{}", plan.user.0, plan.user.1);
+    same("User", &e.user, &user, e.user == user);
+    if let Some(dir) = &plan.working_dir {
+        let want = dir.display().to_string();
+        same("WorkingDir", &e.working_dir, &want, e.working_dir == want);
+    }
+    let groups: BTreeSet<String> = plan.group_add.iter().map(u32::to_string).collect();
+    let seen: BTreeSet<String> = e.group_add.iter().cloned().collect();
+    same(
+        "GroupAdd",
+        &e.group_add,
+        &groups,
+        seen == groups && e.group_add.len() == groups.len(),
+    );
+    let caps: BTreeSet<String> = plan.cap_add.iter().map(|c| c.docker_name()).collect();
+    let seen: Result<BTreeSet<String>, String> = e.cap_add.iter().map(|c| cap_name(c)).collect();
+    same("CapAdd", &e.cap_add, &caps, seen.as_ref() == Ok(&caps));
+    let drop_all = e.cap_drop.len() == 1 && e.cap_drop[0].eq_ignore_ascii_case("ALL");
+    same("CapDrop", &e.cap_drop, &["ALL"], drop_all);
+    same("Privileged", &e.privileged, &false, !e.privileged);
+    let opts: BTreeSet<&String> = plan.security_opt.iter().collect();
+    let seen: BTreeSet<&String> = e.security_opt.iter().collect();
+    same(
+        "SecurityOpt",
+        &e.security_opt,
+        &plan.security_opt,
+        seen == opts && e.security_opt.len() == opts.len(),
+    );
+    same("PidMode", &e.pid_mode, &"", e.pid_mode.is_empty());
+    same("UsernsMode", &e.userns_mode, &"", e.userns_mode.is_empty());
+    same("UTSMode", &e.uts_mode, &"", e.uts_mode.is_empty());
+    same("IpcMode", &e.ipc_mode, &plan.ipc, e.ipc_mode == plan.ipc);
+    same(
+        "NetworkMode",
+        &e.network_mode,
+        &plan.network,
+        e.network_mode == plan.network,
+    );
+    let parent = plan.cgroup_parent.clone().unwrap_or_default();
+    same(
+        "CgroupParent",
+        &e.cgroup_parent,
+        &parent,
+        e.cgroup_parent == parent,
+    );
+    let none: &[String] = &[];
+    same("Binds", &e.binds, &none, e.binds.is_empty());
+    same(
+        "VolumesFrom",
+        &e.volumes_from,
+        &none,
+        e.volumes_from.is_empty(),
+    );
+    same(
+        "DeviceCgroupRules",
+        &e.device_cgroup_rules,
+        &none,
+        e.device_cgroup_rules.is_empty(),
+    );
+    same("Sysctls", &e.sysctls, &none, e.sysctls.is_empty());
+    same(
+        "MaskedPaths",
+        &e.masked_paths,
+        &"dockerd's defaults",
+        !e.masked_paths.is_empty(),
+    );
+    same(
+        "ReadonlyPaths",
+        &e.readonly_paths,
+        &"dockerd's defaults (with /proc/sys)",
+        e.readonly_paths.iter().any(|p| p == "/proc/sys"),
+    );
+    same("OomScoreAdj", &e.oom_score_adj, &0, e.oom_score_adj >= 0);
+    same(
+        "OomKillDisable",
+        &e.oom_kill_disable,
+        &false,
+        !e.oom_kill_disable,
+    );
+    let memory = plan.memory.0 as i64;
+    same("Memory", &e.memory, &memory, e.memory == memory);
+    same(
+        "MemorySwap",
+        &e.memory_swap,
+        &memory,
+        e.memory_swap == memory,
+    );
+    same(
+        "PidsLimit",
+        &e.pids_limit,
+        &plan.pids_limit,
+        e.pids_limit == plan.pids_limit,
+    );
+    let devices: BTreeSet<DeviceSeen> = plan
+        .devices
+        .iter()
+        .map(|d| DeviceSeen {
+            on_host: d.display().to_string(),
+            in_container: d.display().to_string(),
+            permissions: "rwm".into(),
+        })
+        .collect();
+    let seen: BTreeSet<DeviceSeen> = e.devices.iter().cloned().collect();
+    same(
+        "Devices",
+        &e.devices,
+        &devices,
+        seen == devices && e.devices.len() == devices.len(),
+    );
+    let requests: Vec<Vec<String>> = if plan.gpus.is_empty() {
+        Vec::new()
+    } else {
+        vec![plan.gpus.clone()]
+    };
+    same(
+        "DeviceRequests",
+        &e.device_requests,
+        &requests,
+        e.device_requests == requests,
+    );
+    out.extend(compare_mounts(&plan.mounts, &e.mounts));
+    out
+}
+
+/// The container's mounts are exactly the plan's binds (source, target, read-only, private
+/// propagation), plus any anonymous volume the image declares (a fresh directory of dockerd's:
+/// nothing of the host's).
+fn compare_mounts(plan: &[MountPlan], seen: &[MountSeen]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut wanted: Vec<&MountPlan> = plan.iter().collect();
+    for m in seen {
+        match m.typ.as_str() {
+            "bind" => {
+                let found = wanted.iter().position(|p| {
+                    p.source.display().to_string() == m.source
+                        && p.target.display().to_string() == m.destination
+                        && p.readonly != m.rw
+                });
+                match found {
+                    Some(i) => {
+                        wanted.remove(i);
+                        if m.propagation != "rprivate" {
+                            out.push(format!(
+                                "mount {} has propagation {:?}, the plan says \"rprivate\"",
+                                m.destination, m.propagation
+                            ));
+                        }
+                    }
+                    None => out.push(format!(
+                        "mount {} -> {} ({}) is not in the plan",
+                        m.source,
+                        m.destination,
+                        if m.rw { "rw" } else { "ro" }
+                    )),
+                }
+            }
+            "volume" if !plan.iter().any(|p| p.target == Path::new(&m.destination)) => {}
+            other => out.push(format!(
+                "mount {} of type {other:?} ({}) is not in the plan",
+                m.destination, m.source
+            )),
+        }
+    }
+    for p in wanted {
+        out.push(format!(
+            "mount {} -> {} is missing",
+            p.source.display(),
+            p.target.display()
+        ));
+    }
+    out
+}
+
+/// `CAP_SYS_NICE`, `SYS_NICE` or `sys_nice` as dockerd's canonical `CAP_SYS_NICE`; unknown names
+/// are an error (they cannot be compared).
+fn cap_name(name: &str) -> Result<String, String> {
+    name.parse::<Capability>().map(|c| c.docker_name())
+}
+
+/// The bit of `c` in a `/proc/<pid>/status` capability mask (the enum is in kernel order).
+fn cap_bit(c: Capability) -> u64 {
+    1 << (c as u32)
+}
+
+/// Every credential of the job's init (from `/proc/<pid>/status`) that the plan does not allow.
+pub fn check_status(plan: &ContainerPlan, status: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let numbers = |name: &str| -> Option<Vec<u64>> {
+        field(name)?
+            .split_whitespace()
+            .map(|n| n.parse().ok())
+            .collect()
+    };
+    let (uid, gid) = (u64::from(plan.user.0), u64::from(plan.user.1));
+    for (name, want) in [("Uid", uid), ("Gid", gid)] {
+        match numbers(name) {
+            Some(ids) if ids.len() == 4 && ids.iter().all(|&i| i == want) => {}
+            other => out.push(format!(
+                "the job's {name} (real, effective, saved, fs) is {other:?}, the plan says {want}"
+            )),
+        }
+    }
+    let planned: BTreeSet<u64> = plan.group_add.iter().map(|&g| u64::from(g)).collect();
+    match numbers("Groups") {
+        Some(groups) => {
+            let groups: BTreeSet<u64> = groups.into_iter().collect();
+            let extra: Vec<&u64> = groups
+                .iter()
+                .filter(|g| **g != gid && !planned.contains(g))
+                .collect();
+            let missing: Vec<&u64> = planned.difference(&groups).collect();
+            if !extra.is_empty() || !missing.is_empty() {
+                out.push(format!(
+                    "the job's groups are {groups:?}, the plan says {planned:?} (extra {extra:?}, \
+                     missing {missing:?})"
+                ));
+            }
+        }
+        None => out.push("the job's Groups are unreadable".into()),
+    }
+    let allowed = plan.cap_add.iter().fold(0u64, |m, &c| m | cap_bit(c));
+    for name in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let mask = field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+        let ok = match (name, mask) {
+            ("CapBnd", Some(m)) => m == allowed,
+            (_, Some(m)) => m & !allowed == 0,
+            (_, None) => false,
+        };
+        if !ok {
+            out.push(format!(
+                "the job's {name} is {}, the allowlist is {allowed:016x}",
+                mask.map_or("unreadable".to_string(), |m| format!("{m:016x}"))
+            ));
+        }
+    }
+    if plan.security_opt.iter().any(|o| o == "no-new-privileges")
+        && field("NoNewPrivs") != Some("1")
+    {
+        out.push(format!(
+            "the job's NoNewPrivs is {:?}, the plan says 1",
+            field("NoNewPrivs")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
