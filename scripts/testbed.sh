@@ -61,6 +61,15 @@ REGISTRY_REPO=jobdock-test/busybox
 REGISTRY_TAG=latest
 IMAGE_REMOTE=$REGISTRY_ADDR/$REGISTRY_REPO:$REGISTRY_TAG
 IMAGE_PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Images whose contents attack the job (tests/security.rs): a passwd and group claiming the test
+# user's uid, name and groups as root's, a setuid-root program, programs with file capabilities,
+# a device node, a WORKDIR in /proc and an entrypoint that tries to become root.
+IMAGE_HOSTILE=jobdock-test/hostile:latest
+IMAGE_HOSTILE_WORKDIR=jobdock-test/hostile-workdir:latest
+IMAGE_HOSTILE_ENTRYPOINT=jobdock-test/hostile-entrypoint:latest
+HOSTILE_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile/escalate.c
+HOSTILE_PACKAGES=(gcc libc6-dev libcap2-bin)
+HOSTILE_LABEL=jobdock.testbed.hostile        # its value: a digest of what the images are made of
 REQUIRED_APPLETS=(sh id whoami cat ls sleep echo true false env grep head dd kill
   yes wc sha256sum md5sum stat mkdir touch seq printf test)
 
@@ -424,7 +433,8 @@ import_rootfs() {
   local changes=() c
   for c in "$@"; do changes+=(--change "$c"); done
   printf '=== %s import %s\n' "$(date -u +%FT%TZ)" "$image" >>"$IMAGES_LOG"
-  if ! tar --numeric-owner --owner=0 --group=0 -C "$root" -c . 2>>"$IMAGES_LOG" \
+  if ! tar --numeric-owner --owner=0 --group=0 --xattrs --xattrs-include='security.capability' \
+    -C "$root" -c . 2>>"$IMAGES_LOG" \
     | dk import "${changes[@]}" - "$image" >>"$IMAGES_LOG" 2>&1; then
     tail_log "$IMAGES_LOG"
     die "docker import of $image failed (log: $IMAGES_LOG)"
@@ -454,6 +464,74 @@ ensure_images() {
     import_rootfs "$tmp/rootfs" "$IMAGE_NOSHELL" 'CMD ["/true"]'
     say "image $IMAGE_NOSHELL built ($(dk image inspect -f '{{.Id}}' "$IMAGE_NOSHELL" | cut -c1-19), no /bin/sh)"
   fi
+}
+
+# hostile_digest: what the hostile images are made of (the helper's source and this recipe).
+hostile_digest() {
+  { cat "$HOSTILE_SRC"; declare -f build_hostile_rootfs; } | sha256sum | cut -c1-16
+}
+
+build_hostile_rootfs() {
+  local root=$1
+  build_busybox_rootfs "$root"
+  run_logged "$IMAGES_LOG" gcc -static -O2 -Wall -o "$root/bin/suid-escalate" "$HOSTILE_SRC"
+  install -m 0755 "$root/bin/suid-escalate" "$root/bin/cap-escalate"
+  install -m 0755 "$root/bin/suid-escalate" "$root/bin/cap-setuid"
+  chown 0:0 "$root/bin/suid-escalate"
+  chmod 6755 "$root/bin/suid-escalate"
+  # CHOWN and KILL are in jobdock's default bounding set: only no-new-privileges stops these.
+  run_logged "$IMAGES_LOG" setcap cap_chown,cap_kill+ep "$root/bin/cap-escalate"
+  run_logged "$IMAGES_LOG" setcap cap_setuid,cap_setgid+ep "$root/bin/cap-setuid"
+  # The test user's uid, name and groups claimed as root's; a user *named* 2001 (CVE-2016-3697)
+  # and a group *named* 3001 (the user's first supplementary gid), both with id 0.
+  cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+jdalice:x:0:0:claims root:/root:/bin/sh
+2001:x:0:0:numeric name claiming root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+  cat >"$root/etc/group" <<'EOF'
+root:x:0:jdalice,jdbob,2001
+3001:x:0:jdalice
+jdproj:x:0:jdalice
+jdalice:x:0:jdalice
+docker:x:0:jdalice
+disk:x:6:jdalice,jdbob
+nobody:x:65534:
+EOF
+  # /dev/kmsg's numbers, readable and writable by anyone: only the device cgroup stands between
+  # the job and the host's kernel log.
+  mknod -m 0666 "$root/kmsg" c 1 11
+}
+
+ensure_hostile_images() {
+  local rebuild=$1 digest img present=1 root out
+  digest=$(hostile_digest)
+  for img in "$IMAGE_HOSTILE" "$IMAGE_HOSTILE_WORKDIR" "$IMAGE_HOSTILE_ENTRYPOINT"; do
+    [[ $(dk image inspect -f "{{index .Config.Labels \"$HOSTILE_LABEL\"}}" "$img" 2>/dev/null) == "$digest" ]] || present=0
+  done
+  if ((rebuild == 0 && present)); then
+    say "hostile images present ($IMAGE_HOSTILE, -workdir, -entrypoint)"
+    return 0
+  fi
+  ensure_packages "${HOSTILE_PACKAGES[@]}"
+  root=$WORK_DIR/hostile/rootfs
+  build_hostile_rootfs "$root"
+  local common=("ENV $IMAGE_PATH_ENV" "LABEL $HOSTILE_LABEL=$digest")
+  import_rootfs "$root" "$IMAGE_HOSTILE" "${common[@]}" 'CMD ["/bin/sh"]'
+  import_rootfs "$root" "$IMAGE_HOSTILE_WORKDIR" "${common[@]}" 'WORKDIR /proc/self/fd/7' 'CMD ["/bin/sh"]'
+  import_rootfs "$root" "$IMAGE_HOSTILE_ENTRYPOINT" "${common[@]}" \
+    'ENTRYPOINT ["/bin/suid-escalate"]' 'CMD ["/etc/shadow"]'
+  # The images must really be hostile, or the tests that find them harmless prove nothing: without
+  # no-new-privileges, the setuid program becomes root and the file capabilities take effect.
+  out=$(dk run --rm --network none --user 2001:2001 --cap-drop ALL --cap-add CHOWN --cap-add KILL \
+    "$IMAGE_HOSTILE" sh -c '/bin/suid-escalate; /bin/cap-escalate' 2>>"$IMAGES_LOG") \
+    || { tail_log "$IMAGES_LOG"; die "the hostile image does not run"; }
+  grep -qx 'start.euid=0' <<<"$out" \
+    || die "the setuid-root program in $IMAGE_HOSTILE does not make uid 2001 root without no-new-privileges"
+  grep -qx 'start.CapEff=0000000000000021' <<<"$out" \
+    || die "docker import lost the file capabilities of /bin/cap-escalate (security.capability xattr)"
+  say "hostile images built ($IMAGE_HOSTILE, -workdir, -entrypoint; label $HOSTILE_LABEL=$digest)"
 }
 
 # ---------------------------------------------------------------- registry --
@@ -641,7 +719,8 @@ summary() {
   ours=$(pidfile_pid "$DOCKERD_PIDFILE")
   if pid_is "$ours" dockerd; then ours="pid $ours, started by testbed"; else ours="not started by testbed"; fi
   say "docker:   $v via $DOCKER_CLI; storage $(dk info --format '{{.Driver}}, cgroup v{{.CgroupVersion}}' 2>/dev/null); $ours"
-  for img in "$IMAGE_BUSYBOX" "$IMAGE_NOSHELL" "$IMAGE_REMOTE"; do
+  for img in "$IMAGE_BUSYBOX" "$IMAGE_NOSHELL" "$IMAGE_REMOTE" "$IMAGE_HOSTILE" \
+    "$IMAGE_HOSTILE_WORKDIR" "$IMAGE_HOSTILE_ENTRYPOINT"; do
     line=$(dk image inspect -f '{{.Id}}' "$img" 2>/dev/null | cut -c1-19) || line=MISSING
     say "image:    $img ${line:-MISSING}"
   done
@@ -658,6 +737,7 @@ cmd_up() {
   make_work_dir
   ensure_dockerd
   ensure_images "$rebuild"
+  ensure_hostile_images "$rebuild"
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users

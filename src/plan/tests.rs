@@ -1008,6 +1008,312 @@ fn memory_from_the_allocation_else_the_site_default() {
     assert!(err.contains("6 MiB"), "{err}");
 }
 
+/// What a hostile input must come to: a refusal naming the variable (or source) and the rule, or a
+/// plan in which it is neutralized.
+enum Want {
+    Refused(&'static str, &'static str),
+    Neutral(fn(&ContainerPlan) -> bool),
+}
+
+/// The host of `host()` with files the adversarial cases read as the user.
+fn adversarial_host() -> FakeProbe {
+    host()
+        .file("/home/alice/nul.env", "A=x\0y\n")
+        .file("/home/alice/gpu.env", "CUDA_VISIBLE_DEVICES=all\n")
+        .file("/home/alice/user.env", "USER=root\n")
+        .file("/home/alice/logname.env", "# ok\nLOGNAME=root\n")
+        .file("/home/alice/huge.env", &"A=1\n".repeat(16 * 1024 + 1))
+        .file("/home/alice/eq.env", "=x\n")
+        .file("/home/alice/sneaky.hosts", "db:10.0.0.1 --privileged\n")
+        .link("/home/alice/shadow-link", "/etc/shadow", Kind::File)
+        .dir("/gpfs/lab/x")
+}
+
+/// Adversarial inputs beyond `overrides_refused` and the other tables above: image names that
+/// smuggle syntax, env files and the preserved environment trying to take over what jobdock owns,
+/// more spellings of volumes and the other overrides. Each is refused with its variable and rule,
+/// or neutralized in the plan.
+#[test]
+fn adversarial_inputs_are_refused_or_neutralized() {
+    use Want::{Neutral, Refused};
+    let long = "a".repeat(256);
+    let bad_digest = format!("alpine@sha256:{}", "g".repeat(64));
+    let many = vec!["/gpfs/lab:/v"; 65]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{v}{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let img = "LSB_CONTAINER_IMAGE";
+    let vol = "LSB_DOCKER_VOLUMES";
+    let envf = "LSB_DOCKER_ENV_FILE";
+    let cases: Vec<(&str, &str, Want)> = vec![
+        // Image names.
+        (img, "alpine\n", Refused(img, "")),
+        (img, "alpine:3;id", Refused(img, "")),
+        (img, "http://evil/x", Refused(img, "")),
+        (img, "../alpine", Refused(img, "")),
+        (img, &bad_digest, Refused(img, "")),
+        (img, &long, Refused(img, "")),
+        (img, "evil.com:99999/x", Refused(img, "")),
+        (img, "-h.example/x", Refused(img, "")),
+        (img, "alpine:", Refused(img, "")),
+        (img, "alpine?fromSrc=x", Refused(img, "")),
+        (img, " alpine", Refused(img, "")),
+        // The preserved environment never sets what jobdock owns or the host's loader.
+        (
+            "LD_PRELOAD",
+            "/tmp/x.so",
+            Neutral(|p| !p.env.contains_key("LD_PRELOAD")),
+        ),
+        (
+            "LD_LIBRARY_PATH",
+            "/tmp",
+            Neutral(|p| !p.env.contains_key("LD_LIBRARY_PATH")),
+        ),
+        (
+            "JOBDOCK_CONFIG",
+            "/tmp/x",
+            Neutral(|p| !p.env.contains_key("JOBDOCK_CONFIG")),
+        ),
+        (
+            "SUDO_UID",
+            "0",
+            Neutral(|p| !p.env.contains_key("SUDO_UID")),
+        ),
+        (
+            "NVIDIA_VISIBLE_DEVICES",
+            "all",
+            Neutral(|p| !p.env.contains_key("NVIDIA_VISIBLE_DEVICES")),
+        ),
+        ("TMPDIR", "/etc", Neutral(|p| p.env["TMPDIR"] == "/tmp")),
+        ("LOGNAME", "root", Neutral(|p| p.env["LOGNAME"] == "alice")),
+        ("CR", "a\rb", Neutral(|p| !p.env.contains_key("CR"))),
+        ("1BAD", "x", Neutral(|p| !p.env.contains_key("1BAD"))),
+        ("A-B", "x", Neutral(|p| !p.env.contains_key("A-B"))),
+        (
+            "_",
+            "/usr/local/bin/jobdock",
+            Neutral(|p| !p.env.contains_key("_")),
+        ),
+        (
+            "LSB_DOCKER_NETWORK",
+            "host",
+            Neutral(|p| p.env.keys().all(|k| !k.starts_with("LSB_DOCKER_"))),
+        ),
+        // Env files, read as the user.
+        (
+            envf,
+            "/home/alice/nul.env",
+            Refused(envf, "control character"),
+        ),
+        (envf, "/home/alice/gpu.env", Refused(envf, "set by jobdock")),
+        (
+            envf,
+            "/home/alice/user.env",
+            Refused(envf, "set by jobdock"),
+        ),
+        (
+            envf,
+            "/home/alice/logname.env",
+            Refused(envf, "set by jobdock"),
+        ),
+        (
+            envf,
+            "/home/alice/huge.env",
+            Refused(envf, "larger than 65536 bytes"),
+        ),
+        (
+            envf,
+            "/home/alice/eq.env",
+            Refused(envf, "not a valid variable name"),
+        ),
+        (
+            envf,
+            "/home/alice/shadow-link",
+            Refused(envf, "not a regular file"),
+        ),
+        (envf, "/home/alice", Refused(envf, "not a regular file")),
+        (envf, "./env.list", Refused(envf, "absolute")),
+        // Volume spellings.
+        (vol, "/gpfs/lab:/x:ro,Z", Refused(vol, "only ro or rw")),
+        (vol, "/gpfs/lab::/x", Refused(vol, "absolute path")),
+        (vol, "/gpfs/lab:/x:ro:rw", Refused(vol, "SRC[:DST][:ro]")),
+        (vol, "/gpfs/lab:/x:", Refused(vol, "only ro or rw")),
+        (vol, &many, Refused(vol, "more than 64")),
+        (vol, "/gpfs/lab:/home/alice/../../etc", Refused(vol, "..")),
+        (vol, "/gpfs/lab:/dev/shm", Refused(vol, "runtime owns")),
+        (vol, "/gpfs/lab:/sys", Refused(vol, "runtime owns")),
+        (
+            vol,
+            "/gpfs/lab:/etc/group",
+            Refused(vol, "synthesized by jobdock"),
+        ),
+        (
+            vol,
+            "/gpfs/lab/x:/x /gpfs/lab/x:/x",
+            Refused(vol, "already mounted"),
+        ),
+        (
+            vol,
+            "/gpfs/lab/./x:/x",
+            Neutral(|p| {
+                p.mounts
+                    .iter()
+                    .any(|m| m.source == Path::new("/gpfs/lab/x"))
+            }),
+        ),
+        // The other overrides.
+        (
+            "LSB_DOCKER_WORKDIR",
+            "/sys/kernel",
+            Refused("LSB_DOCKER_WORKDIR", "runtime owns"),
+        ),
+        (
+            "LSB_DOCKER_WORKDIR",
+            "/proc",
+            Refused("LSB_DOCKER_WORKDIR", "runtime owns"),
+        ),
+        (
+            "LSB_DOCKER_WORKDIR",
+            "/data/../proc",
+            Refused("LSB_DOCKER_WORKDIR", ".."),
+        ),
+        (
+            "LSB_DOCKER_ENTRYPOINT",
+            "/bin/sh\n-c",
+            Refused("LSB_DOCKER_ENTRYPOINT", "one program path"),
+        ),
+        (
+            "LSB_DOCKER_ENTRYPOINT",
+            "/bin/sh\t-c",
+            Refused("LSB_DOCKER_ENTRYPOINT", "one program path"),
+        ),
+        (
+            "LSB_DOCKER_ADD_HOST",
+            "h:1.2.3.4 --privileged",
+            Refused("LSB_DOCKER_ADD_HOST", "HOST:IP"),
+        ),
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            "/home/alice/sneaky.hosts",
+            Refused("LSB_DOCKER_ADD_HOST_FILE", "not an IP address"),
+        ),
+        (
+            "LSB_DOCKER_PORTS",
+            "8000-9999",
+            Refused("LSB_DOCKER_PORTS", "within 8000-8999"),
+        ),
+        (
+            "LSB_DOCKER_PORTS",
+            "0",
+            Refused("LSB_DOCKER_PORTS", "is not PORT"),
+        ),
+        (
+            "LSB_DOCKER_SHM_SIZE",
+            "-1",
+            Refused("LSB_DOCKER_SHM_SIZE", ""),
+        ),
+        (
+            "LSB_DOCKER_SHM_SIZE",
+            "1e9",
+            Refused("LSB_DOCKER_SHM_SIZE", ""),
+        ),
+        (
+            "LSB_DOCKER_CGROUP",
+            "../..",
+            Refused("LSB_DOCKER_CGROUP", "no such cgroup parent"),
+        ),
+        (
+            "LSB_DOCKER_NETWORK",
+            "HOST",
+            Refused("LSB_DOCKER_NETWORK", "must be one of"),
+        ),
+        (
+            "LSB_DOCKER_IPC",
+            "container:victim ",
+            Refused("LSB_DOCKER_IPC", "another container"),
+        ),
+        (
+            "LSB_DOCKER_RUN_RAW_ARGS",
+            "1; rm -rf /",
+            Refused("LSB_DOCKER_RUN_RAW_ARGS", "true or false"),
+        ),
+        (
+            "LSB_DOCKER_PRESERVE_ENVIRONMENT",
+            "yes please",
+            Refused("LSB_DOCKER_PRESERVE_ENVIRONMENT", "true or false"),
+        ),
+    ];
+    let count = cases.len();
+    let probe = adversarial_host();
+    for (var, value, want) in cases {
+        let mut env: Vec<(&str, &str)> = LSF_JOB.to_vec();
+        env.retain(|(k, _)| *k != var);
+        env.push((var, value));
+        let s = snap(&env);
+        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let req = Request {
+            image: None,
+            command: vec!["true".into()],
+            script: None,
+        };
+        let planned = build(&req, &s, &site(), &ctx, &alice(), &probe);
+        match (want, planned) {
+            (Refused(prefix, rule), Err(e)) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with(prefix) && e.contains(rule),
+                    "{var}={value:?}: want {prefix}...{rule:?}, got: {e}"
+                );
+            }
+            (Neutral(ok), Ok(p)) => assert!(ok(&p), "{var}={value:?}: not neutralized"),
+            (Refused(..), Ok(_)) => panic!("{var}={value:?}: accepted"),
+            (Neutral(_), Err(e)) => panic!("{var}={value:?}: refused: {e}"),
+        }
+    }
+    assert!(count >= 55, "{count} cases");
+}
+
+/// The identity reaches the plan only as numbers: names from the directory that could add a line
+/// or a field to the synthesized files are left out of them, and dockerd never gets a name.
+#[test]
+fn the_identity_reaches_the_container_as_numbers_only() {
+    let mut db = FakeDb::site();
+    db.groups.insert(3001, "evil:x:0:alice".into());
+    db.groups.insert(3002, "2001".into());
+    let id = identity::resolve(
+        Caller {
+            real_uid: 2001,
+            real_gid: 2001,
+        },
+        None,
+        &JobContext::default(),
+        &Env::new(),
+        &db,
+    )
+    .unwrap();
+    let s = snap(LSF_JOB);
+    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let req = Request {
+        image: None,
+        command: vec!["id".into()],
+        script: None,
+    };
+    let p = build(&req, &s, &site(), &ctx, &id, &host()).unwrap();
+    let body = crate::engine::body::create_json(&p);
+    assert_eq!(body["User"], "2001:2001");
+    assert_eq!(
+        body["HostConfig"]["GroupAdd"],
+        serde_json::json!(["3001", "3002"])
+    );
+    assert!(!p.group.contains("evil"), "{}", p.group);
+    assert_eq!(p.passwd.lines().count(), 3, "{}", p.passwd);
+    for line in p.group.lines() {
+        assert_eq!(line.split(':').count(), 4, "{line}");
+    }
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -1084,6 +1390,151 @@ mod properties {
                 prop_assert!(allowed.iter().any(|a| source.starts_with(a)), "bind source {}", source);
                 let ours = source.starts_with("/run/jobdock/");
                 prop_assert!(ours || paths::check_host_path(Path::new(source), Strictness::UserPath).is_ok(), "bind source {}", source);
+            }
+        }
+    }
+
+    /// Names and values the job's environment might hold: what jobdock owns, the host's loader,
+    /// jobdock's own, invalid names, and injection in values.
+    fn env_entry() -> impl Strategy<Value = (String, String)> {
+        let names = prop::sample::select(vec![
+            "HOME",
+            "USER",
+            "LOGNAME",
+            "TMPDIR",
+            "SHELL",
+            "PATH",
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "JOBDOCK_CONFIG",
+            "LSB_DOCKER_VOLUMES",
+            "LSF_DOCKER_NETWORK",
+            "SUDO_UID",
+            "BASH_FUNC_x%%",
+            "NVIDIA_VISIBLE_DEVICES",
+            "HOSTNAME",
+            "_",
+            "1A",
+            "A=B",
+            "A B",
+            "OMP_NUM_THREADS",
+            "MY_VAR",
+            "LSB_JOBID_X",
+        ]);
+        let values = prop::sample::select(vec![
+            "root",
+            "/root",
+            "/etc",
+            "0",
+            "all",
+            "a\nb",
+            "a\rb",
+            "() { :; }",
+            "/tmp/x.so",
+            "",
+            "$(id)",
+            "x",
+        ]);
+        (names, values).prop_map(|(n, v)| (n.to_string(), v.to_string()))
+    }
+
+    /// Identities a directory service might return, sane or not.
+    fn directory_entry() -> impl Strategy<Value = (u32, u32, Vec<u32>, String)> {
+        let id = prop_oneof![1u32..70_000, Just(0u32), Just(1 << 31), Just(u32::MAX)];
+        let name = prop::sample::select(vec![
+            "alice",
+            "2001",
+            "root",
+            "+nis",
+            "-x",
+            "a:b",
+            "a\nb",
+            "a b",
+            "é",
+            "x".repeat(300).leak(),
+        ]);
+        (
+            id.clone(),
+            id.clone(),
+            prop::collection::vec(id, 0..6),
+            name,
+        )
+            .prop_map(|(u, g, gs, n)| (u, g, gs, n.to_string()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        /// Whatever the job's environment holds, the container's never takes over what jobdock
+        /// owns, never gets the host's loader or jobdock's own variables, and every entry is one
+        /// valid name with a one-line value.
+        #[test]
+        fn the_environment_never_takes_over_what_jobdock_owns(
+            entries in prop::collection::vec(env_entry(), 0..8),
+            preserve in any::<bool>(),
+        ) {
+            let mut env: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let keep = if preserve { "true" } else { "false" };
+            env.push(("LSB_DOCKER_PRESERVE_ENVIRONMENT", keep));
+            let mut all: Vec<(&str, &str)> = LSF_JOB.to_vec();
+            all.retain(|(k, _)| !env.iter().any(|(n, _)| n == k));
+            all.extend(env);
+            let s = snap(&all);
+            // A variable the scheduler adapter refuses (TMPDIR=root) is not a plan.
+            let Ok(ctx) = job::from_env(&s.env, s.cwd.clone()) else { return Ok(()) };
+            let req = Request { image: None, command: vec!["true".into()], script: None };
+            let Ok(p) = build(&req, &s, &site(), &ctx, &alice(), &host()) else { return Ok(()) };
+            prop_assert_eq!(&p.env["HOME"], "/home/alice");
+            prop_assert_eq!(&p.env["USER"], "alice");
+            prop_assert_eq!(&p.env["LOGNAME"], "alice");
+            prop_assert_eq!(&p.env["TMPDIR"], "/tmp");
+            for (k, v) in &p.env {
+                prop_assert!(envpolicy::valid_name(k), "{}", k);
+                prop_assert!(!v.contains(['\n', '\r', '\0']), "{}={:?}", k, v);
+                for banned in ["PATH", "LD_PRELOAD", "LD_AUDIT", "SHELL", "HOSTNAME", "_", "NVIDIA_VISIBLE_DEVICES"] {
+                    prop_assert_ne!(k.as_str(), banned);
+                }
+                for prefix in ["JOBDOCK_", "LSB_DOCKER_", "LSF_DOCKER_", "SUDO_", "BASH_FUNC_"] {
+                    prop_assert!(!k.starts_with(prefix), "{}", k);
+                }
+            }
+        }
+
+        /// Whatever the directory says about a user, a plan is made only for ids in 1..2^31, the
+        /// container gets them as numbers exactly, and the synthesized passwd and group have no
+        /// line or field the entry could have added.
+        #[test]
+        fn the_identity_is_numeric_in_range_and_cannot_add_lines(
+            (uid, gid, groups, name) in directory_entry(),
+        ) {
+            let mut db = FakeDb::default();
+            db.users.push(identity::PasswdEntry { name: name.clone(), uid, gid, home: "/home/alice".into() });
+            db.memberships.insert(name.clone(), groups.clone());
+            for g in groups.iter().chain([&gid]) {
+                db.groups.insert(*g, format!("g{g}"));
+            }
+            let caller = Caller { real_uid: uid, real_gid: gid };
+            let Ok(id) = identity::resolve(caller, None, &JobContext::default(), &Env::new(), &db) else {
+                return Ok(());
+            };
+            let s = snap(LSF_JOB);
+            let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+            let req = Request { image: None, command: vec!["id".into()], script: None };
+            let Ok(p) = build(&req, &s, &site(), &ctx, &id, &host()) else { return Ok(()) };
+            let body = crate::engine::body::create_json(&p);
+            prop_assert_eq!(&body["User"], &serde_json::json!(format!("{uid}:{gid}")));
+            prop_assert!(uid != 0 && gid != 0 && uid < (1 << 31) && gid < (1 << 31));
+            let mut want: Vec<u32> = groups.iter().copied().filter(|g| *g != gid).collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(&p.group_add, &want);
+            prop_assert!(p.group_add.iter().all(|g| *g != 0 && *g < (1 << 31)));
+            prop_assert_eq!(p.passwd.lines().count(), 3);
+            for line in p.passwd.lines() {
+                prop_assert_eq!(line.split(':').count(), 7, "{:?}", line);
+            }
+            for line in p.group.lines() {
+                prop_assert_eq!(line.split(':').count(), 4, "{:?}", line);
             }
         }
     }

@@ -1,0 +1,1206 @@
+//! Attacks on jobdock's promises (SECURITY.md), against the real dockerd of scripts/testbed.sh:
+//! hostile images; a non-root user driving a setuid-root copy of jobdock to read what they could
+//! not, gain a capability, reach the docker socket, or see and stop another user's job; mounts
+//! outside the allowed roots; and the symlink swap on a mount source between jobdock's check and
+//! the container's start. Each test asserts that the attack gains nothing.
+//!
+//! Without the test bed these tests fail when CI=true and skip loudly otherwise. Every job gets a
+//! unique LSB_JOBID, and every container of a test's jobs is removed when the test ends.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+mod util;
+use util::require;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
+const BUSYBOX: &str = "jobdock-test/busybox";
+const HOSTILE: &str = "jobdock-test/hostile";
+const HOSTILE_WORKDIR: &str = "jobdock-test/hostile-workdir";
+const HOSTILE_ENTRYPOINT: &str = "jobdock-test/hostile-entrypoint";
+const ALICE: (&str, u32, &str) = ("jdalice", 2001, "/home/jdalice");
+const BOB: (&str, u32, &str) = ("jdbob", 2002, "/home/jdbob");
+/// CHOWN(0) KILL(5) SETPCAP(8) IPC_LOCK(14) SYS_NICE(23): the default allowlist.
+const ALLOWED_CAPS: &str = "0000000000804121";
+const NO_CAPS: &str = "0000000000000000";
+
+// ----------------------------------------------------------------------------------- helpers --
+
+fn bed_is_up() -> bool {
+    if !require(
+        "root (the tests switch users and make setuid copies)",
+        is_root(),
+    ) {
+        return false;
+    }
+    let daemon = docker(&["version", "--format", "{{.Server.Version}}"])
+        .status
+        .success();
+    if !require("a dockerd answering on /var/run/docker.sock", daemon) {
+        return false;
+    }
+    let users = [ALICE.0, BOB.0]
+        .iter()
+        .all(|u| nix::unistd::User::from_name(u).ok().flatten().is_some());
+    if !require("the test users jdalice and jdbob", users) {
+        return false;
+    }
+    for image in [BUSYBOX, HOSTILE, HOSTILE_WORKDIR, HOSTILE_ENTRYPOINT] {
+        let present = docker(&["image", "inspect", image]).status.success();
+        if !require(&format!("the image {image}"), present) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Containers (any state) labelled with job `id`.
+fn containers_of(id: &str) -> Vec<String> {
+    let filter = format!("label=jobdock.job={id}");
+    let out = docker(&["ps", "-aq", "--filter", &filter]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fresh job id, unique across this binary's runs.
+fn job_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "9{}{:04}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes every container of the jobs it handed out ids for, when the test ends.
+#[derive(Default)]
+struct Jobs(RefCell<Vec<String>>);
+
+impl Jobs {
+    fn id(&self) -> String {
+        let id = job_id();
+        self.0.borrow_mut().push(id.clone());
+        id
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for id in self.0.borrow().iter() {
+            let ids = containers_of(id);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
+}
+
+/// One jobdock process with a cleared environment, reported in full when an expectation fails.
+#[derive(Clone)]
+struct Job {
+    program: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// Run as this user (real and effective ids, the user's groups), else as root.
+    user: Option<(&'static str, u32)>,
+    cwd: PathBuf,
+    /// Start jobdock in a directory that no longer exists (`getcwd` fails).
+    cwd_gone: bool,
+    id: String,
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    shown: String,
+}
+
+impl Job {
+    fn new(program: &Path, args: &[&str], id: String) -> Job {
+        let mut env = BTreeMap::new();
+        env.insert("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert("LSB_JOBID".into(), id.clone());
+        Job {
+            program: program.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env,
+            user: None,
+            cwd: "/".into(),
+            cwd_gone: false,
+            id,
+        }
+    }
+
+    fn env(mut self, k: &str, v: &str) -> Job {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    fn cwd(mut self, dir: impl AsRef<Path>) -> Job {
+        self.cwd = dir.as_ref().to_path_buf();
+        self
+    }
+
+    fn shown(&self) -> String {
+        format!(
+            "command: {} {}\nenv: {:?}\nuser: {:?}  cwd: {}{}",
+            self.program.display(),
+            shell_words::join(&self.args),
+            self.env,
+            self.user,
+            self.cwd.display(),
+            if self.cwd_gone { " (removed)" } else { "" }
+        )
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let user = self.user;
+        let gone = self.cwd_gone.then(|| self.cwd.clone());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some(dir) = &gone {
+                    std::fs::remove_dir(dir)?;
+                }
+                if let Some((name, uid)) = user {
+                    let name = std::ffi::CString::new(name).unwrap();
+                    let gid = nix::unistd::Gid::from_raw(uid);
+                    nix::unistd::initgroups(&name, gid)?;
+                    nix::unistd::setresgid(gid, gid, gid)?;
+                    let uid = nix::unistd::Uid::from_raw(uid);
+                    nix::unistd::setresuid(uid, uid, uid)?;
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
+    fn spawn(&self) -> Child {
+        self.command().spawn().expect("jobdock starts")
+    }
+
+    fn output(&self) -> Out {
+        let out = self.spawn().wait_with_output().unwrap();
+        Out::from(out, self.shown())
+    }
+}
+
+impl Out {
+    fn from(out: std::process::Output, shown: String) -> Out {
+        Out {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            shown,
+        }
+    }
+
+    #[track_caller]
+    fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\n{}\nexit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.shown, self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn code(&self, want: i32) -> &Out {
+        if self.code != Some(want) {
+            self.fail(&format!("expected exit code {want}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    fn stderr_has(&self, want: &str) -> &Out {
+        if !self.stderr.contains(want) {
+            self.fail(&format!("stderr lacks {want:?}"));
+        }
+        self
+    }
+
+    /// The value of `key=value` (the hostile images' escalate program) or `Key:\tvalue`
+    /// (`/proc/self/status`) in the output.
+    #[track_caller]
+    fn value(&self, key: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix(':')))
+            })
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| self.fail(&format!("no {key} in the output")))
+    }
+
+    #[track_caller]
+    fn never_shows(&self, secret: &str) -> &Out {
+        if self.stdout.contains(secret) || self.stderr.contains(secret) {
+            self.fail(&format!("the secret {secret:?} got out"));
+        }
+        self
+    }
+}
+
+/// A site config in a root-owned temp dir (where jobdock trusts it), its own state directory, the
+/// jobs' containers removed at the end. Jobs run as root for a user (`--user`), as a scheduler's
+/// prolog or execution driver would.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    jobs: Jobs,
+}
+
+impl Site {
+    fn new(extra: &str) -> Site {
+        let dir = util::trusted_tempdir();
+        let config = dir.path().join("wrapper.toml");
+        let text = format!(
+            "[engine]\nstate_dir = \"{}\"\nconnect_timeout_secs = 5\ngrace_period_secs = 3\n\
+             [network]\ndefault = \"none\"\n{extra}\n",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Site {
+            dir,
+            config,
+            jobs: Jobs::default(),
+        }
+    }
+
+    fn run(&self, user: (&'static str, u32, &'static str), image: &str, command: &[&str]) -> Job {
+        let config = self.config.display().to_string();
+        let mut args = vec![
+            "run", "--config", &config, "--user", user.0, "--image", image, "--",
+        ];
+        args.extend(command);
+        Job::new(Path::new(BIN), &args, self.jobs.id()).cwd(user.2)
+    }
+}
+
+/// jobdock installed setuid root, as a site lets users run it (LSF's job starter runs as the user):
+/// a user is always their real uid, and the site config is the default one.
+struct Setuid {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    jobs: Jobs,
+}
+
+impl Setuid {
+    fn new() -> Setuid {
+        let dir = util::trusted_tempdir();
+        let path = dir.path().join("jobdock");
+        std::fs::copy(BIN, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        Setuid {
+            _dir: dir,
+            path,
+            jobs: Jobs::default(),
+        }
+    }
+
+    /// `jobdock <args>` as `user`, from their home directory.
+    fn by(&self, user: (&'static str, u32, &'static str), args: &[&str]) -> Job {
+        let mut job = Job::new(&self.path, args, self.jobs.id()).cwd(user.2);
+        job.user = Some((user.0, user.1));
+        job.env.insert("HOME".into(), user.2.into());
+        job
+    }
+
+    /// `jobdock run --image <image> -- <command>` as `user`.
+    fn run(&self, user: (&'static str, u32, &'static str), image: &str, command: &[&str]) -> Job {
+        let mut args = vec!["run", "--image", image, "--"];
+        args.extend(command);
+        self.by(user, &args)
+    }
+}
+
+/// A file only `owner` may read (mode 0600), holding a fresh secret; removed on drop.
+struct Secret {
+    path: PathBuf,
+    text: String,
+}
+
+impl Secret {
+    fn new(path: PathBuf, owner: u32) -> Secret {
+        let text = format!("secret-{}-{}", std::process::id(), job_id());
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+        Secret { path, text }
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn host_groups(user: &str) -> String {
+    let out = Command::new("id").args(["-G", user]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+// ------------------------------------------------------------------------ hostile images --
+
+/// The image's /etc/group names a group "3001" (jdalice's first group) with gid 0. dockerd would
+/// resolve jdalice's GroupAdd entry 3001 in it and give her root's group: refused before start.
+#[test]
+fn an_image_group_named_like_the_users_gid_is_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let job = site.run(ALICE, HOSTILE, &["id"]);
+    job.output()
+        .code(64)
+        .stderr_has("its /etc/group has a group named \"3001\" with gid 0")
+        .never_shows("uid=");
+    assert!(containers_of(&job.id).is_empty(), "a container was left");
+}
+
+/// For jdbob (whose gids the image does not name), the image's passwd and group claim his name,
+/// uid and membership as root's: he still gets exactly his host identity.
+#[test]
+fn an_image_passwd_and_group_claiming_root_grant_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let out = site
+        .run(
+            BOB,
+            HOSTILE,
+            &[
+                "sh",
+                "-c",
+                "id -u; id -g; id -G; cat /etc/passwd /proc/self/status",
+            ],
+        )
+        .output();
+    out.code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    if lines.len() < 3 || lines[..3] != ["2002", "2002", host_groups(BOB.0).as_str()] {
+        out.fail(&format!(
+            "expected uid 2002, gid 2002 and the host's groups {}",
+            host_groups(BOB.0)
+        ));
+    }
+    if out.stdout.contains("claims root") || out.stdout.contains("2001:x:0:0") {
+        out.fail("the image's /etc/passwd is visible");
+    }
+    if out.value("Uid") != "2002\t2002\t2002\t2002" || out.value("Gid") != "2002\t2002\t2002\t2002"
+    {
+        out.fail("the kernel's ids are not jdbob's");
+    }
+    let groups = out.value("Groups");
+    if groups.split_whitespace().any(|g| g == "0" || g == "6") {
+        out.fail("the job got root's or disk's group");
+    }
+}
+
+#[test]
+fn a_setuid_root_program_in_the_image_stays_the_user() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let out = site.run(BOB, HOSTILE, &["/bin/suid-escalate"]).output();
+    out.code(0);
+    for key in [
+        "start.euid",
+        "start.suid",
+        "end.ruid",
+        "end.euid",
+        "end.suid",
+    ] {
+        if out.value(key) != "2002" {
+            out.fail(&format!("{key} is not 2002: the setuid bit took effect"));
+        }
+    }
+    if out.value("start.egid") != "2002" {
+        out.fail("the setgid bit took effect");
+    }
+    for key in ["setuid0", "setgid0", "setgroups0"] {
+        if out.value(key) != "Operation not permitted" {
+            out.fail(&format!("{key} did not fail"));
+        }
+    }
+    for key in ["start.CapEff", "start.CapPrm", "end.CapEff"] {
+        if out.value(key) != NO_CAPS {
+            out.fail(&format!("{key} is not empty"));
+        }
+    }
+    assert_eq!(out.value("start.NoNewPrivs"), "1");
+}
+
+/// cap-escalate has CHOWN and KILL as file capabilities (both in the bounding set: only
+/// no-new-privileges stops them); cap-setuid has SETUID and SETGID (outside it: not executable).
+#[test]
+fn file_capabilities_in_the_image_grant_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let out = site.run(BOB, HOSTILE, &["/bin/cap-escalate"]).output();
+    out.code(0);
+    for key in [
+        "start.CapEff",
+        "start.CapPrm",
+        "start.CapInh",
+        "start.CapAmb",
+        "end.CapEff",
+    ] {
+        if out.value(key) != NO_CAPS {
+            out.fail(&format!(
+                "{key} is not empty: the file capabilities took effect"
+            ));
+        }
+    }
+    assert_eq!(out.value("start.CapBnd"), ALLOWED_CAPS);
+    let out = site
+        .run(BOB, HOSTILE, &["sh", "-c", "/bin/cap-setuid; echo rc=$?"])
+        .output();
+    out.code(0);
+    if !out.stdout.contains("rc=126") || out.stdout.contains("start.euid") {
+        out.fail("a program with capabilities outside the bounding set must not run");
+    }
+}
+
+/// /kmsg in the image is the host's /dev/kmsg (c 1:11), mode 0666: the device cgroup refuses it.
+#[test]
+fn device_nodes_in_the_image_cannot_be_opened() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let out = site
+        .run(
+            BOB,
+            HOSTILE,
+            &[
+                "sh",
+                "-c",
+                "head -c 1 /kmsg; echo rc=$?; echo x > /kmsg; echo rc=$?",
+            ],
+        )
+        .output();
+    out.code(0);
+    if out.stdout != "rc=1\nrc=1\n" || out.stderr.matches("Operation not permitted").count() != 2 {
+        out.fail("the image's device node could be opened");
+    }
+}
+
+/// `WORKDIR /proc/self/fd/7` (runc CVE-2024-21626) applies only when jobdock sets no working
+/// directory (it could not tell the job's): refused before start. Otherwise jobdock's wins.
+#[test]
+fn an_image_workdir_in_proc_is_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let gone = site.dir.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let mut job = site.run(BOB, HOSTILE_WORKDIR, &["pwd"]).cwd(&gone);
+    job.cwd_gone = true;
+    job.output()
+        .code(64)
+        .stderr_has("its WORKDIR /proc/self/fd/7 is under /proc");
+    assert!(containers_of(&job.id).is_empty());
+
+    let out = site.run(BOB, HOSTILE_WORKDIR, &["pwd"]).output();
+    out.code(0);
+    assert_eq!(out.stdout, format!("{}\n", BOB.2), "{}", out.shown);
+}
+
+/// The image's entrypoint is the setuid-root program: in raw mode it runs (as the user, gaining
+/// nothing); otherwise jobdock replaces it with the job's command.
+#[test]
+fn an_entrypoint_that_tries_to_become_root_gets_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let raw = site
+        .run(BOB, HOSTILE_ENTRYPOINT, &["LSB_DOCKER_PLACE_HOLDER"])
+        .env("LSB_DOCKER_RUN_RAW_ARGS", "1")
+        .output();
+    raw.code(0);
+    assert_eq!(raw.value("end.euid"), "2002", "{}", raw.shown);
+    assert_eq!(raw.value("setuid0"), "Operation not permitted");
+    assert_eq!(raw.value("end.CapEff"), NO_CAPS);
+    // Its /etc/shadow argument is the image's (it has none), never the host's.
+    assert_eq!(
+        raw.value("read /etc/shadow"),
+        "No such file or directory",
+        "{}",
+        raw.stdout
+    );
+
+    let plain = site.run(BOB, HOSTILE_ENTRYPOINT, &["id", "-u"]).output();
+    plain.code(0);
+    assert_eq!(plain.stdout, "2002\n", "{}", plain.shown);
+}
+
+// --------------------------------------------------------- a user through setuid jobdock --
+
+/// Through every input that names a host file (env files, host files, the working directory,
+/// volumes, symlinks to them, the config), jdalice reads nothing she could not read herself:
+/// /etc/shadow, jdbob's 0600 file in his 0700 home, a 0644 file in a 0755 directory under that
+/// home (a bind mount would skip the home's search permission), a root-owned 0600 file.
+#[test]
+fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let root_dir = util::trusted_tempdir();
+    let root_secret = Secret::new(root_dir.path().join("root-secret"), 0);
+    let bob_secret = Secret::new(Path::new(BOB.2).join("jobdock-secret"), BOB.1);
+    let bob_pub = Path::new(BOB.2).join("jobdock-public");
+    std::fs::create_dir_all(&bob_pub).unwrap();
+    std::os::unix::fs::chown(&bob_pub, Some(BOB.1), Some(BOB.1)).unwrap();
+    std::fs::set_permissions(&bob_pub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bob_public = Secret::new(bob_pub.join("readable"), BOB.1);
+    std::fs::set_permissions(&bob_public.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shadow_root = std::fs::read_to_string("/etc/shadow")
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Links in her own home to each target.
+    let links = tempfile::Builder::new()
+        .prefix("jobdock-links")
+        .tempdir_in(ALICE.2)
+        .unwrap();
+    std::os::unix::fs::chown(links.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let targets = [
+        ("shadow", PathBuf::from("/etc/shadow")),
+        ("bob", bob_secret.path.clone()),
+        ("bobpub", bob_public.path.clone()),
+        ("root", root_secret.path.clone()),
+    ];
+    for (name, target) in &targets {
+        std::os::unix::fs::symlink(target, links.path().join(name)).unwrap();
+        std::os::unix::fs::symlink(
+            target.parent().unwrap(),
+            links.path().join(format!("{name}-dir")),
+        )
+        .unwrap();
+    }
+
+    let mut attempts = 0;
+    for (name, target) in &targets {
+        let file = target.display().to_string();
+        let dir = target.parent().unwrap().display().to_string();
+        let link = links.path().join(name).display().to_string();
+        let link_dir = links
+            .path()
+            .join(format!("{name}-dir"))
+            .display()
+            .to_string();
+        let cases: Vec<(&str, Job)> = vec![
+            (
+                "env file",
+                setuid
+                    .run(ALICE, BUSYBOX, &["env"])
+                    .env("LSB_DOCKER_ENV_FILE", &file),
+            ),
+            (
+                "env file via a symlink",
+                setuid
+                    .run(ALICE, BUSYBOX, &["env"])
+                    .env("LSB_DOCKER_ENV_FILE", &link),
+            ),
+            (
+                "add-host file",
+                setuid
+                    .run(ALICE, BUSYBOX, &["cat", "/etc/hosts"])
+                    .env("LSF_DOCKER_ADD_HOST_FILE", &file),
+            ),
+            (
+                "add-host file via a symlink",
+                setuid
+                    .run(ALICE, BUSYBOX, &["cat", "/etc/hosts"])
+                    .env("LSB_DOCKER_ADD_HOST_FILE", &link),
+            ),
+            (
+                "volume",
+                setuid
+                    .run(ALICE, BUSYBOX, &["sh", "-c", "cat /x/*"])
+                    .env("LSB_DOCKER_VOLUMES", &format!("{dir}:/x")),
+            ),
+            (
+                "volume via a symlink",
+                setuid
+                    .run(ALICE, BUSYBOX, &["sh", "-c", "cat /x/*"])
+                    .env("LSB_DOCKER_VOLUMES", &format!("{link_dir}:/x")),
+            ),
+            (
+                "working directory",
+                setuid
+                    .run(ALICE, BUSYBOX, &["sh", "-c", "cat ./*"])
+                    .cwd(&dir),
+            ),
+            (
+                "working directory via a symlink",
+                setuid
+                    .run(ALICE, BUSYBOX, &["sh", "-c", "cat ./*"])
+                    .cwd(&link_dir),
+            ),
+            (
+                "LSB_DOCKER_WORKDIR",
+                setuid
+                    .run(ALICE, BUSYBOX, &["sh", "-c", "cat ./*"])
+                    .env("LSB_DOCKER_WORKDIR", &dir),
+            ),
+            (
+                "config",
+                setuid.by(
+                    ALICE,
+                    &["plan", "--config", &file, "--image", BUSYBOX, "--", "id"],
+                ),
+            ),
+            (
+                "JOBDOCK_CONFIG",
+                setuid
+                    .run(ALICE, BUSYBOX, &["cat", &file])
+                    .env("JOBDOCK_CONFIG", &file),
+            ),
+        ];
+        for (how, job) in cases {
+            attempts += 1;
+            let out = job.output();
+            out.never_shows(&root_secret.text)
+                .never_shows(&bob_secret.text)
+                .never_shows(&bob_public.text)
+                .never_shows(&shadow_root);
+            // Refused, or (the image's own /etc/hosts, an LSB_DOCKER_WORKDIR that is a directory
+            // of the image's) ran without the file.
+            if out.code == Some(0) && !matches!(how, "LSB_DOCKER_WORKDIR" | "JOBDOCK_CONFIG") {
+                out.fail(&format!("{name} by {how}: accepted"));
+            }
+        }
+    }
+    assert_eq!(attempts, 44);
+}
+
+/// Whatever jdalice asks of a setuid-root jobdock, her job has no capability, no-new-privileges,
+/// her own ids, and the bounding set of the allowlist.
+#[test]
+fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let out = setuid
+        .run(ALICE, BUSYBOX, &["cat", "/proc/self/status"])
+        .env("SUDO_UID", "0")
+        .env("SLURM_JOB_UID", "0")
+        .env("USER", "root")
+        .output();
+    out.code(0);
+    for key in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        if out.value(key) != NO_CAPS {
+            out.fail(&format!("{key} is not empty"));
+        }
+    }
+    assert_eq!(out.value("CapBnd"), ALLOWED_CAPS, "{}", out.stdout);
+    assert_eq!(out.value("NoNewPrivs"), "1");
+    assert_eq!(out.value("Uid"), "2001\t2001\t2001\t2001");
+
+    for claim in ["root", "0", BOB.0] {
+        let mut job = setuid.run(ALICE, BUSYBOX, &["id"]);
+        job.args
+            .splice(1..1, ["--user".to_string(), claim.to_string()]);
+        job.output()
+            .code(64)
+            .stderr_has("only root may run a job as another user");
+    }
+    let site = Site::new("[security]\ncap_add = [\"CHOWN\"]\n");
+    let config = site.config.display().to_string();
+    setuid
+        .by(
+            ALICE,
+            &["run", "--config", &config, "--image", BUSYBOX, "--", "id"],
+        )
+        .output()
+        .code(64)
+        .stderr_has("only root may choose the site config");
+    for (var, value) in [
+        ("LSB_DOCKER_IPC", "container:x"),
+        ("LSB_DOCKER_NETWORK", "container:x"),
+    ] {
+        setuid
+            .run(ALICE, BUSYBOX, &["id"])
+            .env(var, value)
+            .output()
+            .code(64)
+            .stderr_has("never allowed");
+    }
+}
+
+/// No path to dockerd or containerd from inside a job: no socket is there to find, none can be
+/// mounted, and the job is not in the docker group.
+#[test]
+fn the_docker_socket_is_out_of_reach() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let out = setuid
+        .run(
+            ALICE,
+            BUSYBOX,
+            &[
+                "sh",
+                "-c",
+                "find / \\( -path /proc -o -path /sys \\) -prune -o -type s -print 2>/dev/null; \
+                 for s in /var/run/docker.sock /run/docker.sock /run/containerd/containerd.sock \
+                 /var/run/docker/containerd/containerd.sock; do test -e $s && echo FOUND $s; done; \
+                 id -G",
+            ],
+        )
+        .output();
+    out.code(0);
+    if out.stdout.trim() != host_groups(ALICE.0) {
+        out.fail("a socket is visible, or the groups are not exactly the user's");
+    }
+    let docker_gid = nix::unistd::Group::from_name("docker")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw().to_string());
+    if let Some(gid) = docker_gid {
+        assert!(!out.stdout.split_whitespace().any(|g| g == gid));
+    }
+    for volume in [
+        "/var/run/docker.sock:/s",
+        "/run/docker.sock:/s",
+        "/var/run:/r",
+        "/run:/r",
+        "/run/containerd:/c",
+        "/var/lib/docker:/d",
+    ] {
+        let out = setuid
+            .run(ALICE, BUSYBOX, &["ls", "-l", "/s", "/r", "/c", "/d"])
+            .env("LSB_DOCKER_VOLUMES", volume)
+            .output();
+        out.code(64).stderr_has("LSB_DOCKER_VOLUMES");
+    }
+}
+
+/// jdbob's job runs. jdalice's job cannot see its processes, signal them, join its namespaces, or
+/// remove it; afterwards it still runs.
+#[test]
+fn one_users_job_cannot_see_signal_or_remove_anothers() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let bob = setuid.run(BOB, BUSYBOX, &["sleep", "4217"]);
+    let mut bob_child = bob.spawn();
+    wait_until("jdbob's job to run", Duration::from_secs(30), || {
+        containers_of(&bob.id).iter().any(|c| {
+            let out = docker(&["inspect", "-f", "{{.State.Running}}", c]);
+            String::from_utf8_lossy(&out.stdout).trim() == "true"
+        })
+    });
+    let container = containers_of(&bob.id)[0].clone();
+    let host_pid =
+        String::from_utf8(docker(&["inspect", "-f", "{{.State.Pid}}", &container]).stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+    let running = || {
+        let out = docker(&["inspect", "-f", "{{.State.Running}}", &container]);
+        String::from_utf8_lossy(&out.stdout).trim() == "true"
+    };
+
+    let seen = setuid
+        .run(
+            ALICE,
+            BUSYBOX,
+            &[
+                "sh",
+                "-c",
+                &format!("ps -o user,pid,args; kill -9 {host_pid}; echo kill=$?"),
+            ],
+        )
+        .output();
+    if seen.stdout.contains("4217") || seen.stdout.contains("jdbob") {
+        seen.fail("jdalice's job sees jdbob's");
+    }
+    if !seen.stdout.contains("kill=1") {
+        seen.fail("kill of jdbob's job's host pid did not fail");
+    }
+    assert!(running(), "jdbob's job was stopped");
+
+    for (var, value) in [
+        ("LSB_DOCKER_IPC", format!("container:{container}")),
+        ("LSB_DOCKER_NETWORK", format!("container:{container}")),
+        ("LSB_DOCKER_CGROUP", format!("/docker/{container}")),
+    ] {
+        setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env(var, &value)
+            .output()
+            .code(64)
+            .stderr_has(var);
+    }
+    setuid
+        .by(ALICE, &["cleanup", "--job", &bob.id])
+        .output()
+        .code(64)
+        .stderr_has("not yours to remove");
+    assert!(running(), "jdbob's job was stopped");
+
+    // jdbob's own jobdock still forwards his TERM.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bob_child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = bob_child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+}
+
+/// Volumes only from under mounts.allowed_roots, checked as the user, whatever the spelling.
+#[test]
+fn volumes_outside_the_allowed_roots_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    // Through the setuid jobdock (with whatever config is installed), sensitive paths never.
+    let setuid = Setuid::new();
+    for volume in [
+        "/etc:/x",
+        "/:/x",
+        "/root:/x",
+        "/proc/1/root:/x",
+        "/dev:/x",
+        "/boot:/x",
+    ] {
+        setuid
+            .run(ALICE, BUSYBOX, &["ls", "/x"])
+            .env("LSB_DOCKER_VOLUMES", volume)
+            .output()
+            .code(64)
+            .stderr_has("LSB_DOCKER_VOLUMES");
+    }
+
+    let site = Site::new("");
+    let roots = site.dir.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    let mine = roots.join("alice");
+    std::fs::create_dir(&mine).unwrap();
+    std::os::unix::fs::chown(&mine, Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let bob_pub = Path::new(BOB.2).join("jobdock-public-vol");
+    std::fs::create_dir_all(&bob_pub).unwrap();
+    std::fs::set_permissions(&bob_pub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let vault = roots.join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(vault.join("open")).unwrap();
+    std::fs::set_permissions(vault.join("open"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (link, target) in [
+        ("etc", "/etc"),
+        ("bob", bob_pub.to_str().unwrap()),
+        ("sock", "/var/run/docker.sock"),
+        ("up", ".."),
+    ] {
+        std::os::unix::fs::symlink(target, mine.join(link)).unwrap();
+    }
+    let config = format!(
+        "[engine]\nstate_dir = \"{}\"\n[network]\ndefault = \"none\"\n[mounts]\nallowed_roots = [\"{}\"]\n",
+        site.dir.path().join("state").display(),
+        roots.display()
+    );
+    std::fs::write(&site.config, config).unwrap();
+    let m = mine.display().to_string();
+    let r = roots.display().to_string();
+    let cases = [
+        (format!("{m}:/data"), ""),
+        ("/etc:/x".to_string(), "which jobs may never see"),
+        (format!("{m}/etc:/x"), "outside the allowed roots"),
+        // jdbob's 0755 directory, in his 0700 home: she cannot reach it.
+        (format!("{m}/bob:/x"), "Permission denied"),
+        (format!("{m}/sock:/x"), "not a directory"),
+        (format!("{m}/up/..:/x"), "\"..\""),
+        (format!("{m}/../../..:/x"), "\"..\""),
+        (format!("{r}/vault/open:/x"), "Permission denied"),
+        (format!("{m}:/etc/passwd"), "synthesized by jobdock"),
+        (format!("{m}:/proc/sys"), "runtime owns"),
+        (format!("{m}:/x:Z"), "only ro or rw"),
+        (format!("{m}:/x:rshared"), "only ro or rw"),
+        ("alice:/x".to_string(), "named volumes"),
+        (format!("{m}/../alice:/x"), "\"..\""),
+    ];
+    for (volume, want) in cases {
+        let job = site
+            .run(ALICE, BUSYBOX, &["ls", "/data"])
+            .env("LSB_DOCKER_VOLUMES", &volume);
+        let out = job.output();
+        if want.is_empty() {
+            out.code(0);
+        } else {
+            out.code(64)
+                .stderr_has("LSB_DOCKER_VOLUMES")
+                .stderr_has(want);
+            assert!(
+                containers_of(&job.id).is_empty(),
+                "{volume}: container made"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&bob_pub);
+}
+
+// ------------------------------------------------------------ the mount-source swap race --
+
+/// A directory under an allowed root, owned by the user, for the swap tests; and a directory the
+/// user cannot reach (in a 0700 root-owned one) with a secret in it.
+struct Swap {
+    site: Site,
+    data: PathBuf,
+    secret: PathBuf,
+    text: String,
+}
+
+impl Swap {
+    fn new() -> Swap {
+        let site = Site::new("");
+        let roots = site.dir.path().join("roots");
+        std::fs::create_dir(&roots).unwrap();
+        std::os::unix::fs::chown(&roots, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        let data = roots.join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("mine"), "mine\n").unwrap();
+        std::os::unix::fs::chown(&data, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        let vault = site.dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let secret = vault.join("open");
+        std::fs::create_dir(&secret).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!("vault-{}", job_id());
+        std::fs::write(secret.join("SECRET"), format!("{text}\n")).unwrap();
+        let config = format!(
+            "[engine]\nstate_dir = \"{}\"\nconnect_timeout_secs = 10\n[network]\ndefault = \"none\"\n\
+             [mounts]\nallowed_roots = [\"{}\"]\n",
+            site.dir.path().join("state").display(),
+            roots.display()
+        );
+        std::fs::write(&site.config, config).unwrap();
+        Swap {
+            site,
+            data,
+            secret,
+            text,
+        }
+    }
+}
+
+/// Between jobdock's check (as the user) and the container's start, the checked directory is
+/// replaced by a symlink to /etc. jobdock must not start the container, remove it, and say why.
+/// A debug-build delay (JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS) holds jobdock after create so the swap
+/// lands in that window every time.
+#[test]
+fn a_mount_source_swapped_for_a_symlink_after_the_check_is_never_mounted() {
+    if !bed_is_up() {
+        return;
+    }
+    let swap = Swap::new();
+    let job = swap
+        .site
+        .run(
+            ALICE,
+            BUSYBOX,
+            &["sh", "-c", "cat /data/hostname /data/mine"],
+        )
+        .env(
+            "LSB_DOCKER_VOLUMES",
+            &format!("{}:/data", swap.data.display()),
+        )
+        .env("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS", "3000");
+    let child = job.spawn();
+    wait_until(
+        "the container to be created",
+        Duration::from_secs(30),
+        || !containers_of(&job.id).is_empty(),
+    );
+    let moved = swap.data.with_file_name("data.real");
+    std::fs::rename(&swap.data, &moved).unwrap();
+    std::os::unix::fs::symlink("/etc", &swap.data).unwrap();
+    let out = Out::from(child.wait_with_output().unwrap(), job.shown());
+    out.code(64)
+        .stderr_has(&format!("mount source {}:", swap.data.display()))
+        .stderr_has("was it replaced, or a symlink swapped in?")
+        .never_shows("mine");
+    if !out.stdout.is_empty() {
+        out.fail("the job ran");
+    }
+    assert!(containers_of(&job.id).is_empty(), "the container was left");
+
+    // Swapped before the check: refused by the plan, nothing created.
+    let early = swap
+        .site
+        .run(ALICE, BUSYBOX, &["cat", "/data/hostname"])
+        .env(
+            "LSB_DOCKER_VOLUMES",
+            &format!("{}:/data", swap.data.display()),
+        );
+    early
+        .output()
+        .code(64)
+        .stderr_has("outside the allowed roots");
+    assert!(containers_of(&early.id).is_empty());
+}
+
+/// The race for real: a thread swaps the checked directory and a symlink to a directory the user
+/// cannot reach, as fast as it can (RENAME_EXCHANGE), while jobs that mount it run. No job may
+/// ever see the secret there, on its output or through a file it writes to its home; each ends
+/// refused, stopped, or having run on the user's own directory. JOBDOCK_RACE_ATTEMPTS sets the
+/// number of jobs (default 200).
+#[test]
+fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
+    if !bed_is_up() {
+        return;
+    }
+    let attempts: usize = std::env::var("JOBDOCK_RACE_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let swap = Swap::new();
+    let flip = swap.data.with_file_name("flip");
+    std::os::unix::fs::symlink(&swap.secret, &flip).unwrap();
+    let loot = tempfile::Builder::new()
+        .prefix("jobdock-race")
+        .tempdir_in(ALICE.2)
+        .unwrap();
+    std::os::unix::fs::chown(loot.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, a, b) = (stop.clone(), swap.data.clone(), flip.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &a,
+                    nix::fcntl::AT_FDCWD,
+                    &b,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+
+    let script = format!(
+        "cat /data/SECRET > {}/$LSB_JOBID 2>/dev/null; ls /data",
+        loot.path().display()
+    );
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let started = Instant::now();
+    let parallel = 4;
+    let mut done = 0;
+    while done < attempts {
+        let batch: Vec<(Job, Child)> = (0..parallel.min(attempts - done))
+            .map(|_| {
+                let job = swap.site.run(ALICE, BUSYBOX, &["sh", "-c", &script]).env(
+                    "LSB_DOCKER_VOLUMES",
+                    &format!("{}:/data", swap.data.display()),
+                );
+                let child = job.spawn();
+                (job, child)
+            })
+            .collect();
+        for (job, child) in batch {
+            let out = Out::from(child.wait_with_output().unwrap(), job.shown());
+            out.never_shows(&swap.text);
+            if out.stdout.contains("SECRET") {
+                out.fail("the job saw the directory behind the symlink");
+            }
+            let kind = match out.code {
+                Some(0) if out.stdout.contains("mine") => "ran on the user's directory",
+                Some(64) if out.stderr.contains("jobdock: LSB_DOCKER_VOLUMES=") => {
+                    "refused by the plan"
+                }
+                Some(64) if out.stderr.contains("jobdock: mount source ") => "refused before start",
+                other => out.fail(&format!("unexpected outcome {other:?}")),
+            };
+            *outcomes.entry(kind).or_default() += 1;
+            assert!(containers_of(&job.id).is_empty(), "a container was left");
+        }
+        done += parallel;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = flipper.join().unwrap();
+    for entry in std::fs::read_dir(loot.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !text.contains(&swap.text),
+            "{} holds the secret: a job had the directory behind the symlink mounted",
+            path.display()
+        );
+    }
+    let _ = std::io::stderr().write_all(
+        format!(
+            "race: {attempts} jobs in {:?} against {swaps} swaps: {outcomes:?}\n",
+            started.elapsed()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        outcomes.len() > 1,
+        "the race never hit both states: {outcomes:?}"
+    );
+}
