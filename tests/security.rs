@@ -727,6 +727,8 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
         }
     }
     assert_eq!(attempts, 44);
+    drop(bob_public);
+    let _ = std::fs::remove_dir(&bob_pub);
 }
 
 /// Whatever jdalice asks of a setuid-root jobdock, her job has no capability, no-new-privileges,
