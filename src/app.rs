@@ -100,7 +100,7 @@ pub fn main(cli: Cli) -> u8 {
     let result = privileges(&cli.command).and_then(|()| match cli.command {
         Command::CheckConfig { path } => Ok(check_config(path.as_deref())),
         Command::Plan { job, json } => prepare(&job, env, false).map(|p| {
-            print_plan(&p.plan, json);
+            print_plan(&p.plan, &p.config, json);
             0
         }),
         Command::Run(job) => prepare(&job, env, false).and_then(run),
@@ -425,7 +425,7 @@ fn load_config(flag: Option<PathBuf>, env: &Env, caller: Caller) -> Result<SiteC
     }
 }
 
-fn print_plan(plan: &ContainerPlan, json: bool) {
+fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
     if json {
         let value = serde_json::json!({
             "image": plan.image.to_string(),
@@ -436,7 +436,8 @@ fn print_plan(plan: &ContainerPlan, json: bool) {
             "group": plan.group,
             "staging": plan.staging,
             "notes": plan.notes,
-            "create": crate::engine::body::create_json(plan),
+            // Exactly what `run` sends: checked directories appear at their staging mounts.
+            "create": crate::engine::body::create_json(&engine::as_staged(plan, &config.engine.state_dir)),
         });
         println!(
             "{}",

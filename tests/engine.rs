@@ -83,7 +83,14 @@ fn containers_of(id: &str) -> Vec<String> {
 /// Containers labelled with job `id` that are running (started, not paused or exited).
 fn running_containers_of(id: &str) -> Vec<String> {
     let filter = format!("label=jobdock.job={id}");
-    let out = docker(&["ps", "-q", "--filter", &filter, "--filter", "status=running"]);
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ]);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)

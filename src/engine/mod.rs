@@ -16,6 +16,7 @@ mod daemon;
 mod docker;
 mod files;
 mod pin;
+pub use pin::as_staged;
 mod pull;
 mod run;
 mod signals;

@@ -33,6 +33,30 @@ pub struct Staged<'h> {
     mounted: Vec<PathBuf>,
 }
 
+/// Where each pinned mount source of `plan` is staged: mount index -> staging path. Pure, so
+/// `jobdock plan --json` shows the very create body dockerd will get.
+pub fn staging_paths(plan: &ContainerPlan, state_dir: &Path) -> BTreeMap<usize, PathBuf> {
+    let Some(name) = plan.staging.dir.file_name() else {
+        return BTreeMap::new();
+    };
+    let dir = state_dir.join(MOUNTS).join(name);
+    plan.mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| plan.pins.contains_key(&m.source))
+        .map(|(i, _)| (i, dir.join(format!("m{i}"))))
+        .collect()
+}
+
+/// `plan` as dockerd gets it: pinned sources replaced by their staging paths.
+pub fn as_staged(plan: &ContainerPlan, state_dir: &Path) -> ContainerPlan {
+    let mut staged = plan.clone();
+    for (i, at) in staging_paths(plan, state_dir) {
+        staged.mounts[i].source = at;
+    }
+    staged
+}
+
 /// Stages every pinned mount source of `plan` (see the module documentation).
 pub fn stage<'h>(
     plan: &ContainerPlan,
@@ -58,11 +82,12 @@ pub fn stage<'h>(
     make_dir(state_dir, &parent, &dir)?;
     staged.dir = Some(dir.clone());
     let mut pins = BTreeMap::new();
+    let paths = staging_paths(plan, state_dir);
     for (i, m) in staged.plan.mounts.iter_mut().enumerate() {
-        let Some(pin) = plan.pins.get(&m.source) else {
+        let (Some(pin), Some(at)) = (plan.pins.get(&m.source), paths.get(&i)) else {
             continue;
         };
-        let at = dir.join(format!("m{i}"));
+        let at = at.clone();
         std::fs::create_dir(&at).map_err(|e| file_error(&at, e))?;
         match host.bind_pinned(&m.source, *pin, &at) {
             Ok(()) => staged.mounted.push(at.clone()),
