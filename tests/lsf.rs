@@ -320,10 +320,14 @@ fn another_users_post_exec_cannot_remove_a_job() {
     let job = LsfJob::new("sleep 30", 0);
     let child = job.starter().spawn(true);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while job.containers().is_empty() {
+    let running = loop {
+        let running = util::running_containers_of(&job.label());
+        if !running.is_empty() {
+            break running;
+        }
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     let bob = Run::program(INSTALLED, &["cleanup"])
         .user(util::BOB.1)
         .cwd("/tmp")
@@ -331,8 +335,8 @@ fn another_users_post_exec_cannot_remove_a_job() {
         .run();
     bob.code(64).stderr_has("not yours to remove");
     assert_eq!(
-        job.containers().len(),
-        1,
+        util::running_containers_of(&job.label()),
+        running,
         "jdbob removed jdalice's container"
     );
     nix::sys::signal::kill(

@@ -70,8 +70,24 @@ pub fn unique_job_id() -> u32 {
 
 /// Containers (any state) labelled as job `job`'s, by the docker CLI.
 pub fn containers_of(job: &str) -> Vec<String> {
+    docker_ps(&["-aq", "--filter", &format!("label=jobdock.job={job}")])
+}
+
+/// Job `job`'s running containers (not the never-started one jobdock reads the image with).
+pub fn running_containers_of(job: &str) -> Vec<String> {
+    docker_ps(&[
+        "-q",
+        "--filter",
+        &format!("label=jobdock.job={job}"),
+        "--filter",
+        "status=running",
+    ])
+}
+
+fn docker_ps(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=jobdock.job={job}")])
+        .arg("ps")
+        .args(args)
         .output()
         .expect("the docker CLI runs");
     String::from_utf8_lossy(&out.stdout)
