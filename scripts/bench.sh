@@ -2,7 +2,7 @@
 # jobdock benchmark suite (BENCHMARKS.md explains every figure and target).
 #
 #   scripts/bench.sh [SECTION...]    sections: start output lines registry plan (default: all)
-#   BENCH_RUNS=N                     rounds (default 5)
+#   BENCH_RUNS=N                     rounds (default 5; start: BENCH_START_RUNS, default 4N)
 #   BENCH_OTHER=PATH                 also run another jobdock binary (variant "other") in start,
 #                                    output and lines: a before/after comparison in one run
 #
@@ -15,6 +15,7 @@
 set -euo pipefail
 
 BENCH_RUNS=${BENCH_RUNS:-5}
+START_RUNS=${BENCH_START_RUNS:-$((BENCH_RUNS * 4))}   # start is cheap and noisy: more rounds
 BENCH_DIR=/var/lib/jobdock-bench
 CONFIG=$BENCH_DIR/wrapper.toml
 STATE=$BENCH_DIR/state
@@ -40,8 +41,9 @@ MANY_GROUPS=500
 MANY_GID0=5000                      # groups jdmany001.. get gids 5001..
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-JOBDOCK=$ROOT/target/release/jobdock
-FLOOR=$ROOT/target/release/examples/engine_floor
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+JOBDOCK=$TARGET/release/jobdock
+FLOOR=$TARGET/release/examples/engine_floor
 JOB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -146,8 +148,9 @@ host() { (cd "$WORK" && "$@"); }
 fifo() {
   rm -f "$FIFO"
   mkfifo -m 0600 "$FIFO" && chown "$USER_NAME" "$FIFO"
-  RSS_FILE='' dk_run --mount "type=bind,source=$FIFO,target=/dev/jobdock/stdout" \
-    sh -c 'exec "$@" >/dev/jobdock/stdout' sh "$@" </dev/null >/dev/null &
+  (cd "$WORK" && "$DOCKER" run "${DOCKER_FLAGS[@]}" \
+    --mount "type=bind,source=$FIFO,target=/dev/jobdock/stdout" \
+    "$IMAGE" sh -c 'exec "$@" >/dev/jobdock/stdout' sh "$@" </dev/null >/dev/null) &
   cat <"$FIFO"
   wait $!
 }
@@ -229,14 +232,20 @@ want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 
 : >"$RESULTS"
 out "jobdock bench $(date -u +%FT%TZ) on $(hostname): $(nproc) cores, $(uname -r)"
-out "  dockerd $("$DOCKER" version -f '{{.Server.Version}}'), client $DOCKER $("$DOCKER" version -f '{{.Client.Version}}'), jobdock $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty'), $BENCH_RUNS rounds"
+if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+  git -C "$ROOT" diff --quiet || rev+="+dirty"
+else
+  rev=${BENCH_REV:-"? (not a git tree)"}
+fi
+out "  dockerd $("$DOCKER" version -f '{{.Server.Version}}'), client $DOCKER $("$DOCKER" version -f '{{.Client.Version}}'), jobdock $rev${BENCH_OTHER:+, other: $BENCH_OTHER}"
+out "  $BENCH_RUNS rounds ($START_RUNS for start, $((BENCH_RUNS * 4)) for plan)"
 out "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------------ start --
 if want start; then
   say "start: a \`true\` job"
   measure start.warmup "" jd_run true
-  rounds start "" "jobdock:jd_run true" "docker_run:dk_run true" "floor:floor true" \
+  BENCH_RUNS=$START_RUNS rounds start "" "jobdock:jd_run true" "docker_run:dk_run true" "floor:floor true" \
     ${OTHER:+"other:jd_other true"}
   out ""
   out "start overhead of a \`true\` job (wall seconds)"
@@ -267,12 +276,13 @@ if want lines; then
   say "lines: $LINES short lines"
   rounds lines "$WANT_LINES" "pipe:host seq $LINES" "jobdock:jd_run seq $LINES" \
     "docker_none:dk_run seq $LINES" "docker_json:dk_run_logged seq $LINES" "floor:floor seq $LINES" \
-    ${OTHER:+"other:jd_other seq $LINES"}
+    "fifo_proto:fifo seq $LINES" ${OTHER:+"other:jd_other seq $LINES"}
   out ""
   out "lines: seq $LINES (6.9 MB) on the job's stdout, checked with cksum (wall seconds)"
-  for v in pipe jobdock docker_none docker_json floor "${OTHER[@]}"; do row lines "$v"; done
+  for v in pipe jobdock docker_none docker_json floor fifo_proto "${OTHER[@]}"; do row lines "$v"; done
   target "lines: jobdock speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.jobdock)")" ">=" 5
   target "lines: jobdock speed / plain pipe (wall, start included)" "$(ratio "$(median lines.pipe)" "$(median lines.jobdock)")" ">=" 0.5
+  target "lines: FIFO prototype speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.fifo_proto)")" ">=" 5
   target "lines: jobdock runs with wrong bytes" "${BAD[lines.jobdock]:-0}" "==" 0
 fi
 
@@ -304,16 +314,17 @@ if want registry; then
     t1=$(now)
     sleep 1
     T[burst.jobdock]+=" $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')"
-    gets=$(registry_lines "$start_line" | grep -c "\"GET /v2/$REMOTE_REPO/manifests/" || true)
-    heads=$(registry_lines "$start_line" | grep -c "\"HEAD /v2/$REMOTE_REPO/manifests/" || true)
-    PULLS+=" $gets"
-    out "  burst round $((r + 1)): $BURST jobs, $fails failed, manifest GETs $gets, HEADs $heads"
+    # A pull asks for the tag's manifest (HEAD, or GET), then GETs what it lacks by digest.
+    pulls=$(registry_lines "$start_line" | grep -cE "\"(GET|HEAD) /v2/$REMOTE_REPO/manifests/latest " || true)
+    by_digest=$(registry_lines "$start_line" | grep -c "\"GET /v2/$REMOTE_REPO/manifests/sha256:" || true)
+    PULLS+=" $pulls"
+    out "  burst round $((r + 1)): $BURST jobs, $fails failed, pulls (tag manifest requests) $pulls, manifest GETs by digest $by_digest"
     ((fails == 0)) || BAD[burst.jobdock]=$((${BAD[burst.jobdock]:-0} + fails))
   done
   out "registry: $BURST jobs at once, image absent (makespan, wall seconds)"
   row burst jobdock
-  target "burst: most manifest GETs in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | tail -n1)" "==" 1
-  target "burst: fewest manifest GETs in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | head -n1)" "==" 1
+  target "burst: most pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | tail -n1)" "==" 1
+  target "burst: fewest pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | head -n1)" "==" 1
 fi
 
 # ------------------------------------------------------------------- plan --
