@@ -134,8 +134,12 @@ for ((i = 0; i < ${#DOCKER_FLAGS[@]}; i++)); do
   if [[ ${DOCKER_FLAGS[i]} == --log-driver ]]; then ((i += 1)); continue; fi
   DOCKER_FLAGS_LOGGED+=("${DOCKER_FLAGS[i]}")
 done
-# The engine floor creates the container from the same create body.
-sed -E "s#$STATE/[^/]+/#$STAGING/#g" <<<"$plan_json" >"$BENCH_DIR/plan.json"
+# The engine floor creates the container from the same create body, with the directories
+# themselves as sources where jobdock mounts them through its pinned copies in $STATE/mounts
+# (the home and working directory are mounted at their own paths).
+jq --arg pins "$STATE/mounts/" '.create.HostConfig.Mounts |= map(
+    if (.Source | startswith($pins)) then .Source = .Target else . end)' <<<"$plan_json" \
+  | sed -E "s#$STATE/[^/]+/#$STAGING/#g" >"$BENCH_DIR/plan.json"
 
 dk_run() { (cd "$WORK" && timed "$DOCKER" run "${DOCKER_FLAGS[@]}" "$IMAGE" "$@"); }
 dk_run_logged() { (cd "$WORK" && timed "$DOCKER" run "${DOCKER_FLAGS_LOGGED[@]}" "$IMAGE" "$@"); }
