@@ -20,4 +20,11 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # The integration tests must not skip in CI: their prerequisites come from the test bed above.
-CI="${CI:-true}" cargo test --all-targets --no-fail-fast
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+CI="${CI:-true}" cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo's last line is that of a target with no tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "jobdock: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
