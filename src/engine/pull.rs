@@ -4,7 +4,6 @@
 //! of times with backoff. Progress is shown on a terminal and logged sparingly otherwise.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -195,8 +194,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// What the user sees of a pull: a line redrawn in place on a terminal, otherwise a log line
-/// when the pull starts and every `LOG_EVERY`.
+/// What the user sees of a pull: on a terminal a progress bar per layer (bytes of bytes),
+/// otherwise a log line when the pull starts and every `LOG_EVERY`.
 struct Shown<'a> {
     image: &'a ImageRef,
     live: bool,
@@ -204,7 +203,9 @@ struct Shown<'a> {
     last: Instant,
     /// Per layer: (bytes done, bytes total, finished).
     layers: BTreeMap<String, (u64, u64, bool)>,
-    drawn: bool,
+    /// The terminal's bars, one per layer (live only).
+    bars: BTreeMap<String, indicatif::ProgressBar>,
+    multi: Option<indicatif::MultiProgress>,
 }
 
 impl<'a> Shown<'a> {
@@ -217,7 +218,10 @@ impl<'a> Shown<'a> {
             started: now,
             last: now,
             layers: BTreeMap::new(),
-            drawn: false,
+            bars: BTreeMap::new(),
+            multi: live.then(|| {
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+            }),
         }
     }
 
@@ -237,8 +241,25 @@ impl<'a> Shown<'a> {
                 _ => {}
             }
         }
+        // "Pulling from <repo>" and digest lines carry an id too, but are not layers.
+        let layer_status = [
+            "Pulling fs layer",
+            "Waiting",
+            "Downloading",
+            "Verifying Checksum",
+            "Download complete",
+            "Extracting",
+            "Pull complete",
+            "Already exists",
+        ];
         if self.live {
-            self.draw();
+            if let Some(layer) = p
+                .layer
+                .as_ref()
+                .filter(|_| layer_status.contains(&p.status.as_str()))
+            {
+                self.draw(layer);
+            }
         } else if self.last.elapsed() >= LOG_EVERY {
             self.last = Instant::now();
             tracing::info!("pulling {}: {}", self.image, self.summary());
@@ -259,16 +280,33 @@ impl<'a> Shown<'a> {
         )
     }
 
-    fn draw(&mut self) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[Kpulling {}: {}", self.image, self.summary());
-        let _ = err.flush();
-        self.drawn = true;
+    /// Redraws `layer`'s bar, creating it on the layer's first event.
+    fn draw(&mut self, layer: &str) {
+        let (Some(multi), Some(&(current, total, finished))) =
+            (&self.multi, self.layers.get(layer))
+        else {
+            return;
+        };
+        let bar = self.bars.entry(layer.to_string()).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let bar = multi.add(indicatif::ProgressBar::new(0).with_style(style));
+            bar.set_prefix(layer.chars().take(12).collect::<String>());
+            bar
+        });
+        bar.set_length(total);
+        bar.set_position(current);
+        if finished && !bar.is_finished() {
+            bar.finish_with_message("done");
+        }
     }
 
     fn finish(&mut self) {
-        if self.drawn {
-            let _ = writeln!(std::io::stderr());
+        for bar in self.bars.values() {
+            bar.finish();
         }
     }
 }
@@ -366,5 +404,35 @@ mod tests {
         assert_eq!(shown.summary(), "1/2 layers, 1.0 KiB of 4.0 KiB");
         shown.update(&p("a", "Pull complete", None, None));
         assert_eq!(shown.summary(), "2/2 layers, 4.0 KiB of 4.0 KiB");
+    }
+
+    #[test]
+    fn a_terminal_gets_a_bar_per_layer() {
+        let image = ImageRef::parse("x").unwrap();
+        let mut shown = Shown::new(&image, true);
+        shown.multi = Some(indicatif::MultiProgress::with_draw_target(
+            indicatif::ProgressDrawTarget::hidden(),
+        ));
+        let p = |layer: &str, status: &str, current, total| Progress {
+            layer: Some(layer.into()),
+            status: status.into(),
+            current,
+            total,
+        };
+        shown.update(&p("latest", "Pulling from lab/x", None, None));
+        shown.update(&p("aaaa", "Downloading", Some(1024), Some(4096)));
+        shown.update(&p("bbbb", "Downloading", Some(10), Some(20)));
+        assert_eq!(
+            shown.bars.keys().collect::<Vec<_>>(),
+            ["aaaa", "bbbb"],
+            "no bar for the repository line"
+        );
+        assert_eq!(
+            (shown.bars["aaaa"].position(), shown.bars["aaaa"].length()),
+            (1024, Some(4096))
+        );
+        shown.update(&p("aaaa", "Pull complete", None, None));
+        assert!(shown.bars["aaaa"].is_finished() && !shown.bars["bbbb"].is_finished());
+        assert_eq!(shown.bars["aaaa"].position(), 4096);
     }
 }
