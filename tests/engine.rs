@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod util;
-use util::require;
+use util::{containers_of, docker, require, running_containers_of, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const SOCKET: &str = "/var/run/docker.sock";
@@ -61,51 +61,6 @@ fn daemon_answers() -> bool {
     s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
         && s.read_to_string(&mut answer).is_ok()
         && answer.ends_with("OK")
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs")
-}
-
-/// Containers (any state) labelled with job `id`.
-fn containers_of(id: &str) -> Vec<String> {
-    let filter = format!("label=jobdock.job={id}");
-    let out = docker(&["ps", "-aq", "--filter", &filter]);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Containers labelled with job `id` that are running (started, not paused or exited).
-fn running_containers_of(id: &str) -> Vec<String> {
-    let filter = format!("label=jobdock.job={id}");
-    let out = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &filter,
-        "--filter",
-        "status=running",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A test's own config and state directory; removes every container of its jobs when dropped.

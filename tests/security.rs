@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod util;
-use util::require;
+use util::{containers_of, docker, require, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const BUSYBOX: &str = "jobdock-test/busybox";
@@ -64,31 +64,6 @@ fn bed_is_up() -> bool {
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs")
-}
-
-/// Containers (any state) labelled with job `id`.
-fn containers_of(id: &str) -> Vec<String> {
-    let filter = format!("label=jobdock.job={id}");
-    let out = docker(&["ps", "-aq", "--filter", &filter]);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A fresh job id, unique across this binary's runs.

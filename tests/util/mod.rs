@@ -68,6 +68,26 @@ pub fn unique_job_id() -> u32 {
     100_000_000 + u32::from_le_bytes(b) % 900_000_000
 }
 
+/// The docker CLI, for what the tests check behind jobdock's back.
+pub fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Polls `done` until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Containers (any state) labelled as job `job`'s, by the docker CLI.
 pub fn containers_of(job: &str) -> Vec<String> {
     docker_ps(&["-aq", "--filter", &format!("label=jobdock.job={job}")])
