@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
-# images and users; a one-node Slurm cluster), then format, lint and every test. The LSF and
-# Slurm tests install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh),
-# as a site would. Run as root on a Debian machine.
+# images and users; a one-node Slurm cluster), then format, lint, every test, and every fuzz
+# target for a short while. The LSF and Slurm tests install the jobdock under test setuid root in
+# /usr/local/bin (contrib/install.sh), as a site would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +24,15 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 CI="${CI:-true}" cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+
+# The fuzz targets for every parser, briefly (scripts/fuzz.sh runs them for as long as asked):
+# a crash fails the suite and leaves its input in fuzz/artifacts/.
+fuzz_seconds=${JOBDOCK_FUZZ_SECONDS:-15}
+echo "== fuzz: every target for ${fuzz_seconds}s"
+fuzz=ok
+bash scripts/fuzz.sh "$fuzz_seconds" || { status=1; fuzz=FAILED; }
+
 # One closing line for the whole run (cargo's last line is that of a target with no tests).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "jobdock: %d passed, %d failed\n", p, f }' "$log"
+awk -v fuzz="$fuzz" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "jobdock: %d passed, %d failed; fuzz %s\n", p, f, fuzz }' "$log"
 exit "$status"
