@@ -761,6 +761,34 @@ fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
     }
 }
 
+/// A setuid-root jobdock that someone besides root could replace or rewrite refuses to run: a
+/// world-writable binary, and a binary in a directory the user owns (she could swap the file for
+/// another under the same name between an admin's check and a job).
+#[test]
+fn a_setuid_jobdock_others_could_replace_refuses_to_run() {
+    if !bed_is_up() {
+        return;
+    }
+    let writable = Setuid::new();
+    std::fs::set_permissions(&writable.path, std::fs::Permissions::from_mode(0o4757)).unwrap();
+    let out = writable.run(ALICE, BUSYBOX, &["id"]).output();
+    out.code(78)
+        .stderr_has(&format!("{} is not root's alone", writable.path.display()))
+        .stderr_has("mode 4757");
+
+    let in_her_dir = Setuid::new();
+    let dir = in_her_dir.path.parent().unwrap();
+    std::os::unix::fs::chown(dir, Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let out = in_her_dir.run(ALICE, BUSYBOX, &["id"]).output();
+    out.code(78).stderr_has(&format!(
+        "{} is not root's alone (owner uid 2001",
+        dir.display()
+    ));
+    for job in [&writable, &in_her_dir] {
+        assert!(containers_of(&job.jobs.0.borrow()[0]).is_empty());
+    }
+}
+
 /// No path to dockerd or containerd from inside a job: no socket is there to find, none can be
 /// mounted, and the job is not in the docker group.
 #[test]
@@ -1081,7 +1109,7 @@ fn a_mount_source_swapped_for_a_symlink_after_the_check_is_never_mounted() {
 /// cannot reach, as fast as it can (RENAME_EXCHANGE), while jobs that mount it run. No job may
 /// ever see the secret there, on its output or through a file it writes to its home; each ends
 /// refused, stopped, or having run on the user's own directory. JOBDOCK_RACE_ATTEMPTS sets the
-/// number of jobs (default 200).
+/// number of jobs (default 2000).
 #[test]
 fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
     if !bed_is_up() {
@@ -1090,7 +1118,7 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
     let attempts: usize = std::env::var("JOBDOCK_RACE_ATTEMPTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(2000);
     let swap = Swap::new();
     let flip = swap.data.with_file_name("flip");
     std::os::unix::fs::symlink(&swap.secret, &flip).unwrap();
@@ -1180,4 +1208,156 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
         outcomes.len() > 1,
         "the race never hit both states: {outcomes:?}"
     );
+}
+
+// ----------------------------------------------------------------------- resource abuse --
+// The pids and memory limits (fork bomb, memory hog) are attacked in tests/engine.rs
+// (memory_and_pids_limits_are_in_force) and, under a Slurm job's own limit, in tests/slurm.rs.
+
+/// Free bytes on the file system that holds `path`.
+fn free_bytes(path: &str) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).unwrap();
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
+/// A job writes 2 GiB to its stdout. Every byte reaches jobdock's stdout, and dockerd keeps none
+/// of it: the container has no log driver and no log file, its directories under the docker root
+/// stay small, and the file system holding the docker root loses far less than the output.
+#[test]
+fn gigabytes_of_output_write_nothing_under_the_docker_root() {
+    use std::io::Read;
+    if !bed_is_up() {
+        return;
+    }
+    const OUTPUT: u64 = 2 << 30;
+    let root = String::from_utf8(docker(&["info", "-f", "{{.DockerRootDir}}"]).stdout).unwrap();
+    let root = root.trim().to_string();
+    let free_before = free_bytes(&root);
+    let setuid = Setuid::new();
+    let job = setuid.run(
+        ALICE,
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero bs=1048576 count=2048 2>/dev/null; sleep 4",
+        ],
+    );
+    let mut child = job.spawn();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut seen, mut nonzero) = (0u64, false);
+    while seen < OUTPUT {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the job's output ended after {seen} bytes");
+        nonzero |= buf[..n].iter().any(|&b| b != 0);
+        seen += n as u64;
+    }
+
+    // All of it delivered; the container still runs (its `sleep`): look at what dockerd kept.
+    let ids = util::running_containers_of(&job.id);
+    assert_eq!(ids.len(), 1, "expected the job's one running container");
+    let inspect = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.LogConfig.Type}}|{{.LogPath}}|{{.GraphDriver.Data.UpperDir}}|{{.Id}}",
+        &ids[0],
+    ]);
+    let inspect = String::from_utf8(inspect.stdout).unwrap();
+    let fields: Vec<&str> = inspect.trim().split('|').collect();
+    assert_eq!(
+        fields[..2],
+        ["none", ""],
+        "the container logs its output: {inspect}"
+    );
+    let du = |dir: &str| -> u64 {
+        let out = Command::new("du").args(["-sxb", dir]).output().unwrap();
+        assert!(out.status.success(), "du {dir}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let container_dir = format!("{root}/containers/{}", fields[3]);
+    for dir in [container_dir.as_str(), fields[2]] {
+        let size = du(dir);
+        assert!(
+            size < 1 << 20,
+            "{dir} holds {size} bytes after 2 GiB of output"
+        );
+    }
+    let lost = free_before.saturating_sub(free_bytes(&root));
+    assert!(
+        lost < 256 << 20,
+        "the file system of {root} lost {lost} bytes while the job wrote 2 GiB"
+    );
+
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && rest.is_empty() && !nonzero,
+        "exit {status:?}, {} bytes past 2 GiB, non-zero bytes: {nonzero}\n{stderr}",
+        rest.len()
+    );
+    assert!(containers_of(&job.id).is_empty(), "the container was left");
+}
+
+/// Env files that would exhaust jobdock's memory or hang it are refused before any container
+/// exists: a 1 GiB (sparse) file, a FIFO nobody writes to, a character device that never ends.
+#[test]
+fn huge_or_endless_env_files_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let dir = tempfile::Builder::new()
+        .prefix("jobdock-envfiles")
+        .tempdir_in(ALICE.2)
+        .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let huge = dir.path().join("huge.env");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(1 << 30).unwrap();
+    drop(file);
+    let fifo = dir.path().join("fifo.env");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    for path in [&huge, &fifo] {
+        std::os::unix::fs::chown(path, Some(ALICE.1), Some(ALICE.1)).unwrap();
+    }
+
+    for (path, why) in [
+        (huge.as_path(), "larger than 65536 bytes"),
+        (fifo.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+    ] {
+        let job = setuid
+            .run(ALICE, BUSYBOX, &["env"])
+            .env("LSB_DOCKER_ENV_FILE", path.to_str().unwrap());
+        let mut child = job.spawn();
+        // A hang is the attack: give up after a minute instead of blocking the suite.
+        let mut waited = Duration::ZERO;
+        while child.try_wait().unwrap().is_none() {
+            if waited > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!(
+                    "jobdock hung on the env file {}\n{}",
+                    path.display(),
+                    job.shown()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
+        }
+        let out = Out::from(child.wait_with_output().unwrap(), job.shown());
+        out.code(64)
+            .stderr_has("LSB_DOCKER_ENV_FILE")
+            .stderr_has(why);
+        assert!(containers_of(&job.id).is_empty(), "a container exists");
+    }
 }
