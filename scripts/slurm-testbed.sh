@@ -83,62 +83,12 @@ DOCKER_SOCK=${SLURM_TESTBED_DOCKER_SOCK:-/var/run/docker.sock}
 VERIFY_IMAGE=jobdock-test/busybox:latest
 
 # ----------------------------------------------------------------- helpers --
-for _d in /usr/sbin /sbin /usr/bin /bin; do
-  case ":$PATH:" in *":$_d:"*) ;; *) PATH=$PATH:$_d ;; esac
-done
-export PATH
+LIB_NAME=slurm-testbed
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 unset SLURM_CONF   # always the default /etc/slurm/slurm.conf, as users' commands see it
 
-APT_UPDATED=0
-CLEANUP_PATHS=()
 NODE=$(hostname -s)
-
-say() { printf 'slurm-testbed: %s\n' "$*"; }
-warn() { printf 'slurm-testbed: WARNING: %s\n' "$*" >&2; }
-die() { printf 'slurm-testbed: ERROR: %s\n' "$*" >&2; exit 1; }
-
-cleanup() {
-  local p
-  for p in "${CLEANUP_PATHS[@]}"; do rm -rf -- "$p"; done
-}
-trap cleanup EXIT
-
-tail_log() {
-  local file=$1 offset=${2:-0}
-  [[ -f $file ]] || return 0
-  printf 'slurm-testbed: --- last lines of %s ---\n' "$file" >&2
-  tail -c +"$((offset + 1))" "$file" | tail -n 25 | sed 's/^/    /' >&2
-}
-
-# run_logged LOG CMD...: CMD's output appended to LOG; on failure show the tail and die.
-run_logged() {
-  local log=$1; shift
-  printf '=== %s $ %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
-  if ! "$@" >>"$log" 2>&1; then
-    tail_log "$log"
-    die "command failed: $* (full output in $log)"
-  fi
-}
-
-file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
-
-pidfile_pid() {
-  local pid=""
-  if [[ -r $1 ]]; then read -r pid <"$1" 2>/dev/null || true; fi
-  [[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
-  return 0
-}
-
-# pid_is PID COMM: PID is a live (non-zombie) process named COMM (guards
-# against stale pid files whose pid now belongs to something else).
-pid_is() {
-  local pid=$1 comm=$2 stat name
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-  name=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [[ ${stat%% *} != [ZX] && $name == "$comm" ]]
-}
 
 # daemon_pid PIDFILE COMM: pid of the live daemon named COMM, from its pid
 # file or, if that is stale or missing, the only process of that name.
@@ -150,25 +100,6 @@ daemon_pid() {
   if pid_is "$pid" "$2"; then printf '%s' "$pid"; fi
   return 0
 }
-
-stop_pid() {
-  local pid=$1 comm=$2 what=$3 wait=$4 i
-  pid_is "$pid" "$comm" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < wait * 5; i++)); do
-    pid_is "$pid" "$comm" || return 0
-    sleep 0.2
-  done
-  warn "$what (pid $pid) ignored SIGTERM for ${wait}s, sending SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 25; i++)); do
-    pid_is "$pid" "$comm" || return 0
-    sleep 0.2
-  done
-  die "$what (pid $pid) does not die"
-}
-
-need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"; }
 
 make_dirs() { install -d -m 0755 "$LOG_DIR" "$RUN_DIR"; }
 
@@ -188,36 +119,6 @@ make_work_dir() {
 }
 
 # --------------------------------------------------------------- packages --
-pkg_installed() {
-  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
-}
-
-ensure_packages() {
-  local p missing=() made_policy=0
-  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
-  if ((${#missing[@]} == 0)); then
-    say "packages present: $* (slurm $(slurm_version))"
-    return 0
-  fi
-  say "installing packages: ${missing[*]} (log: $APT_LOG)"
-  if ((APT_UPDATED == 0)); then
-    run_logged "$APT_LOG" apt-get update
-    APT_UPDATED=1
-  fi
-  # This script starts the daemons itself; keep postinst scripts from doing it
-  # (same pattern as scripts/testbed.sh).
-  if [[ ! -e $POLICY_RC_D ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC_D"
-    chmod 0755 "$POLICY_RC_D"
-    CLEANUP_PATHS+=("$POLICY_RC_D")
-    made_policy=1
-  fi
-  run_logged "$APT_LOG" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
-  if ((made_policy)); then rm -f "$POLICY_RC_D"; fi
-  say "installed: ${missing[*]} (slurm $(slurm_version))"
-}
-
 slurm_version() {
   dpkg-query -W -f='${Version}' slurmd 2>/dev/null || echo '?'
 }
@@ -577,7 +478,7 @@ verify() {
   ensure_testbed
 
   # 1. srun as the test user, with a memory limit.
-  verify_cmd out runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp id -u
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp id -u
   [[ $out == "$VERIFY_UID" ]] || die "verify: srun id -u as $VERIFY_USER printed '$out', expected $VERIFY_UID"
   say "verify: srun -N1 -n1 --mem=$VERIFY_MEM id as $VERIFY_USER -> uid $out"
 
@@ -589,7 +490,8 @@ echo "batch ok uid=$(id -u) job=$SLURM_JOB_ID"
 grep ':memory:' /proc/self/cgroup
 EOF
   chmod 0644 "$WORK_DIR/tiny.sbatch"
-  verify_cmd out runuser -u "$VERIFY_USER" -- sbatch --wait --parsable --mem="$VERIFY_MEM" \
+  # A node that drains meanwhile (a failing epilog) would keep sbatch --wait waiting forever.
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- sbatch --wait --parsable --mem="$VERIFY_MEM" \
     --chdir=/tmp --output="/tmp/jobdock-testbed-%j.out" "$WORK_DIR/tiny.sbatch"
   job=${out%%;*}
   [[ $job =~ ^[0-9]+$ ]] || die "verify: sbatch printed '$out', not a job id"
@@ -605,7 +507,7 @@ EOF
   #    task/cgroup puts each task in a task_N child of the step, and the
   #    limit is set on job_N and step_N, not on task_N (which says unlimited).
   # shellcheck disable=SC2016  # expanded by the step's shell
-  verify_cmd out runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp \
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp \
     sh -c 'p=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup); s=${p%/task_*}
       echo "$p"; cat "/sys/fs/cgroup/memory$s/memory.limit_in_bytes"
       sed -n "s/^hierarchical_memory_limit //p" "/sys/fs/cgroup/memory$p/memory.stat"'
@@ -642,7 +544,7 @@ DOCKER_HOST=unix://$DOCKER_SOCK docker run --rm --network none --cgroup-parent "
 echo "oom_rc=\$rc"
 EOF
   chmod 0755 "$WORK_DIR/docker-step.sh"
-  verify_cmd out srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp "$WORK_DIR/docker-step.sh"
+  verify_cmd out timeout 120 srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp "$WORK_DIR/docker-step.sh"
   local vjob parent ctr ctr_limit ctr_hier oom_rc
   vjob=$(sed -n 's/^job=//p' <<<"$out")
   parent=$(sed -n 's/^parent=//p' <<<"$out")
@@ -693,6 +595,7 @@ cmd_up() {
   make_dirs
   take_lock
   ensure_packages "${SLURM_PACKAGES[@]}"
+  say "slurm $(slurm_version)"
   ensure_munge_key
   ensure_munged
   ensure_config
