@@ -249,3 +249,43 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The shipped epilog, run as slurmd runs it: on a node without jobdock it succeeds and says so
+/// (configuring it before the rollout drains nothing); when `jobdock cleanup` fails it fails, so
+/// that Slurm drains the node; without SLURM_JOB_ID it refuses.
+#[test]
+fn the_epilog_drains_only_when_cleanup_fails() {
+    let epilog = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/slurm/epilog");
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(epilog)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A job id no cgroup is named after, so the cgroup sweep finds nothing.
+    let job = ("SLURM_JOB_ID", "4000000001");
+
+    let (code, stderr) = run(&[job, ("JOBDOCK", "/nonexistent/jobdock")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/jobdock is not installed on this node"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(&[job, ("JOBDOCK", "/bin/false")]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a failed cleanup must fail the epilog: {stderr}"
+    );
+
+    let (code, stderr) = run(&[("JOBDOCK", "/bin/true")]);
+    assert_ne!(code, Some(0), "no SLURM_JOB_ID: {stderr}");
+    assert!(stderr.contains("the epilog needs SLURM_JOB_ID"), "{stderr}");
+}
