@@ -26,6 +26,48 @@ pub const ID: &str = "c0ffee";
 /// The id of a container created only to read the image's files.
 pub const INERT: &str = "1e55";
 
+/// The planner's inputs for LSF job 212 of jdalice (2001:2001, with `groups`), started by root on
+/// `node1` with `env`, and the plan built from them: the fixture of the run and verify tests.
+pub fn lsf_plan(
+    config: &crate::config::SiteConfig,
+    env: &[(&str, &str)],
+    groups: Vec<(u32, Option<String>)>,
+    ctx: crate::job::JobContext,
+    req: &crate::plan::Request,
+    probe: &dyn crate::probe::HostProbe,
+) -> ContainerPlan {
+    let snap = crate::plan::Snapshot {
+        env: crate::job::env_of(env),
+        cwd: None,
+        caller: crate::identity::Caller {
+            real_uid: 0,
+            real_gid: 0,
+        },
+        pid: 4321,
+        hostname: "node1".into(),
+        host_cpus: 2,
+        stdin_is_tty: false,
+        token: "0123456789abcdef01234567".into(),
+        cgroup: None,
+        cgroup_memory_limit: None,
+        cpus_allowed: None,
+    };
+    let ctx = crate::job::JobContext {
+        job_id: Some("212".into()),
+        scheduler: Some(crate::job::Scheduler::Lsf),
+        ..ctx
+    };
+    let id = crate::identity::Identity {
+        uid: 2001,
+        gid: 2001,
+        name: "jdalice".into(),
+        home: "/home/jdalice".into(),
+        group: Some("jdalice".into()),
+        groups,
+    };
+    crate::plan::build(req, &snap, config, &ctx, &id, probe).unwrap()
+}
+
 pub struct FakeDaemon {
     pub calls: RefCell<Vec<String>>,
     /// Calls (by name: "create", "start", ...) that fail, with the error they return.

@@ -9,51 +9,30 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{PullPolicy, SiteConfig};
 use crate::engine::Blame;
-use crate::engine::fake::{BrokenPipe, FakeDaemon, FakeHost, ID, SharedBuf, chunk_err, chunk_out};
-use crate::identity::{Caller, Identity};
+use crate::engine::fake::{
+    BrokenPipe, FakeDaemon, FakeHost, ID, SharedBuf, chunk_err, chunk_out, lsf_plan,
+};
 use crate::job::JobContext;
-use crate::plan::{Request, Snapshot};
+use crate::plan::Request;
 use crate::probe::fake::FakeProbe;
 
 fn plan(state_dir: &Path, command: &[&str]) -> ContainerPlan {
     let mut config = SiteConfig::default();
     config.engine.state_dir = state_dir.to_path_buf();
     config.mounts.home = false;
-    let snap = Snapshot {
-        env: Default::default(),
-        cwd: None,
-        caller: Caller {
-            real_uid: 0,
-            real_gid: 0,
-        },
-        pid: 4321,
-        hostname: "node1".into(),
-        host_cpus: 2,
-        stdin_is_tty: false,
-        token: "0123456789abcdef01234567".into(),
-        cgroup: None,
-        cgroup_memory_limit: None,
-        cpus_allowed: None,
-    };
-    let ctx = JobContext {
-        job_id: Some("212".into()),
-        scheduler: Some(crate::job::Scheduler::Lsf),
-        ..Default::default()
-    };
-    let id = Identity {
-        uid: 2001,
-        gid: 2001,
-        name: "jdalice".into(),
-        home: "/home/jdalice".into(),
-        group: Some("jdalice".into()),
-        groups: vec![(3001, Some("jdproj".into()))],
-    };
     let req = Request {
         image: Some("jobdock-test/busybox".into()),
         command: command.iter().map(|s| s.to_string()).collect(),
         script: None,
     };
-    crate::plan::build(&req, &snap, &config, &ctx, &id, &FakeProbe::default()).unwrap()
+    lsf_plan(
+        &config,
+        &[],
+        vec![(3001, Some("jdproj".into()))],
+        JobContext::default(),
+        &req,
+        &FakeProbe::default(),
+    )
 }
 
 /// A private temp dir standing in for the state dir (root-owned when the tests run as root).

@@ -11,14 +11,13 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{PullPolicy, SiteConfig};
 use crate::engine::daemon::ContainerFile;
-use crate::engine::fake::{FakeDaemon, FakeHost, ID, SharedBuf, chunk_out, stored};
+use crate::engine::fake::{FakeDaemon, FakeHost, ID, SharedBuf, chunk_out, lsf_plan, stored};
 use crate::engine::pull::PullSettings;
 use crate::engine::run::{Io, Settings, run};
 use crate::engine::signals::Sig;
 use crate::engine::{Blame, Outcome};
-use crate::identity::{Caller, Identity};
 use crate::job::JobContext;
-use crate::plan::{Request, Snapshot};
+use crate::plan::Request;
 use crate::probe::fake::FakeProbe;
 
 const DATA: &str = "/gpfs/lab/data";
@@ -29,36 +28,10 @@ fn plan_in(state_dir: &Path) -> ContainerPlan {
     config.engine.state_dir = state_dir.to_path_buf();
     config.mounts.allowed_roots = vec!["/gpfs".into()];
     config.devices.paths = vec!["/dev/infiniband/*".into()];
-    let snap = Snapshot {
-        env: crate::job::env_of(&[("LSB_DOCKER_VOLUMES", "/gpfs/lab/data:/data:ro")]),
-        cwd: None,
-        caller: Caller {
-            real_uid: 0,
-            real_gid: 0,
-        },
-        pid: 4321,
-        hostname: "node1".into(),
-        host_cpus: 2,
-        stdin_is_tty: false,
-        token: "0123456789abcdef01234567".into(),
-        cgroup: None,
-        cgroup_memory_limit: None,
-        cpus_allowed: None,
-    };
     let ctx = JobContext {
-        job_id: Some("212".into()),
-        scheduler: Some(crate::job::Scheduler::Lsf),
         gpus: vec!["3".into()],
         work_dir: Some("/home/jdalice".into()),
         ..Default::default()
-    };
-    let id = Identity {
-        uid: 2001,
-        gid: 2001,
-        name: "jdalice".into(),
-        home: "/home/jdalice".into(),
-        group: Some("jdalice".into()),
-        groups: vec![(3001, Some("jdproj".into())), (3002, None)],
     };
     let req = Request {
         image: Some("jobdock-test/busybox".into()),
@@ -73,7 +46,14 @@ fn plan_in(state_dir: &Path) -> ContainerPlan {
         "/dev/infiniband/*".into(),
         vec!["/dev/infiniband/uverbs0".into()],
     );
-    crate::plan::build(&req, &snap, &config, &ctx, &id, &probe).unwrap()
+    lsf_plan(
+        &config,
+        &[("LSB_DOCKER_VOLUMES", "/gpfs/lab/data:/data:ro")],
+        vec![(3001, Some("jdproj".into())), (3002, None)],
+        ctx,
+        &req,
+        &probe,
+    )
 }
 
 pub(crate) fn plan() -> ContainerPlan {
