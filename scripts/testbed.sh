@@ -128,7 +128,6 @@ pick_docker_cli() {
   die "no docker client (${DOCKER_CLIENTS[*]}) can talk to the daemon on $DOCKER_SOCK"
 }
 
-
 make_dirs() {
   install -d -m 0755 "$TESTBED_LOG_DIR" "$TESTBED_ETC_DIR" "$TESTBED_STATE_DIR" "$TESTBED_RUN_DIR"
 }
