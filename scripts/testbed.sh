@@ -601,6 +601,29 @@ ensure_users() {
   fi
 }
 
+# -------------------------------------------------------------- site config --
+# The test site is the shipped example: /etc/jobdock/wrapper.toml is wrapper.toml.example, and
+# its allowed roots /gpfs and /scratch exist with a directory per test user, as on a real site.
+# The installed (setuid) jobdock reads only this file, so the tests that run it as an ordinary
+# user see exactly what a site that installed the example would. Rewritten on every `up`.
+SITE_CONFIG=/etc/jobdock/wrapper.toml
+SITE_ROOTS=(/gpfs /scratch)
+ensure_site() {
+  local here root entry name uid gid
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  install -d -o root -g root -m 0755 "$(dirname "$SITE_CONFIG")"
+  install -o root -g root -m 0644 "$here/wrapper.toml.example" "$SITE_CONFIG.new"
+  mv -f "$SITE_CONFIG.new" "$SITE_CONFIG"
+  for root in "${SITE_ROOTS[@]}"; do
+    install -d -o root -g root -m 0755 "$root"
+    for entry in "${TEST_USERS[@]}"; do
+      IFS=: read -r name uid gid _ <<<"$entry"
+      install -d -o "$uid" -g "$gid" -m 0700 "$root/$name"
+    done
+  done
+  say "site: $SITE_CONFIG from wrapper.toml.example; roots ${SITE_ROOTS[*]} with a directory per test user"
+}
+
 # ----------------------------------------------------------------- summary --
 users_line() {
   local entry name out=""
@@ -639,6 +662,7 @@ cmd_up() {
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users
+  ensure_site
   summary
   say "up done in $((SECONDS - start))s"
 }
