@@ -67,6 +67,11 @@ IMAGE_PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 IMAGE_HOSTILE=jobdock-test/hostile:latest
 IMAGE_HOSTILE_WORKDIR=jobdock-test/hostile-workdir:latest
 IMAGE_HOSTILE_ENTRYPOINT=jobdock-test/hostile-entrypoint:latest
+# An image with a HEALTHCHECK that runs every second: dockerd execs it in the container, with
+# groups resolved by name in the container's current /etc/group (issue 11.1).
+IMAGE_HEALTHCHECK=jobdock-test/healthcheck:latest
+HEALTHCHECK_RECIPE='FROM jobdock-test/busybox:latest
+HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD ["/bin/sh", "-c", "id > /tmp/healthcheck-ran"]'
 HOSTILE_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile/escalate.c
 HOSTILE_PACKAGES=(gcc libc6-dev libcap2-bin)
 HOSTILE_LABEL=jobdock.testbed.hostile        # its value: a digest of what the images are made of
@@ -432,6 +437,32 @@ ensure_hostile_images() {
   say "hostile images built ($IMAGE_HOSTILE, -workdir, -entrypoint; label $HOSTILE_LABEL=$digest)"
 }
 
+# The health-check image, built from the busybox one; rebuilt when the recipe changes. The check
+# must really run under a plain `docker run`, or the test that finds it off proves nothing.
+ensure_healthcheck_image() {
+  local rebuild=$1 digest dir cid status="" i
+  digest=$(sha256sum <<<"$HEALTHCHECK_RECIPE" | cut -c1-16)
+  if ((rebuild == 0)) && [[ $(dk image inspect -f '{{index .Config.Labels "jobdock.testbed.recipe"}}' "$IMAGE_HEALTHCHECK" 2>/dev/null) == "$digest" ]]; then
+    say "image $IMAGE_HEALTHCHECK present"
+    return 0
+  fi
+  dir=$WORK_DIR/healthcheck
+  rm -rf "$dir"; mkdir -p "$dir"
+  printf '%s\nLABEL jobdock.testbed.recipe=%s\n' "$HEALTHCHECK_RECIPE" "$digest" >"$dir/Dockerfile"
+  DOCKER_BUILDKIT=0 run_logged "$IMAGES_LOG" dk build -q -t "$IMAGE_HEALTHCHECK" "$dir" \
+    || { tail_log "$IMAGES_LOG"; die "building $IMAGE_HEALTHCHECK failed"; }
+  cid=$(dk run -d --network none --user 2001:2001 "$IMAGE_HEALTHCHECK" sleep 60 2>>"$IMAGES_LOG") \
+    || { tail_log "$IMAGES_LOG"; die "$IMAGE_HEALTHCHECK does not run"; }
+  for i in $(seq 1 30); do
+    status=$(dk inspect -f '{{.State.Health.Status}}' "$cid" 2>/dev/null || true)
+    [[ $status == healthy ]] && break
+    sleep 1
+  done
+  dk rm -f "$cid" >/dev/null 2>&1 || true
+  [[ $status == healthy ]] || die "the HEALTHCHECK of $IMAGE_HEALTHCHECK never ran under docker run (status ${status:-none})"
+  say "image $IMAGE_HEALTHCHECK built (its HEALTHCHECK runs under docker run: $status)"
+}
+
 # ---------------------------------------------------------------- registry --
 write_registry_config() {
   local tmp=$WORK_DIR/registry.yml
@@ -659,6 +690,7 @@ cmd_up() {
   ensure_dockerd
   ensure_images "$rebuild"
   ensure_hostile_images "$rebuild"
+  ensure_healthcheck_image "$rebuild"
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users

@@ -1361,3 +1361,103 @@ fn huge_or_endless_env_files_are_refused() {
         assert!(containers_of(&job.id).is_empty(), "a container exists");
     }
 }
+
+// ---- issue 11: no process but the job's own in its container ----------------------------------
+
+const HEALTHCHECK: &str = "jobdock-test/healthcheck";
+
+/// An image's HEALTHCHECK is a process dockerd execs in the container every interval, with the
+/// job's groups resolved *by name* in the container's current /etc/group, which the job can change
+/// after start: that made any user root. The testbed shows the image's check runs under a plain
+/// `docker run`; through setuid jobdock it never runs, and the container never restarts.
+#[test]
+fn an_image_healthcheck_never_runs_in_a_job_container() {
+    if !bed_is_up()
+        || !require(
+            "the image jobdock-test/healthcheck",
+            docker(&["image", "inspect", HEALTHCHECK]).status.success(),
+        )
+    {
+        return;
+    }
+    let inspect = |c: &str, format: &str| {
+        String::from_utf8_lossy(&docker(&["inspect", "-f", format, c]).stdout)
+            .trim()
+            .to_string()
+    };
+    // The image really has a check, or this test proves nothing.
+    let image_check = String::from_utf8_lossy(
+        &docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Healthcheck.Test}}",
+            HEALTHCHECK,
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(image_check.contains("healthcheck-ran"), "{image_check}");
+
+    let setuid = Setuid::new();
+    let job = setuid.run(
+        ALICE,
+        HEALTHCHECK,
+        &["sh", "-c", "echo ready; exec sleep 3600"],
+    );
+    let mut child = job.spawn();
+    let mut container = String::new();
+    wait_until("jdalice's job to run", Duration::from_secs(60), || {
+        container = util::running_containers_of(&job.id)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        !container.is_empty()
+    });
+    let test = inspect(&container, "{{json .Config.Healthcheck.Test}}");
+    let health = inspect(&container, "{{json .State.Health}}");
+    let restart = inspect(&container, "{{.HostConfig.RestartPolicy.Name}}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(test, r#"["NONE"]"#, "the image's health check is on");
+    assert_eq!(
+        health, "null",
+        "dockerd keeps a health state: it runs checks"
+    );
+    assert_eq!(restart, "no");
+    assert_eq!(status.code(), Some(143));
+    assert!(containers_of(&job.id).is_empty(), "container left behind");
+}
+
+/// The user's writable directories are mounted nosuid and nodev: a setuid program or device node
+/// the job leaves there does nothing in a later job. (A read-only mount loses both when runc
+/// remounts it read-only; no-new-privileges still stops setuid programs there.)
+#[test]
+fn the_users_writable_directories_are_nosuid_nodev_in_the_job() {
+    if !bed_is_up() {
+        return;
+    }
+    let out = Setuid::new()
+        .run(ALICE, BUSYBOX, &["cat", "/proc/self/mountinfo"])
+        .env("LSB_DOCKER_VOLUMES", "/scratch/jdalice:/data")
+        .output();
+    out.code(0);
+    for target in [ALICE.2, "/data"] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target))
+            .unwrap_or_else(|| out.fail(&format!("{target} is not mounted")));
+        let options: Vec<&str> = line.split(' ').nth(5).unwrap_or("").split(',').collect();
+        for want in ["rw", "nosuid", "nodev"] {
+            if !options.contains(&want) {
+                out.fail(&format!("{target} is mounted without {want}: {line}"));
+            }
+        }
+    }
+}

@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountType, PortBinding, ResourcesUlimits,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HealthConfig, HostConfig,
+    HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging};
+
+/// `Healthcheck.Test` that turns the image's health check off.
+pub const NO_HEALTHCHECK: &str = "NONE";
 
 /// The create body for `plan`. Everything dockerd could default to something unsafe is explicit.
 pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
@@ -151,6 +155,12 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         extra_hosts: (!extra_hosts.is_empty()).then(|| extra_hosts.clone()),
         cgroup_parent: cgroup_parent.clone(),
         auto_remove: Some(false),
+        // A restart would start the job again with the user and groups dockerd resolves then, in
+        // a root filesystem the job has had the time to change: one start, checked, only.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
         readonly_rootfs: Some(false),
         ..Default::default()
     };
@@ -165,6 +175,13 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         working_dir: working_dir.as_ref().map(|d| d.display().to_string()),
         labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        // An image's HEALTHCHECK is a process dockerd execs in the container for its whole life,
+        // with groups resolved *by name* in the container's current /etc/group, which the job can
+        // change after start: no health checks at all.
+        healthcheck: Some(HealthConfig {
+            test: Some(vec![NO_HEALTHCHECK.into()]),
+            ..Default::default()
+        }),
         tty: Some(*tty),
         open_stdin: Some(true),
         stdin_once: Some(true),

@@ -115,6 +115,10 @@ pub struct Effective {
     pub memory: i64,
     pub memory_swap: i64,
     pub pids_limit: i64,
+    /// `Config.Healthcheck.Test`: `["NONE"]` when the image's health check is off.
+    pub healthcheck: Vec<String>,
+    /// `HostConfig.RestartPolicy.Name` (`"no"`, or empty for dockerd's default, also no restart).
+    pub restart_policy: String,
 }
 
 /// One entry of the inspect's `Mounts`.

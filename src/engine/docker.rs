@@ -529,6 +529,12 @@ impl Daemon for Docker {
             memory: hc.memory.unwrap_or(0),
             memory_swap: hc.memory_swap.unwrap_or(0),
             pids_limit: hc.pids_limit.unwrap_or(0),
+            healthcheck: config.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+            restart_policy: hc
+                .restart_policy
+                .and_then(|r| r.name)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         };
         Ok(ContainerState {
             running: state.running.unwrap_or(false),

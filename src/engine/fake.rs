@@ -317,7 +317,16 @@ impl Daemon for FakeDaemon {
 
 /// What dockerd stores for a container created from `plan`, as 20.10 reports it in an inspect.
 pub fn stored(plan: &ContainerPlan) -> Effective {
+    // Taken from the create body, so that a fake run fails when body.rs stops sending them.
+    let body = crate::engine::body::create_body(plan);
     Effective {
+        healthcheck: body.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+        restart_policy: body
+            .host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|r| r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         image: "sha256:0123".into(),
         user: format!("{}:{}", plan.user.0, plan.user.1),
         working_dir: plan

@@ -125,12 +125,43 @@ impl Host for RealHost {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| BindError::Failed(e.to_string()))
+        .map_err(|e| BindError::Failed(e.to_string()))?;
+        // No setuid program and no device node of the user's directories does anything in the
+        // job. A bind remount sets the mount's flags to exactly those given: keep the others the
+        // mount already has (a read-only one stays read-only).
+        let have = nix::sys::statvfs::statvfs(at).map_err(|e| BindError::Failed(e.to_string()))?;
+        mount(
+            None::<&str>,
+            at,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept_flags(have.flags()),
+            None::<&str>,
+        )
+        .map_err(|e| BindError::Failed(format!("remounting nosuid,nodev: {e}")))
     }
 
     fn unbind(&self, at: &Path) -> io::Result<()> {
         Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?)
     }
+}
+
+/// The flags a staging mount gets: nosuid and nodev, and those of the mount it copies.
+fn kept_flags(have: nix::sys::statvfs::FsFlags) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    use nix::sys::statvfs::FsFlags;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(fs) {
+            flags |= ms;
+        }
+    }
+    flags
 }
 
 /// Directories of kernel interfaces a job's working directory must never be in (an image's
@@ -552,6 +583,20 @@ pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
         &e.device_requests,
         &requests,
         e.device_requests == requests,
+    );
+    // No process but the job's own may ever start in the container (body.rs says why).
+    let no_check = [crate::engine::body::NO_HEALTHCHECK.to_string()];
+    same(
+        "Healthcheck.Test",
+        &e.healthcheck,
+        &no_check,
+        e.healthcheck == no_check,
+    );
+    same(
+        "RestartPolicy",
+        &e.restart_policy,
+        &"no",
+        matches!(e.restart_policy.as_str(), "no" | ""),
     );
     out.extend(compare_mounts(&plan.mounts, &e.mounts));
     out

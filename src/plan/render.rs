@@ -108,6 +108,14 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         "a real PID 1 reaps zombies and passes signals on",
     );
     line(
+        w(&["--no-healthcheck"]),
+        "dockerd runs no process in the container but the job (an image's HEALTHCHECK would)",
+    );
+    line(
+        w(&["--restart", "no"]),
+        "started once, as checked: a restart resolves the user again in the changed image",
+    );
+    line(
         w(&["--log-driver", "none"]),
         "the scheduler captures output; json logs would fill the node's disk",
     );

@@ -326,6 +326,12 @@ fn the_create_body_pins_every_security_field() {
     assert_eq!(hc["UsernsMode"], "");
     assert_eq!(hc["Init"], true);
     assert_eq!(hc["LogConfig"]["Type"], "none");
+    assert_eq!(
+        body["Healthcheck"]["Test"],
+        serde_json::json!(["NONE"]),
+        "no image HEALTHCHECK: dockerd would exec it with groups resolved by name"
+    );
+    assert_eq!(hc["RestartPolicy"]["Name"], "no");
     assert_eq!(hc["Memory"], hc["MemorySwap"], "no swap");
     assert_eq!(hc["PidsLimit"], 8192);
     assert_eq!(hc["Ulimits"][0]["Name"], "memlock");
@@ -378,6 +384,12 @@ fn the_two_renderings_agree() {
     assert_eq!(values("--shm-size"), [hc["ShmSize"].to_string()]);
     assert_eq!(values("--network"), [hc["NetworkMode"].as_str().unwrap()]);
     assert_eq!(values("--pids-limit"), [hc["PidsLimit"].to_string()]);
+    assert_eq!(
+        values("--restart"),
+        [hc["RestartPolicy"]["Name"].as_str().unwrap()]
+    );
+    assert_eq!(count("--no-healthcheck"), 1);
+    assert_eq!(body["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
     assert_eq!(hc["PortBindings"].as_object().unwrap().len(), 2);
     for (m, spec) in hc["Mounts"]
         .as_array()

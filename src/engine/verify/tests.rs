@@ -232,6 +232,17 @@ fn every_change_to_the_stored_container_is_found() {
         ("Memory", t(|e| e.memory = 0)),
         ("MemorySwap", t(|e| e.memory_swap = -1)),
         ("PidsLimit", t(|e| e.pids_limit = -1)),
+        // The image's own HEALTHCHECK, or none said at all (dockerd then runs the image's).
+        (
+            "Healthcheck.Test",
+            t(|e| e.healthcheck = vec!["CMD-SHELL".into(), "id".into()]),
+        ),
+        ("Healthcheck.Test", t(|e| e.healthcheck.clear())),
+        ("RestartPolicy", t(|e| e.restart_policy = "always".into())),
+        (
+            "RestartPolicy",
+            t(|e| e.restart_policy = "on-failure".into()),
+        ),
         (
             "Devices",
             t(|e| {
@@ -719,4 +730,23 @@ async fn an_image_group_file_that_would_remap_the_jobs_groups_is_refused() {
         ContainerFile::Regular(b"root:x:0:\nusers:x:100:\n".to_vec()),
     );
     assert!(run_on(&d, &p, &honest_host(&p)).await.result.is_ok());
+}
+
+#[test]
+fn staging_mounts_are_nosuid_nodev_and_keep_the_flags_they_copy() {
+    use nix::mount::MsFlags;
+    use nix::sys::statvfs::FsFlags;
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let cases = [
+        (FsFlags::empty(), base),
+        (FsFlags::ST_RDONLY, base | MsFlags::MS_RDONLY),
+        (
+            FsFlags::ST_NOEXEC | FsFlags::ST_RELATIME,
+            base | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME,
+        ),
+        (FsFlags::ST_NOSUID | FsFlags::ST_NODEV, base),
+    ];
+    for (have, want) in cases {
+        assert_eq!(super::kept_flags(have), want, "{have:?}");
+    }
 }
