@@ -355,7 +355,11 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         env,
     };
     let snap = with_cgroup(snap);
-    let ctx = job::from_env(&snap.env, snap.cwd.clone())?;
+    let ctx = job::confirm(
+        job::from_env(&snap.env, snap.cwd.clone())?,
+        snap.cgroup.as_ref(),
+        caller.is_root(),
+    )?;
     let id = identity::resolve(
         caller,
         args.user.as_deref(),

@@ -289,3 +289,79 @@ fn the_epilog_drains_only_when_cleanup_fails() {
     assert_ne!(code, Some(0), "no SLURM_JOB_ID: {stderr}");
     assert!(stderr.contains("the epilog needs SLURM_JOB_ID"), "{stderr}");
 }
+
+// ---- issue 11.6: the job is the one the kernel says, not the environment ------------------------
+
+/// What the container of a job step reports: its memory cgroup line and its own memory limit.
+const CGROUP_AND_LIMIT: &str =
+    "grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+
+/// Inside a real job, unsetting SLURM_JOB_ID or naming another job (with a bigger allocation)
+/// changes nothing: the container joins the step's cgroup and is held to the job's 64 MiB.
+#[test]
+fn a_job_that_unsets_or_forges_its_id_stays_in_its_cgroup_and_limit() {
+    if !cluster_is_up() {
+        return;
+    }
+    let run = format!("{INSTALLED} run --image {IMAGE} -- sh -c '{CGROUP_AND_LIMIT}'");
+    let script = format!(
+        "echo job=$SLURM_JOB_ID; \
+         env -u SLURM_JOB_ID -u SLURM_JOBID {run}; \
+         env SLURM_JOB_ID=1 SLURM_JOBID=1 SLURM_MEM_PER_NODE=1048576 {run}"
+    );
+    let out = srun(&["-N1", "-n1", "--mem=64M", "sh", "-c", &script]).run();
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let job = lines
+        .first()
+        .and_then(|l| l.strip_prefix("job="))
+        .unwrap_or_else(|| panic!("no job id{}", out.report));
+    assert_eq!(lines.len(), 5, "{}", out.report);
+    for pair in lines[1..].chunks(2) {
+        assert!(
+            pair[0].contains(&format!("/job_{job}/step_0/")),
+            "the container left job {job}'s cgroup: {}{}",
+            pair[0],
+            out.report
+        );
+        assert_eq!(pair[1], "67108864", "not the job's 64M{}", out.report);
+    }
+    out.stderr_has("no job variables").stderr_has(&format!(
+        "names job 1, but jobdock runs in job {job}'s cgroup"
+    ));
+}
+
+/// Outside any job, SLURM_JOB_ID and a 1 TiB allocation are only variables: the site's limit
+/// (4g in the example config the test site runs) holds, and the container is in no job's cgroup.
+#[test]
+fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
+    if !cluster_is_up() {
+        return;
+    }
+    let out = Run::program(
+        INSTALLED,
+        &["run", "--image", IMAGE, "--", "sh", "-c", CGROUP_AND_LIMIT],
+    )
+    .user(ALICE.1)
+    .cwd(HOME)
+    .env("HOME", HOME)
+    .env("SLURM_JOB_ID", "77")
+    .env("SLURM_JOBID", "77")
+    .env("SLURM_STEP_ID", "0")
+    .env("SLURM_MEM_PER_NODE", "1048576")
+    .run();
+    out.ok()
+        .stderr_has("does not run in the cgroup of slurm job 77");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        !lines.first().is_some_and(|l| l.contains("/slurm")),
+        "in a Slurm cgroup{}",
+        out.report
+    );
+    assert_eq!(
+        lines.get(1),
+        Some(&"4294967296"),
+        "not the site's 4g{}",
+        out.report
+    );
+}

@@ -110,6 +110,71 @@ impl JobCgroup {
     }
 }
 
+/// The job a cgroup path says its processes belong to: the scheduler made it and put the job's
+/// processes in it, and a user cannot move a process out of it, so unlike the environment it
+/// cannot be forged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupJob {
+    pub scheduler: super::Scheduler,
+    /// The job id as the scheduler's commands name it (`4567`; LSF array elements `212[3]`).
+    pub job_id: String,
+    pub array_index: Option<u32>,
+}
+
+impl JobCgroup {
+    /// The scheduler's job this cgroup belongs to, if any. Slurm: `.../slurm[_<node>]/uid_<uid>/
+    /// job_<id>/step_<step>/...` (v1) or `.../slurmstepd.scope/job_<id>/...` (v2). LSF's cgroup
+    /// tracking: `.../lsf/<cluster>/job.<id>.<index>.<submit time>`.
+    pub fn job(&self) -> Option<CgroupJob> {
+        let parts: Vec<&str> = self
+            .path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(p) => p.to_str(),
+                _ => None,
+            })
+            .collect();
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        for (i, part) in parts.iter().enumerate() {
+            let above = &parts[..i];
+            if let Some(id) = part.strip_prefix("job_")
+                && digits(id)
+                && above.iter().any(|p| p.starts_with("slurm"))
+            {
+                return Some(CgroupJob {
+                    scheduler: super::Scheduler::Slurm,
+                    job_id: id.trim_start_matches('0').to_string(),
+                    array_index: None,
+                })
+                .filter(|j| !j.job_id.is_empty());
+            }
+            if let Some(rest) = part.strip_prefix("job.")
+                && above.contains(&"lsf")
+            {
+                let mut fields = rest.split('.');
+                let (Some(id), Some(index)) = (fields.next(), fields.next()) else {
+                    continue;
+                };
+                if !digits(id) || !digits(index) {
+                    continue;
+                }
+                let index: u32 = index.parse().ok()?;
+                return Some(CgroupJob {
+                    scheduler: super::Scheduler::Lsf,
+                    job_id: if index == 0 {
+                        id.to_string()
+                    } else {
+                        format!("{id}[{index}]")
+                    },
+                    array_index: (index != 0).then_some(index),
+                });
+            }
+        }
+        None
+    }
+}
+
 /// A memory limit file's content: bytes, or `None` for "max"/unlimited.
 pub fn parse_memory_limit(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -169,6 +234,58 @@ mod tests {
             lsf.parent_path(),
             PathBuf::from("/lsf/cluster1/job.212.4242.1700000000")
         );
+    }
+
+    #[test]
+    fn the_job_a_cgroup_belongs_to() {
+        use crate::job::Scheduler::{Lsf, Slurm};
+        let job = |path: &str| {
+            JobCgroup {
+                path: path.into(),
+                version: CgroupVersion::V1,
+            }
+            .job()
+            .map(|j| (j.scheduler, j.job_id, j.array_index))
+        };
+        let cases: &[(&str, Option<(crate::job::Scheduler, &str, Option<u32>)>)] = &[
+            (
+                "/slurm_vm/uid_2001/job_2/step_0/task_0",
+                Some((Slurm, "2", None)),
+            ),
+            (
+                "/slurm/uid_2001/job_4567/step_batch/task_0",
+                Some((Slurm, "4567", None)),
+            ),
+            (
+                "/slurm_vm/uid_2001/job_9/step_extern",
+                Some((Slurm, "9", None)),
+            ),
+            (
+                "/system.slice/slurmstepd.scope/job_7/step_0/user/task_0",
+                Some((Slurm, "7", None)),
+            ),
+            (
+                "/lsf/cluster1/job.212.0.1700000000",
+                Some((Lsf, "212", None)),
+            ),
+            (
+                "/lsf/cluster1/job.212.3.1700000000",
+                Some((Lsf, "212[3]", Some(3))),
+            ),
+            // Not a scheduler's: a user's own session, docker's, a lookalike outside slurm/lsf.
+            ("/user.slice/user-2001.slice/session-3.scope", None),
+            ("/docker/0123abcd", None),
+            ("/job_5/step_0", None),
+            ("/user.slice/job.212.0.1", None),
+            ("/slurm_vm/uid_2001/job_/step_0", None),
+            ("/slurm_vm/uid_2001/job_x1/step_0", None),
+            ("/slurm_vm/uid_2001/job_000", None),
+            ("/", None),
+        ];
+        for (path, want) in cases {
+            let want = want.map(|(s, id, i)| (s, id.to_string(), i));
+            assert_eq!(job(path), want, "{path}");
+        }
     }
 
     #[test]

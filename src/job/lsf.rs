@@ -32,6 +32,8 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         memory: None,
         gpus: gpu_list(env, "CUDA_VISIBLE_DEVICES")?,
         scheduler_uid: None,
+        confirmed: false,
+        notes: Vec::new(),
     })
 }
 

@@ -55,6 +55,11 @@ pub struct JobContext {
     pub gpus: Vec<String>,
     /// The job's user as the scheduler states it (`SLURM_JOB_UID`); trusted only from a root caller.
     pub scheduler_uid: Option<u32>,
+    /// jobdock really runs in this job: its cgroup is the job's (or a root caller vouches for the
+    /// environment). Only then do the job's cgroup, CPU set and allocation count (`confirm`).
+    pub confirmed: bool,
+    /// What `confirm` set aside from the environment, and why: for the user.
+    pub notes: Vec<String>,
 }
 
 impl JobContext {
@@ -75,6 +80,14 @@ pub enum JobError {
         "both LSB_JOBID and SLURM_JOB_ID are set: one was inherited from another job's environment; unset it"
     )]
     TwoSchedulers,
+    #[error(
+        "the environment says this is an {claimed} job, but jobdock runs in {real} job {job}'s cgroup: unset the {claimed} variables"
+    )]
+    OtherScheduler {
+        claimed: &'static str,
+        real: &'static str,
+        job: String,
+    },
 }
 
 /// Reads the job context from the environment snapshot; `cwd` is the process's working directory.
@@ -91,6 +104,92 @@ pub fn from_env(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError>
             work_dir: cwd,
             ..Default::default()
         }),
+    }
+}
+
+/// Checks the job the environment names against the one jobdock's cgroup belongs to, which the
+/// scheduler made and the user cannot forge (`SLURM_JOB_ID` and `LSB_JOBID` are only variables).
+/// - In a job's cgroup, that job is the job: its id replaces whatever the environment says, and
+///   an allocation stated for another job (or none) is set aside; the cgroup's limits hold.
+/// - In no job's cgroup, a non-root caller's job variables name no job jobdock can confirm: the
+///   id still labels the container (LSF's POST_EXEC finds it by that), but no allocation, GPU or
+///   cgroup of the environment's counts, and the site's limits hold.
+/// - A root caller (a prolog, an execution driver) vouches for the environment it passes.
+pub fn confirm(
+    mut ctx: JobContext,
+    cgroup: Option<&cgroup::JobCgroup>,
+    caller_is_root: bool,
+) -> Result<JobContext, JobError> {
+    let from_cgroup = cgroup.and_then(cgroup::JobCgroup::job);
+    let Some(real) = from_cgroup else {
+        ctx.confirmed = ctx.scheduler() != Scheduler::None && caller_is_root;
+        if ctx.scheduler() != Scheduler::None && !ctx.confirmed {
+            let claimed = set_aside_allocation(&mut ctx);
+            if !claimed.is_empty() {
+                ctx.notes.push(format!(
+                    "jobdock does not run in the cgroup of {} job {}: {}the site's limits apply",
+                    ctx.scheduler().name(),
+                    ctx.job_id.as_deref().unwrap_or("?"),
+                    claimed
+                ));
+            }
+        }
+        return Ok(ctx);
+    };
+    match ctx.scheduler() {
+        Scheduler::None => {
+            ctx.notes.push(format!(
+                "no job variables, but jobdock runs in {} job {}'s cgroup: the container is that job's",
+                real.scheduler.name(),
+                real.job_id
+            ));
+        }
+        s if s != real.scheduler => {
+            return Err(JobError::OtherScheduler {
+                claimed: s.name(),
+                real: real.scheduler.name(),
+                job: real.job_id,
+            });
+        }
+        _ if ctx.job_id.as_deref() != Some(real.job_id.as_str()) => {
+            let claimed = set_aside_allocation(&mut ctx);
+            ctx.notes.push(format!(
+                "the environment names job {}, but jobdock runs in job {}'s cgroup: the container \
+                 is job {}'s; {}",
+                ctx.job_id.as_deref().unwrap_or("?"),
+                real.job_id,
+                real.job_id,
+                if claimed.is_empty() {
+                    "its cgroup's limits apply".to_string()
+                } else {
+                    format!("{claimed}its cgroup's limits apply")
+                }
+            ));
+        }
+        _ => {}
+    }
+    ctx.scheduler = Some(real.scheduler);
+    ctx.job_id = Some(real.job_id);
+    ctx.array_index = real.array_index.or(ctx.array_index);
+    ctx.confirmed = true;
+    Ok(ctx)
+}
+
+/// Drops what the environment states that could give the job more than the site's defaults:
+/// memory above `limits.memory`, and GPUs. (A CPU count only ever limits: without one the job
+/// may use every CPU its CPU set allows.) Says what was dropped (`"... ignored; "`).
+fn set_aside_allocation(ctx: &mut JobContext) -> String {
+    let mut dropped = Vec::new();
+    if ctx.memory.take().is_some() {
+        dropped.push("memory");
+    }
+    if !std::mem::take(&mut ctx.gpus).is_empty() {
+        dropped.push("GPUs");
+    }
+    if dropped.is_empty() {
+        String::new()
+    } else {
+        format!("the {} it states are ignored; ", dropped.join(", "))
     }
 }
 
@@ -165,6 +264,142 @@ mod tests {
         assert_eq!(ctx.scheduler(), Scheduler::None);
         assert_eq!(ctx.job_id, None);
         assert_eq!(ctx.work_dir, Some("/home/alice".into()));
+    }
+
+    /// The job is the one the cgroup names, whatever the environment says (issue 11.6).
+    #[test]
+    fn the_cgroup_not_the_environment_names_the_job() {
+        let slurm_cg =
+            cgroup::JobCgroup::parse("4:memory:/slurm_vm/uid_2001/job_42/step_0/task_0\n");
+        let session_cg = cgroup::JobCgroup::parse("4:memory:/user.slice/user-2001.slice\n");
+        let job42 = [
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_MEM_PER_NODE", "64"),
+            ("SLURM_CPUS_ON_NODE", "2"),
+            ("SLURM_STEP_GPUS", "1"),
+        ];
+        let forged = [
+            ("SLURM_JOB_ID", "7"),
+            ("SLURM_MEM_PER_NODE", "1048576"),
+            ("SLURM_STEP_GPUS", "0,1"),
+        ];
+        // (name, env, cgroup, root caller, want: scheduler, job id, confirmed, memory, gpus, note)
+        type Want = (
+            Scheduler,
+            Option<&'static str>,
+            bool,
+            Option<u64>,
+            usize,
+            &'static str,
+        );
+        let cases: Vec<(
+            &str,
+            &[(&str, &str)],
+            &Option<cgroup::JobCgroup>,
+            bool,
+            Want,
+        )> = vec![
+            (
+                "the job's own variables in its cgroup",
+                &job42,
+                &slurm_cg,
+                false,
+                (Scheduler::Slurm, Some("42"), true, Some(64 << 20), 1, ""),
+            ),
+            (
+                "variables unset in a job: the job still",
+                &[],
+                &slurm_cg,
+                false,
+                (
+                    Scheduler::Slurm,
+                    Some("42"),
+                    true,
+                    None,
+                    0,
+                    "no job variables",
+                ),
+            ),
+            (
+                "another job's id and allocation in a job: this job, no allocation",
+                &forged,
+                &slurm_cg,
+                false,
+                (Scheduler::Slurm, Some("42"), true, None, 0, "names job 7"),
+            ),
+            (
+                "a forged job outside any: labelled, but nothing of it counts",
+                &forged,
+                &session_cg,
+                false,
+                (
+                    Scheduler::Slurm,
+                    Some("7"),
+                    false,
+                    None,
+                    0,
+                    "memory, GPUs it states are ignored",
+                ),
+            ),
+            (
+                "no cgroup at all",
+                &forged,
+                &None,
+                false,
+                (
+                    Scheduler::Slurm,
+                    Some("7"),
+                    false,
+                    None,
+                    0,
+                    "does not run in the cgroup",
+                ),
+            ),
+            (
+                "an LSF job without cgroup tracking: its id labels, its slots limit, no note",
+                &[("LSB_JOBID", "212"), ("LSB_DJOB_NUMPROC", "2")],
+                &None,
+                false,
+                (Scheduler::Lsf, Some("212"), false, None, 0, ""),
+            ),
+            (
+                "a root caller (prolog) vouches for the environment",
+                &forged,
+                &None,
+                true,
+                (Scheduler::Slurm, Some("7"), true, Some(1 << 40), 2, ""),
+            ),
+            (
+                "outside a job, nothing claimed",
+                &[],
+                &session_cg,
+                false,
+                (Scheduler::None, None, false, None, 0, ""),
+            ),
+        ];
+        for (name, env, cg, root, want) in cases {
+            let ctx = confirm(from_env(&env_of(env), None).unwrap(), cg.as_ref(), root).unwrap();
+            let (scheduler, id, confirmed, memory, gpus, note) = want;
+            assert_eq!(ctx.scheduler(), scheduler, "{name}");
+            assert_eq!(ctx.job_id.as_deref(), id, "{name}");
+            assert_eq!(ctx.confirmed, confirmed, "{name}");
+            assert_eq!(ctx.memory, memory, "{name}");
+            assert_eq!(ctx.gpus.len(), gpus, "{name}");
+            if note.is_empty() {
+                assert!(ctx.notes.is_empty(), "{name}: {:?}", ctx.notes);
+            } else {
+                assert!(
+                    ctx.notes.iter().any(|n| n.contains(note)),
+                    "{name}: {:?}",
+                    ctx.notes
+                );
+            }
+        }
+        // An LSF environment in a Slurm job's cgroup is refused, naming both.
+        let lsf = env_of(&[("LSB_JOBID", "212")]);
+        let err = confirm(from_env(&lsf, None).unwrap(), slurm_cg.as_ref(), false).unwrap_err();
+        assert!(err.to_string().contains("slurm job 42"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         memory,
         gpus,
         scheduler_uid: number(env, "SLURM_JOB_UID")?,
+        confirmed: false,
+        notes: Vec::new(),
     })
 }
 

@@ -12,7 +12,7 @@ use crate::config::{PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
-use crate::job::{Env, JobContext, Scheduler};
+use crate::job::{Env, JobContext};
 use crate::policy::paths::{self, Strictness};
 use crate::policy::{self, PortRequest, Refusal, Setting, env as envpolicy};
 use crate::probe::{FileId, HostProbe, Kind, Recording};
@@ -167,7 +167,7 @@ pub fn build(
 ) -> Result<ContainerPlan, PlanError> {
     let env = &snap.env;
     let get = |suffix: &str| policy::setting(env, suffix);
-    let mut notes = Vec::new();
+    let mut notes = ctx.notes.clone();
     let recording = Recording::new(probe);
     let probe: &dyn HostProbe = &recording;
 
@@ -472,7 +472,7 @@ pub fn build(
                 .refuse("this site allows no such cgroup parent (overrides.cgroup_parents)")
                 .into());
         }
-        None if config.engine.job_cgroup && ctx.scheduler() != Scheduler::None => {
+        None if config.engine.job_cgroup && ctx.confirmed => {
             match snap
                 .cgroup
                 .as_ref()
@@ -506,8 +506,9 @@ pub fn build(
     devices.dedup();
 
     // The scheduler's allocation; else the job cgroup's limit; else the site default. Never more
-    // than the job cgroup allows, whatever the environment says.
-    let in_job = ctx.scheduler() != Scheduler::None;
+    // than the job cgroup allows, whatever the environment says; and the job's cgroup and CPU set
+    // only when jobdock really runs in the job (`job::confirm`).
+    let in_job = ctx.confirmed;
     let cgroup_limit = snap.cgroup_memory_limit.filter(|_| in_job);
     let memory = match (ctx.memory, cgroup_limit) {
         (Some(bytes), Some(limit)) => bytes.min(limit),

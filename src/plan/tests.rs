@@ -77,10 +77,33 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         host_cpus: 64,
         stdin_is_tty: false,
         token: "0123456789abcdef01234567".into(),
-        cgroup: crate::job::cgroup::JobCgroup::parse("4:memory:/lsf/cluster1/job.212.4242\n"),
+        cgroup: job_cgroup(env),
         cgroup_memory_limit: None,
         cpus_allowed: None,
     }
+}
+
+/// The cgroup the scheduler puts the job the environment names in (jobdock runs in its job).
+fn job_cgroup(env: &[(&str, &str)]) -> Option<crate::job::cgroup::JobCgroup> {
+    let var = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let line = match (var("SLURM_JOB_ID"), var("LSB_JOBID")) {
+        (Some(id), None) => format!("4:memory:/slurm_vm/uid_2001/job_{id}/step_0/task_0\n"),
+        (None, Some(id)) => format!(
+            "4:memory:/lsf/cluster1/job.{id}.{}.1700000000\n",
+            var("LSB_JOBINDEX").unwrap_or("0")
+        ),
+        _ => return None,
+    };
+    crate::job::cgroup::JobCgroup::parse(&line)
+}
+
+/// The job context as `app` makes it: the environment's, confirmed by the snapshot's cgroup.
+fn context(s: &Snapshot) -> Result<JobContext, crate::job::JobError> {
+    job::confirm(
+        job::from_env(&s.env, s.cwd.clone())?,
+        s.cgroup.as_ref(),
+        s.caller.is_root(),
+    )
 }
 
 const LSF_JOB: &[(&str, &str)] = &[
@@ -110,7 +133,7 @@ fn plan_cfg(
         all.push((k, v));
     }
     let snap = snap(&all);
-    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let ctx = context(&snap).unwrap();
     let req = Request {
         image: None,
         command: command.iter().map(|s| s.to_string()).collect(),
@@ -179,7 +202,7 @@ fn a_plain_lsf_job_is_hardened_by_default() {
     assert!(p.mounts[0].readonly && p.mounts[1].readonly);
     assert_eq!(
         p.cgroup_parent.as_deref(),
-        Some("/lsf/cluster1/job.212.4242"),
+        Some("/lsf/cluster1/job.212.0.1700000000"),
         "the container joins the job's cgroup"
     );
     assert_eq!(p.cpuset_cpus, None);
@@ -196,7 +219,7 @@ fn the_job_cgroup_decides_memory_and_cpus() {
             );
             s.cgroup_memory_limit = limit;
             s.cpus_allowed = cpus.map(str::to_string);
-            let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+            let ctx = context(&s).unwrap();
             let req = Request {
                 image: Some("x".into()),
                 command: vec!["true".into()],
@@ -258,7 +281,7 @@ fn outside_a_job_the_container_stays_in_dockerds_cgroup() {
     let mut s = snap(&[("JOBDOCK_IMAGE", "x")]);
     s.cgroup_memory_limit = Some(1 << 30);
     s.cpus_allowed = Some("0".into());
-    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let ctx = context(&s).unwrap();
     let req = Request {
         image: None,
         command: vec!["true".into()],
@@ -275,7 +298,7 @@ fn outside_a_job_the_container_stays_in_dockerds_cgroup() {
 fn an_lsf_starter_script_is_staged_and_run_through_sh() {
     let mut s = snap(LSF_JOB);
     s.env.remove("LSB_JOBFILENAME");
-    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let ctx = context(&s).unwrap();
     let text = "cd /gpfs/lab; make | tee log\n";
     let req = Request {
         image: None,
@@ -423,7 +446,7 @@ fn slurm_step_plan() {
         ("JOBDOCK_IMAGE", "127.0.0.1:5000/jobdock-test/busybox"),
     ];
     let snap = snap(&env);
-    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let ctx = context(&snap).unwrap();
     let req = Request {
         image: None,
         command: vec!["hostname".into()],
@@ -492,7 +515,7 @@ fn image_sources_in_order() {
         let mut all = LSB_JOB_WITHOUT_IMAGE.to_vec();
         all.extend_from_slice(env);
         let s = snap(&all);
-        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let ctx = context(&s).unwrap();
         let req = Request {
             image: flag.map(str::to_string),
             command: vec!["true".into()],
@@ -532,7 +555,7 @@ fn commands() {
         Some(vec!["/home/alice/.lsbatch/1700000000.212".to_string()])
     );
     let snap = snap(&[("JOBDOCK_IMAGE", "x")]);
-    let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+    let ctx = context(&snap).unwrap();
     let err = build(&Request::default(), &snap, &site(), &ctx, &alice(), &host()).unwrap_err();
     assert!(matches!(err, PlanError::NoCommand), "{err}");
 }
@@ -944,7 +967,7 @@ fn sensitive_or_unreachable_job_directories() {
         ("/nonexistent", "No such file"),
     ] {
         let s = snap_in(cwd);
-        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let ctx = context(&s).unwrap();
         let err = build(
             &Request {
                 image: None,
@@ -968,7 +991,7 @@ fn sensitive_or_unreachable_job_directories() {
     let mut id = alice();
     id.home = "/home/ghost".into();
     let s = snap(LSF_JOB);
-    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let ctx = context(&s).unwrap();
     let p = build(
         &Request {
             image: None,
@@ -1002,7 +1025,7 @@ fn memory_from_the_allocation_else_the_site_default() {
         ("SLURM_MEM_PER_NODE", "1"),
         ("JOBDOCK_IMAGE", "x"),
     ]);
-    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let ctx = context(&s).unwrap();
     let err = build(
         &Request {
             image: None,
@@ -1264,7 +1287,7 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         env.retain(|(k, _)| *k != var);
         env.push((var, value));
         let s = snap(&env);
-        let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+        let ctx = context(&s).unwrap();
         let req = Request {
             image: None,
             command: vec!["true".into()],
@@ -1306,7 +1329,7 @@ fn the_identity_reaches_the_container_as_numbers_only() {
     )
     .unwrap();
     let s = snap(LSF_JOB);
-    let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+    let ctx = context(&s).unwrap();
     let req = Request {
         image: None,
         command: vec!["id".into()],
@@ -1493,7 +1516,7 @@ mod properties {
             all.extend(env);
             let s = snap(&all);
             // A variable the scheduler adapter refuses (TMPDIR=root) is not a plan.
-            let Ok(ctx) = job::from_env(&s.env, s.cwd.clone()) else { return Ok(()) };
+            let Ok(ctx) = context(&s) else { return Ok(()) };
             let req = Request { image: None, command: vec!["true".into()], script: None };
             let Ok(p) = build(&req, &s, &site(), &ctx, &alice(), &host()) else { return Ok(()) };
             prop_assert_eq!(&p.env["HOME"], "/home/alice");
@@ -1530,7 +1553,7 @@ mod properties {
                 return Ok(());
             };
             let s = snap(LSF_JOB);
-            let ctx = job::from_env(&s.env, s.cwd.clone()).unwrap();
+            let ctx = context(&s).unwrap();
             let req = Request { image: None, command: vec!["id".into()], script: None };
             let Ok(p) = build(&req, &s, &site(), &ctx, &id, &host()) else { return Ok(()) };
             let body = crate::engine::body::create_json(&p);
