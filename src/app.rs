@@ -99,6 +99,7 @@ pub fn main(cli: Cli) -> u8 {
 
     let result = privileges(&cli.command).and_then(|()| match cli.command {
         Command::CheckConfig { path } => Ok(check_config(path.as_deref())),
+        Command::Doctor { config } => doctor(config),
         Command::Plan { job, json } => prepare(&job, env, false).map(|p| {
             print_plan(&p.plan, &p.config, json);
             0
@@ -145,6 +146,100 @@ fn check_config(path: Option<&Path>) -> u8 {
     code
 }
 
+/// `jobdock doctor`: reads what the node is, has `doctor` judge it, prints one line per check.
+fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
+    use crate::doctor::{Facts, Level};
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::getuid().is_root() {
+        return Err(AppError::Refused(
+            "doctor: run it as root (it reads dockerd's process and the node's files)".into(),
+        ));
+    }
+    let explicit = config_path.is_some();
+    let path = config_path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let loaded = SiteConfig::load(&path, explicit);
+    let config = loaded.as_ref().cloned().unwrap_or_default();
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let binary = std::fs::metadata(&exe)
+        .map_err(|e| format!("{}: {e}", exe.display()))
+        .and_then(|m| {
+            if m.uid() != 0 || m.mode() & 0o4000 == 0 {
+                Err(format!(
+                    "{} is not setuid root (owner uid {}, mode {:o}): users cannot run jobs through it; install it with contrib/install.sh",
+                    exe.display(),
+                    m.uid(),
+                    m.mode() & 0o7777
+                ))
+            } else {
+                check_own_binary()
+            }
+        });
+    let process = daemon_process(&config.engine.socket);
+    let facts = Facts {
+        config: loaded
+            .map(|_| ())
+            .map_err(|e| vec![format!("{}: {e}", path.display())]),
+        binary: (exe, binary),
+        daemon: engine::describe_daemon(&config.engine).map_err(|e| e.to_string()),
+        process,
+        configured_cgroup_driver: config.engine.cgroup_driver.clone(),
+        allowed_roots: config
+            .mounts
+            .allowed_roots
+            .iter()
+            .map(|r| (r.clone(), r.is_dir()))
+            .collect(),
+        device_globs: config
+            .devices
+            .paths
+            .iter()
+            .map(|g| (g.clone(), crate::probe::expand_glob(g).len()))
+            .collect(),
+    };
+    let findings = crate::doctor::judge(&facts);
+    for f in &findings {
+        println!(
+            "jobdock doctor: {:<4} {}: {}",
+            f.level.word(),
+            f.check,
+            f.detail
+        );
+    }
+    Ok(if findings.iter().any(|f| f.level == Level::Fail) {
+        exit::CONFIG
+    } else {
+        0
+    })
+}
+
+/// dockerd as a process: the peer of its socket, its mount namespace, memlock limit and
+/// CAP_SYS_RESOURCE.
+fn daemon_process(socket: &Path) -> Option<crate::doctor::DaemonProcess> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let pid = u32::try_from(getsockopt(&stream, PeerCredentials).ok()?.pid()).ok()?;
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let memlock_hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|hard| hard.parse::<u64>().ok());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    Some(crate::doctor::DaemonProcess {
+        pid,
+        same_mount_namespace: ns("self").is_some() && ns("self") == ns(&pid.to_string()),
+        memlock_hard,
+        // CAP_SYS_RESOURCE is capability 24.
+        cap_sys_resource: cap_eff & (1 << 24) != 0,
+    })
+}
+
 /// jobdock installed setuid root runs with the caller's real uid and root's effective uid. It
 /// keeps root only for the commands that talk to dockerd (and checks it was started from a binary
 /// only root could have replaced); every other command drops to the caller at once.
@@ -160,7 +255,10 @@ fn privileges(command: &Command) -> Result<(), AppError> {
     check_own_binary().map_err(AppError::Untrusted)?;
     match command {
         Command::Run(_) | Command::LsfStarter { .. } | Command::Cleanup { .. } => Ok(()),
-        Command::Plan { .. } | Command::CheckConfig { .. } | Command::Esub { .. } => {
+        Command::Plan { .. }
+        | Command::CheckConfig { .. }
+        | Command::Esub { .. }
+        | Command::Doctor { .. } => {
             let (rgid, _) = (getgid(), getegid());
             setresgid(rgid, rgid, rgid)
                 .and_then(|()| setresuid(ruid, ruid, ruid))

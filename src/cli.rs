@@ -66,6 +66,14 @@ pub enum Command {
         #[arg(long, value_name = "NAME", default_value = "docker")]
         application: String,
     },
+    /// Check this node, as root: the site config, the installed binary, dockerd (reachable, its
+    /// cgroup driver, runtime versions with known holes, its mount namespace and memlock limit),
+    /// the allowed roots and device globs. One line per check; exits 78 if any check fails.
+    Doctor {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Validate a site config, reporting every problem with its key.
     CheckConfig {
         /// The config to check (default: /etc/jobdock/wrapper.toml).

@@ -1461,3 +1461,70 @@ fn the_users_writable_directories_are_nosuid_nodev_in_the_job() {
         }
     }
 }
+
+/// `jobdock doctor` on the test node, as an admin runs the installed binary: Debian 12's runc
+/// 1.1.5 lacks the fix for CVE-2024-45310 (and CVE-2024-21626), which it names; the binary,
+/// dockerd and the mount namespace pass. In a mount namespace of its own (as Slurm's
+/// job_container/tmpfs gives each job) the node check fails. Ordinary users are refused.
+#[test]
+fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let doctor = Job::new(&setuid.path, &["doctor"], job_id());
+    let out = doctor.output();
+    out.code(0);
+    for want in [
+        "ok   binary:",
+        "ok   dockerd:",
+        "ok   mount namespace:",
+        "ok   cgroup driver: cgroupfs",
+        "runtime: runc",
+    ] {
+        if !out.stdout.contains(want) {
+            out.fail(&format!("no {want:?}"));
+        }
+    }
+    let runc = String::from_utf8_lossy(
+        &docker(&[
+            "version",
+            "--format",
+            "{{range .Server.Components}}{{if eq .Name \"runc\"}}{{.Version}}{{end}}{{end}}",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let patch = runc
+        .strip_prefix("1.1.")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u32>().ok());
+    if patch.is_some_and(|p| p < 14) && !out.stdout.contains("warn runtime: runc") {
+        out.fail(&format!(
+            "runc {runc} lacks the CVE-2024-45310 fix: no warning"
+        ));
+    }
+    if patch.is_some_and(|p| p < 14) && !out.stdout.contains("CVE-2024-45310") {
+        out.fail("the warning does not name CVE-2024-45310");
+    }
+
+    let mut private = Job::new(
+        Path::new("/usr/bin/unshare"),
+        &["-m", "--propagation", "private"],
+        job_id(),
+    );
+    private
+        .args
+        .extend([setuid.path.display().to_string(), "doctor".into()]);
+    private
+        .output()
+        .code(78)
+        .value("jobdock doctor: FAIL mount namespace");
+
+    setuid
+        .by(ALICE, &["doctor"])
+        .output()
+        .code(64)
+        .stderr_has("run it as root");
+}

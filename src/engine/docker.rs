@@ -246,6 +246,32 @@ fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
     }
 }
 
+impl Docker {
+    /// What dockerd says of itself, for `jobdock doctor`.
+    pub async fn describe_self(&self) -> Result<crate::doctor::Daemon, DaemonError> {
+        let version = self.api.version().await.map_err(daemon_error)?;
+        let info = self.api.info().await.map_err(daemon_error)?;
+        Ok(crate::doctor::Daemon {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            components: version
+                .components
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| (c.name.to_lowercase(), c.version))
+                .collect(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        })
+    }
+}
+
 impl Daemon for Docker {
     async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError> {
         match self.api.inspect_image(&image.to_string()).await {

@@ -215,6 +215,17 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
     })
 }
 
+/// What dockerd at `engine.socket` says of itself (`jobdock doctor`); waits at most 5 s for it.
+pub fn describe_daemon(engine: &config::Engine) -> Result<crate::doctor::Daemon, EngineError> {
+    with_runtime(|| async {
+        let docker = docker::connect(&engine.socket, Duration::from_secs(5)).await?;
+        docker
+            .describe_self()
+            .await
+            .map_err(|e| EngineError::daemon("asking dockerd for its version", e))
+    })
+}
+
 /// Runs `f` on a single-threaded runtime. The runtime is not waited for at the end: the thread
 /// reading stdin may be blocked in `read` forever, and everything that matters has finished.
 fn with_runtime<F, T>(f: impl FnOnce() -> F) -> Result<T, EngineError>
