@@ -37,6 +37,9 @@ pub enum AppError {
     Refused(String),
     #[error("{0}")]
     Untrusted(String),
+    /// The scheduler's side is set up wrong (LSF's JOB_STARTER): the site must fix it.
+    #[error("{0}")]
+    Site(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -47,7 +50,7 @@ impl AppError {
             AppError::Config(_) => exit::CONFIG,
             // NSS not answering is the node's fault, not the job's.
             AppError::Identity(IdentityError::Lookup { .. }) => exit::INFRASTRUCTURE,
-            AppError::Untrusted(_) => exit::CONFIG,
+            AppError::Untrusted(_) | AppError::Site(_) => exit::CONFIG,
             AppError::ConfigNotRoot
             | AppError::Refused(_)
             | AppError::Job(_)
@@ -107,7 +110,9 @@ pub fn main(cli: Cli) -> u8 {
         Command::Run(job) => prepare(&job, env, false).and_then(run),
         Command::LsfStarter { config, words } => lsf_starter(config, words, env),
         Command::Cleanup { config, job } => cleanup(config, &env, job),
-        Command::Esub { application } => Ok(esub(&env, &application)),
+        Command::Esub { application, queue } => {
+            Ok(esub(&env, &esub::Routing { application, queue }))
+        }
     });
     match result {
         Ok(code) => code,
@@ -295,7 +300,7 @@ fn check_own_binary() -> Result<(), String> {
 /// `jobdock lsf-starter`: the job's exact command from its LSF job file, run in a container.
 fn lsf_starter(config: Option<PathBuf>, words: Vec<String>, env: Env) -> Result<u8, AppError> {
     if !words.is_empty() {
-        return Err(AppError::Refused(format!(
+        return Err(AppError::Site(format!(
             "lsf-starter was given the words {words:?}: the shell has already split the user's command; \
              JOB_STARTER must be `{}`",
             job::lsf::STARTER
@@ -360,12 +365,12 @@ fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8
 
 /// `jobdock esub`: LSF's submit-time check, run as the submitting user. Exit 0 accepts the job;
 /// `LSB_SUB_ABORT_VALUE` rejects it, with the reason on stderr for the user.
-fn esub(env: &Env, application: &str) -> u8 {
+fn esub(env: &Env, routing: &esub::Routing) -> u8 {
     let abort = env
         .get("LSB_SUB_ABORT_VALUE")
         .and_then(|v| v.parse::<u8>().ok())
         .unwrap_or(97);
-    match esub_changes(env, application) {
+    match esub_changes(env, routing) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("jobdock: job rejected: {message}");
@@ -374,7 +379,7 @@ fn esub(env: &Env, application: &str) -> u8 {
     }
 }
 
-fn esub_changes(env: &Env, application: &str) -> Result<(), String> {
+fn esub_changes(env: &Env, routing: &esub::Routing) -> Result<(), String> {
     use std::io::Write;
     let caller = Caller {
         real_uid: nix::unistd::getuid().as_raw(),
@@ -392,15 +397,7 @@ fn esub_changes(env: &Env, application: &str) -> Result<(), String> {
     let id =
         identity::resolve(caller, None, &ctx, env, &identity::Nss).map_err(|e| e.to_string())?;
     let cwd = std::env::current_dir().ok();
-    let Some(changes) = esub::decide(
-        env,
-        &parm,
-        &config,
-        &id,
-        cwd,
-        application,
-        &esub::SubmitProbe,
-    )?
+    let Some(changes) = esub::decide(env, &parm, &config, &id, cwd, routing, &esub::SubmitProbe)?
     else {
         return Ok(());
     };
@@ -475,7 +472,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         let file = ctx
             .script
             .as_ref()
-            .ok_or_else(|| AppError::Refused("lsf-starter: LSB_JOBFILENAME is not set".into()))?;
+            .ok_or_else(|| AppError::Site("lsf-starter: LSB_JOBFILENAME is not set".into()))?;
         let text = probe
             .read_file(file, MAX_JOB_FILE)
             .map_err(|e| AppError::Refused(format!("LSB_JOBFILENAME: {e}")))?;
@@ -486,7 +483,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             .unwrap_or("");
         Some(
             job::lsf::user_command(&text, starter)
-                .map_err(|e| AppError::Refused(format!("{}: {e}", file.display())))?,
+                .map_err(|e| AppError::Site(format!("{}: {e}", file.display())))?,
         )
     } else {
         None

@@ -48,23 +48,28 @@ pub enum Command {
         job: Option<String>,
     },
     /// LSF JOB_STARTER: run the job's exact command (read from its job file) in a container.
-    /// Configure it as `JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter #` (see
-    /// contrib/lsf): the `#` keeps the shell from running or splitting the command itself.
+    /// Configure it as `JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter;` (see
+    /// contrib/lsf): `exec` keeps the shell from running any of the command itself.
     LsfStarter {
         /// Site config to use instead of /etc/jobdock/wrapper.toml (root only).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
         /// Words after the starter: LSF puts the command here when JOB_STARTER lacks the
-        /// trailing `#`. They are refused, since the shell has already split them.
+        /// trailing `;`. They are refused (the site's error, 78): the shell has split them.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         words: Vec<String>,
     },
     /// LSF esub: map `bsub -a 'docker(IMAGE)'` to LSB_CONTAINER_IMAGE and the application
     /// profile, and reject jobs whose LSB_DOCKER_* settings the site policy refuses.
     Esub {
-        /// The application profile docker jobs go to (lsb.applications).
+        /// The application profile docker jobs go to (lsb.applications), on LSF 10, which runs
+        /// esub.docker with LSB_SUB_ADDITIONAL in the environment.
         #[arg(long, value_name = "NAME", default_value = "docker")]
         application: String,
+        /// The queue docker jobs go to on schedulers without application profiles (OpenLava and
+        /// other single-esub LSF-family schedulers): its JOB_STARTER is jobdock (contrib/lsf).
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
     /// Check this node, as root: the site config, the installed binary, dockerd (reachable, its
     /// cgroup driver, runtime versions with known holes, its mount namespace and memlock limit),

@@ -53,6 +53,12 @@ pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String>
             None => (method.trim(), None),
         };
         if name != "docker" {
+            if close_to_docker(name) {
+                return Err(format!(
+                    "-a {method:?}: no such method; did you mean docker(...)? (without it the \
+                     job would run outside any container)"
+                ));
+            }
             continue;
         }
         let image = match args {
@@ -62,6 +68,36 @@ pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String>
         return Ok(Some(image));
     }
     Ok(None)
+}
+
+/// A method name one or two edits from `docker` (`dcoker`, `Docker`, `dokcer`, `docke`): a typo
+/// that would run the job on the host. (`dockerish` and other real names are three or more away.)
+fn close_to_docker(name: &str) -> bool {
+    let a: Vec<char> = name.to_lowercase().chars().collect();
+    let b: Vec<char> = "docker".chars().collect();
+    if a == b {
+        return true;
+    }
+    // Optimal string alignment distance: insertions, deletions, substitutions, transpositions.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()] <= 2
 }
 
 /// `-a "docker(alpine) other(x y)"` -> `docker(alpine)`, `other(x y)`: whitespace separates
@@ -88,6 +124,17 @@ fn split_methods(s: &str) -> Vec<&str> {
     out
 }
 
+/// Where docker jobs go: LSF 10's application profile, or (schedulers without application
+/// profiles, such as OpenLava) a queue whose JOB_STARTER is jobdock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// `LSB_SUB_APP_NAME`, written only in LSF 10's dialect (`LSB_SUB_ADDITIONAL` in the
+    /// environment): OpenLava warns about the line on every bsub and ignores it.
+    pub application: String,
+    /// `LSB_SUB_QUEUE`, written only in the older dialect, when the site names a queue.
+    pub queue: Option<String>,
+}
+
 /// Decides the esub's answer. `Ok(None)`: not a docker job, nothing to do. `Err`: reject the job
 /// with this message.
 pub fn decide(
@@ -96,9 +143,12 @@ pub fn decide(
     config: &SiteConfig,
     id: &Identity,
     cwd: Option<PathBuf>,
-    application: &str,
+    routing: &Routing,
     probe: &dyn HostProbe,
 ) -> Result<Option<Changes>, String> {
+    // LSF 10 runs esub.<method> with the -a string in the environment; the older dialect runs one
+    // esub and writes it only to the parm file. Only LSF 10 has application profiles.
+    let lsf10 = env.contains_key("LSB_SUB_ADDITIONAL");
     let additional = env
         .get("LSB_SUB_ADDITIONAL")
         .or(parm.get("LSB_SUB_ADDITIONAL"))
@@ -142,7 +192,15 @@ pub fn decide(
     plan::build(&req, &snap, config, &ctx, id, probe).map_err(|e| e.to_string())?;
     Ok(Some(Changes {
         env: vec![format!("LSB_CONTAINER_IMAGE=\"{image}\"")],
-        submission: vec![format!("LSB_SUB_APP_NAME=\"{application}\"")],
+        submission: if lsf10 {
+            vec![format!("LSB_SUB_APP_NAME=\"{}\"", routing.application)]
+        } else {
+            routing
+                .queue
+                .iter()
+                .map(|q| format!("LSB_SUB_QUEUE=\"{q}\""))
+                .collect()
+        },
     }))
 }
 
@@ -206,7 +264,10 @@ mod tests {
             &site(),
             &alice(),
             Some("/home/alice/work".into()),
-            "docker",
+            &Routing {
+                application: "docker".into(),
+                queue: Some("docker".into()),
+            },
             &SubmitProbe,
         )
     }
@@ -229,6 +290,26 @@ mod tests {
             format!("{PARM}LSB_SUB_ADDITIONAL=\"docker(image=127.0.0.1:5000/lab/tool:2)\"\n");
         let c = run(&[], &parm).unwrap().unwrap();
         assert_eq!(c.env, ["LSB_CONTAINER_IMAGE=\"127.0.0.1:5000/lab/tool:2\""]);
+        // No application profiles there: the queue, and no LSB_SUB_APP_NAME line to warn about.
+        assert_eq!(c.submission, ["LSB_SUB_QUEUE=\"docker\""]);
+    }
+
+    /// `-a 'dcoker(img)'` would run the job on the host without a word: refused, naming it.
+    #[test]
+    fn a_misspelled_docker_method_is_refused() {
+        for typo in [
+            "dcoker(alpine)",
+            "Docker(alpine)",
+            "dokcer",
+            "docke(alpine)",
+            "dockr(x)",
+        ] {
+            let err = docker_method(typo).unwrap_err();
+            assert!(err.contains("did you mean docker"), "{typo}: {err}");
+        }
+        for other in ["dockerish(x)", "gpu(num=2)", "openmp", "cuda(x)"] {
+            assert_eq!(docker_method(other), Ok(None), "{other}");
+        }
     }
 
     #[test]

@@ -17,8 +17,19 @@ use util::{ALICE, INSTALLED, Output, Run};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";
-/// The JOB_STARTER line contrib/lsf/lsb.applications ships.
-const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter #";
+/// The JOB_STARTER line contrib/lsf ships, as an LSF-family config reader hands it on (it cuts
+/// every line at `#`: the line has none). `stored_starter_line_survives_the_config_reader` reads it
+/// from the shipped files.
+const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
+
+/// What an LSF-family scheduler's config reader makes of a `KEY = value` line of lsb.queues or
+/// lsb.applications (research/lsf_observed.md): everything from the first `#` is gone, quotes or
+/// not, and the value is trimmed.
+fn as_the_config_reader_reads(line: &str) -> Option<(String, String)> {
+    let kept = line.split('#').next().unwrap_or("");
+    let (key, value) = kept.split_once('=')?;
+    Some((key.trim().to_string(), value.trim().to_string()))
+}
 
 fn bed_is_up() -> bool {
     let docker = std::process::Command::new("docker")
@@ -223,21 +234,44 @@ fn a_parallel_job_sees_its_slots() {
     assert_eq!(out.stdout.trim_end(), "vm vm / vm 2", "{}", out.report);
 }
 
+/// The JOB_STARTER lines contrib/lsf ships are what the scheduler hands on, through its config
+/// reader, and what the job files below are written with.
 #[test]
-fn a_starter_without_the_trailing_hash_is_refused() {
+fn the_shipped_starter_line_survives_the_config_reader() {
+    for file in ["lsb.applications", "lsb.queues"] {
+        let path = format!("{}/contrib/lsf/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let starters: Vec<String> = text
+            .lines()
+            .filter_map(as_the_config_reader_reads)
+            .filter(|(k, _)| k == "JOB_STARTER")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(starters, [STARTER], "{path}");
+    }
+}
+
+/// The line the last release documented, `exec ... lsf-starter #`, reaches the job file without
+/// its `#`: the starter gets the words of the user's first command. jobdock fails closed, as the
+/// site's error (78): no container, nothing of the job run by jobdock.
+#[test]
+fn a_starter_line_cut_at_its_hash_fails_closed_as_the_sites_error() {
     if !bed_is_up() {
         return;
     }
+    let (_, cut) =
+        as_the_config_reader_reads("JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter #")
+            .unwrap();
+    assert_eq!(cut, "exec /usr/local/bin/jobdock lsf-starter");
     let job = LsfJob::new("echo hi", 0);
     let text = std::fs::read_to_string(&job.file)
         .unwrap()
-        .replace(STARTER, "exec /usr/local/bin/jobdock lsf-starter");
+        .replace(&format!("{STARTER} "), &format!("{cut} "));
     std::fs::write(&job.file, text).unwrap();
-    job.starter()
-        .env("LSB_JOB_STARTER", "exec /usr/local/bin/jobdock lsf-starter")
-        .run()
-        .code(64)
-        .stderr_has("JOB_STARTER must be `exec /usr/local/bin/jobdock lsf-starter #`");
+    let out = job.starter().env("LSB_JOB_STARTER", &cut).run();
+    out.code(78)
+        .stderr_has("JOB_STARTER must be `exec /usr/local/bin/jobdock lsf-starter;`");
+    assert!(job.containers().is_empty());
 }
 
 /// bkill: SIGCONT and SIGINT, then SIGTERM, then SIGKILL, each to the job's process group — the
@@ -367,7 +401,15 @@ fn esub(
         std::fs::write(f, "").unwrap();
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
-    let mut run = Run::program(INSTALLED, &["esub"])
+    // The shipped esub, installed as a site installs it ($LSF_SERVERDIR/esub.docker).
+    let script = dir.path().join("esub.docker");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/lsf/esub.docker"),
+        &script,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut run = Run::program(&script.display().to_string(), &[])
         .user(ALICE.1)
         .cwd(HOME)
         .env("LSB_SUB_PARM_FILE", &parm.display().to_string())
@@ -403,7 +445,7 @@ fn esub_in_both_dialects() {
     );
     assert_eq!(modfile, "LSB_SUB_APP_NAME=\"docker\"\n");
     // OpenLava: one esub, the -a string only in the parm file.
-    let (out, envfile, _) = esub(
+    let (out, envfile, modfile) = esub(
         None,
         "LSB_SUB_ADDITIONAL=\"docker(image=127.0.0.1:5000/jobdock-test/busybox:latest)\"\n",
         &[],
@@ -413,6 +455,10 @@ fn esub_in_both_dialects() {
         envfile,
         "LSB_CONTAINER_IMAGE=\"127.0.0.1:5000/jobdock-test/busybox:latest\"\n"
     );
+    // No application profiles there (OpenLava warns about LSB_SUB_APP_NAME on every bsub): the
+    // docker queue instead.
+    assert_eq!(modfile, "LSB_SUB_QUEUE=\"docker\"\n", "{}", out.report);
+    assert!(!out.stderr.contains("APP_NAME"), "{}", out.report);
     // Not a docker job: nothing written.
     let (out, envfile, modfile) = esub(None, "", &[]);
     out.ok();
@@ -441,6 +487,8 @@ fn esub_rejects_bad_settings_at_submit_time() {
             &[("LSB_DOCKER_PORTS", "22")],
             "LSB_DOCKER_PORTS",
         ),
+        // A typo would run the job on the host without a word.
+        ("dcoker(alpine)", &[], "did you mean docker"),
     ];
     for (additional, env, want) in cases {
         let (out, envfile, _) = esub(Some(additional), "", env);

@@ -222,10 +222,12 @@ mod tests {
     }
 }
 
-/// The JOB_STARTER line jobdock ships for LSF (contrib/lsf). `exec` replaces the job shell, so
-/// nothing after the first line runs on the host; `#` turns the user's command on that line into a
-/// comment, so the shell neither splits nor runs it. jobdock reads the command from the job file.
-pub const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter #";
+/// The JOB_STARTER line jobdock ships for LSF (contrib/lsf). LSF splices it in front of the user's
+/// command on one line of the job script: `exec` replaces the job shell with jobdock before the
+/// `;` lets anything else on that line run, so no part of the job runs on the host, and jobdock
+/// reads the user's exact command from the job file. (A trailing `#` would do the same, but
+/// LSF-family config readers cut every line at `#`, quotes or not.)
+pub const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
 
 /// Recovers exactly what the user submitted from an LSF job file: the lines between
 /// `# LSBATCH: User input` and `# LSBATCH: End user input`, without the JOB_STARTER prefix LSF
