@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # jobdock Slurm test bed: munged, slurmctld and slurmd for a one-node cluster
 # "jobdock" on this machine (Debian, cgroup v1, no systemd), with --mem
-# enforced through the memory cgroup.
+# enforced through the memory cgroup; and next to it a second, independent
+# one-node cluster "jobdock-tmpfs" (own config in /etc/slurm-tmpfs, own ports,
+# state and daemons, same munged) with JobContainerType=job_container/tmpfs:
+# each of its jobs runs in a mount namespace of its own, with a private /tmp
+# and /dev/shm. Submit to it with SLURM_CONF=/etc/slurm-tmpfs/slurm.conf.
 #
-#   scripts/slurm-testbed.sh [up] [--no-verify]  bring it up (idempotent), then verify
+#   scripts/slurm-testbed.sh [up] [--no-verify]  bring both up (idempotent), then verify
 #   scripts/slurm-testbed.sh verify              only the end-to-end checks
-#   scripts/slurm-testbed.sh down                stop slurmd, slurmctld and munged
-#   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or the node is not up
+#   scripts/slurm-testbed.sh down                stop both clusters' slurmd and slurmctld, and munged
+#   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or a node is not up
 #
 # Must run as root. Each step prints one "slurm-testbed: ..." line; noisy
 # output goes to files in $LOG_DIR. Needs scripts/testbed.sh (dockerd, the
@@ -71,6 +75,35 @@ SLURM_WAIT=${SLURM_TESTBED_WAIT:-60}       # seconds for daemons / node to come 
 SLURM_EPILOG=${SLURM_EPILOG:-$REPO_ROOT/contrib/slurm/epilog}
 export -n SLURM_EPILOG
 
+# The job_container/tmpfs cluster. JobContainerType (and the PrologFlags=Contain
+# it goes with) is cluster-wide in slurm.conf, and Slurm 22.05's tmpfs plugin
+# fails to load on a node that job_container.conf has no BasePath for (later
+# versions disable it there): so not a node of the cluster above, whose jobs
+# must keep the host's /tmp, but a second cluster with nothing in common with
+# it but munged and the host. Debian builds Slurm with --enable-multiple-slurmd:
+# the node's slurmd is started with -N, its cgroups are /slurm_<node>, and the
+# plugin appends /<node> to BasePath.
+TMPFS_CLUSTER=jobdock-tmpfs
+TMPFS_PARTITION=tmpfs
+TMPFS_CONF_DIR=/etc/slurm-tmpfs
+TMPFS_CONF_PATH=$TMPFS_CONF_DIR/slurm.conf          # what tests set SLURM_CONF to
+TMPFS_CGROUP_CONF=$TMPFS_CONF_DIR/cgroup.conf
+TMPFS_JC_CONF=$TMPFS_CONF_DIR/job_container.conf
+TMPFS_SLURMCTLD_PORT=6827                           # the main cluster has Slurm's 6817/6818
+TMPFS_SLURMD_PORT=6828
+TMPFS_SLURMCTLD_PIDFILE=/run/slurmctld-tmpfs.pid
+TMPFS_SLURMD_PIDFILE=/run/slurmd-tmpfs.pid
+TMPFS_STATE_BASE=/var/lib/jobdock-testbed/slurm-tmpfs
+TMPFS_STATE_DIR=$TMPFS_STATE_BASE/slurmctld         # StateSaveLocation
+TMPFS_SPOOL_DIR=$TMPFS_STATE_BASE/slurmd            # SlurmdSpoolDir
+TMPFS_BASEPATH=$TMPFS_STATE_BASE/jobs               # job_container.conf BasePath (+ /<node>)
+TMPFS_LOG_DIR=$LOG_DIR/slurm-tmpfs
+TMPFS_SLURMCTLD_LOG=$TMPFS_LOG_DIR/slurmctld.log
+TMPFS_SLURMD_LOG=$TMPFS_LOG_DIR/slurmd.log
+# Job ids of the two clusters never meet: the epilog removes the containers
+# labelled with its job id, whichever cluster started them.
+TMPFS_FIRST_JOB_ID=50000000
+
 # verification
 VERIFY_USER=jdalice
 VERIFY_UID=2001
@@ -89,15 +122,31 @@ source "$SCRIPT_DIR/lib.sh"
 unset SLURM_CONF   # always the default /etc/slurm/slurm.conf, as users' commands see it
 
 NODE=$(hostname -s)
+TMPFS_NODE=${NODE}tmpfs
 
-# daemon_pid PIDFILE COMM: pid of the live daemon named COMM, from its pid
-# file or, if that is stale or missing, the only process of that name.
+# The tmpfs cluster's slurmctld and slurmd run with "-f $TMPFS_CONF_PATH", the
+# main cluster's without: both are processes named slurmctld and slurmd.
+runs_tmpfs_conf() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$TMPFS_CONF_PATH"
+}
+
+# cluster_pid_is PID COMM main|tmpfs: PID is that cluster's live COMM.
+cluster_pid_is() {
+  pid_is "$1" "$2" || return 1
+  case $2 in slurmctld | slurmd) ;; *) return 0 ;; esac
+  if [[ $3 == tmpfs ]]; then runs_tmpfs_conf "$1"; else ! runs_tmpfs_conf "$1"; fi
+}
+
+# daemon_pid PIDFILE COMM [main|tmpfs]: pid of the live daemon named COMM (of
+# that cluster; default main), from its pid file or, if that is stale or
+# missing, the first process of that name and cluster.
 daemon_pid() {
-  local pid
+  local which=${3:-main} pid
   pid=$(pidfile_pid "$1")
-  if pid_is "$pid" "$2"; then printf '%s' "$pid"; return 0; fi
-  pid=$(pgrep -x "$2" 2>/dev/null | head -n 1 || true)
-  if pid_is "$pid" "$2"; then printf '%s' "$pid"; fi
+  if cluster_pid_is "$pid" "$2" "$which"; then printf '%s' "$pid"; return 0; fi
+  for pid in $(pgrep -x "$2" 2>/dev/null || true); do
+    if cluster_pid_is "$pid" "$2" "$which"; then printf '%s' "$pid"; return 0; fi
+  done
   return 0
 }
 
