@@ -321,6 +321,16 @@ StateSaveLocation=$SLURM_STATE_DIR
 SlurmdSpoolDir=$SLURMD_SPOOL_DIR
 SlurmctldLogFile=$SLURMCTLD_LOG
 SlurmdLogFile=$SLURMD_LOG
+$(slurm_conf_policy)
+
+NodeName=$NODE NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
+PartitionName=$SLURM_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+# What both clusters' slurm.conf have in common after the paths.
+slurm_conf_policy() {
+  cat <<EOF
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
@@ -338,9 +348,56 @@ SchedulerType=sched/backfill
 
 # jobdock's epilog (removes a job's containers); see SLURM_EPILOG in the script.
 $(epilog_line)
+EOF
+}
 
-NodeName=$NODE NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
-PartitionName=$SLURM_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# The job_container/tmpfs cluster: the same node and policy as the main one,
+# on its own ports, paths and node name (slurmd -N), with job ids of its own.
+write_tmpfs_slurm_conf() {
+  local out=$1 hw mem
+  hw=$(node_hw)
+  mem=$(node_real_memory_mb)
+  cat >"$out" <<EOF
+# Written by scripts/slurm-testbed.sh; changes are overwritten.
+# The job_container/tmpfs test cluster; use it with SLURM_CONF=$TMPFS_CONF_PATH.
+ClusterName=$TMPFS_CLUSTER
+SlurmctldHost=$NODE
+SlurmctldPort=$TMPFS_SLURMCTLD_PORT
+SlurmdPort=$TMPFS_SLURMD_PORT
+SlurmUser=$SLURM_USER
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ReturnToService=2
+FirstJobId=$TMPFS_FIRST_JOB_ID
+SlurmctldPidFile=$TMPFS_SLURMCTLD_PIDFILE
+SlurmdPidFile=$TMPFS_SLURMD_PIDFILE
+StateSaveLocation=$TMPFS_STATE_DIR
+SlurmdSpoolDir=$TMPFS_SPOOL_DIR
+SlurmctldLogFile=$TMPFS_SLURMCTLD_LOG
+SlurmdLogFile=$TMPFS_SLURMD_LOG
+$(slurm_conf_policy)
+
+# Every job in a mount namespace of its own with a private /tmp and /dev/shm
+# (job_container.conf); Contain puts the job's extern step, so everything of
+# the job on the node, in it too.
+JobContainerType=job_container/tmpfs
+PrologFlags=Contain
+
+NodeName=$TMPFS_NODE NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$TMPFS_SLURMD_PORT $hw RealMemory=$mem State=UNKNOWN
+PartitionName=$TMPFS_PARTITION Nodes=$TMPFS_NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+# Slurm 22.05 knows BasePath, AutoBasePath and InitScript (no Dirs=: always
+# /tmp and /dev/shm). Each job's /tmp is BasePath/<node>/<job>/.<job>, owned
+# by the job's user, removed when the job ends.
+write_job_container_conf() {
+  cat >"$1" <<EOF
+# Written by scripts/slurm-testbed.sh; changes are overwritten.
+AutoBasePath=true
+BasePath=$TMPFS_BASEPATH
 EOF
 }
 
@@ -398,13 +455,74 @@ ensure_config() {
   fi
 }
 
+TMPFS_CONFIG_CHANGED=0
+ensure_tmpfs_config() {
+  local changed=()
+  make_work_dir
+  install -d -m 0755 "$TMPFS_CONF_DIR"
+  write_tmpfs_slurm_conf "$WORK_DIR/tmpfs-slurm.conf"
+  write_cgroup_conf "$WORK_DIR/tmpfs-cgroup.conf"
+  write_job_container_conf "$WORK_DIR/job_container.conf"
+  if install_if_changed "$WORK_DIR/tmpfs-slurm.conf" "$TMPFS_CONF_PATH"; then changed+=("$TMPFS_CONF_PATH"); fi
+  if install_if_changed "$WORK_DIR/tmpfs-cgroup.conf" "$TMPFS_CGROUP_CONF"; then changed+=("$TMPFS_CGROUP_CONF"); fi
+  if install_if_changed "$WORK_DIR/job_container.conf" "$TMPFS_JC_CONF"; then changed+=("$TMPFS_JC_CONF"); fi
+
+  install -d -m 0755 "$TMPFS_STATE_BASE"
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" "$TMPFS_STATE_DIR"
+  install -d -m 0755 -o root -g root "$TMPFS_SPOOL_DIR" "$TMPFS_BASEPATH"
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" "$TMPFS_LOG_DIR"
+  touch "$TMPFS_SLURMCTLD_LOG" "$TMPFS_SLURMD_LOG"
+  chown "$SLURM_USER:$SLURM_USER" "$TMPFS_SLURMCTLD_LOG"
+  chmod 0640 "$TMPFS_SLURMCTLD_LOG" "$TMPFS_SLURMD_LOG"
+
+  local summary="node $TMPFS_NODE, ports $TMPFS_SLURMCTLD_PORT/$TMPFS_SLURMD_PORT, job_container/tmpfs BasePath=$TMPFS_BASEPATH/$TMPFS_NODE"
+  if ((${#changed[@]})); then
+    TMPFS_CONFIG_CHANGED=1
+    say "tmpfs cluster config written: ${changed[*]} ($summary)"
+  else
+    say "tmpfs cluster config unchanged: $TMPFS_CONF_DIR/{slurm,cgroup,job_container}.conf ($summary)"
+  fi
+}
+
 # ------------------------------------------------------------------- slurm --
+# use_cluster main|tmpfs: what the functions below (and the Slurm commands
+# they run) work on. The main cluster is Slurm's default config, as users'
+# commands see it; the tmpfs one is SLURM_CONF=$TMPFS_CONF_PATH, passed to
+# every command and daemon, which also get "-f" (see runs_tmpfs_conf).
+use_cluster() {
+  CL=$1
+  if [[ $CL == tmpfs ]]; then
+    export SLURM_CONF=$TMPFS_CONF_PATH
+    CL_NAME="$TMPFS_CLUSTER "
+    CL_NODE=$TMPFS_NODE
+    CL_SLURMCTLD_PIDFILE=$TMPFS_SLURMCTLD_PIDFILE
+    CL_SLURMD_PIDFILE=$TMPFS_SLURMD_PIDFILE
+    CL_SLURMCTLD_LOG=$TMPFS_SLURMCTLD_LOG
+    CL_SLURMD_LOG=$TMPFS_SLURMD_LOG
+    CL_SLURMCTLD_ARGS=(-f "$TMPFS_CONF_PATH")
+    CL_SLURMD_ARGS=(-f "$TMPFS_CONF_PATH" -N "$TMPFS_NODE")
+    CL_CHANGED=$TMPFS_CONFIG_CHANGED
+  else
+    unset SLURM_CONF
+    CL_NAME=""
+    CL_NODE=$NODE
+    CL_SLURMCTLD_PIDFILE=$SLURMCTLD_PIDFILE
+    CL_SLURMD_PIDFILE=$SLURMD_PIDFILE
+    CL_SLURMCTLD_LOG=$SLURMCTLD_LOG
+    CL_SLURMD_LOG=$SLURMD_LOG
+    CL_SLURMCTLD_ARGS=()
+    CL_SLURMD_ARGS=()
+    CL_CHANGED=$CONFIG_CHANGED
+  fi
+}
+use_cluster main
+
 slurmctld_answers() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
-# node_state: sinfo's long state of $NODE ("idle", "down*", "drained", ...).
-node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
+# node_state: sinfo's long state of $CL_NODE ("idle", "down*", "drained", ...).
+node_state() { sinfo -h -N -n "$CL_NODE" -o '%T' 2>/dev/null | head -n 1; }
 
-node_reason() { sinfo -h -N -n "$NODE" -o '%E' 2>/dev/null | head -n 1; }
+node_reason() { sinfo -h -N -n "$CL_NODE" -o '%E' 2>/dev/null | head -n 1; }
 
 node_usable() {
   case $(node_state) in
@@ -413,55 +531,57 @@ node_usable() {
   esac
 }
 
-# start_slurm_daemon BIN COMM PIDFILE LOG: the daemon forks itself into the
-# background (no -D) and writes PIDFILE; wait until it is alive.
+# start_slurm_daemon BIN COMM PIDFILE LOG [ARG...]: the daemon forks itself
+# into the background (no -D) and writes PIDFILE; wait until it is alive.
 start_slurm_daemon() {
   local bin=$1 comm=$2 pidfile=$3 log=$4 offset pid deadline
+  shift 4
   offset=$(file_size "$log")
-  printf '=== %s slurm-testbed: starting %s\n' "$(date -u +%FT%TZ)" "$bin" >>"$log"
-  "$bin" </dev/null >>"$log" 2>&1 8>&- || { tail_log "$log" "$offset"; die "$bin failed to start (log: $log)"; }
+  printf '=== %s slurm-testbed: starting %s\n' "$(date -u +%FT%TZ)" "$bin${*:+ $*}" >>"$log"
+  "$bin" "$@" </dev/null >>"$log" 2>&1 8>&- || { tail_log "$log" "$offset"; die "$bin failed to start (log: $log)"; }
   deadline=$((SECONDS + 15))
   while ((SECONDS < deadline)); do
     pid=$(pidfile_pid "$pidfile")
-    if pid_is "$pid" "$comm"; then return 0; fi
+    if cluster_pid_is "$pid" "$comm" "$CL"; then return 0; fi
     sleep 0.2
   done
   tail_log "$log" "$offset"
-  die "$comm did not stay up (no live pid in $pidfile; log: $log)"
+  die "${CL_NAME}$comm did not stay up (no live pid in $pidfile; log: $log)"
 }
 
-# ensure_slurm_daemon COMM PIDFILE BIN LOG RESTART
+# ensure_slurm_daemon COMM PIDFILE BIN LOG RESTART [ARG...]: of cluster $CL.
 ensure_slurm_daemon() {
   local comm=$1 pidfile=$2 bin=$3 log=$4 restart=$5 pid
-  pid=$(daemon_pid "$pidfile" "$comm")
+  shift 5
+  pid=$(daemon_pid "$pidfile" "$comm" "$CL")
   if [[ -n $pid ]] && ((restart == 0)); then
-    say "$comm running (pid $pid)"
+    say "${CL_NAME}$comm running (pid $pid)"
     return 0
   fi
   if [[ -n $pid ]]; then
-    say "$comm (pid $pid): config changed, restarting"
+    say "${CL_NAME}$comm (pid $pid): config changed, restarting"
     stop_pid "$pid" "$comm" "$comm" 30
     rm -f "$pidfile"
   fi
   # A pid file left by a SIGKILLed daemon: the daemons check it themselves
   # (fcntl lock), but a stale one is removed here to keep status honest.
-  if [[ -e $pidfile ]] && ! pid_is "$(pidfile_pid "$pidfile")" "$comm"; then
+  if [[ -e $pidfile ]] && ! cluster_pid_is "$(pidfile_pid "$pidfile")" "$comm" "$CL"; then
     rm -f "$pidfile"
     say "removed stale $pidfile"
   fi
-  start_slurm_daemon "$bin" "$comm" "$pidfile" "$log"
-  say "$comm started (pid $(pidfile_pid "$pidfile"), log $log)"
+  start_slurm_daemon "$bin" "$comm" "$pidfile" "$log" "$@"
+  say "${CL_NAME}$comm started (pid $(pidfile_pid "$pidfile"), log $log)"
 }
 
 wait_slurmctld() {
   local deadline=$((SECONDS + SLURM_WAIT))
   until slurmctld_answers; do
     if ((SECONDS >= deadline)); then
-      tail_log "$SLURMCTLD_LOG"
-      die "slurmctld does not answer 'scontrol ping' within ${SLURM_WAIT}s (log: $SLURMCTLD_LOG)"
+      tail_log "$CL_SLURMCTLD_LOG"
+      die "${CL_NAME}slurmctld does not answer 'scontrol ping' within ${SLURM_WAIT}s (log: $CL_SLURMCTLD_LOG)"
     fi
-    pid_is "$(pidfile_pid "$SLURMCTLD_PIDFILE")" slurmctld \
-      || { tail_log "$SLURMCTLD_LOG"; die "slurmctld exited (log: $SLURMCTLD_LOG)"; }
+    cluster_pid_is "$(pidfile_pid "$CL_SLURMCTLD_PIDFILE")" slurmctld "$CL" \
+      || { tail_log "$CL_SLURMCTLD_LOG"; die "${CL_NAME}slurmctld exited (log: $CL_SLURMCTLD_LOG)"; }
     sleep 0.3
   done
 }
@@ -473,33 +593,36 @@ wait_node() {
     case $state in
       idle | mixed | allocated | completing)
         if ((resumed)); then
-          say "node $NODE $state (resumed)"
+          say "node $CL_NODE $state (resumed)"
         else
-          say "node $NODE $state"
+          say "node $CL_NODE $state"
         fi
         return 0 ;;
       down | drained | draining | drain | fail | failing)
         # Responding but marked down/drained (e.g. after an unclean stop).
         if ((resumed == 0)); then
-          say "node $NODE is $state ($(node_reason)); scontrol update state=resume"
-          scontrol update nodename="$NODE" state=resume >>"$SLURMCTLD_LOG" 2>&1 || true
+          say "node $CL_NODE is $state ($(node_reason)); scontrol update state=resume"
+          scontrol update nodename="$CL_NODE" state=resume >>"$CL_SLURMCTLD_LOG" 2>&1 || true
           resumed=1
         fi ;;
     esac
     if ((SECONDS >= deadline)); then
-      tail_log "$SLURMD_LOG"
-      die "node $NODE is '${state:-?}' ($(node_reason)) after ${SLURM_WAIT}s (logs: $SLURMD_LOG $SLURMCTLD_LOG)"
+      tail_log "$CL_SLURMD_LOG"
+      die "node $CL_NODE is '${state:-?}' ($(node_reason)) after ${SLURM_WAIT}s (logs: $CL_SLURMD_LOG $CL_SLURMCTLD_LOG)"
     fi
-    pid_is "$(pidfile_pid "$SLURMD_PIDFILE")" slurmd \
-      || { tail_log "$SLURMD_LOG"; die "slurmd exited (log: $SLURMD_LOG)"; }
+    cluster_pid_is "$(pidfile_pid "$CL_SLURMD_PIDFILE")" slurmd "$CL" \
+      || { tail_log "$CL_SLURMD_LOG"; die "${CL_NAME}slurmd exited (log: $CL_SLURMD_LOG)"; }
     sleep 0.5
   done
 }
 
+# ensure_slurm: slurmctld and slurmd of cluster $CL (use_cluster).
 ensure_slurm() {
-  ensure_slurm_daemon slurmctld "$SLURMCTLD_PIDFILE" "$SLURMCTLD_BIN" "$SLURMCTLD_LOG" "$CONFIG_CHANGED"
+  ensure_slurm_daemon slurmctld "$CL_SLURMCTLD_PIDFILE" "$SLURMCTLD_BIN" "$CL_SLURMCTLD_LOG" "$CL_CHANGED" \
+    "${CL_SLURMCTLD_ARGS[@]}"
   wait_slurmctld
-  ensure_slurm_daemon slurmd "$SLURMD_PIDFILE" "$SLURMD_BIN" "$SLURMD_LOG" "$CONFIG_CHANGED"
+  ensure_slurm_daemon slurmd "$CL_SLURMD_PIDFILE" "$SLURMD_BIN" "$CL_SLURMD_LOG" "$CL_CHANGED" \
+    "${CL_SLURMD_ARGS[@]}"
   wait_node
 }
 
@@ -626,6 +749,50 @@ clean_job_cgroups() {
   vlog "removed $n empty cgroup directories of job $job"
 }
 
+# 5. The tmpfs cluster: a job as the test user on $TMPFS_NODE runs in a mount
+#    namespace that is not the host's, with a /tmp of its own (owned by the
+#    user; the host's files not in it, its files not on the host) and its own
+#    /dev/shm, in the node's cgroups (/slurm_<node>).
+verify_tmpfs() {
+  local out host_ns host_tmp host_shm marker job ns tmp shm seen wrote cg
+  make_work_dir
+  use_cluster tmpfs
+  host_ns=$(readlink /proc/self/ns/mnt)
+  host_tmp=$(stat -c '%d:%i' /tmp)
+  host_shm=$(stat -c '%d' /dev/shm)
+  marker=$(mktemp /tmp/jobdock-testbed-tmpfs-marker.XXXXXX)
+  CLEANUP_PATHS+=("$marker")
+  # shellcheck disable=SC2016  # expanded by the step's shell
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/ \
+    sh -c 'echo "job=$SLURM_JOB_ID"; echo "ns=$(readlink /proc/self/ns/mnt)"
+      echo "tmp=$(stat -c %d:%i:%u /tmp)"; echo "shm=$(stat -c %d /dev/shm)"
+      if [ -e "$1" ]; then echo seen=yes; else echo seen=no; fi
+      echo probe >"/tmp/jobdock-testbed-tmpfs-probe-$SLURM_JOB_ID" && echo wrote=yes
+      echo "cg=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup)"' sh "$marker"
+  use_cluster main
+  job=$(sed -n 's/^job=//p' <<<"$out")
+  ns=$(sed -n 's/^ns=//p' <<<"$out")
+  tmp=$(sed -n 's/^tmp=//p' <<<"$out")
+  shm=$(sed -n 's/^shm=//p' <<<"$out")
+  seen=$(sed -n 's/^seen=//p' <<<"$out")
+  wrote=$(sed -n 's/^wrote=//p' <<<"$out")
+  cg=$(sed -n 's/^cg=//p' <<<"$out")
+  [[ $job =~ ^[0-9]+$ ]] || die "verify: $TMPFS_CLUSTER job printed no job id (log: $VERIFY_LOG)"
+  if [[ -e /tmp/jobdock-testbed-tmpfs-probe-$job ]]; then
+    rm -f "/tmp/jobdock-testbed-tmpfs-probe-$job"
+    die "verify: $TMPFS_CLUSTER job $job wrote to the host's /tmp: no private /tmp (log: $TMPFS_SLURMD_LOG)"
+  fi
+  [[ $ns == mnt:* && $ns != "$host_ns" ]] \
+    || die "verify: $TMPFS_CLUSTER job $job mount namespace '$ns', the host's is $host_ns (log: $TMPFS_SLURMD_LOG)"
+  [[ -n $tmp && ${tmp%:*} != "$host_tmp" && ${tmp##*:} == "$VERIFY_UID" && $seen == no && $wrote == yes ]] \
+    || die "verify: $TMPFS_CLUSTER job $job /tmp (dev:ino:uid '$tmp', host's $host_tmp; host's file seen: '$seen'; written: '$wrote') is not a private /tmp of uid $VERIFY_UID"
+  [[ -n $shm && $shm != "$host_shm" ]] \
+    || die "verify: $TMPFS_CLUSTER job $job /dev/shm is device '$shm', like the host's ($host_shm)"
+  [[ $cg =~ ^/slurm_${TMPFS_NODE}/uid_${VERIFY_UID}/job_${job}/step_0(/task_0)?$ ]] \
+    || die "verify: $TMPFS_CLUSTER job $job memory cgroup is '$cg', expected /slurm_$TMPFS_NODE/uid_$VERIFY_UID/job_$job/step_0[/task_0]"
+  say "verify: $TMPFS_CLUSTER srun as $VERIFY_USER, job $job on $TMPFS_NODE: mount ns $ns (host $host_ns); private /tmp (owner uid ${tmp##*:}, host's files unseen, its files not on the host); own /dev/shm; memory:$cg"
+}
+
 # ----------------------------------------------------------------- summary --
 summary() {
   local ctld slurmd munged
@@ -635,6 +802,11 @@ summary() {
   say "slurm:    $(slurm_version); cluster $SLURM_CLUSTER; munged ${munged:-DOWN}, slurmctld ${ctld:-DOWN}, slurmd ${slurmd:-DOWN}"
   say "node:     $(sinfo -h -N -n "$NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
   say "config:   $SLURM_CONF_PATH $CGROUP_CONF; logs $SLURMCTLD_LOG $SLURMD_LOG $MUNGED_LOG"
+  ctld=$(daemon_pid "$TMPFS_SLURMCTLD_PIDFILE" slurmctld tmpfs)
+  slurmd=$(daemon_pid "$TMPFS_SLURMD_PIDFILE" slurmd tmpfs)
+  say "tmpfs:    cluster $TMPFS_CLUSTER (SLURM_CONF=$TMPFS_CONF_PATH); slurmctld ${ctld:-DOWN} (port $TMPFS_SLURMCTLD_PORT), slurmd ${slurmd:-DOWN} (port $TMPFS_SLURMD_PORT)"
+  say "node:     $(SLURM_CONF=$TMPFS_CONF_PATH sinfo -h -N -n "$TMPFS_NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?'); job_container/tmpfs BasePath $TMPFS_BASEPATH/$TMPFS_NODE"
+  say "config:   $TMPFS_CONF_PATH $TMPFS_CGROUP_CONF $TMPFS_JC_CONF; logs $TMPFS_SLURMCTLD_LOG $TMPFS_SLURMD_LOG"
 }
 
 # ---------------------------------------------------------------- commands --
@@ -648,8 +820,13 @@ cmd_up() {
   ensure_munge_key
   ensure_munged
   ensure_config
+  use_cluster main
   ensure_slurm
-  if ((do_verify)); then verify; fi
+  ensure_tmpfs_config
+  use_cluster tmpfs
+  ensure_slurm
+  use_cluster main
+  if ((do_verify)); then verify; verify_tmpfs; fi
   summary
   say "up done in $((SECONDS - start))s"
 }
@@ -659,64 +836,83 @@ cmd_verify() {
   make_dirs
   take_lock
   slurmctld_answers || die "slurmctld not answering; run: $0 up"
+  SLURM_CONF=$TMPFS_CONF_PATH slurmctld_answers || die "$TMPFS_CLUSTER slurmctld not answering; run: $0 up"
   verify
+  verify_tmpfs
 }
 
 cmd_down() {
-  local pid comm pidfile
+  local pid comm pidfile which
   need_root down
   make_dirs
   take_lock
-  for comm in slurmd slurmctld munged; do
+  for comm in tmpfs:slurmd tmpfs:slurmctld slurmd slurmctld munged; do
+    which=main
     case $comm in
+      tmpfs:slurmd) pidfile=$TMPFS_SLURMD_PIDFILE which=tmpfs ;;
+      tmpfs:slurmctld) pidfile=$TMPFS_SLURMCTLD_PIDFILE which=tmpfs ;;
       slurmd) pidfile=$SLURMD_PIDFILE ;;
       slurmctld) pidfile=$SLURMCTLD_PIDFILE ;;
       munged) pidfile=$MUNGED_PIDFILE ;;
     esac
-    pid=$(daemon_pid "$pidfile" "$comm")
+    comm=${comm#tmpfs:}
+    local what=$comm
+    [[ $which == tmpfs ]] && what="$TMPFS_CLUSTER $comm"
+    pid=$(daemon_pid "$pidfile" "$comm" "$which")
     if [[ -n $pid ]]; then
-      stop_pid "$pid" "$comm" "$comm" 30
-      say "$comm stopped (pid $pid)"
+      stop_pid "$pid" "$comm" "$what" 30
+      say "$what stopped (pid $pid)"
     else
-      say "$comm not running"
+      say "$what not running"
     fi
     rm -f "$pidfile"
   done
 }
 
-cmd_status() {
+# status_cluster main|tmpfs: the cluster's slurmctld, slurmd and node; 1 if
+# any is not up.
+status_cluster() {
   local rc=0 pid state
+  use_cluster "$1"
+  pid=$(daemon_pid "$CL_SLURMCTLD_PIDFILE" slurmctld "$CL")
+  if [[ -n $pid ]] && slurmctld_answers; then
+    say "${CL_NAME}slurmctld running (pid $pid), scontrol ping UP"
+  else
+    say "${CL_NAME}slurmctld NOT answering (pid ${pid:-none})"; rc=1
+  fi
+  pid=$(daemon_pid "$CL_SLURMD_PIDFILE" slurmd "$CL")
+  if [[ -n $pid ]]; then
+    say "${CL_NAME}slurmd running (pid $pid)"
+  else
+    say "${CL_NAME}slurmd NOT running"; rc=1
+  fi
+  state=""
+  if slurmctld_answers; then state=$(node_state || true); fi
+  if ((rc == 0)) && node_usable; then
+    say "node $CL_NODE $state"
+  else
+    say "node $CL_NODE NOT usable (state '${state:-unknown}'${state:+, $(node_reason)})"; rc=1
+  fi
+  use_cluster main
+  return "$rc"
+}
+
+cmd_status() {
+  local rc=0 pid
   pid=$(daemon_pid "$MUNGED_PIDFILE" munged)
   if [[ -n $pid ]] && munge_works; then
     say "munged running (pid $pid), munge -n | unmunge ok"
   else
     say "munged NOT working (pid ${pid:-none})"; rc=1
   fi
-  pid=$(daemon_pid "$SLURMCTLD_PIDFILE" slurmctld)
-  if [[ -n $pid ]] && slurmctld_answers; then
-    say "slurmctld running (pid $pid), scontrol ping UP"
-  else
-    say "slurmctld NOT answering (pid ${pid:-none})"; rc=1
-  fi
-  pid=$(daemon_pid "$SLURMD_PIDFILE" slurmd)
-  if [[ -n $pid ]]; then
-    say "slurmd running (pid $pid)"
-  else
-    say "slurmd NOT running"; rc=1
-  fi
-  state=""
-  if slurmctld_answers; then state=$(node_state || true); fi
-  if ((rc == 0)) && node_usable; then
-    say "node $NODE $state"
-  else
-    say "node $NODE NOT usable (state '${state:-unknown}'${state:+, $(node_reason)})"; rc=1
-  fi
+  status_cluster main || rc=1
+  status_cluster tmpfs || rc=1
   if slurmctld_answers; then summary; fi
   return "$rc"
 }
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 main() {

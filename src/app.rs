@@ -550,12 +550,45 @@ fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
     }
 }
 
+/// Variables glibc removes from a setuid program's environment before `main` (its secure mode)
+/// that are harmless in the job's container, which runs as the user with no-new-privileges:
+/// jobdock takes them back from its initial environment, for the job only. (Not `LD_*`,
+/// `GLIBC_TUNABLES` or `MALLOC_*`, which never reach a container.)
+const SECURE_MODE_REMOVES: &[&str] = &[
+    "TMPDIR",
+    "TZDIR",
+    "LOCPATH",
+    "NLSPATH",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "RES_OPTIONS",
+    "RESOLV_HOST_CONF",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "NIS_PATH",
+];
+
 /// The process environment, UTF-8 entries only (others are not passed on and cannot configure
-/// jobdock).
+/// jobdock), with what glibc's secure mode removed from it taken back (`SECURE_MODE_REMOVES`).
 fn env_snapshot() -> Env {
-    std::env::vars_os()
+    let mut env: Env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+        .collect();
+    // The strings exec placed stay where they were; glibc only unlinks them from `environ`.
+    if let Ok(initial) = std::fs::read("/proc/self/environ") {
+        for entry in initial.split(|&b| b == 0) {
+            let Some((name, value)) = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|e| e.split_once('='))
+            else {
+                continue;
+            };
+            if SECURE_MODE_REMOVES.contains(&name) && !env.contains_key(name) {
+                env.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    env
 }
 
 /// The cgroup jobdock runs in and its memory limit, from /proc and /sys.

@@ -215,6 +215,7 @@ impl HostProbe for SubmitProbe {
             path: crate::policy::paths::normalize(path),
             kind: Kind::Dir,
             id: None,
+            owner: None,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct Resolved {
     /// What `path` named when it was resolved, reached without following any symlink; `None` when
     /// the probe only judges text (the esub on the submission host).
     pub id: Option<FileId>,
+    /// Its owner's uid; `None` when the probe only judges text.
+    pub owner: Option<u32>,
 }
 
 pub trait HostProbe {
@@ -187,6 +189,7 @@ fn resolve_here(path: &Path) -> Result<Resolved, String> {
         path: canonical,
         kind,
         id: Some(FileId::of(&stat)),
+        owner: Some(stat.st_uid),
     })
 }
 
@@ -375,8 +378,17 @@ pub(crate) mod fake {
                     path: path.into(),
                     kind: Kind::Dir,
                     id: Some(Self::id_of(path)),
+                    owner: None,
                 },
             );
+            self
+        }
+        /// A directory owned by `uid` (other fake paths have no owner to check).
+        pub fn dir_owned_by(mut self, path: &str, uid: u32) -> Self {
+            self = self.dir(path);
+            if let Some(r) = self.paths.get_mut(std::path::Path::new(path)) {
+                r.owner = Some(uid);
+            }
             self
         }
         pub fn link(mut self, path: &str, target: &str, kind: Kind) -> Self {
@@ -386,6 +398,7 @@ pub(crate) mod fake {
                     path: target.into(),
                     kind,
                     id: Some(Self::id_of(target)),
+                    owner: None,
                 },
             );
             self
@@ -397,6 +410,7 @@ pub(crate) mod fake {
                     path: path.into(),
                     kind: Kind::File,
                     id: Some(Self::id_of(path)),
+                    owner: None,
                 },
             );
             self.files.insert(path.into(), text.into());
@@ -521,6 +535,7 @@ mod tests {
                     dev: 1,
                     ino: self.0.get(),
                 }),
+                owner: None,
             })
         }
         fn read_file(&self, _: &Path, _: u64) -> Result<String, String> {

@@ -523,3 +523,119 @@ fn an_interactive_job_gets_a_terminal() {
         .collect();
     assert_eq!(lines, ["tty", "unset"], "{}", out.report);
 }
+
+/// A job tmpdir made by the test as LSF makes it (0700, the user's; another owner's is 0777), with
+/// a marker in it; removed on drop.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(path: PathBuf, owner: u32) -> TmpDir {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("marker"), format!("{}\n", path.display())).unwrap();
+        for p in [path.clone(), path.join("marker")] {
+            nix::unistd::chown(
+                &p,
+                Some(nix::unistd::Uid::from_raw(owner)),
+                Some(nix::unistd::Gid::from_raw(owner)),
+            )
+            .unwrap();
+        }
+        // Another user's trap is open to all: the job could enter it, and its files be read.
+        let mode = if owner == ALICE.1 { 0o700 } else { 0o777 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        TmpDir(path)
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The job's tmpdir is its /tmp, however LSF names it — through the installed setuid jobdock,
+/// which never sees TMPDIR itself (glibc's secure mode removes it before main): OpenLava's and
+/// LSF's default `/tmp/<jobid>.tmpdir` with no variable set; `<LSB_JOB_TMPDIR>/<jobid>.tmpdir`
+/// (LSB_JOB_TMPDIR is the base); TMPDIR when LSB_SET_TMPDIR=y sets it; `<jobid>_<index>` for an
+/// array element. A directory of that name someone else made is not mounted. TZDIR and LOCPATH,
+/// which glibc removes too, reach the job.
+#[test]
+fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
+    if !bed_is_up() {
+        return;
+    }
+    let show = "cat /tmp/marker 2>&1; echo TZDIR=$TZDIR LOCPATH=$LOCPATH";
+    // (what, index, where LSF made it, its owner, extra variables, whether it is mounted)
+    let cases: Vec<(&str, u32, fn(u32) -> String, u32, Vec<(&str, String)>, bool)> = vec![
+        (
+            "default",
+            0,
+            |id| format!("/tmp/{id}.tmpdir"),
+            ALICE.1,
+            vec![],
+            true,
+        ),
+        (
+            "array element",
+            3,
+            |id| format!("/tmp/{id}_3.tmpdir"),
+            ALICE.1,
+            vec![],
+            true,
+        ),
+        (
+            "LSB_JOB_TMPDIR base",
+            0,
+            |id| format!("/scratch/{id}.tmpdir"),
+            ALICE.1,
+            vec![("LSB_JOB_TMPDIR", "/scratch".into())],
+            true,
+        ),
+        (
+            "TMPDIR (LSB_SET_TMPDIR=y), elsewhere",
+            0,
+            |id| format!("/scratch/jdalice/{id}.tmpdir"),
+            ALICE.1,
+            vec![],
+            true,
+        ),
+        (
+            "made by someone else",
+            0,
+            |id| format!("/tmp/{id}.tmpdir"),
+            util::BOB.1,
+            vec![],
+            false,
+        ),
+    ];
+    for (what, index, place, owner, extra, mounted) in cases {
+        let job = LsfJob::new(show, index);
+        let dir = TmpDir::new(PathBuf::from(place(job.id)), owner);
+        let mut run = job
+            .starter()
+            .env("TZDIR", "/usr/share/zoneinfo")
+            .env("LOCPATH", "/usr/lib/locale");
+        if what.starts_with("TMPDIR") {
+            run = run.env("TMPDIR", &dir.0.display().to_string());
+        }
+        for (k, v) in &extra {
+            run = run.env(k, v);
+        }
+        let out = run.run();
+        out.ok();
+        let first = out.stdout.lines().next().unwrap_or("");
+        if mounted {
+            assert_eq!(first, dir.0.display().to_string(), "{what}{}", out.report);
+        } else {
+            assert!(first.contains("No such file"), "{what}{}", out.report);
+            out.stderr_has(&format!("owned by uid {}", util::BOB.1));
+        }
+        assert!(
+            out.stdout
+                .contains("TZDIR=/usr/share/zoneinfo LOCPATH=/usr/lib/locale"),
+            "{what}{}",
+            out.report
+        );
+    }
+}

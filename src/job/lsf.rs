@@ -17,9 +17,23 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
     let work_dir = abs_path(env, "LS_EXECCWD")?
         .or(abs_path(env, "LS_SUBCWD")?)
         .or(cwd);
-    let tmpdir = abs_path(env, "__LSF_JOB_TMPDIR__")?
-        .or(abs_path(env, "LSB_JOB_TMPDIR")?)
-        .or(abs_path(env, "TMPDIR")?);
+    let tmpdir = match (
+        abs_path(env, "__LSF_JOB_TMPDIR__")?,
+        private_tmpdir(abs_path(env, "TMPDIR")?),
+    ) {
+        (Some(dir), _) | (None, Some(dir)) => Some(dir),
+        // LSB_JOB_TMPDIR (lsf.conf) is the base the job's own directory is made in; without it
+        // LSF (and OpenLava) makes it in /tmp. TMPDIR is set only with LSB_SET_TMPDIR=y, and a
+        // setuid jobdock never sees it (glibc removes it): the name is LSF's convention.
+        (None, None) => {
+            let base = abs_path(env, "LSB_JOB_TMPDIR")?.unwrap_or_else(|| PathBuf::from("/tmp"));
+            let name = match index {
+                Some(i) => format!("{id}_{i}.tmpdir"),
+                None => format!("{id}.tmpdir"),
+            };
+            Some(base.join(name))
+        }
+    };
     Ok(JobContext {
         scheduler: Some(Scheduler::Lsf),
         job_id: Some(job_id),
@@ -112,12 +126,12 @@ mod tests {
         }
         let cases = [
             Case {
-                name: "plain job",
+                name: "plain job: LSF's default tmpdir, which OpenLava makes without a variable",
                 env: with(&[]),
                 want_id: "212",
                 want_index: None,
                 want_cpus: Some(1),
-                want_tmp: None,
+                want_tmp: Some("/tmp/212.tmpdir"),
                 want_gpus: &[],
             },
             Case {
@@ -131,7 +145,7 @@ mod tests {
                 want_id: "212[3]",
                 want_index: Some(3),
                 want_cpus: Some(1),
-                want_tmp: None,
+                want_tmp: Some("/tmp/212_3.tmpdir"),
                 want_gpus: &[],
             },
             Case {
@@ -145,7 +159,7 @@ mod tests {
                 want_id: "212",
                 want_index: None,
                 want_cpus: Some(2),
-                want_tmp: None,
+                want_tmp: Some("/tmp/212.tmpdir"),
                 want_gpus: &[],
             },
             Case {
@@ -162,12 +176,42 @@ mod tests {
                 want_gpus: &["1", "3"],
             },
             Case {
-                name: "TMPDIR=/tmp is the node's, not the job's",
+                name: "TMPDIR=/tmp is the node's, not the job's: the job's own in it",
                 env: with(&[("TMPDIR", "/tmp")]),
                 want_id: "212",
                 want_index: None,
                 want_cpus: Some(1),
-                want_tmp: None,
+                want_tmp: Some("/tmp/212.tmpdir"),
+                want_gpus: &[],
+            },
+            Case {
+                name: "LSB_JOB_TMPDIR is the base, not the job's directory",
+                env: with(&[("LSB_JOB_TMPDIR", "/scratch/lsftmp")]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(1),
+                want_tmp: Some("/scratch/lsftmp/212.tmpdir"),
+                want_gpus: &[],
+            },
+            Case {
+                name: "an array element's directory in the base",
+                env: with(&[("LSB_JOB_TMPDIR", "/scratch/lsftmp"), ("LSB_JOBINDEX", "7")]),
+                want_id: "212[7]",
+                want_index: Some(7),
+                want_cpus: Some(1),
+                want_tmp: Some("/scratch/lsftmp/212_7.tmpdir"),
+                want_gpus: &[],
+            },
+            Case {
+                name: "LSB_SET_TMPDIR=y: TMPDIR is the job's",
+                env: with(&[
+                    ("LSB_JOB_TMPDIR", "/scratch/lsftmp"),
+                    ("TMPDIR", "/scratch/lsftmp/212.tmpdir"),
+                ]),
+                want_id: "212",
+                want_index: None,
+                want_cpus: Some(1),
+                want_tmp: Some("/scratch/lsftmp/212.tmpdir"),
                 want_gpus: &[],
             },
         ];

@@ -315,7 +315,7 @@ pub fn build(
         }
     }
     if let Some(tmp) = &ctx.tmpdir {
-        match user_dir(probe, tmp) {
+        match job_tmpdir(probe, tmp, id.uid) {
             Ok(real) => {
                 mounts.push(MountPlan {
                     source: real.clone(),
@@ -638,6 +638,24 @@ fn user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<PathBuf, String> {
     paths::check_host_path(&real.path, Strictness::UserPath)
         .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
     Ok(real.path)
+}
+
+/// The job's tmpdir: a directory the user reaches, as `user_dir`, and owns (a directory named
+/// like a job's, made by someone else before the job, would otherwise become the job's /tmp).
+fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, String> {
+    paths::check_host_path(dir, Strictness::UserPath)?;
+    let real = probe.resolve(dir)?;
+    if real.kind != Kind::Dir {
+        return Err("not a directory".into());
+    }
+    paths::check_host_path(&real.path, Strictness::UserPath)
+        .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
+    match real.owner {
+        Some(owner) if owner != uid => Err(format!(
+            "owned by uid {owner}, not by the job's user (uid {uid})"
+        )),
+        _ => Ok(real.path),
+    }
 }
 
 /// Adds an identity-style mount unless an earlier mount already shows the same directory there.

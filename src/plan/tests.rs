@@ -37,7 +37,8 @@ fn host() -> FakeProbe {
         .dir("/gpfs/lab/data")
         .dir("/scratch")
         .dir("/scratch/alice")
-        .dir("/tmp/212.tmpdir")
+        .dir_owned_by("/tmp/212.tmpdir", 2001)
+        .dir_owned_by("/tmp/213.tmpdir", 2002)
         .link("/gpfs/lab/escape", "/etc", Kind::Dir)
         .link("/gpfs/lab/docker", "/var/lib/docker", Kind::Dir)
         .link("/gpfs/lab/to-scratch", "/scratch/alice", Kind::Dir)
@@ -1573,4 +1574,36 @@ mod properties {
             }
         }
     }
+}
+
+/// A directory named like the job's tmpdir but made by someone else (before the job, in the
+/// world-writable /tmp) is not the job's /tmp: it is left out, and the user told why.
+#[test]
+fn a_job_tmpdir_someone_else_owns_is_not_mounted() {
+    let p = plan_with(
+        &[("LSB_JOBID", "213"), ("__LSF_JOB_TMPDIR__", "")],
+        &["true"],
+    )
+    .unwrap();
+    assert!(
+        !p.mounts.iter().any(|m| m.target == Path::new("/tmp")),
+        "{:?}",
+        p.mounts
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("/tmp/213.tmpdir") && n.contains("owned by uid 2002")),
+        "{:?}",
+        p.notes
+    );
+    // The job's own, derived from LSF's convention (no variable names it).
+    let p = plan_with(&[("__LSF_JOB_TMPDIR__", "")], &["true"]).unwrap();
+    assert!(
+        p.mounts
+            .iter()
+            .any(|m| m.target == Path::new("/tmp") && m.source == Path::new("/tmp/212.tmpdir")),
+        "{:?}",
+        p.mounts
+    );
 }

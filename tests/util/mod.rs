@@ -14,6 +14,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 pub const ALICE: (&str, u32) = ("jdalice", 2001);
 pub const BOB: (&str, u32) = ("jdbob", 2002);
 
+/// slurm.conf of the test bed's job_container/tmpfs node (`scripts/slurm-testbed.sh up`): a
+/// second one-node cluster, `jobdock-tmpfs`, whose every job runs in a mount namespace of its own
+/// with a private /tmp and /dev/shm. Submit to it by setting this as SLURM_CONF, e.g.
+/// `Run::program("srun", &["-N1", "-n1", ...]).user(ALICE.1).env("SLURM_CONF", TMPFS_SLURM_CONF)`
+/// (it is the cluster's default partition, so no `-p`); start the job outside /tmp (`--chdir`),
+/// which the job does not see. Without SLURM_CONF, Slurm commands use the main cluster.
+pub const TMPFS_SLURM_CONF: &str = "/etc/slurm-tmpfs/slurm.conf";
+
 /// True inside CI, where every prerequisite must be present.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
