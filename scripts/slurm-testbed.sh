@@ -134,7 +134,7 @@ runs_tmpfs_conf() {
 cluster_pid_is() {
   pid_is "$1" "$2" || return 1
   case $2 in slurmctld | slurmd) ;; *) return 0 ;; esac
-  if [[ $3 == tmpfs ]]; then runs_tmpfs_conf "$1"; else ! runs_tmpfs_conf "$1"; fi
+  if runs_tmpfs_conf "$1"; then [[ $3 == tmpfs ]]; else [[ $3 != tmpfs ]]; fi
 }
 
 # daemon_pid PIDFILE COMM [main|tmpfs]: pid of the live daemon named COMM (of
