@@ -101,7 +101,7 @@ pub fn main(cli: Cli) -> u8 {
     }
 
     let result = privileges(&cli.command).and_then(|()| match cli.command {
-        Command::CheckConfig { path } => Ok(check_config(path.as_deref())),
+        Command::CheckConfig { draft, path } => Ok(check_config(path.as_deref(), draft)),
         Command::Doctor { config } => doctor(config),
         Command::Plan { job, json } => prepare(&job, env, false).map(|p| {
             print_plan(&p.plan, &p.config, json);
@@ -123,7 +123,7 @@ pub fn main(cli: Cli) -> u8 {
     }
 }
 
-fn check_config(path: Option<&Path>) -> u8 {
+fn check_config(path: Option<&Path>, draft: bool) -> u8 {
     let path = path.unwrap_or(Path::new(config::DEFAULT_PATH));
     let code = match SiteConfig::load_untrusted(path) {
         Ok(_) => {
@@ -141,12 +141,17 @@ fn check_config(path: Option<&Path>) -> u8 {
             exit::CONFIG
         }
     };
-    // A draft may live anywhere; installed, it must be root's alone.
+    // A draft may live anywhere (`--draft`); installed, it must be root's alone, or jobdock
+    // refuses it: that is a failure too.
+    if draft {
+        return code;
+    }
     if let Err(reason) = config::trust::check_root_owned(path) {
         println!(
-            "{}: warning: jobdock would refuse to use this file: {reason}",
+            "{}: jobdock refuses to use this file: {reason}",
             path.display()
         );
+        return exit::CONFIG;
     }
     code
 }

@@ -79,8 +79,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// Validate a site config, reporting every problem with its key.
+    /// Validate a site config, reporting every problem with its key (syntax errors with line and
+    /// column). Exits 78 if jobdock would refuse the file: invalid, or writable by anyone but
+    /// root where it is.
     CheckConfig {
+        /// Validate a draft only: do not ask who could write it where it is.
+        #[arg(long)]
+        draft: bool,
         /// The config to check (default: /etc/jobdock/wrapper.toml).
         path: Option<PathBuf>,
     },

@@ -328,7 +328,7 @@ fn plan_text_is_a_commented_docker_run_line() {
 
 #[test]
 fn check_config_reports_every_problem_with_its_key() {
-    Run::new(&["check-config", "wrapper.toml.example"])
+    Run::new(&["check-config", "--draft", "wrapper.toml.example"])
         .cwd(env!("CARGO_MANIFEST_DIR"))
         .run()
         .ok()
@@ -397,9 +397,55 @@ fn a_config_others_could_have_written_is_refused() {
     .code(78)
     .stderr_has("is not trustworthy")
     .stderr_has("/tmp is writable by group or others");
-    // check-config still validates a draft, and says jobdock would not use it where it is.
+    // check-config fails for it too, saying why; as a --draft it is only validated.
     Run::new(&["check-config", &path.display().to_string()])
         .run()
+        .code(78)
+        .stdout_has("jobdock refuses to use this file");
+    Run::new(&["check-config", "--draft", &path.display().to_string()])
+        .run()
         .ok()
-        .stdout_has("warning: jobdock would refuse");
+        .stdout_has("OK");
+}
+
+/// Every problem at once: a key of the wrong type hides none of the others; a syntax error has
+/// its line and column; the dangerous settings are refused by key.
+#[test]
+fn check_config_reports_type_errors_syntax_errors_and_dangerous_settings() {
+    let cfg = TestConfig::new(
+        "grace_period_secs = \"ten\"\nconnect_timeout_secs = 0\n\
+         [limits]\npids = \"many\"\nmemory = \"1k\"\n\
+         [devices]\npaths = [\"/dev/*\", \"/dev/sd?\", \"/dev/mem\", \"/dev/**\", \"/dev/infiniband/*\"]\n\
+         [security]\nselinux_labels = [\"type:spc_t\"]\n\
+         [overrides]\ncgroup_parents = [\"/\"]\n\
+         [env.set]\nHOME = \"/root\"\nOK_VAR = \"1\"\n",
+    );
+    let out = Run::new(&["check-config", &cfg.arg()]).run();
+    out.code(78);
+    for want in [
+        "engine.grace_period_secs: invalid type",
+        "engine.connect_timeout_secs: must be at least 1",
+        "limits.pids: invalid type",
+        "limits.memory: 1.0 KiB is below",
+        "devices.paths: \"/dev/*\" matches /dev/mem",
+        "devices.paths: \"/dev/sd?\" matches /dev/sda",
+        "devices.paths: \"/dev/mem\" matches /dev/mem",
+        "devices.paths: \"/dev/**\"",
+        "security.selinux_labels: \"type:spc_t\" is an unconfined domain",
+        "overrides.cgroup_parents: \"/\" is the root cgroup",
+        "env.set.HOME: is set by jobdock",
+    ] {
+        out.stdout_has(want);
+    }
+    assert!(
+        !out.stdout.contains("\"/dev/infiniband/*\" matches"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("OK_VAR"), "{}", out.stdout);
+    let syntax = TestConfig::new("[limits\nmemory = \"4g\"\n");
+    Run::new(&["check-config", &syntax.arg()])
+        .run()
+        .code(78)
+        .stdout_has("line ");
 }

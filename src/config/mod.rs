@@ -255,24 +255,48 @@ impl SiteConfig {
         })
     }
 
-    /// Parses and validates config text, collecting every problem rather than stopping at the first.
+    /// Parses and validates config text, collecting every problem rather than stopping at the first:
+    /// a syntax error (with its line and column), then each key on its own, so one key of the
+    /// wrong type hides no other problem.
     pub fn parse(text: &str) -> Result<SiteConfig, Vec<Problem>> {
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![toml_problem(text, &e)])?;
         let mut problems = Vec::new();
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| vec![toml_problem(&e)])?;
-        let mut unknown = Vec::new();
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-        let ignoring = serde_ignored::Deserializer::new(deserializer, &mut record);
-        let raw: Raw = serde_path_to_error::deserialize(ignoring).map_err(|e| {
-            let key = e.path().to_string();
-            vec![Problem {
-                key,
-                message: e.into_inner().message().to_string(),
-            }]
-        })?;
-        problems.extend(unknown.into_iter().map(|key| Problem {
-            key,
-            message: "unknown key".into(),
-        }));
+        let mut good = toml::Table::new();
+        for (section, value) in doc {
+            let entries: Vec<(Option<String>, toml::Value)> = match value {
+                toml::Value::Table(t) => t.into_iter().map(|(k, v)| (Some(k), v)).collect(),
+                other => vec![(None, other)],
+            };
+            for (key, value) in entries {
+                let single = match &key {
+                    Some(k) => toml::Table::from_iter([(
+                        section.clone(),
+                        toml::Value::Table(toml::Table::from_iter([(k.clone(), value.clone())])),
+                    )]),
+                    None => toml::Table::from_iter([(section.clone(), value.clone())]),
+                };
+                let mut unknown = Vec::new();
+                match raw_from(single, &mut unknown) {
+                    Ok(_) => {
+                        if let Some(k) = key
+                            && let toml::Value::Table(t) = good
+                                .entry(section.clone())
+                                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        {
+                            t.insert(k, value);
+                        }
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+                problems.extend(unknown.into_iter().map(|key| Problem {
+                    key,
+                    message: "unknown key".into(),
+                }));
+            }
+        }
+        let raw = raw_from(good, &mut Vec::new()).map_err(|p| vec![p])?;
         let config = raw.validate(&mut problems);
         if problems.is_empty() {
             Ok(config)
@@ -282,13 +306,37 @@ impl SiteConfig {
     }
 }
 
-fn toml_problem(e: &toml::de::Error) -> Problem {
-    // toml names the table path in its message; keep it on one line.
-    let message = e.message().to_string();
-    let key = e
-        .span()
-        .map(|s| format!("at byte {}", s.start))
-        .unwrap_or_else(|| "(document)".into());
+/// The typed file from a table, noting keys it does not know; a type error names its key.
+fn raw_from(table: toml::Table, unknown: &mut Vec<String>) -> Result<Raw, Problem> {
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let value = toml::Value::Table(table);
+    let ignoring = serde_ignored::Deserializer::new(value, &mut record);
+    serde_path_to_error::deserialize(ignoring).map_err(|e| Problem {
+        key: e.path().to_string(),
+        // The deserializer's message, without the "in `key`" line it appends.
+        message: e
+            .into_inner()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    })
+}
+
+/// A syntax error, at its line and column (1-based) when toml says where.
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let message = e.message().trim().to_string();
+    let key = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "(document)".into(),
+    };
     Problem { key, message }
 }
 
@@ -522,6 +570,14 @@ impl Raw {
                         "security.selinux_labels",
                         format!("{l:?} is not user:X, role:X, type:X or level:X"),
                     );
+                } else if UNCONFINED_SELINUX_TYPES
+                    .iter()
+                    .any(|t| l.strip_prefix("type:") == Some(t))
+                {
+                    bad(
+                        "security.selinux_labels",
+                        format!("{l:?} is an unconfined domain: SELinux would not confine the job"),
+                    );
                 }
             }
             c.security.selinux_labels = labels;
@@ -533,6 +589,19 @@ impl Raw {
                     bad(
                         "devices.paths",
                         format!("{g:?} must be a path or *-glob under /dev/"),
+                    );
+                } else if g.contains("**") {
+                    bad(
+                        "devices.paths",
+                        format!("{g:?}: `**` is not a glob jobdock knows (`*` is one component)"),
+                    );
+                } else if let Some(danger) = DANGEROUS_DEVICES.iter().find(|d| glob_matches(g, d)) {
+                    bad(
+                        "devices.paths",
+                        format!(
+                            "{g:?} matches {danger}: memory, kernel, I/O port and disk devices \
+                             give a job the node (name the devices, e.g. /dev/infiniband/*)"
+                        ),
                     );
                 }
             }
@@ -600,6 +669,11 @@ impl Raw {
                         "overrides.cgroup_parents",
                         format!("{p:?} is not a plain cgroup name"),
                     );
+                } else if p.split('/').all(|part| part.is_empty() || part == ".") {
+                    bad(
+                        "overrides.cgroup_parents",
+                        format!("{p:?} is the root cgroup: a job there escapes every job's limits"),
+                    );
                 }
             }
             c.overrides.cgroup_parents = parents;
@@ -615,12 +689,64 @@ impl Raw {
                         &format!("env.set.{k}"),
                         "is not a valid NAME = \"value\" (no newline)".into(),
                     );
+                } else if crate::policy::env::OWNED.contains(&k.as_str()) {
+                    bad(
+                        &format!("env.set.{k}"),
+                        "is set by jobdock for each job (the job's user, home, tmpdir, GPUs); \
+                         a site value would replace it in every container"
+                            .into(),
+                    );
                 }
             }
             c.env.set = set;
         }
         c
     }
+}
+
+/// Devices no job may have: memory and I/O ports, the kernel log, CPU registers, disks (one of
+/// each kind, for matching the site's globs against).
+const DANGEROUS_DEVICES: &[&str] = &[
+    "/dev/mem",
+    "/dev/kmem",
+    "/dev/port",
+    "/dev/kmsg",
+    "/dev/cpu/0/msr",
+    "/dev/watchdog",
+    "/dev/sda",
+    "/dev/sda1",
+    "/dev/vda",
+    "/dev/xvda",
+    "/dev/nvme0n1",
+    "/dev/nvme0",
+    "/dev/loop0",
+    "/dev/loop-control",
+    "/dev/dm-0",
+    "/dev/md0",
+    "/dev/sg0",
+    "/dev/mapper/control",
+    "/dev/disk/by-id/x",
+];
+
+/// SELinux domains that confine nothing (`spc_t`: "super privileged container").
+const UNCONFINED_SELINUX_TYPES: &[&str] = &["spc_t", "unconfined_t", "kernel_t", "init_t"];
+
+/// Whether `glob` (`*` and `?` within a component, as jobdock expands it) matches `path`.
+fn glob_matches(glob: &str, path: &str) -> bool {
+    fn component(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => component(&p[1..], s) || (!s.is_empty() && component(p, &s[1..])),
+            (Some(b'?'), Some(_)) => component(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => component(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let (g, p): (Vec<&str>, Vec<&str>) = (glob.split('/').collect(), path.split('/').collect());
+    g.len() == p.len()
+        && g.iter()
+            .zip(&p)
+            .all(|(g, p)| component(g.as_bytes(), p.as_bytes()))
 }
 
 fn validate_modes(
