@@ -571,7 +571,7 @@ fn overrides_accepted() {
                 "/gpfs/lab/data:/data:ro /scratch/alice /gpfs/lab/to-scratch:/s2 /gpfs/lab:/lab:rw",
             ),
             ("LSB_DOCKER_NETWORK", "host"),
-            ("LSF_DOCKER_IPC", "host"),
+            ("LSF_DOCKER_IPC", "shareable"),
             ("LSB_DOCKER_SHM_SIZE", "16g"),
             ("LSB_DOCKER_WORKDIR", "/data"),
             ("LSB_DOCKER_ENV_FILE", "/home/alice/env.list"),
@@ -600,7 +600,7 @@ fn overrides_accepted() {
         "a symlink inside the roots mounts its target"
     );
     assert!(!find("/lab").readonly);
-    assert_eq!((p.network.as_str(), p.ipc.as_str()), ("host", "host"));
+    assert_eq!((p.network.as_str(), p.ipc.as_str()), ("host", "shareable"));
     assert_eq!(p.shm_size, Some(ByteSize(16 * ByteSize::GIB)));
     assert_eq!(p.working_dir, Some("/data".into()));
     assert_eq!(p.env["OMP_NUM_THREADS"], "8");
