@@ -252,6 +252,26 @@ pub fn build(
             why: "the user's command, exactly as submitted".into(),
         });
     }
+    let jobdock_mounts = mounts.len();
+    // The job's tmpdir is its /tmp. At its own path too, unless that path is under /tmp: the
+    // engine would create that mount point inside the tmpdir itself, as root; there /tmp shows it.
+    let tmp = match &ctx.tmpdir {
+        Some(tmp) => match user_dir(probe, tmp) {
+            Ok(real) => Some((paths::normalize(tmp), real)),
+            Err(reason) => {
+                notes.push(format!(
+                    "job tmpdir {} not mounted: {reason}",
+                    tmp.display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let tmp_inside_tmp = tmp
+        .as_ref()
+        .filter(|(path, _)| paths::is_under(path, Path::new("/tmp")))
+        .map(|(path, _)| path.clone());
     if config.mounts.home {
         match user_dir(probe, &id.home) {
             Ok(real) => mounts.push(MountPlan {
@@ -267,6 +287,22 @@ pub fn build(
         }
     }
     let work_dir = match &ctx.work_dir {
+        // In a tmpdir shown only as /tmp: the same directory, there.
+        Some(dir)
+            if let Some(rest) = tmp_inside_tmp.as_ref().and_then(|t| {
+                paths::normalize(dir)
+                    .strip_prefix(t)
+                    .ok()
+                    .map(Path::to_path_buf)
+            }) =>
+        {
+            user_dir(probe, dir).map_err(|reason| PlanError::Path {
+                what: "working directory",
+                path: dir.display().to_string(),
+                reason,
+            })?;
+            Some(Path::new("/tmp").join(rest))
+        }
         Some(dir) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
@@ -314,28 +350,23 @@ pub fn build(
             Err(reason) => notes.push(format!("PMIX_SERVER_TMPDIR {pmix} not mounted: {reason}")),
         }
     }
-    if let Some(tmp) = &ctx.tmpdir {
-        match user_dir(probe, tmp) {
-            Ok(real) => {
-                mounts.push(MountPlan {
-                    source: real.clone(),
-                    target: "/tmp".into(),
-                    readonly: false,
-                    why: "the job's private tmpdir as /tmp".into(),
-                });
-                mounts.push(MountPlan {
-                    source: real,
-                    target: tmp.clone(),
-                    readonly: false,
-                    why: "the job's tmpdir at its own path".into(),
-                });
-            }
-            Err(reason) => notes.push(format!(
-                "job tmpdir {} not mounted: {reason}",
-                tmp.display()
-            )),
+    if let Some((path, real)) = &tmp {
+        mounts.push(MountPlan {
+            source: real.clone(),
+            target: "/tmp".into(),
+            readonly: false,
+            why: "the job's private tmpdir as /tmp".into(),
+        });
+        if tmp_inside_tmp.is_none() {
+            mounts.push(MountPlan {
+                source: real.clone(),
+                target: path.clone(),
+                readonly: false,
+                why: "the job's tmpdir at its own path".into(),
+            });
         }
     }
+    let job_mounts = mounts.len();
     for m in &config.mounts.site {
         let target = m.target.clone().unwrap_or_else(|| m.source.clone());
         mounts.push(MountPlan {
@@ -355,9 +386,11 @@ pub fn build(
             });
         }
     }
-    if let Some(s) = get("VOLUMES")? {
-        for v in policy::parse_volumes(&s)? {
-            let m = volume(&s, &v, config, probe)?;
+    let site_mounts = mounts.len();
+    let volumes = get("VOLUMES")?;
+    if let Some(s) = &volumes {
+        for v in policy::parse_volumes(s)? {
+            let m = volume(s, &v, config, probe)?;
             if !targets.insert(m.target.clone()) {
                 return Err(s
                     .refuse(format!(
@@ -369,6 +402,12 @@ pub fn build(
             mounts.push(m);
         }
     }
+
+    let mounts = checked_layout(
+        mounts,
+        [jobdock_mounts, job_mounts, site_mounts],
+        volumes.as_ref(),
+    )?;
 
     let working_dir = match get("WORKDIR")? {
         Some(s) => Some(workdir(&s)?),
@@ -403,6 +442,14 @@ pub fn build(
                 .read_file(path, MAX_USER_FILE)
                 .map_err(|e| s.refuse(e))?;
             container_env.extend(envpolicy::parse_env_file(&text, file).map_err(|e| s.refuse(e))?);
+        }
+    }
+    // The job's tmpdir is /tmp in the container (and, under /tmp, only there).
+    if let Some(t) = &tmp_inside_tmp {
+        for v in container_env.values_mut() {
+            if Path::new(v.as_str()) == t {
+                *v = "/tmp".into();
+            }
         }
     }
     container_env.insert("HOME".into(), id.home.display().to_string());
@@ -661,6 +708,62 @@ fn add_unless_covered(
             why: why.into(),
         });
     }
+}
+
+/// The final mount list: identity mounts another identity mount already shows dropped, then
+/// held to `paths::check_layout`. `ends` are where jobdock's, the job's and the site's mounts end
+/// (the user's volumes follow); a refused volume is reported against `volumes`.
+fn checked_layout(
+    mounts: Vec<MountPlan>,
+    ends: [usize; 3],
+    volumes: Option<&Setting>,
+) -> Result<Vec<MountPlan>, PlanError> {
+    use paths::MountKind;
+    let kind = |i: usize| match i {
+        i if i < ends[0] => MountKind::Jobdock,
+        i if i < ends[1] => MountKind::Job,
+        i if i < ends[2] => MountKind::Site,
+        _ => MountKind::Volume,
+    };
+    let identity = |m: &MountPlan| m.source == m.target;
+    let covered = |i: usize, b: &MountPlan| {
+        matches!(kind(i), MountKind::Job | MountKind::Volume)
+            && identity(b)
+            && mounts.iter().enumerate().any(|(j, a)| {
+                j != i
+                    && identity(a)
+                    && a.target != b.target
+                    && paths::is_under(&b.target, &a.target)
+                    && (!a.readonly || b.readonly)
+            })
+    };
+    let (mounts, kinds): (Vec<MountPlan>, Vec<MountKind>) = mounts
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| !covered(*i, m))
+        .map(|(i, m)| (m.clone(), kind(i)))
+        .unzip();
+    let placed: Vec<paths::Placed<'_>> = mounts
+        .iter()
+        .zip(&kinds)
+        .map(|(m, &kind)| paths::Placed {
+            source: &m.source,
+            target: &m.target,
+            kind,
+        })
+        .collect();
+    if let Err(e) = paths::check_layout(&placed) {
+        let m = &mounts[e.index];
+        return Err(match (kinds[e.index], volumes) {
+            (MountKind::Volume, Some(s)) => s.refuse(e.reason).into(),
+            _ => PlanError::Path {
+                what: "mount target",
+                path: m.target.display().to_string(),
+                reason: format!("{}: {}", m.why, e.reason),
+            },
+        });
+    }
+    Ok(mounts)
 }
 
 fn volume(

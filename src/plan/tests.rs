@@ -38,6 +38,11 @@ fn host() -> FakeProbe {
         .dir("/scratch")
         .dir("/scratch/alice")
         .dir("/tmp/212.tmpdir")
+        .dir("/tmp/212.tmpdir/run")
+        .dir("/scratch/alice/run")
+        .dir("/usr")
+        .dir("/usr/local/src")
+        .dir("/opt/lsf")
         .link("/gpfs/lab/escape", "/etc", Kind::Dir)
         .link("/gpfs/lab/docker", "/var/lib/docker", Kind::Dir)
         .link("/gpfs/lab/to-scratch", "/scratch/alice", Kind::Dir)
@@ -165,17 +170,14 @@ fn a_plain_lsf_job_is_hardened_by_default() {
         .iter()
         .map(|m| m.target.to_str().unwrap())
         .collect();
-    // The working dir and job spool are inside the (read-write) home: not mounted twice.
+    // The working dir and job spool are inside the (read-write) home: not mounted twice. The
+    // tmpdir /tmp/212.tmpdir is /tmp only: at its own path, inside itself, the engine would
+    // create the mount point in it on the host (issue 11 item 2).
     assert_eq!(
         targets,
-        [
-            "/etc/passwd",
-            "/etc/group",
-            "/home/alice",
-            "/tmp",
-            "/tmp/212.tmpdir"
-        ]
+        ["/etc/passwd", "/etc/group", "/home/alice", "/tmp"]
     );
+    assert_eq!(p.env["__LSF_JOB_TMPDIR__"], "/tmp");
     assert!(p.mounts[0].readonly && p.mounts[1].readonly);
     assert_eq!(
         p.cgroup_parent.as_deref(),
@@ -975,6 +977,174 @@ fn sensitive_or_unreachable_job_directories() {
         "{:?}",
         p.notes
     );
+}
+
+/// Issue 11 item 2: no mount makes the engine create its mount point in a host directory, and no
+/// job or user directory lands on the container's system directories. `(name, cwd, volumes,
+/// Ok(mount targets, working dir) or Err(words))`.
+#[test]
+fn no_mount_point_is_created_in_a_host_directory() {
+    let mut cfg = site();
+    cfg.mounts.site = vec![crate::config::SiteMount {
+        source: "/opt/lsf".into(),
+        target: None,
+        readonly: false,
+    }];
+    type Want = Result<(&'static [&'static str], &'static str), &'static str>;
+    const BASE: &[&str] = &[
+        "/etc/passwd",
+        "/etc/group",
+        "/home/alice",
+        "/tmp",
+        "/opt/lsf",
+    ];
+    let cases: &[(&str, &str, &str, Want)] = &[
+        (
+            "a job in its home",
+            "/home/alice/work",
+            "",
+            Ok((BASE, "/home/alice/work")),
+        ),
+        (
+            "a job in its tmpdir works there, as /tmp",
+            "/tmp/212.tmpdir/run",
+            "",
+            Ok((BASE, "/tmp/run")),
+        ),
+        (
+            "a job in a volume: the volume shows the working directory",
+            "/scratch/alice/run",
+            "/scratch/alice",
+            Ok((
+                &[
+                    "/etc/passwd",
+                    "/etc/group",
+                    "/home/alice",
+                    "/tmp",
+                    "/opt/lsf",
+                    "/scratch/alice",
+                ],
+                "/scratch/alice/run",
+            )),
+        ),
+        (
+            "cwd /usr",
+            "/usr",
+            "",
+            Err("mount target /usr: the job's working directory: /usr is at or under /usr"),
+        ),
+        (
+            "cwd under /usr",
+            "/usr/local/src",
+            "",
+            Err("under /usr, a system directory"),
+        ),
+        (
+            "cwd /usr and a volume into it",
+            "/usr",
+            "/gpfs/lab:/usr/x",
+            Err("LSB_DOCKER_VOLUMES=\"/gpfs/lab:/usr/x\": /usr/x is at or under /usr"),
+        ),
+        (
+            "a volume over /etc",
+            "/home/alice/work",
+            "/scratch/alice:/etc",
+            Err("at or under /etc"),
+        ),
+        (
+            "a volume over /usr",
+            "/home/alice/work",
+            "/scratch/alice:/usr",
+            Err("at or under /usr"),
+        ),
+        (
+            "a volume over /lib64",
+            "/home/alice/work",
+            "/scratch/alice:/lib64",
+            Err("at or under /lib64"),
+        ),
+        (
+            "a volume over /run",
+            "/home/alice/work",
+            "/scratch/alice:/run",
+            Err("at or under /run"),
+        ),
+        (
+            "a volume over /bin",
+            "/home/alice/work",
+            "/scratch/alice:/bin",
+            Err("at or under /bin"),
+        ),
+        (
+            "a volume at /",
+            "/home/alice/work",
+            "/scratch/alice:/",
+            Err("container's root"),
+        ),
+        (
+            "a volume over /.jobdock",
+            "/home/alice/work",
+            "/scratch/alice:/.jobdock",
+            Err("at or under /.jobdock"),
+        ),
+        (
+            "a volume inside another",
+            "/home/alice/work",
+            "/gpfs/lab:/data /scratch/alice:/data/s",
+            Err("/data/s would be mounted inside /data (from /gpfs/lab)"),
+        ),
+        (
+            "a volume inside the home",
+            "/home/alice/work",
+            "/gpfs/lab:/home/alice/lab",
+            Err("/home/alice/lab would be mounted inside /home/alice"),
+        ),
+        (
+            "a volume above the home",
+            "/home/alice/work",
+            "/gpfs/lab:/home",
+            Err("/home/alice would be mounted inside /home (from /gpfs/lab)"),
+        ),
+        (
+            "a volume inside the tmpdir's /tmp",
+            "/home/alice/work",
+            "/gpfs/lab:/tmp/lab",
+            Err("/tmp/lab would be mounted inside /tmp (from /tmp/212.tmpdir)"),
+        ),
+        (
+            "a volume inside a site mount",
+            "/home/alice/work",
+            "/gpfs/lab:/opt/lsf/lab",
+            Err("/opt/lsf/lab would be mounted inside /opt/lsf"),
+        ),
+        (
+            "a read-only volume does not show a read-write working directory",
+            "/scratch/alice/run",
+            "/scratch/alice:ro",
+            Err("LSB_DOCKER_VOLUMES"),
+        ),
+    ];
+    for (name, cwd, volumes, want) in cases {
+        let mut env = vec![("LS_SUBCWD", *cwd)];
+        if !volumes.is_empty() {
+            env.push(("LSB_DOCKER_VOLUMES", *volumes));
+        }
+        match (plan_cfg(&cfg, &env, &["true"]), want) {
+            (Ok(p), Ok((targets, workdir))) => {
+                let got: Vec<&str> = p
+                    .mounts
+                    .iter()
+                    .map(|m| m.target.to_str().unwrap())
+                    .collect();
+                assert_eq!(&got, targets, "{name}");
+                assert_eq!(p.working_dir, Some(PathBuf::from(workdir)), "{name}");
+            }
+            (Err(e), Err(words)) => {
+                assert!(e.to_string().contains(words), "{name}: {e}");
+            }
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
 }
 
 #[test]
