@@ -156,6 +156,18 @@ const PLACE_HOLDERS: &[&str] = &["LSB_DOCKER_PLACE_HOLDER", "LSB_DOCKER_PLACEHOL
 /// Largest env file or add-host file jobdock reads.
 const MAX_USER_FILE: u64 = 64 * 1024;
 
+/// Most files one `LSB_DOCKER_ENV_FILE` or `LSB_DOCKER_ADD_HOST_FILE` may name.
+pub const MAX_USER_FILES: usize = 16;
+
+/// Largest environment a container gets, in bytes (`NAME=value` and its NUL, for every variable:
+/// the job's preserved environment, env files and jobdock's own). The kernel refuses an `exec`
+/// whose arguments and environment exceed a quarter of the stack limit (2 MiB at the usual 8 MiB)
+/// with E2BIG; this leaves the command line room, and keeps dockerd's stored config small.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+
+/// Most `/etc/hosts` entries one job may add (`LSB_DOCKER_ADD_HOST` and its files together).
+pub const MAX_EXTRA_HOSTS: usize = 256;
+
 /// Builds the plan. `probe` answers questions about host paths as the job user.
 pub fn build(
     req: &Request,
@@ -432,12 +444,10 @@ pub fn build(
     }) {
         container_env.insert(k.clone(), v.clone());
     }
-    if let Some(s) = get("ENV_FILE")? {
-        for file in s.value.split_whitespace() {
+    let env_files = get("ENV_FILE")?;
+    if let Some(s) = &env_files {
+        for file in user_files(s)? {
             let path = Path::new(file);
-            if !path.is_absolute() {
-                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
-            }
             let text = probe
                 .read_file(path, MAX_USER_FILE)
                 .map_err(|e| s.refuse(e))?;
@@ -461,6 +471,27 @@ pub fn build(
         container_env.insert("CUDA_VISIBLE_DEVICES".into(), visible.join(","));
     }
     container_env.extend(config.env.set.clone());
+    let env_bytes: usize = container_env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    if env_bytes > MAX_ENV_BYTES {
+        let rule = format!(
+            "the container's environment would be {env_bytes} bytes (the job's preserved \
+             environment and the env files), more than the {MAX_ENV_BYTES} a job may have \
+             (MAX_ENV_BYTES)"
+        );
+        return Err(match &env_files {
+            Some(s) => s.refuse(rule).into(),
+            None => PlanError::Path {
+                what: "job environment",
+                path: format!("of {} variables", container_env.len()),
+                reason: format!(
+                    "{rule}; unset large variables, or set LSB_DOCKER_PRESERVE_ENVIRONMENT=false"
+                ),
+            },
+        });
+    }
 
     let network = mode(get("NETWORK")?, &config.network, "network")?;
     let ipc = mode(get("IPC")?, &config.ipc, "ipc")?;
@@ -487,16 +518,22 @@ pub fn build(
     };
 
     let mut extra_hosts = Vec::new();
+    let too_many_hosts = |s: &Setting, n: usize| {
+        s.refuse(format!(
+            "more than the {MAX_EXTRA_HOSTS} /etc/hosts entries a job may add (MAX_EXTRA_HOSTS; \
+             LSB_DOCKER_ADD_HOST and its files together): {n} so far"
+        ))
+    };
     if let Some(s) = get("ADD_HOST")? {
         for item in s.value.split_whitespace() {
             extra_hosts.push(policy::parse_host_entry(item).map_err(|e| s.refuse(e))?);
+            if extra_hosts.len() > MAX_EXTRA_HOSTS {
+                return Err(too_many_hosts(&s, extra_hosts.len()).into());
+            }
         }
     }
     if let Some(s) = get("ADD_HOST_FILE")? {
-        for file in s.value.split_whitespace() {
-            if !file.starts_with('/') {
-                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
-            }
+        for file in user_files(&s)? {
             let text = probe
                 .read_file(Path::new(file), MAX_USER_FILE)
                 .map_err(|e| s.refuse(e))?;
@@ -508,6 +545,9 @@ pub fn build(
                 let entry = policy::parse_host_entry(line.trim())
                     .map_err(|e| s.refuse(format!("{file}:{}: {e}", n + 1)))?;
                 extra_hosts.push(entry);
+                if extra_hosts.len() > MAX_EXTRA_HOSTS {
+                    return Err(too_many_hosts(&s, extra_hosts.len()).into());
+                }
             }
         }
     }
@@ -817,6 +857,29 @@ fn volume(
         readonly: v.readonly,
         why: format!("user volume ({})", s.var),
     })
+}
+
+/// The files a `*_FILE` variable names: absolute, each once (lexically), at most
+/// `MAX_USER_FILES`.
+fn user_files(s: &Setting) -> Result<Vec<&str>, Refusal> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for file in s.value.split_whitespace() {
+        if !file.starts_with('/') {
+            return Err(s.refuse(format!("{file:?} is not an absolute path")));
+        }
+        if !seen.insert(paths::normalize(Path::new(file))) {
+            return Err(s.refuse(format!("{file} is named twice")));
+        }
+        files.push(file);
+    }
+    if files.len() > MAX_USER_FILES {
+        return Err(s.refuse(format!(
+            "{} files, more than the {MAX_USER_FILES} one variable may name (MAX_USER_FILES)",
+            files.len()
+        )));
+    }
+    Ok(files)
 }
 
 fn entrypoint(s: &Setting) -> Result<String, Refusal> {

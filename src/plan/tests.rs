@@ -1147,6 +1147,121 @@ fn no_mount_point_is_created_in_a_host_directory() {
     }
 }
 
+/// Issue 11 item 7: totals per job, not only per file, and no file named twice. `(name, env,
+/// None or Some((variable, words)))`; the host has hosts files of 200 entries and env files of
+/// 60 KiB.
+#[test]
+fn totals_per_job_and_no_file_twice() {
+    let mut probe = host();
+    let hosts: String = (0..200)
+        .map(|i| format!("h{i}:10.0.{}.{}\n", i / 250, i % 250))
+        .collect();
+    let big = format!("BIG={}\n", "x".repeat(60 * 1024));
+    for n in 0..5 {
+        probe = probe.file(&format!("/home/alice/hosts{n}"), &hosts).file(
+            &format!("/home/alice/big{n}.env"),
+            &big.replace("BIG", &format!("BIG{n}")),
+        );
+    }
+    for n in 0..17 {
+        probe = probe.file(&format!("/home/alice/e{n}.env"), &format!("E{n}=1\n"));
+    }
+    let seventeen: String = (0..17).map(|n| format!("/home/alice/e{n}.env ")).collect();
+    let sixteen: String = (0..16).map(|n| format!("/home/alice/e{n}.env ")).collect();
+    let four_big: String = (0..4).map(|n| format!("/home/alice/big{n}.env ")).collect();
+    let five_big: String = (0..5).map(|n| format!("/home/alice/big{n}.env ")).collect();
+    let preserved = "y".repeat(300 * 1024);
+    let many_hosts: String = (0..257).map(|i| format!("h{i}:10.1.0.1 ")).collect();
+    let (hf, ef, ah) = (
+        "LSB_DOCKER_ADD_HOST_FILE",
+        "LSB_DOCKER_ENV_FILE",
+        "LSB_DOCKER_ADD_HOST",
+    );
+    let cases: Vec<(&str, Vec<(&str, &str)>, Option<(&str, &str)>)> = vec![
+        ("one hosts file", vec![(hf, "/home/alice/hosts0")], None),
+        (
+            "the same hosts file twice",
+            vec![(hf, "/home/alice/hosts0 /home/alice/hosts0")],
+            Some((hf, "/home/alice/hosts0 is named twice")),
+        ),
+        (
+            "the same file, spelled twice",
+            vec![(hf, "/home/alice/hosts0 /home/alice//hosts0")],
+            Some((hf, "named twice")),
+        ),
+        (
+            "two hosts files: 400 entries",
+            vec![(hf, "/home/alice/hosts0 /home/alice/hosts1")],
+            Some((
+                hf,
+                "more than the 256 /etc/hosts entries a job may add (MAX_EXTRA_HOSTS",
+            )),
+        ),
+        (
+            "entries and a file together",
+            vec![(ah, "a:10.0.0.1 b:10.0.0.2"), (hf, "/home/alice/hosts0")],
+            None,
+        ),
+        (
+            "257 entries",
+            vec![(ah, &many_hosts)],
+            Some((ah, "MAX_EXTRA_HOSTS")),
+        ),
+        ("sixteen env files", vec![(ef, &sixteen)], None),
+        (
+            "seventeen env files",
+            vec![(ef, &seventeen)],
+            Some((
+                ef,
+                "17 files, more than the 16 one variable may name (MAX_USER_FILES)",
+            )),
+        ),
+        (
+            "the same env file twice",
+            vec![(ef, "/home/alice/env.list /home/alice/env.list")],
+            Some((ef, "named twice")),
+        ),
+        ("four 60 KiB env files", vec![(ef, &four_big)], None),
+        (
+            "five 60 KiB env files",
+            vec![(ef, &five_big)],
+            Some((ef, "more than the 262144 a job may have (MAX_ENV_BYTES)")),
+        ),
+        (
+            "a preserved environment too large",
+            vec![("HUGE", &preserved)],
+            Some(("job environment", "MAX_ENV_BYTES")),
+        ),
+        (
+            "...which the job can leave behind",
+            vec![
+                ("HUGE", &preserved),
+                ("LSB_DOCKER_PRESERVE_ENVIRONMENT", "false"),
+            ],
+            None,
+        ),
+    ];
+    for (name, env, want) in cases {
+        let mut all: Vec<(&str, &str)> = LSF_JOB.to_vec();
+        all.extend(env.iter().copied());
+        let snap = snap(&all);
+        let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+        let req = Request {
+            image: None,
+            command: vec!["true".into()],
+            script: None,
+        };
+        match (build(&req, &snap, &site(), &ctx, &alice(), &probe), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some((var, words))) => {
+                let e = e.to_string();
+                assert!(e.starts_with(var) && e.contains(words), "{name}: {e}");
+            }
+            (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|p| p.env.len())),
+        }
+    }
+}
+
 #[test]
 fn memory_from_the_allocation_else_the_site_default() {
     let mut cfg = site();
@@ -1310,7 +1425,11 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         (vol, "/gpfs/lab::/x", Refused(vol, "absolute path")),
         (vol, "/gpfs/lab:/x:ro:rw", Refused(vol, "SRC[:DST][:ro]")),
         (vol, "/gpfs/lab:/x:", Refused(vol, "only ro or rw")),
-        (vol, &many, Refused(vol, "more than 64")),
+        (
+            vol,
+            &many,
+            Refused(vol, "more than the 64 a job may mount (MAX_VOLUMES)"),
+        ),
         (vol, "/gpfs/lab:/home/alice/../../etc", Refused(vol, "..")),
         (vol, "/gpfs/lab:/dev/shm", Refused(vol, "runtime owns")),
         (vol, "/gpfs/lab:/sys", Refused(vol, "runtime owns")),
@@ -1371,7 +1490,7 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         ),
         (
             "LSB_DOCKER_PORTS",
-            "8000-9999",
+            "8990-9010",
             Refused("LSB_DOCKER_PORTS", "within 8000-8999"),
         ),
         (
