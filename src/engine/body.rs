@@ -8,7 +8,7 @@ use bollard::models::{
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, PortBinding, ResourcesUlimits,
 };
 
-use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging};
+use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
 
 /// The create body for `plan`. Everything dockerd could default to something unsafe is explicit.
 pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
@@ -49,7 +49,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         ports,
         extra_hosts,
         cgroup_parent,
-        memlock_unlimited,
+        ulimits,
         tty,
         log_level: _,
         notes: _,
@@ -137,12 +137,15 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 options: None,
             }]
         }),
-        ulimits: memlock_unlimited.then(|| {
-            vec![ResourcesUlimits {
-                name: Some("memlock".into()),
-                soft: Some(-1),
-                hard: Some(-1),
-            }]
+        ulimits: (!ulimits.is_empty()).then(|| {
+            ulimits
+                .iter()
+                .map(|Ulimit { name, soft, hard }| ResourcesUlimits {
+                    name: Some((*name).into()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
         }),
         network_mode: Some(network.clone()),
         ipc_mode: Some(ipc.clone()),

@@ -115,6 +115,8 @@ pub struct Effective {
     pub memory: i64,
     pub memory_swap: i64,
     pub pids_limit: i64,
+    /// `HostConfig.Ulimits` as (name, soft, hard).
+    pub ulimits: Vec<(String, i64, i64)>,
 }
 
 /// One entry of the inspect's `Mounts`.

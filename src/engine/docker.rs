@@ -529,6 +529,18 @@ impl Daemon for Docker {
             memory: hc.memory.unwrap_or(0),
             memory_swap: hc.memory_swap.unwrap_or(0),
             pids_limit: hc.pids_limit.unwrap_or(0),
+            ulimits: hc
+                .ulimits
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.name.unwrap_or_default(),
+                        u.soft.unwrap_or(0),
+                        u.hard.unwrap_or(0),
+                    )
+                })
+                .collect(),
         };
         Ok(ContainerState {
             running: state.running.unwrap_or(false),

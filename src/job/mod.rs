@@ -246,11 +246,19 @@ mod tests {
         ] {
             let env = env_of(&[("G", value)]);
             let err = gpu_list(&env, "G").unwrap_err().to_string();
-            assert!(err.starts_with("G=") && err.contains(words), "{value}: {err}");
+            assert!(
+                err.starts_with("G=") && err.contains(words),
+                "{value}: {err}"
+            );
         }
         let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
         let env = env_of(&[("G", &many.join(","))]);
-        assert!(gpu_list(&env, "G").unwrap_err().to_string().contains("MAX_GPUS"));
+        assert!(
+            gpu_list(&env, "G")
+                .unwrap_err()
+                .to_string()
+                .contains("MAX_GPUS")
+        );
     }
 
     #[test]

@@ -38,6 +38,20 @@ pub struct Snapshot {
     pub cgroup_memory_limit: Option<u64>,
     /// The CPUs jobdock may run on (`0-3,8`), when fewer than the host's.
     pub cpus_allowed: Option<String>,
+    /// jobdock's own resource limits, for each of [`ULIMITS`]: the job's, as the scheduler (or
+    /// the user's shell) set them. Read once, before planning.
+    pub rlimits: Vec<Ulimit>,
+}
+
+/// The resource limits a job's container gets from the job itself, by Docker's names.
+pub const ULIMITS: &[&str] = &["core", "memlock", "nofile", "nproc", "stack"];
+
+/// One resource limit (`--ulimit NAME=SOFT:HARD`); -1 is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub name: &'static str,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// What the command line asked for.
@@ -119,7 +133,10 @@ pub struct ContainerPlan {
     pub ports: Vec<PortPlan>,
     pub extra_hosts: Vec<String>,
     pub cgroup_parent: Option<String>,
-    pub memlock_unlimited: bool,
+    /// The container's resource limits: the job's own soft and hard limits for each of
+    /// [`ULIMITS`] (without them dockerd gives the container its own, e.g. 20000 open files),
+    /// except memlock, unlimited when the job gets devices (RDMA pins memory). Sorted by name.
+    pub ulimits: Vec<Ulimit>,
     pub tty: bool,
     /// Level requested through LSB_DOCKER_RUN_LOGLEVEL (jobdock's own logging).
     pub log_level: Option<tracing::Level>,
@@ -652,7 +669,7 @@ pub fn build(
         mounts,
         cap_add: config.security.cap_add.clone(),
         security_opt,
-        memlock_unlimited: !devices.is_empty(),
+        ulimits: ulimits(&snap.rlimits, !devices.is_empty()),
         devices,
         gpus: ctx.gpus.clone(),
         memory,
@@ -670,6 +687,26 @@ pub fn build(
         notes,
         pins,
     })
+}
+
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], and
+/// memlock unlimited for a job with devices.
+fn ulimits(rlimits: &[Ulimit], devices: bool) -> Vec<Ulimit> {
+    let mut out: Vec<Ulimit> = rlimits
+        .iter()
+        .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
+        .copied()
+        .collect();
+    if devices {
+        out.push(Ulimit {
+            name: "memlock",
+            soft: -1,
+            hard: -1,
+        });
+    }
+    out.sort_by_key(|u| u.name);
+    out.dedup_by_key(|u| u.name);
+    out
 }
 
 fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, PlanError> {

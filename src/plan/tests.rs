@@ -69,6 +69,36 @@ fn host() -> FakeProbe {
     p
 }
 
+/// A usual job's limits: open files 1024 of 1048576, processes and stack unlimited but for the
+/// stack's soft 8 MiB, no core files unless asked for, 64 KiB of locked memory.
+const JOB_RLIMITS: &[Ulimit] = &[
+    Ulimit {
+        name: "nofile",
+        soft: 1024,
+        hard: 1_048_576,
+    },
+    Ulimit {
+        name: "nproc",
+        soft: -1,
+        hard: -1,
+    },
+    Ulimit {
+        name: "stack",
+        soft: 8 << 20,
+        hard: -1,
+    },
+    Ulimit {
+        name: "core",
+        soft: 0,
+        hard: -1,
+    },
+    Ulimit {
+        name: "memlock",
+        soft: 65536,
+        hard: 65536,
+    },
+];
+
 fn snap(env: &[(&str, &str)]) -> Snapshot {
     Snapshot {
         env: env_of(env),
@@ -85,6 +115,7 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup: crate::job::cgroup::JobCgroup::parse("4:memory:/lsf/cluster1/job.212.4242\n"),
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        rlimits: JOB_RLIMITS.to_vec(),
     }
 }
 
@@ -154,7 +185,18 @@ fn a_plain_lsf_job_is_hardened_by_default() {
     assert_eq!(p.nano_cpus, Some(2_000_000_000));
     assert_eq!(p.pids_limit, 8192);
     assert_eq!(p.devices.len(), 2);
-    assert!(p.memlock_unlimited);
+    // The job's own limits, but memlock unlimited: the job gets InfiniBand devices.
+    let limit = |name: &str| {
+        let u = p.ulimits.iter().find(|u| u.name == name).unwrap();
+        (u.soft, u.hard)
+    };
+    let names: Vec<&str> = p.ulimits.iter().map(|u| u.name).collect();
+    assert_eq!(names, ULIMITS);
+    assert_eq!(limit("nofile"), (1024, 1_048_576));
+    assert_eq!(limit("nproc"), (-1, -1));
+    assert_eq!(limit("stack"), (8 << 20, -1));
+    assert_eq!(limit("core"), (0, -1));
+    assert_eq!(limit("memlock"), (-1, -1));
     assert_eq!(p.network, "bridge");
     assert_eq!(p.ipc, "private");
     assert_eq!(p.env["HOME"], "/home/alice");
@@ -330,7 +372,16 @@ fn the_create_body_pins_every_security_field() {
     assert_eq!(hc["LogConfig"]["Type"], "none");
     assert_eq!(hc["Memory"], hc["MemorySwap"], "no swap");
     assert_eq!(hc["PidsLimit"], 8192);
-    assert_eq!(hc["Ulimits"][0]["Name"], "memlock");
+    assert_eq!(
+        hc["Ulimits"],
+        serde_json::json!([
+            {"Name": "core", "Soft": 0, "Hard": -1},
+            {"Name": "memlock", "Soft": -1, "Hard": -1},
+            {"Name": "nofile", "Soft": 1024, "Hard": 1_048_576},
+            {"Name": "nproc", "Soft": -1, "Hard": -1},
+            {"Name": "stack", "Soft": 8 << 20, "Hard": -1},
+        ])
+    );
     assert!(
         hc["Binds"].is_null(),
         "Binds would create missing sources as root"
@@ -380,6 +431,21 @@ fn the_two_renderings_agree() {
     assert_eq!(values("--shm-size"), [hc["ShmSize"].to_string()]);
     assert_eq!(values("--network"), [hc["NetworkMode"].as_str().unwrap()]);
     assert_eq!(values("--pids-limit"), [hc["PidsLimit"].to_string()]);
+    let ulimits: Vec<String> = hc["Ulimits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            format!(
+                "{}={}:{}",
+                u["Name"].as_str().unwrap(),
+                u["Soft"],
+                u["Hard"]
+            )
+        })
+        .collect();
+    assert_eq!(values("--ulimit"), ulimits);
+    assert_eq!(ulimits.len(), ULIMITS.len());
     assert_eq!(hc["PortBindings"].as_object().unwrap().len(), 2);
     for (m, spec) in hc["Mounts"]
         .as_array()
@@ -1260,6 +1326,71 @@ fn totals_per_job_and_no_file_twice() {
             (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|p| p.env.len())),
         }
     }
+}
+
+/// Issue 11 item 10: the container gets the job's own limits (not dockerd's), one computation
+/// with the device jobs' unlimited memlock. `(name, job limits, devices, want)`.
+#[test]
+fn the_job_keeps_its_own_resource_limits() {
+    let u = |name: &'static str, soft: i64, hard: i64| Ulimit { name, soft, hard };
+    let cases: &[(&str, Vec<Ulimit>, bool, Vec<Ulimit>)] = &[
+        (
+            "a usual job, sorted by name",
+            vec![
+                u("nofile", 1024, 4096),
+                u("core", 0, -1),
+                u("memlock", 64, 64),
+            ],
+            false,
+            vec![
+                u("core", 0, -1),
+                u("memlock", 64, 64),
+                u("nofile", 1024, 4096),
+            ],
+        ),
+        (
+            "devices: memlock unlimited, the rest the job's",
+            vec![u("nofile", 1024, 4096), u("memlock", 64, 64)],
+            true,
+            vec![u("memlock", -1, -1), u("nofile", 1024, 4096)],
+        ),
+        (
+            "devices without a memlock limit read",
+            vec![],
+            true,
+            vec![u("memlock", -1, -1)],
+        ),
+        (
+            "only the limits jobdock passes on",
+            vec![u("rtprio", 99, 99), u("nproc", -1, -1)],
+            false,
+            vec![u("nproc", -1, -1)],
+        ),
+        ("nothing read, nothing set", vec![], false, vec![]),
+    ];
+    for (name, rlimits, devices, want) in cases {
+        assert_eq!(&super::ulimits(rlimits, *devices), want, "{name}");
+    }
+    // Through the planner, without devices: the job's memlock too, in both renderings.
+    let mut cfg = site();
+    cfg.devices.paths.clear();
+    let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
+    assert_eq!(p.ulimits, super::ulimits(JOB_RLIMITS, false));
+    let shown: Vec<String> = render::docker_run(&p)
+        .into_iter()
+        .filter(|l| l.words[0] == "--ulimit")
+        .map(|l| l.words[1].clone())
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "core=0:-1",
+            "memlock=65536:65536",
+            "nofile=1024:1048576",
+            "nproc=-1:-1",
+            "stack=8388608:-1"
+        ]
+    );
 }
 
 #[test]

@@ -232,6 +232,9 @@ fn every_change_to_the_stored_container_is_found() {
         ("Memory", t(|e| e.memory = 0)),
         ("MemorySwap", t(|e| e.memory_swap = -1)),
         ("PidsLimit", t(|e| e.pids_limit = -1)),
+        ("Ulimits", t(|e| e.ulimits.clear())),
+        ("Ulimits", t(|e| e.ulimits[0].2 = 7)),
+        ("Ulimits", t(|e| e.ulimits.push(("rtprio".into(), 99, 99)))),
         (
             "Devices",
             t(|e| {
