@@ -330,7 +330,7 @@ pub fn build(
                 path: dir.display().to_string(),
                 reason,
             })?;
-            Some(Path::new("/tmp").join(rest))
+            Some(paths::normalize(&Path::new("/tmp").join(rest)))
         }
         Some(dir) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {

@@ -1072,6 +1072,12 @@ fn no_mount_point_is_created_in_a_host_directory() {
             Ok((BASE, "/home/alice/work")),
         ),
         (
+            "a job in its tmpdir's top works in /tmp",
+            "/tmp/212.tmpdir",
+            "",
+            Ok((BASE, "/tmp")),
+        ),
+        (
             "a job in its tmpdir works there, as /tmp",
             "/tmp/212.tmpdir/run",
             "",
