@@ -368,7 +368,13 @@ pub fn build(
     }
     // PMIx (Slurm's MPI plugin) talks to its server through a directory of the step.
     if let Some(pmix) = env.get("PMIX_SERVER_TMPDIR").filter(|p| p.starts_with('/')) {
+        let in_tmp =
+            tmp.is_some() && paths::is_under(&paths::normalize(Path::new(pmix)), Path::new("/tmp"));
         match user_dir(probe, Path::new(pmix)) {
+            // Inside the tmpdir's /tmp the engine would create its mount point in the tmpdir.
+            Ok(_) if in_tmp => notes.push(format!(
+                "PMIX_SERVER_TMPDIR {pmix} not mounted: it is under /tmp, which is the job's tmpdir"
+            )),
             Ok(real) => add_unless_covered(
                 &mut mounts,
                 real,

@@ -1196,6 +1196,27 @@ fn no_mount_point_is_created_in_a_host_directory() {
             Err("LSB_DOCKER_VOLUMES"),
         ),
     ];
+    // An optional mount inside the tmpdir's /tmp is left out, with a note.
+    let p = plan_cfg(
+        &cfg,
+        &[("PMIX_SERVER_TMPDIR", "/tmp/212.tmpdir/run")],
+        &["true"],
+    )
+    .unwrap();
+    assert!(
+        p.mounts
+            .iter()
+            .filter(|m| m.target.starts_with("/tmp"))
+            .count()
+            == 1,
+        "{:?}",
+        p.mounts
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains("PMIX_SERVER_TMPDIR")),
+        "{:?}",
+        p.notes
+    );
     for (name, cwd, volumes, want) in cases {
         let mut env = vec![("LS_SUBCWD", *cwd)];
         if !volumes.is_empty() {
