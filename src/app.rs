@@ -452,6 +452,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: cpus_allowed(),
+        rlimits: rlimits(),
         env,
     };
     let snap = with_cgroup(snap);
@@ -607,6 +608,37 @@ fn with_cgroup(mut snap: Snapshot) -> Snapshot {
         .as_ref()
         .and_then(|c| c.memory_limit(root, |p| std::fs::read_to_string(p).ok()));
     snap
+}
+
+/// jobdock's own soft and hard limits for each of `plan::ULIMITS` (the job's: the kernel keeps
+/// them across the setuid exec, but caps a stack soft limit above 8 MiB to 8 MiB). Unlimited is
+/// -1, as dockerd takes it.
+fn rlimits() -> Vec<plan::Ulimit> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let value = |v: u64| {
+        if v == RLIM_INFINITY {
+            -1
+        } else {
+            i64::try_from(v).unwrap_or(-1)
+        }
+    };
+    [
+        ("core", Resource::RLIMIT_CORE),
+        ("memlock", Resource::RLIMIT_MEMLOCK),
+        ("nofile", Resource::RLIMIT_NOFILE),
+        ("nproc", Resource::RLIMIT_NPROC),
+        ("stack", Resource::RLIMIT_STACK),
+    ]
+    .into_iter()
+    .filter_map(|(name, resource)| {
+        let (soft, hard) = getrlimit(resource).ok()?;
+        Some(plan::Ulimit {
+            name,
+            soft: value(soft),
+            hard: value(hard),
+        })
+    })
+    .collect()
 }
 
 /// The CPUs the scheduler bound jobdock to, as a cpuset list, if fewer than the host has.

@@ -183,6 +183,7 @@ pub fn decide(
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        rlimits: Vec::new(),
     };
     let req = Request {
         image: Some(image.to_string()),

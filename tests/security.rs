@@ -1528,3 +1528,462 @@ fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
         .code(64)
         .stderr_has("run it as root");
 }
+// ---- issue 11: mounts, amplification, GPUs, ports, rlimits --
+
+/// The names runc created, as root, in a host directory mounted over /etc (and the mount points
+/// the tests below try to make it create).
+const ENGINE_LITTER: &[&str] = &[
+    "passwd",
+    "group",
+    "hosts",
+    "hostname",
+    "resolv.conf",
+    "x",
+    "s",
+    "lab",
+];
+
+/// A fresh directory of jdalice's (0700) under `parent`, removed on drop.
+fn alice_dir(parent: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("jobdock-issue11-")
+        .tempdir_in(parent)
+        .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    dir
+}
+
+/// The entries of `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[track_caller]
+fn no_litter_in(dir: &Path) {
+    for name in ENGINE_LITTER {
+        assert!(
+            !dir.join(name).exists(),
+            "{} was created on the host",
+            dir.join(name).display()
+        );
+    }
+}
+
+/// cwd /usr is mounted at its own path: a volume inside it made runc create /usr/x on the host,
+/// as root. Both the working directory over /usr and the volume into it are refused, before any
+/// container exists, and /usr/x never appears.
+#[test]
+fn a_working_directory_over_usr_and_a_volume_into_it_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    assert!(
+        !Path::new("/usr/x").exists(),
+        "/usr/x exists before the test"
+    );
+    let setuid = Setuid::new();
+    let job = setuid
+        .run(ALICE, BUSYBOX, &["true"])
+        .cwd("/usr")
+        .env("LSB_DOCKER_VOLUMES", "/gpfs/jdalice:/usr/x");
+    job.output()
+        .code(64)
+        .stderr_has("LSB_DOCKER_VOLUMES=\"/gpfs/jdalice:/usr/x\"")
+        .stderr_has("/usr/x is at or under /usr, a system directory of the container");
+    assert!(containers_of(&job.id).is_empty(), "a container was made");
+    assert!(
+        !Path::new("/usr/x").exists(),
+        "/usr/x was created on the host"
+    );
+    no_litter_in(Path::new("/gpfs/jdalice"));
+
+    let job = setuid.run(ALICE, BUSYBOX, &["true"]).cwd("/usr");
+    job.output()
+        .code(64)
+        .stderr_has("mount target /usr: the job's working directory")
+        .stderr_has("a system directory of the container");
+    assert!(containers_of(&job.id).is_empty(), "a container was made");
+}
+
+/// `LSB_DOCKER_VOLUMES=/scratch:/etc` left root-owned passwd, group, hosts, hostname and
+/// resolv.conf in /scratch (and, on runc 1.1.5, raced CVE-2024-45310). Every system directory
+/// and / are refused as targets; the source directory stays as it was.
+#[test]
+fn volumes_over_the_containers_system_directories_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let fresh = alice_dir("/scratch/jdalice");
+    for target in [
+        "/etc",
+        "/usr",
+        "/lib64",
+        "/run",
+        "/",
+        "/bin",
+        "/etc/ssl",
+        "/.jobdock",
+    ] {
+        for source in ["/scratch/jdalice", fresh.path().to_str().unwrap()] {
+            let volume = format!("{source}:{target}");
+            let job = setuid
+                .run(ALICE, BUSYBOX, &["true"])
+                .env("LSB_DOCKER_VOLUMES", &volume);
+            let out = job.output();
+            out.code(64).stderr_has("LSB_DOCKER_VOLUMES");
+            if target != "/" {
+                out.stderr_has(&format!(
+                    "is at or under {}",
+                    target.trim_end_matches("/ssl")
+                ));
+            } else {
+                out.stderr_has("cannot mount over the container's root");
+            }
+            assert!(
+                containers_of(&job.id).is_empty(),
+                "{volume}: a container was made"
+            );
+        }
+    }
+    no_litter_in(Path::new("/scratch/jdalice"));
+    assert_eq!(
+        entries(fresh.path()),
+        Vec::<String>::new(),
+        "the volume source changed"
+    );
+}
+
+/// A volume inside another mount (a volume, the home): runc would create its mount point in the
+/// outer mount's host directory. Refused, nothing created; a volume beside the others, and a
+/// working directory inside a volume, still work.
+#[test]
+fn a_volume_nested_under_another_mount_is_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let outer = alice_dir("/gpfs/jdalice");
+    let inner = alice_dir("/scratch/jdalice");
+    let (o, i) = (
+        outer.path().display().to_string(),
+        inner.path().display().to_string(),
+    );
+    for (volumes, words) in [
+        (
+            format!("{o}:/data {i}:/data/s"),
+            "/data/s would be mounted inside /data",
+        ),
+        (
+            format!("{i}:/data/s {o}:/data"),
+            "/data/s would be mounted inside /data",
+        ),
+        (
+            format!("{i}:/home/jdalice/lab"),
+            "/home/jdalice/lab would be mounted inside /home/jdalice",
+        ),
+        (
+            format!("{o}:/home"),
+            "/home/jdalice would be mounted inside /home",
+        ),
+    ] {
+        let job = setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env("LSB_DOCKER_VOLUMES", &volumes);
+        job.output()
+            .code(64)
+            .stderr_has("LSB_DOCKER_VOLUMES")
+            .stderr_has(words);
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{volumes}: a container was made"
+        );
+    }
+    assert_eq!(entries(outer.path()), Vec::<String>::new(), "{o} changed");
+    assert_eq!(entries(inner.path()), Vec::<String>::new(), "{i} changed");
+    assert!(
+        !Path::new(ALICE.2).join("lab").exists(),
+        "a mount point was made in the home"
+    );
+
+    // Siblings are fine; so is a job that works inside one of its volumes.
+    let run = inner.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let out = setuid
+        .run(ALICE, BUSYBOX, &["sh", "-c", "pwd; ls /data /scratch"])
+        .cwd(&run)
+        .env("LSB_DOCKER_VOLUMES", &format!("{o}:/data {i}"))
+        .output();
+    out.code(0);
+    if out.stdout.lines().next() != Some(run.to_str().unwrap()) {
+        out.fail("the job did not start in its working directory");
+    }
+    assert_eq!(entries(outer.path()), Vec::<String>::new(), "{o} changed");
+    assert_eq!(entries(inner.path()), ["run"], "{i} changed");
+}
+
+/// LSF's job tmpdir lies under /tmp: mounted at /tmp and at its own path, runc created that
+/// path's mount point inside the tmpdir, as root. Now it is /tmp only, and the job working in it
+/// works there.
+#[test]
+fn a_tmpdir_under_tmp_gets_nothing_created_inside_it() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let tmp = alice_dir("/tmp");
+    let path = tmp.path().display().to_string();
+    let out = setuid
+        .run(
+            ALICE,
+            BUSYBOX,
+            &["sh", "-c", "pwd; echo $__LSF_JOB_TMPDIR__; touch /tmp/mine"],
+        )
+        .cwd(tmp.path())
+        .env("__LSF_JOB_TMPDIR__", &path)
+        .output();
+    out.code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    if lines != ["/tmp", "/tmp"] {
+        out.fail("the job did not work in its tmpdir as /tmp");
+    }
+    assert_eq!(
+        entries(tmp.path()),
+        ["mine"],
+        "the tmpdir holds something the job did not make"
+    );
+}
+
+/// One 64 KiB add-host file named 300 times put 19 MB into dockerd; 40 env files reached E2BIG.
+/// Files named twice and totals past the limits are refused before any container exists.
+#[test]
+fn amplified_add_host_and_env_files_are_refused_before_any_container() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let dir = alice_dir(ALICE.2);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::os::unix::fs::chown(&path, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        path.display().to_string()
+    };
+    let mut hosts = String::new();
+    let mut n = 0;
+    while hosts.len() < 64 * 1024 - 64 {
+        hosts.push_str(&format!(
+            "host{n}.example.org:10.{}.{}.{}\n",
+            n / 65536,
+            n / 256 % 256,
+            n % 256
+        ));
+        n += 1;
+    }
+    let hosts = write("hosts", &hosts);
+    let three_hundred = vec![hosts.as_str(); 300].join(" ");
+    let small: Vec<String> = (0..2)
+        .map(|k| {
+            let entries: String = (0..200)
+                .map(|i| format!("h{k}x{i}:10.9.{k}.{}\n", i % 250))
+                .collect();
+            write(&format!("hosts{k}"), &entries)
+        })
+        .collect();
+    let big: Vec<String> = (0..5)
+        .map(|k| {
+            write(
+                &format!("big{k}.env"),
+                &format!("BIG{k}={}\n", "v".repeat(60 * 1024)),
+            )
+        })
+        .collect();
+    let env = write("one.env", "A=1\n");
+    let cases = [
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            three_hundred.clone(),
+            "is named twice",
+        ),
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            hosts.clone(),
+            "(MAX_EXTRA_HOSTS",
+        ),
+        (
+            "LSB_DOCKER_ADD_HOST_FILE",
+            small.join(" "),
+            "more than the 256 /etc/hosts entries",
+        ),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            format!("{env} {env}"),
+            "is named twice",
+        ),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            vec![env.as_str(); 40].join(" "),
+            "is named twice",
+        ),
+        (
+            "LSB_DOCKER_ENV_FILE",
+            big.join(" "),
+            "more than the 262144 a job may have (MAX_ENV_BYTES)",
+        ),
+    ];
+    for (var, value, words) in cases {
+        let job = setuid.run(ALICE, BUSYBOX, &["true"]).env(var, &value);
+        job.output()
+            .code(64)
+            .stderr_has(&format!("{var}="))
+            .stderr_has(words);
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{var}: a container was made"
+        );
+    }
+    // Within the limits, the same files work.
+    setuid
+        .run(
+            ALICE,
+            BUSYBOX,
+            &["sh", "-c", "test -n \"$BIG3\" && grep -c h1x /etc/hosts"],
+        )
+        .env("LSB_DOCKER_ENV_FILE", &big[..4].join(" "))
+        .env("LSB_DOCKER_ADD_HOST_FILE", &small[1])
+        .output()
+        .code(0);
+}
+
+/// GPU selectors that are no device id were sent as an allocation (`DeviceIDs ["all"]`).
+#[test]
+fn gpu_selectors_that_are_not_device_ids_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    for (value, words) in [
+        ("all", "\"all\" is not a GPU id"),
+        ("none", "\"none\" is not a GPU id"),
+        ("void", "\"void\" is not a GPU id"),
+        ("-1", "\"-1\" is not a GPU id"),
+        ("0,0", "GPU 0 is named twice"),
+    ] {
+        // LSF (Job::new sets LSB_JOBID): the allocation is CUDA_VISIBLE_DEVICES.
+        let job = setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env("CUDA_VISIBLE_DEVICES", value);
+        job.output()
+            .code(64)
+            .stderr_has(&format!("CUDA_VISIBLE_DEVICES={value:?}"))
+            .stderr_has(words);
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{value}: a container was made"
+        );
+        // Slurm: SLURM_STEP_GPUS.
+        let mut job = setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env("SLURM_STEP_GPUS", value);
+        job.env.remove("LSB_JOBID");
+        job.env.insert("SLURM_JOB_ID".into(), job.id.clone());
+        job.output()
+            .code(64)
+            .stderr_has(&format!("SLURM_STEP_GPUS={value:?}"))
+            .stderr_has(words);
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{value}: a container was made"
+        );
+    }
+}
+
+/// One job published the whole port range (ports.range 8000-8999), and the same host port twice.
+#[test]
+fn the_whole_port_range_and_duplicate_host_ports_are_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    for (value, words) in [
+        (
+            "8000-8999",
+            "1000 ports, more than the 100 a job may publish (MAX_PORTS)",
+        ),
+        ("8000-8060 8100-8160", "122 ports"),
+        (
+            "8001 8001",
+            "publishes a host or container port of 8001:8001/tcp again",
+        ),
+        ("8001:80 8001:81", "again"),
+        ("8001-8010 8005", "again"),
+    ] {
+        let job = setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env("LSB_DOCKER_PORTS", value);
+        job.output()
+            .code(64)
+            .stderr_has(&format!("LSB_DOCKER_PORTS={value:?}"))
+            .stderr_has(words);
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{value}: a container was made"
+        );
+    }
+}
+
+/// The container had dockerd's rlimits (open files 20000) instead of the job's. The caller's own
+/// soft and hard limits, set just before the setuid exec (by prlimit, as the scheduler would),
+/// are what /proc/self/limits shows in the container.
+#[test]
+fn the_container_has_the_callers_own_resource_limits() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let mut job = setuid.run(ALICE, BUSYBOX, &["cat", "/proc/self/limits"]);
+    let limits = [
+        ("Max open files", "--nofile=1000:4000", "1000", "4000"),
+        ("Max processes", "--nproc=3000:5000", "3000", "5000"),
+        (
+            "Max stack size",
+            "--stack=4194304:16777216",
+            "4194304",
+            "16777216",
+        ),
+        ("Max core file size", "--core=0:1048576", "0", "1048576"),
+        (
+            "Max locked memory",
+            "--memlock=65536:131072",
+            "65536",
+            "131072",
+        ),
+    ];
+    let mut args: Vec<String> = limits.iter().map(|l| l.1.to_string()).collect();
+    args.push("--".into());
+    args.push(job.program.display().to_string());
+    args.append(&mut job.args);
+    job.args = args;
+    job.program = "/usr/bin/prlimit".into();
+    let out = job.output();
+    out.code(0);
+    for (name, _, soft, hard) in limits {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| out.fail(&format!("no {name} line")));
+        let words: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        if words.len() < 2 || words[0] != soft || words[1] != hard {
+            out.fail(&format!(
+                "{name} is {words:?}, the caller's is {soft} {hard}"
+            ));
+        }
+    }
+}

@@ -541,6 +541,29 @@ impl Raw {
                     bad(&format!("{key}.target"), e);
                 }
             }
+            // The layout rule among the site's own mounts and jobdock's (every job has those).
+            let targets: Vec<PathBuf> = site
+                .iter()
+                .map(|m| paths::normalize(m.target.as_deref().unwrap_or(&m.source)))
+                .collect();
+            let fixed = [Path::new("/etc/passwd"), Path::new("/etc/group")];
+            let placed: Vec<paths::Placed<'_>> = fixed
+                .iter()
+                .map(|t| paths::Placed {
+                    source: t,
+                    target: t,
+                    kind: paths::MountKind::Jobdock,
+                })
+                .chain(site.iter().zip(&targets).map(|(m, t)| paths::Placed {
+                    source: &m.source,
+                    target: t,
+                    kind: paths::MountKind::Site,
+                }))
+                .collect();
+            if let Err(e) = paths::check_layout(&placed) {
+                let i = e.index.saturating_sub(fixed.len());
+                bad(&format!("mounts.site[{i}].target"), e.reason);
+            }
             c.mounts.site = site;
         }
 
@@ -864,6 +887,41 @@ mod tests {
             2,
             "SYS_ADMIN forbidden, NOT_A_CAP unknown: {caps:?}"
         );
+    }
+
+    /// Issue 11 item 2: a site mount inside another, or above what jobdock and dockerd mount,
+    /// would make the engine create mount points in a host directory.
+    #[test]
+    fn site_mounts_never_nest() {
+        let cases = [
+            (r#"{ source = "/opt/lsf" }, { source = "/opt/apps" }"#, None),
+            (
+                r#"{ source = "/opt/lsf" }, { source = "/opt/sw", target = "/opt/lsf/sw" }"#,
+                Some(("mounts.site[1].target", "inside /opt/lsf")),
+            ),
+            (
+                r#"{ source = "/opt/sw", target = "/opt/lsf/sw" }, { source = "/opt/lsf" }"#,
+                Some(("mounts.site[1].target", "inside /opt/lsf")),
+            ),
+            (
+                r#"{ source = "/opt/etc", target = "/etc" }"#,
+                Some(("mounts.site[0].target", "/etc would hold /etc/hosts")),
+            ),
+            (r#"{ source = "/etc/hosts", readonly = true }"#, None),
+        ];
+        for (site, want) in cases {
+            let text = format!("[mounts]\nsite = [{site}]\n");
+            match (SiteConfig::parse(&text), want) {
+                (Ok(_), None) => {}
+                (Err(problems), Some((key, words))) => assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.key == key && p.to_string().contains(words)),
+                    "{site}: {problems:?}"
+                ),
+                (got, want) => panic!("{site}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bollard::models::{
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging};
+use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
 
 /// `Healthcheck.Test` that turns the image's health check off.
 pub const NO_HEALTHCHECK: &str = "NONE";
@@ -53,7 +53,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         ports,
         extra_hosts,
         cgroup_parent,
-        memlock_unlimited,
+        ulimits,
         tty,
         log_level: _,
         notes: _,
@@ -141,12 +141,15 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 options: None,
             }]
         }),
-        ulimits: memlock_unlimited.then(|| {
-            vec![ResourcesUlimits {
-                name: Some("memlock".into()),
-                soft: Some(-1),
-                hard: Some(-1),
-            }]
+        ulimits: (!ulimits.is_empty()).then(|| {
+            ulimits
+                .iter()
+                .map(|Ulimit { name, soft, hard }| ResourcesUlimits {
+                    name: Some((*name).into()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
         }),
         network_mode: Some(network.clone()),
         ipc_mode: Some(ipc.clone()),

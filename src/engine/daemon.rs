@@ -119,6 +119,8 @@ pub struct Effective {
     pub healthcheck: Vec<String>,
     /// `HostConfig.RestartPolicy.Name` (`"no"`, or empty for dockerd's default, also no restart).
     pub restart_policy: String,
+    /// `HostConfig.Ulimits` as (name, soft, hard).
+    pub ulimits: Vec<(String, i64, i64)>,
 }
 
 /// One entry of the inspect's `Mounts`.

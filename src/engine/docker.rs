@@ -561,6 +561,18 @@ impl Daemon for Docker {
                 .and_then(|r| r.name)
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
+            ulimits: hc
+                .ulimits
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.name.unwrap_or_default(),
+                        u.soft.unwrap_or(0),
+                        u.hard.unwrap_or(0),
+                    )
+                })
+                .collect(),
         };
         Ok(ContainerState {
             running: state.running.unwrap_or(false),

@@ -51,6 +51,11 @@ pub fn lsf_plan(
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        rlimits: vec![crate::plan::Ulimit {
+            name: "nofile",
+            soft: 1024,
+            hard: 4096,
+        }],
     };
     let ctx = crate::job::JobContext {
         job_id: Some("212".into()),
@@ -381,6 +386,11 @@ pub fn stored(plan: &ContainerPlan) -> Effective {
         memory: plan.memory.0 as i64,
         memory_swap: plan.memory.0 as i64,
         pids_limit: plan.pids_limit,
+        ulimits: plan
+            .ulimits
+            .iter()
+            .map(|u| (u.name.to_string(), u.soft, u.hard))
+            .collect(),
     }
 }
 

@@ -557,6 +557,18 @@ pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
         &plan.pids_limit,
         e.pids_limit == plan.pids_limit,
     );
+    let ulimits: BTreeSet<(String, i64, i64)> = plan
+        .ulimits
+        .iter()
+        .map(|u| (u.name.to_string(), u.soft, u.hard))
+        .collect();
+    let seen: BTreeSet<(String, i64, i64)> = e.ulimits.iter().cloned().collect();
+    same(
+        "Ulimits",
+        &e.ulimits,
+        &ulimits,
+        seen == ulimits && e.ulimits.len() == ulimits.len(),
+    );
     let devices: BTreeSet<DeviceSeen> = plan
         .devices
         .iter()

@@ -214,19 +214,62 @@ pub(crate) fn abs_path(env: &Env, name: &str) -> Result<Option<PathBuf>, JobErro
     }
 }
 
-/// A comma-separated list of GPU ids (`0,1`, `GPU-8f6c...`), if present.
+/// Most GPUs one job may be given (the largest nodes have 8 or 16).
+pub const MAX_GPUS: usize = 64;
+
+/// A comma-separated list of GPU ids, if present: decimal indices (`0,1`) or UUIDs
+/// (`GPU-8f6c2b5e-...`, `MIG-...`), each once. Anything else (`all`, `none`, `void`, `-1`) would
+/// be taken by the engine as an allocation of its own (`DeviceIDs ["all"]`), and is refused.
 pub(crate) fn gpu_list(env: &Env, name: &str) -> Result<Vec<String>, JobError> {
     let Some(v) = env.get(name) else {
         return Ok(Vec::new());
     };
-    let mut ids = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     for id in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || id.len() > 64 {
-            return Err(bad(name, v, "must be a comma-separated list of GPU ids"));
+        if !gpu_id(id) {
+            return Err(bad(
+                name,
+                v,
+                &format!(
+                    "{id:?} is not a GPU id: the allocation must be decimal indices (0,1) or \
+                     UUIDs (GPU-..., MIG-...)"
+                ),
+            ));
+        }
+        if ids.iter().any(|seen| seen.eq_ignore_ascii_case(id)) {
+            return Err(bad(name, v, &format!("GPU {id} is named twice")));
         }
         ids.push(id.to_string());
     }
+    if ids.len() > MAX_GPUS {
+        return Err(bad(
+            name,
+            v,
+            &format!("more than the {MAX_GPUS} GPUs a job may have (MAX_GPUS)"),
+        ));
+    }
     Ok(ids)
+}
+
+/// `0`, `12` (no sign, no leading zero), `GPU-<uuid>`, `MIG-<uuid>` (8-4-4-4-12 hex digits).
+fn gpu_id(id: &str) -> bool {
+    let index = !id.is_empty()
+        && id.len() <= 4
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    let uuid = |u: &str| {
+        let groups: Vec<&str> = u.split('-').collect();
+        groups.len() == 5
+            && groups
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    index
+        || id
+            .strip_prefix("GPU-")
+            .or_else(|| id.strip_prefix("MIG-"))
+            .is_some_and(uuid)
 }
 
 pub(crate) fn bad(name: &str, value: &str, reason: &str) -> JobError {
@@ -400,6 +443,57 @@ mod tests {
         let lsf = env_of(&[("LSB_JOBID", "212")]);
         let err = confirm(from_env(&lsf, None).unwrap(), slurm_cg.as_ref(), false).unwrap_err();
         assert!(err.to_string().contains("slurm job 42"), "{err}");
+    }
+
+    /// Issue 11 item 10: only real device ids, each once.
+    #[test]
+    fn gpu_selectors() {
+        let uuid = "GPU-8f6c2b5e-1d2c-4a3b-9e8f-0123456789ab";
+        let mig = "MIG-0a1b2c3d-4e5f-6789-abcd-ef0123456789";
+        let ok: &[(&str, &[&str])] = &[
+            ("0", &["0"]),
+            ("0,1,7", &["0", "1", "7"]),
+            (" 2 , 3 ", &["2", "3"]),
+            ("", &[]),
+            (uuid, &[uuid]),
+            (&format!("{uuid},{mig}"), &[uuid, mig]),
+        ];
+        for (value, want) in ok {
+            let env = env_of(&[("G", value)]);
+            assert_eq!(gpu_list(&env, "G").unwrap(), *want, "{value}");
+        }
+        for (value, words) in [
+            ("all", "\"all\" is not a GPU id"),
+            ("none", "not a GPU id"),
+            ("void", "not a GPU id"),
+            ("-1", "not a GPU id"),
+            ("NoDevFiles", "not a GPU id"),
+            ("0,all", "not a GPU id"),
+            ("01", "not a GPU id"),
+            ("+1", "not a GPU id"),
+            ("12345", "not a GPU id"),
+            ("GPU-all", "not a GPU id"),
+            ("GPU-8f6c2b5e", "not a GPU id"),
+            ("/dev/nvidia0", "not a GPU id"),
+            ("0,0", "GPU 0 is named twice"),
+            ("1,2,1", "named twice"),
+            (&format!("{uuid},{}", uuid.to_uppercase()), "named twice"),
+        ] {
+            let env = env_of(&[("G", value)]);
+            let err = gpu_list(&env, "G").unwrap_err().to_string();
+            assert!(
+                err.starts_with("G=") && err.contains(words),
+                "{value}: {err}"
+            );
+        }
+        let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+        let env = env_of(&[("G", &many.join(","))]);
+        assert!(
+            gpu_list(&env, "G")
+                .unwrap_err()
+                .to_string()
+                .contains("MAX_GPUS")
+        );
     }
 
     #[test]

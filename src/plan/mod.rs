@@ -38,6 +38,20 @@ pub struct Snapshot {
     pub cgroup_memory_limit: Option<u64>,
     /// The CPUs jobdock may run on (`0-3,8`), when fewer than the host's.
     pub cpus_allowed: Option<String>,
+    /// jobdock's own resource limits, for each of [`ULIMITS`]: the job's, as the scheduler (or
+    /// the user's shell) set them. Read once, before planning.
+    pub rlimits: Vec<Ulimit>,
+}
+
+/// The resource limits a job's container gets from the job itself, by Docker's names.
+pub const ULIMITS: &[&str] = &["core", "memlock", "nofile", "nproc", "stack"];
+
+/// One resource limit (`--ulimit NAME=SOFT:HARD`); -1 is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub name: &'static str,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// What the command line asked for.
@@ -119,7 +133,10 @@ pub struct ContainerPlan {
     pub ports: Vec<PortPlan>,
     pub extra_hosts: Vec<String>,
     pub cgroup_parent: Option<String>,
-    pub memlock_unlimited: bool,
+    /// The container's resource limits: the job's own soft and hard limits for each of
+    /// [`ULIMITS`] (without them dockerd gives the container its own, e.g. 20000 open files),
+    /// except memlock, unlimited when the job gets devices (RDMA pins memory). Sorted by name.
+    pub ulimits: Vec<Ulimit>,
     pub tty: bool,
     /// Level requested through LSB_DOCKER_RUN_LOGLEVEL (jobdock's own logging).
     pub log_level: Option<tracing::Level>,
@@ -155,6 +172,18 @@ const PLACE_HOLDERS: &[&str] = &["LSB_DOCKER_PLACE_HOLDER", "LSB_DOCKER_PLACEHOL
 
 /// Largest env file or add-host file jobdock reads.
 const MAX_USER_FILE: u64 = 64 * 1024;
+
+/// Most files one `LSB_DOCKER_ENV_FILE` or `LSB_DOCKER_ADD_HOST_FILE` may name.
+pub const MAX_USER_FILES: usize = 16;
+
+/// Largest environment a container gets, in bytes (`NAME=value` and its NUL, for every variable:
+/// the job's preserved environment, env files and jobdock's own). The kernel refuses an `exec`
+/// whose arguments and environment exceed a quarter of the stack limit (2 MiB at the usual 8 MiB)
+/// with E2BIG; this leaves the command line room, and keeps dockerd's stored config small.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+
+/// Most `/etc/hosts` entries one job may add (`LSB_DOCKER_ADD_HOST` and its files together).
+pub const MAX_EXTRA_HOSTS: usize = 256;
 
 /// Builds the plan. `probe` answers questions about host paths as the job user.
 pub fn build(
@@ -252,6 +281,26 @@ pub fn build(
             why: "the user's command, exactly as submitted".into(),
         });
     }
+    let jobdock_mounts = mounts.len();
+    // The job's tmpdir is its /tmp. At its own path too, unless that path is under /tmp: the
+    // engine would create that mount point inside the tmpdir itself, as root; there /tmp shows it.
+    let tmp = match &ctx.tmpdir {
+        Some(tmp) => match job_tmpdir(probe, tmp, id.uid) {
+            Ok(real) => Some((paths::normalize(tmp), real)),
+            Err(reason) => {
+                notes.push(format!(
+                    "job tmpdir {} not mounted: {reason}",
+                    tmp.display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let tmp_inside_tmp = tmp
+        .as_ref()
+        .filter(|(path, _)| paths::is_under(path, Path::new("/tmp")))
+        .map(|(path, _)| path.clone());
     if config.mounts.home {
         match user_dir(probe, &id.home) {
             Ok(real) => mounts.push(MountPlan {
@@ -267,6 +316,22 @@ pub fn build(
         }
     }
     let work_dir = match &ctx.work_dir {
+        // In a tmpdir shown only as /tmp: the same directory, there.
+        Some(dir)
+            if let Some(rest) = tmp_inside_tmp.as_ref().and_then(|t| {
+                paths::normalize(dir)
+                    .strip_prefix(t)
+                    .ok()
+                    .map(Path::to_path_buf)
+            }) =>
+        {
+            user_dir(probe, dir).map_err(|reason| PlanError::Path {
+                what: "working directory",
+                path: dir.display().to_string(),
+                reason,
+            })?;
+            Some(paths::normalize(&Path::new("/tmp").join(rest)))
+        }
         Some(dir) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
@@ -303,7 +368,13 @@ pub fn build(
     }
     // PMIx (Slurm's MPI plugin) talks to its server through a directory of the step.
     if let Some(pmix) = env.get("PMIX_SERVER_TMPDIR").filter(|p| p.starts_with('/')) {
+        let in_tmp =
+            tmp.is_some() && paths::is_under(&paths::normalize(Path::new(pmix)), Path::new("/tmp"));
         match user_dir(probe, Path::new(pmix)) {
+            // Inside the tmpdir's /tmp the engine would create its mount point in the tmpdir.
+            Ok(_) if in_tmp => notes.push(format!(
+                "PMIX_SERVER_TMPDIR {pmix} not mounted: it is under /tmp, which is the job's tmpdir"
+            )),
             Ok(real) => add_unless_covered(
                 &mut mounts,
                 real,
@@ -314,28 +385,23 @@ pub fn build(
             Err(reason) => notes.push(format!("PMIX_SERVER_TMPDIR {pmix} not mounted: {reason}")),
         }
     }
-    if let Some(tmp) = &ctx.tmpdir {
-        match job_tmpdir(probe, tmp, id.uid) {
-            Ok(real) => {
-                mounts.push(MountPlan {
-                    source: real.clone(),
-                    target: "/tmp".into(),
-                    readonly: false,
-                    why: "the job's private tmpdir as /tmp".into(),
-                });
-                mounts.push(MountPlan {
-                    source: real,
-                    target: tmp.clone(),
-                    readonly: false,
-                    why: "the job's tmpdir at its own path".into(),
-                });
-            }
-            Err(reason) => notes.push(format!(
-                "job tmpdir {} not mounted: {reason}",
-                tmp.display()
-            )),
+    if let Some((path, real)) = &tmp {
+        mounts.push(MountPlan {
+            source: real.clone(),
+            target: "/tmp".into(),
+            readonly: false,
+            why: "the job's private tmpdir as /tmp".into(),
+        });
+        if tmp_inside_tmp.is_none() {
+            mounts.push(MountPlan {
+                source: real.clone(),
+                target: path.clone(),
+                readonly: false,
+                why: "the job's tmpdir at its own path".into(),
+            });
         }
     }
+    let job_mounts = mounts.len();
     for m in &config.mounts.site {
         let target = m.target.clone().unwrap_or_else(|| m.source.clone());
         mounts.push(MountPlan {
@@ -355,9 +421,11 @@ pub fn build(
             });
         }
     }
-    if let Some(s) = get("VOLUMES")? {
-        for v in policy::parse_volumes(&s)? {
-            let m = volume(&s, &v, config, probe)?;
+    let site_mounts = mounts.len();
+    let volumes = get("VOLUMES")?;
+    if let Some(s) = &volumes {
+        for v in policy::parse_volumes(s)? {
+            let m = volume(s, &v, config, probe)?;
             if !targets.insert(m.target.clone()) {
                 return Err(s
                     .refuse(format!(
@@ -369,6 +437,12 @@ pub fn build(
             mounts.push(m);
         }
     }
+
+    let mounts = checked_layout(
+        mounts,
+        [jobdock_mounts, job_mounts, site_mounts],
+        volumes.as_ref(),
+    )?;
 
     let working_dir = match get("WORKDIR")? {
         Some(s) => Some(workdir(&s)?),
@@ -393,16 +467,22 @@ pub fn build(
     }) {
         container_env.insert(k.clone(), v.clone());
     }
-    if let Some(s) = get("ENV_FILE")? {
-        for file in s.value.split_whitespace() {
+    let env_files = get("ENV_FILE")?;
+    if let Some(s) = &env_files {
+        for file in user_files(s)? {
             let path = Path::new(file);
-            if !path.is_absolute() {
-                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
-            }
             let text = probe
                 .read_file(path, MAX_USER_FILE)
                 .map_err(|e| s.refuse(e))?;
             container_env.extend(envpolicy::parse_env_file(&text, file).map_err(|e| s.refuse(e))?);
+        }
+    }
+    // The job's tmpdir is /tmp in the container (and, under /tmp, only there).
+    if let Some(t) = &tmp_inside_tmp {
+        for v in container_env.values_mut() {
+            if Path::new(v.as_str()) == t {
+                *v = "/tmp".into();
+            }
         }
     }
     container_env.insert("HOME".into(), id.home.display().to_string());
@@ -414,6 +494,27 @@ pub fn build(
         container_env.insert("CUDA_VISIBLE_DEVICES".into(), visible.join(","));
     }
     container_env.extend(config.env.set.clone());
+    let env_bytes: usize = container_env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    if env_bytes > MAX_ENV_BYTES {
+        let rule = format!(
+            "the container's environment would be {env_bytes} bytes (the job's preserved \
+             environment and the env files), more than the {MAX_ENV_BYTES} a job may have \
+             (MAX_ENV_BYTES)"
+        );
+        return Err(match &env_files {
+            Some(s) => s.refuse(rule).into(),
+            None => PlanError::Path {
+                what: "job environment",
+                path: format!("of {} variables", container_env.len()),
+                reason: format!(
+                    "{rule}; unset large variables, or set LSB_DOCKER_PRESERVE_ENVIRONMENT=false"
+                ),
+            },
+        });
+    }
 
     let network = mode(get("NETWORK")?, &config.network, "network")?;
     let ipc = mode(get("IPC")?, &config.ipc, "ipc")?;
@@ -440,16 +541,22 @@ pub fn build(
     };
 
     let mut extra_hosts = Vec::new();
+    let too_many_hosts = |s: &Setting, n: usize| {
+        s.refuse(format!(
+            "more than the {MAX_EXTRA_HOSTS} /etc/hosts entries a job may add (MAX_EXTRA_HOSTS; \
+             LSB_DOCKER_ADD_HOST and its files together): {n} so far"
+        ))
+    };
     if let Some(s) = get("ADD_HOST")? {
         for item in s.value.split_whitespace() {
             extra_hosts.push(policy::parse_host_entry(item).map_err(|e| s.refuse(e))?);
+            if extra_hosts.len() > MAX_EXTRA_HOSTS {
+                return Err(too_many_hosts(&s, extra_hosts.len()).into());
+            }
         }
     }
     if let Some(s) = get("ADD_HOST_FILE")? {
-        for file in s.value.split_whitespace() {
-            if !file.starts_with('/') {
-                return Err(s.refuse(format!("{file:?} is not an absolute path")).into());
-            }
+        for file in user_files(&s)? {
             let text = probe
                 .read_file(Path::new(file), MAX_USER_FILE)
                 .map_err(|e| s.refuse(e))?;
@@ -461,6 +568,9 @@ pub fn build(
                 let entry = policy::parse_host_entry(line.trim())
                     .map_err(|e| s.refuse(format!("{file}:{}: {e}", n + 1)))?;
                 extra_hosts.push(entry);
+                if extra_hosts.len() > MAX_EXTRA_HOSTS {
+                    return Err(too_many_hosts(&s, extra_hosts.len()).into());
+                }
             }
         }
     }
@@ -566,7 +676,7 @@ pub fn build(
         mounts,
         cap_add: config.security.cap_add.clone(),
         security_opt,
-        memlock_unlimited: !devices.is_empty(),
+        ulimits: ulimits(&snap.rlimits, !devices.is_empty()),
         devices,
         gpus: ctx.gpus.clone(),
         memory,
@@ -584,6 +694,26 @@ pub fn build(
         notes,
         pins,
     })
+}
+
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], and
+/// memlock unlimited for a job with devices.
+fn ulimits(rlimits: &[Ulimit], devices: bool) -> Vec<Ulimit> {
+    let mut out: Vec<Ulimit> = rlimits
+        .iter()
+        .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
+        .copied()
+        .collect();
+    if devices {
+        out.push(Ulimit {
+            name: "memlock",
+            soft: -1,
+            hard: -1,
+        });
+    }
+    out.sort_by_key(|u| u.name);
+    out.dedup_by_key(|u| u.name);
+    out
 }
 
 fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, PlanError> {
@@ -682,6 +812,62 @@ fn add_unless_covered(
     }
 }
 
+/// The final mount list: identity mounts another identity mount already shows dropped, then
+/// held to `paths::check_layout`. `ends` are where jobdock's, the job's and the site's mounts end
+/// (the user's volumes follow); a refused volume is reported against `volumes`.
+fn checked_layout(
+    mounts: Vec<MountPlan>,
+    ends: [usize; 3],
+    volumes: Option<&Setting>,
+) -> Result<Vec<MountPlan>, PlanError> {
+    use paths::MountKind;
+    let kind = |i: usize| match i {
+        i if i < ends[0] => MountKind::Jobdock,
+        i if i < ends[1] => MountKind::Job,
+        i if i < ends[2] => MountKind::Site,
+        _ => MountKind::Volume,
+    };
+    let identity = |m: &MountPlan| m.source == m.target;
+    let covered = |i: usize, b: &MountPlan| {
+        matches!(kind(i), MountKind::Job | MountKind::Volume)
+            && identity(b)
+            && mounts.iter().enumerate().any(|(j, a)| {
+                j != i
+                    && identity(a)
+                    && a.target != b.target
+                    && paths::is_under(&b.target, &a.target)
+                    && (!a.readonly || b.readonly)
+            })
+    };
+    let (mounts, kinds): (Vec<MountPlan>, Vec<MountKind>) = mounts
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| !covered(*i, m))
+        .map(|(i, m)| (m.clone(), kind(i)))
+        .unzip();
+    let placed: Vec<paths::Placed<'_>> = mounts
+        .iter()
+        .zip(&kinds)
+        .map(|(m, &kind)| paths::Placed {
+            source: &m.source,
+            target: &m.target,
+            kind,
+        })
+        .collect();
+    if let Err(e) = paths::check_layout(&placed) {
+        let m = &mounts[e.index];
+        return Err(match (kinds[e.index], volumes) {
+            (MountKind::Volume, Some(s)) => s.refuse(e.reason).into(),
+            _ => PlanError::Path {
+                what: "mount target",
+                path: m.target.display().to_string(),
+                reason: format!("{}: {}", m.why, e.reason),
+            },
+        });
+    }
+    Ok(mounts)
+}
+
 fn volume(
     s: &Setting,
     v: &policy::VolumeRequest,
@@ -733,6 +919,29 @@ fn volume(
         readonly: v.readonly,
         why: format!("user volume ({})", s.var),
     })
+}
+
+/// The files a `*_FILE` variable names: absolute, each once (lexically), at most
+/// `MAX_USER_FILES`.
+fn user_files(s: &Setting) -> Result<Vec<&str>, Refusal> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for file in s.value.split_whitespace() {
+        if !file.starts_with('/') {
+            return Err(s.refuse(format!("{file:?} is not an absolute path")));
+        }
+        if !seen.insert(paths::normalize(Path::new(file))) {
+            return Err(s.refuse(format!("{file} is named twice")));
+        }
+        files.push(file);
+    }
+    if files.len() > MAX_USER_FILES {
+        return Err(s.refuse(format!(
+            "{} files, more than the {MAX_USER_FILES} one variable may name (MAX_USER_FILES)",
+            files.len()
+        )));
+    }
+    Ok(files)
 }
 
 fn entrypoint(s: &Setting) -> Result<String, Refusal> {

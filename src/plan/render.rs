@@ -1,7 +1,7 @@
 //! The plan as the equivalent `docker run` command, one option per line with the reason for it,
 //! for humans (`jobdock plan`, DEBUG logs). jobdock never runs this: it talks to the Engine API.
 
-use super::{ContainerPlan, MountPlan, PortPlan, Staging};
+use super::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
 
 /// One line of the rendering: the words of an option and why it is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         ports,
         extra_hosts,
         cgroup_parent,
-        memlock_unlimited,
+        ulimits,
         tty,
         log_level: _,
         notes: _,
@@ -176,10 +176,15 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
             "site device (devices.paths)",
         );
     }
-    if *memlock_unlimited {
+    for Ulimit { name, soft, hard } in ulimits {
+        let why = if *name == "memlock" && !devices.is_empty() {
+            "RDMA needs to pin memory"
+        } else {
+            "the job's own limit, as the scheduler set it"
+        };
         line(
-            w(&["--ulimit", "memlock=-1:-1"]),
-            "RDMA needs to pin memory",
+            vec!["--ulimit".into(), format!("{name}={soft}:{hard}")],
+            why,
         );
     }
     if !gpus.is_empty() {

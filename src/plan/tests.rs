@@ -39,6 +39,11 @@ fn host() -> FakeProbe {
         .dir("/scratch/alice")
         .dir_owned_by("/tmp/212.tmpdir", 2001)
         .dir_owned_by("/tmp/213.tmpdir", 2002)
+        .dir("/tmp/212.tmpdir/run")
+        .dir("/scratch/alice/run")
+        .dir("/usr")
+        .dir("/usr/local/src")
+        .dir("/opt/lsf")
         .link("/gpfs/lab/escape", "/etc", Kind::Dir)
         .link("/gpfs/lab/docker", "/var/lib/docker", Kind::Dir)
         .link("/gpfs/lab/to-scratch", "/scratch/alice", Kind::Dir)
@@ -65,6 +70,36 @@ fn host() -> FakeProbe {
     p
 }
 
+/// A usual job's limits: open files 1024 of 1048576, processes and stack unlimited but for the
+/// stack's soft 8 MiB, no core files unless asked for, 64 KiB of locked memory.
+const JOB_RLIMITS: &[Ulimit] = &[
+    Ulimit {
+        name: "nofile",
+        soft: 1024,
+        hard: 1_048_576,
+    },
+    Ulimit {
+        name: "nproc",
+        soft: -1,
+        hard: -1,
+    },
+    Ulimit {
+        name: "stack",
+        soft: 8 << 20,
+        hard: -1,
+    },
+    Ulimit {
+        name: "core",
+        soft: 0,
+        hard: -1,
+    },
+    Ulimit {
+        name: "memlock",
+        soft: 65536,
+        hard: 65536,
+    },
+];
+
 fn snap(env: &[(&str, &str)]) -> Snapshot {
     Snapshot {
         env: env_of(env),
@@ -81,6 +116,7 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup: job_cgroup(env),
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        rlimits: JOB_RLIMITS.to_vec(),
     }
 }
 
@@ -173,7 +209,18 @@ fn a_plain_lsf_job_is_hardened_by_default() {
     assert_eq!(p.nano_cpus, Some(2_000_000_000));
     assert_eq!(p.pids_limit, 8192);
     assert_eq!(p.devices.len(), 2);
-    assert!(p.memlock_unlimited);
+    // The job's own limits, but memlock unlimited: the job gets InfiniBand devices.
+    let limit = |name: &str| {
+        let u = p.ulimits.iter().find(|u| u.name == name).unwrap();
+        (u.soft, u.hard)
+    };
+    let names: Vec<&str> = p.ulimits.iter().map(|u| u.name).collect();
+    assert_eq!(names, ULIMITS);
+    assert_eq!(limit("nofile"), (1024, 1_048_576));
+    assert_eq!(limit("nproc"), (-1, -1));
+    assert_eq!(limit("stack"), (8 << 20, -1));
+    assert_eq!(limit("core"), (0, -1));
+    assert_eq!(limit("memlock"), (-1, -1));
     assert_eq!(p.network, "bridge");
     assert_eq!(p.ipc, "private");
     assert_eq!(p.env["HOME"], "/home/alice");
@@ -189,17 +236,14 @@ fn a_plain_lsf_job_is_hardened_by_default() {
         .iter()
         .map(|m| m.target.to_str().unwrap())
         .collect();
-    // The working dir and job spool are inside the (read-write) home: not mounted twice.
+    // The working dir and job spool are inside the (read-write) home: not mounted twice. The
+    // tmpdir /tmp/212.tmpdir is /tmp only: at its own path, inside itself, the engine would
+    // create the mount point in it on the host (issue 11 item 2).
     assert_eq!(
         targets,
-        [
-            "/etc/passwd",
-            "/etc/group",
-            "/home/alice",
-            "/tmp",
-            "/tmp/212.tmpdir"
-        ]
+        ["/etc/passwd", "/etc/group", "/home/alice", "/tmp"]
     );
+    assert_eq!(p.env["__LSF_JOB_TMPDIR__"], "/tmp");
     assert!(p.mounts[0].readonly && p.mounts[1].readonly);
     assert_eq!(
         p.cgroup_parent.as_deref(),
@@ -358,7 +402,16 @@ fn the_create_body_pins_every_security_field() {
     assert_eq!(hc["RestartPolicy"]["Name"], "no");
     assert_eq!(hc["Memory"], hc["MemorySwap"], "no swap");
     assert_eq!(hc["PidsLimit"], 8192);
-    assert_eq!(hc["Ulimits"][0]["Name"], "memlock");
+    assert_eq!(
+        hc["Ulimits"],
+        serde_json::json!([
+            {"Name": "core", "Soft": 0, "Hard": -1},
+            {"Name": "memlock", "Soft": -1, "Hard": -1},
+            {"Name": "nofile", "Soft": 1024, "Hard": 1_048_576},
+            {"Name": "nproc", "Soft": -1, "Hard": -1},
+            {"Name": "stack", "Soft": 8 << 20, "Hard": -1},
+        ])
+    );
     assert!(
         hc["Binds"].is_null(),
         "Binds would create missing sources as root"
@@ -414,6 +467,21 @@ fn the_two_renderings_agree() {
     );
     assert_eq!(count("--no-healthcheck"), 1);
     assert_eq!(body["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
+    let ulimits: Vec<String> = hc["Ulimits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            format!(
+                "{}={}:{}",
+                u["Name"].as_str().unwrap(),
+                u["Soft"],
+                u["Hard"]
+            )
+        })
+        .collect();
+    assert_eq!(values("--ulimit"), ulimits);
+    assert_eq!(ulimits.len(), ULIMITS.len());
     assert_eq!(hc["PortBindings"].as_object().unwrap().len(), 2);
     for (m, spec) in hc["Mounts"]
         .as_array()
@@ -1013,6 +1081,381 @@ fn sensitive_or_unreachable_job_directories() {
     );
 }
 
+/// Issue 11 item 2: no mount makes the engine create its mount point in a host directory, and no
+/// job or user directory lands on the container's system directories. `(name, cwd, volumes,
+/// Ok(mount targets, working dir) or Err(words))`.
+#[test]
+fn no_mount_point_is_created_in_a_host_directory() {
+    let mut cfg = site();
+    cfg.mounts.site = vec![crate::config::SiteMount {
+        source: "/opt/lsf".into(),
+        target: None,
+        readonly: false,
+    }];
+    type Want = Result<(&'static [&'static str], &'static str), &'static str>;
+    const BASE: &[&str] = &[
+        "/etc/passwd",
+        "/etc/group",
+        "/home/alice",
+        "/tmp",
+        "/opt/lsf",
+    ];
+    let cases: &[(&str, &str, &str, Want)] = &[
+        (
+            "a job in its home",
+            "/home/alice/work",
+            "",
+            Ok((BASE, "/home/alice/work")),
+        ),
+        (
+            "a job in its tmpdir's top works in /tmp",
+            "/tmp/212.tmpdir",
+            "",
+            Ok((BASE, "/tmp")),
+        ),
+        (
+            "a job in its tmpdir works there, as /tmp",
+            "/tmp/212.tmpdir/run",
+            "",
+            Ok((BASE, "/tmp/run")),
+        ),
+        (
+            "a job in a volume: the volume shows the working directory",
+            "/scratch/alice/run",
+            "/scratch/alice",
+            Ok((
+                &[
+                    "/etc/passwd",
+                    "/etc/group",
+                    "/home/alice",
+                    "/tmp",
+                    "/opt/lsf",
+                    "/scratch/alice",
+                ],
+                "/scratch/alice/run",
+            )),
+        ),
+        (
+            "cwd /usr",
+            "/usr",
+            "",
+            Err("mount target /usr: the job's working directory: /usr is at or under /usr"),
+        ),
+        (
+            "cwd under /usr",
+            "/usr/local/src",
+            "",
+            Err("under /usr, a system directory"),
+        ),
+        (
+            "cwd /usr and a volume into it",
+            "/usr",
+            "/gpfs/lab:/usr/x",
+            Err("LSB_DOCKER_VOLUMES=\"/gpfs/lab:/usr/x\": /usr/x is at or under /usr"),
+        ),
+        (
+            "a volume over /etc",
+            "/home/alice/work",
+            "/scratch/alice:/etc",
+            Err("at or under /etc"),
+        ),
+        (
+            "a volume over /usr",
+            "/home/alice/work",
+            "/scratch/alice:/usr",
+            Err("at or under /usr"),
+        ),
+        (
+            "a volume over /lib64",
+            "/home/alice/work",
+            "/scratch/alice:/lib64",
+            Err("at or under /lib64"),
+        ),
+        (
+            "a volume over /run",
+            "/home/alice/work",
+            "/scratch/alice:/run",
+            Err("at or under /run"),
+        ),
+        (
+            "a volume over /bin",
+            "/home/alice/work",
+            "/scratch/alice:/bin",
+            Err("at or under /bin"),
+        ),
+        (
+            "a volume at /",
+            "/home/alice/work",
+            "/scratch/alice:/",
+            Err("container's root"),
+        ),
+        (
+            "a volume over /.jobdock",
+            "/home/alice/work",
+            "/scratch/alice:/.jobdock",
+            Err("at or under /.jobdock"),
+        ),
+        (
+            "a volume inside another",
+            "/home/alice/work",
+            "/gpfs/lab:/data /scratch/alice:/data/s",
+            Err("/data/s would be mounted inside /data (from /gpfs/lab)"),
+        ),
+        (
+            "a volume inside the home",
+            "/home/alice/work",
+            "/gpfs/lab:/home/alice/lab",
+            Err("/home/alice/lab would be mounted inside /home/alice"),
+        ),
+        (
+            "a volume above the home",
+            "/home/alice/work",
+            "/gpfs/lab:/home",
+            Err("/home/alice would be mounted inside /home (from /gpfs/lab)"),
+        ),
+        (
+            "a volume inside the tmpdir's /tmp",
+            "/home/alice/work",
+            "/gpfs/lab:/tmp/lab",
+            Err("/tmp/lab would be mounted inside /tmp (from /tmp/212.tmpdir)"),
+        ),
+        (
+            "a volume inside a site mount",
+            "/home/alice/work",
+            "/gpfs/lab:/opt/lsf/lab",
+            Err("/opt/lsf/lab would be mounted inside /opt/lsf"),
+        ),
+        (
+            "a read-only volume does not show a read-write working directory",
+            "/scratch/alice/run",
+            "/scratch/alice:ro",
+            Err("LSB_DOCKER_VOLUMES"),
+        ),
+    ];
+    // An optional mount inside the tmpdir's /tmp is left out, with a note.
+    let p = plan_cfg(
+        &cfg,
+        &[("PMIX_SERVER_TMPDIR", "/tmp/212.tmpdir/run")],
+        &["true"],
+    )
+    .unwrap();
+    assert!(
+        p.mounts
+            .iter()
+            .filter(|m| m.target.starts_with("/tmp"))
+            .count()
+            == 1,
+        "{:?}",
+        p.mounts
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains("PMIX_SERVER_TMPDIR")),
+        "{:?}",
+        p.notes
+    );
+    for (name, cwd, volumes, want) in cases {
+        let mut env = vec![("LS_SUBCWD", *cwd)];
+        if !volumes.is_empty() {
+            env.push(("LSB_DOCKER_VOLUMES", *volumes));
+        }
+        match (plan_cfg(&cfg, &env, &["true"]), want) {
+            (Ok(p), Ok((targets, workdir))) => {
+                let got: Vec<&str> = p
+                    .mounts
+                    .iter()
+                    .map(|m| m.target.to_str().unwrap())
+                    .collect();
+                assert_eq!(&got, targets, "{name}");
+                assert_eq!(p.working_dir, Some(PathBuf::from(workdir)), "{name}");
+            }
+            (Err(e), Err(words)) => {
+                assert!(e.to_string().contains(words), "{name}: {e}");
+            }
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+/// Issue 11 item 7: totals per job, not only per file, and no file named twice. `(name, env,
+/// None or Some((variable, words)))`; the host has hosts files of 200 entries and env files of
+/// 60 KiB.
+#[test]
+fn totals_per_job_and_no_file_twice() {
+    let mut probe = host();
+    let hosts: String = (0..200)
+        .map(|i| format!("h{i}:10.0.{}.{}\n", i / 250, i % 250))
+        .collect();
+    let big = format!("BIG={}\n", "x".repeat(60 * 1024));
+    for n in 0..5 {
+        probe = probe.file(&format!("/home/alice/hosts{n}"), &hosts).file(
+            &format!("/home/alice/big{n}.env"),
+            &big.replace("BIG", &format!("BIG{n}")),
+        );
+    }
+    for n in 0..17 {
+        probe = probe.file(&format!("/home/alice/e{n}.env"), &format!("E{n}=1\n"));
+    }
+    let seventeen: String = (0..17).map(|n| format!("/home/alice/e{n}.env ")).collect();
+    let sixteen: String = (0..16).map(|n| format!("/home/alice/e{n}.env ")).collect();
+    let four_big: String = (0..4).map(|n| format!("/home/alice/big{n}.env ")).collect();
+    let five_big: String = (0..5).map(|n| format!("/home/alice/big{n}.env ")).collect();
+    let preserved = "y".repeat(300 * 1024);
+    let many_hosts: String = (0..257).map(|i| format!("h{i}:10.1.0.1 ")).collect();
+    let (hf, ef, ah) = (
+        "LSB_DOCKER_ADD_HOST_FILE",
+        "LSB_DOCKER_ENV_FILE",
+        "LSB_DOCKER_ADD_HOST",
+    );
+    let cases: Vec<(&str, Vec<(&str, &str)>, Option<(&str, &str)>)> = vec![
+        ("one hosts file", vec![(hf, "/home/alice/hosts0")], None),
+        (
+            "the same hosts file twice",
+            vec![(hf, "/home/alice/hosts0 /home/alice/hosts0")],
+            Some((hf, "/home/alice/hosts0 is named twice")),
+        ),
+        (
+            "the same file, spelled twice",
+            vec![(hf, "/home/alice/hosts0 /home/alice//hosts0")],
+            Some((hf, "named twice")),
+        ),
+        (
+            "two hosts files: 400 entries",
+            vec![(hf, "/home/alice/hosts0 /home/alice/hosts1")],
+            Some((
+                hf,
+                "more than the 256 /etc/hosts entries a job may add (MAX_EXTRA_HOSTS",
+            )),
+        ),
+        (
+            "entries and a file together",
+            vec![(ah, "a:10.0.0.1 b:10.0.0.2"), (hf, "/home/alice/hosts0")],
+            None,
+        ),
+        (
+            "257 entries",
+            vec![(ah, &many_hosts)],
+            Some((ah, "MAX_EXTRA_HOSTS")),
+        ),
+        ("sixteen env files", vec![(ef, &sixteen)], None),
+        (
+            "seventeen env files",
+            vec![(ef, &seventeen)],
+            Some((
+                ef,
+                "17 files, more than the 16 one variable may name (MAX_USER_FILES)",
+            )),
+        ),
+        (
+            "the same env file twice",
+            vec![(ef, "/home/alice/env.list /home/alice/env.list")],
+            Some((ef, "named twice")),
+        ),
+        ("four 60 KiB env files", vec![(ef, &four_big)], None),
+        (
+            "five 60 KiB env files",
+            vec![(ef, &five_big)],
+            Some((ef, "more than the 262144 a job may have (MAX_ENV_BYTES)")),
+        ),
+        (
+            "a preserved environment too large",
+            vec![("HUGE", &preserved)],
+            Some(("job environment", "MAX_ENV_BYTES")),
+        ),
+        (
+            "...which the job can leave behind",
+            vec![
+                ("HUGE", &preserved),
+                ("LSB_DOCKER_PRESERVE_ENVIRONMENT", "false"),
+            ],
+            None,
+        ),
+    ];
+    for (name, env, want) in cases {
+        let mut all: Vec<(&str, &str)> = LSF_JOB.to_vec();
+        all.extend(env.iter().copied());
+        let snap = snap(&all);
+        let ctx = job::from_env(&snap.env, snap.cwd.clone()).unwrap();
+        let req = Request {
+            image: None,
+            command: vec!["true".into()],
+            script: None,
+        };
+        match (build(&req, &snap, &site(), &ctx, &alice(), &probe), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some((var, words))) => {
+                let e = e.to_string();
+                assert!(e.starts_with(var) && e.contains(words), "{name}: {e}");
+            }
+            (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|p| p.env.len())),
+        }
+    }
+}
+
+/// Issue 11 item 10: the container gets the job's own limits (not dockerd's), one computation
+/// with the device jobs' unlimited memlock. `(name, job limits, devices, want)`.
+#[test]
+fn the_job_keeps_its_own_resource_limits() {
+    let u = |name: &'static str, soft: i64, hard: i64| Ulimit { name, soft, hard };
+    let cases: &[(&str, Vec<Ulimit>, bool, Vec<Ulimit>)] = &[
+        (
+            "a usual job, sorted by name",
+            vec![
+                u("nofile", 1024, 4096),
+                u("core", 0, -1),
+                u("memlock", 64, 64),
+            ],
+            false,
+            vec![
+                u("core", 0, -1),
+                u("memlock", 64, 64),
+                u("nofile", 1024, 4096),
+            ],
+        ),
+        (
+            "devices: memlock unlimited, the rest the job's",
+            vec![u("nofile", 1024, 4096), u("memlock", 64, 64)],
+            true,
+            vec![u("memlock", -1, -1), u("nofile", 1024, 4096)],
+        ),
+        (
+            "devices without a memlock limit read",
+            vec![],
+            true,
+            vec![u("memlock", -1, -1)],
+        ),
+        (
+            "only the limits jobdock passes on",
+            vec![u("rtprio", 99, 99), u("nproc", -1, -1)],
+            false,
+            vec![u("nproc", -1, -1)],
+        ),
+        ("nothing read, nothing set", vec![], false, vec![]),
+    ];
+    for (name, rlimits, devices, want) in cases {
+        assert_eq!(&super::ulimits(rlimits, *devices), want, "{name}");
+    }
+    // Through the planner, without devices: the job's memlock too, in both renderings.
+    let mut cfg = site();
+    cfg.devices.paths.clear();
+    let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
+    assert_eq!(p.ulimits, super::ulimits(JOB_RLIMITS, false));
+    let shown: Vec<String> = render::docker_run(&p)
+        .into_iter()
+        .filter(|l| l.words[0] == "--ulimit")
+        .map(|l| l.words[1].clone())
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "core=0:-1",
+            "memlock=65536:65536",
+            "nofile=1024:1048576",
+            "nproc=-1:-1",
+            "stack=8388608:-1"
+        ]
+    );
+}
+
 #[test]
 fn memory_from_the_allocation_else_the_site_default() {
     let mut cfg = site();
@@ -1176,7 +1619,11 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         (vol, "/gpfs/lab::/x", Refused(vol, "absolute path")),
         (vol, "/gpfs/lab:/x:ro:rw", Refused(vol, "SRC[:DST][:ro]")),
         (vol, "/gpfs/lab:/x:", Refused(vol, "only ro or rw")),
-        (vol, &many, Refused(vol, "more than 64")),
+        (
+            vol,
+            &many,
+            Refused(vol, "more than the 64 a job may mount (MAX_VOLUMES)"),
+        ),
         (vol, "/gpfs/lab:/home/alice/../../etc", Refused(vol, "..")),
         (vol, "/gpfs/lab:/dev/shm", Refused(vol, "runtime owns")),
         (vol, "/gpfs/lab:/sys", Refused(vol, "runtime owns")),
@@ -1237,7 +1684,7 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         ),
         (
             "LSB_DOCKER_PORTS",
-            "8000-9999",
+            "8990-9010",
             Refused("LSB_DOCKER_PORTS", "within 8000-8999"),
         ),
         (

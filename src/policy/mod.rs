@@ -87,6 +87,13 @@ pub fn parse_bool(s: &Setting) -> Result<bool, Refusal> {
     }
 }
 
+/// Most user volumes one job may ask for (`LSB_DOCKER_VOLUMES`).
+pub const MAX_VOLUMES: usize = 64;
+
+/// Most ports one job may publish (`LSB_DOCKER_PORTS`, ranges counted port by port): dockerd
+/// keeps a proxy and rules per port, and no real job serves more than a handful.
+pub const MAX_PORTS: u32 = 100;
+
 /// One element of `LSB_DOCKER_VOLUMES`: `SRC[:DST][:ro|:rw]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeRequest {
@@ -127,8 +134,11 @@ pub fn parse_volumes(s: &Setting) -> Result<Vec<VolumeRequest>, Refusal> {
             readonly,
         });
     }
-    if out.len() > 64 {
-        return Err(s.refuse("more than 64 volumes"));
+    if out.len() > MAX_VOLUMES {
+        return Err(s.refuse(format!(
+            "{} volumes, more than the {MAX_VOLUMES} a job may mount (MAX_VOLUMES)",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -197,13 +207,38 @@ pub fn parse_ports(s: &Setting) -> Result<Vec<PortRequest>, Refusal> {
                 "{item:?}: host and container ranges differ in size"
             )));
         }
+        let overlaps = |a: (u16, u16), b: (u16, u16)| a.0 <= b.1 && b.0 <= a.1;
+        if let Some(other) = out.iter().find(|p: &&PortRequest| {
+            p.protocol == protocol && (overlaps(p.host, host) || overlaps(p.container, container))
+        }) {
+            return Err(s.refuse(format!(
+                "{item:?} publishes a host or container port of {}:{}/{protocol} again",
+                shown_range(other.host),
+                shown_range(other.container)
+            )));
+        }
         out.push(PortRequest {
             host,
             container,
             protocol,
         });
     }
+    let total: u32 = out.iter().map(|p| u32::from(p.host.1 - p.host.0) + 1).sum();
+    if total > MAX_PORTS {
+        return Err(s.refuse(format!(
+            "{total} ports, more than the {MAX_PORTS} a job may publish (MAX_PORTS)"
+        )));
+    }
     Ok(out)
+}
+
+/// `8001` or `8001-8010`.
+fn shown_range(r: (u16, u16)) -> String {
+    if r.0 == r.1 {
+        r.0.to_string()
+    } else {
+        format!("{}-{}", r.0, r.1)
+    }
 }
 
 /// `CRITICAL`, `ERROR`, `WARNING`, `INFO`, `DEBUG` (the RIS names) -> a tracing level.
@@ -333,6 +368,41 @@ mod tests {
             "-1",
         ] {
             assert!(parse_ports(&s(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// Issue 11 items 7 and 10: one job cannot publish the whole range, nor one port twice.
+    #[test]
+    fn port_totals_and_duplicates() {
+        let cases = [
+            ("8001-8100", None),
+            (
+                "8001-8050 8051-8100/udp 8001-8050/udp",
+                Some("150 ports, more than the 100"),
+            ),
+            (
+                "8000-8999",
+                Some("1000 ports, more than the 100 a job may publish (MAX_PORTS)"),
+            ),
+            ("1-65535", Some("65535 ports")),
+            (
+                "8001 8001",
+                Some("\"8001\" publishes a host or container port of 8001:8001/tcp again"),
+            ),
+            ("8001:80 8002:80", Some("again")),
+            ("8001:80 8001:81", Some("again")),
+            ("8001-8010 8005-8020", Some("again")),
+            ("8001 8001/udp", None),
+            ("8001:80 8002:81", None),
+        ];
+        for (value, want) in cases {
+            match (parse_ports(&s(value)), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(words)) => {
+                    assert!(e.to_string().contains(words), "{value}: {e}");
+                }
+                (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -243,6 +243,9 @@ fn every_change_to_the_stored_container_is_found() {
             "RestartPolicy",
             t(|e| e.restart_policy = "on-failure".into()),
         ),
+        ("Ulimits", t(|e| e.ulimits.clear())),
+        ("Ulimits", t(|e| e.ulimits[0].2 = 7)),
+        ("Ulimits", t(|e| e.ulimits.push(("rtprio".into(), 99, 99)))),
         (
             "Devices",
             t(|e| {
