@@ -1,6 +1,8 @@
-//! `jobdock cleanup --job ID`, for epilogs: removes every container labelled with the job, in any
-//! state (a never-started "Created" one too), and the job's cidfiles and staging directories.
-//! Safe to run twice and when there is nothing to remove.
+//! `jobdock cleanup --job ID`, for epilogs and LSF's post-exec: removes every container labelled
+//! with the job, in any state (a never-started "Created" one too), and the job's cidfiles and
+//! staging directories. A user's cleanup acts on their own only (anyone may label a container with
+//! any job id), and reveals nothing of the others. Safe to run twice and when there is nothing to
+//! remove. Every cleanup also sweeps what killed jobdocks of any job left behind.
 
 use std::path::{Path, PathBuf};
 
@@ -31,16 +33,18 @@ pub async fn clean_job<D: Daemon>(
     check_job_id(job)?;
     let mut report = Report::default();
     let mut problems = Vec::new();
-    let mut refused = Vec::new();
     let mut names = Vec::new();
     let found = d
         .list_by_label("jobdock.job", job)
         .await
         .map_err(|e| EngineError::daemon("listing the job's containers", e))?;
+    let mut others = 0;
     for c in found {
         let owner = c.labels.get("jobdock.uid").map(String::as_str);
+        // Anyone can label a container with any job id; a user's cleanup acts on theirs only,
+        // and says nothing about the others (root's, the epilog's, removes them all).
         if caller_uid != 0 && owner != Some(caller_uid.to_string().as_str()) {
-            refused.push(format!("{} (uid {})", c.name, owner.unwrap_or("?")));
+            others += 1;
             continue;
         }
         match remove_container(d, &c.id).await {
@@ -49,8 +53,33 @@ pub async fn clean_job<D: Daemon>(
         }
         names.push(c.name);
     }
+    if others > 0 {
+        tracing::debug!("{others} container(s) labelled with job {job} are not the caller's");
+    }
 
-    // Root also removes files whose container never existed (jobdock killed before create).
+    // The job's staging directories: of its containers, and (a jobdock killed before its
+    // container existed) those that say they are the caller's; root's are all of the job's.
+    let of_container = |file: &str| names.iter().any(|n| file.starts_with(&format!("{n}.")));
+    let mut claimed = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dirs.state_dir) {
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let callers = || {
+                caller_uid == 0
+                    || files::staging_creator(&entry.path()).is_some_and(|c| c.uid == caller_uid)
+            };
+            if !file.ends_with(".cid") && file_of_job(&file, job) && callers() {
+                claimed.push(file);
+            }
+        }
+    }
+    let ours = |file: &str| {
+        of_container(file)
+            || claimed.iter().any(|c| c == file)
+            || (caller_uid == 0 && file_of_job(file, job))
+    };
     let mut dirs_seen = vec![dirs.state_dir];
     if dirs.cidfile_dir != dirs.state_dir {
         dirs_seen.push(dirs.cidfile_dir);
@@ -63,8 +92,7 @@ pub async fn clean_job<D: Daemon>(
             let Ok(file) = entry.file_name().into_string() else {
                 continue;
             };
-            let of_container = names.iter().any(|n| file.starts_with(&format!("{n}.")));
-            if !(of_container || (caller_uid == 0 && file_of_job(&file, job))) {
+            if !ours(&file) {
                 continue;
             }
             let path = entry.path();
@@ -81,22 +109,47 @@ pub async fn clean_job<D: Daemon>(
     }
 
     // Staging mounts of a jobdock killed between staging and start: detached, never followed.
-    let ours = |file: &str| {
-        names.iter().any(|n| file.starts_with(&format!("{n}.")))
-            || (caller_uid == 0 && file_of_job(file, job))
-    };
     let (unmounted, failed) = pin::clean(dirs.state_dir, &ours, &verify::RealHost);
     report.files.extend(unmounted);
     problems.extend(failed);
+    sweep_stale(dirs.state_dir, &verify::RealHost);
 
     if !problems.is_empty() {
-        problems.extend(refused.into_iter().map(|r| format!("not yours: {r}")));
         return Err(EngineError::CleanupFailed { problems });
     }
-    if !refused.is_empty() {
-        return Err(EngineError::NotYours { names: refused });
-    }
     Ok(report)
+}
+
+/// Removes what killed jobdocks of any job left in the state directory: staging directories
+/// whose creator is dead (and their staging mounts), and pull locks nobody holds. Safe while
+/// other jobs run: a live creator's directory and a held lock are left alone. Failures are only
+/// logged; the next sweep tries again.
+pub fn sweep_stale(state_dir: &Path, host: &dyn verify::Host) {
+    let mut dead = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !file.starts_with("jobdock-") || file.ends_with(".cid") {
+                continue;
+            }
+            if files::staging_creator(&entry.path()).is_some_and(|c| !c.alive()) {
+                match files::remove_dir(&entry.path()) {
+                    Ok(()) => tracing::info!("removed {}: its jobdock is gone", file),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+                dead.push(file);
+            }
+        }
+    }
+    if !dead.is_empty() {
+        let (_, failed) = pin::clean(state_dir, &|f| dead.iter().any(|d| d == f), host);
+        for problem in failed {
+            tracing::warn!("{problem}");
+        }
+    }
+    files::remove_unheld_locks(state_dir);
 }
 
 /// A job id as jobdock labels it: `212`, `212[3]`, `4567`, `pid-123`.
