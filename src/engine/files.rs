@@ -19,6 +19,9 @@ pub struct FileError {
     pub what: &'static str,
     pub path: PathBuf,
     pub reason: String,
+    /// The write ran into the file size limit jobdock's caller set (`ulimit -f`), which root
+    /// could not lift: the caller's doing, not the node's.
+    pub callers_limit: bool,
 }
 
 fn fail(what: &'static str, path: &Path, reason: impl ToString) -> FileError {
@@ -26,7 +29,25 @@ fn fail(what: &'static str, path: &Path, reason: impl ToString) -> FileError {
         what,
         path: path.to_path_buf(),
         reason: reason.to_string(),
+        callers_limit: false,
     }
+}
+
+/// A failed write, telling the caller's file size limit from the node's problems.
+fn write_failed(what: &'static str, path: &Path, e: std::io::Error) -> FileError {
+    if e.raw_os_error() == Some(nix::errno::Errno::EFBIG as i32) {
+        return FileError {
+            callers_limit: true,
+            ..fail(
+                what,
+                path,
+                format!(
+                    "{e}: the file size limit jobdock was started with (`ulimit -f`) is too small"
+                ),
+            )
+        };
+    }
+    fail(what, path, e)
 }
 
 /// Makes sure `dir` is a directory only root can write: created 0700 if missing; refused if it is
@@ -82,7 +103,7 @@ pub fn write_new(
     // The umask may have taken bits away; the container's user must be able to read these.
     file.set_permissions(Permissions::from_mode(mode))
         .and_then(|()| file.write_all(contents))
-        .map_err(|e| fail(what, path, e))
+        .map_err(|e| write_failed(what, path, e))
 }
 
 /// The process that made a file of jobdock's: whose it is and whether it is still at work. A pid
@@ -351,7 +372,7 @@ pub fn try_lock(state_dir: &Path, name: &str) -> Result<Result<Lock, Held>, File
         let written = lock
             .set_len(0)
             .and_then(|()| (&*lock).write_all(line.as_bytes()));
-        written.map_err(|e| fail("lock file", &path, e))?;
+        written.map_err(|e| write_failed("lock file", &path, e))?;
         return Ok(Ok(Lock {
             path,
             file: std::sync::Arc::new(lock),

@@ -163,6 +163,7 @@ impl EngineError {
             | EngineError::AccessUnknown { .. }
             | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
+            EngineError::Files(e) if e.callers_limit => Blame::Refused,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
             EngineError::NotExecutable { .. } => Blame::NotExecutable,
