@@ -101,7 +101,8 @@ impl Bed {
         };
         entries
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "locks")
+            // The node's pull locks and image access verdicts, not any job's.
+            .filter(|n| n != "locks" && n != "access")
             .collect()
     }
 
