@@ -212,6 +212,71 @@ fn file_of_job(file: &str, job: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::daemon::Found;
+    use crate::engine::fake::FakeDaemon;
+
+    #[tokio::test]
+    async fn a_users_cleanup_removes_their_containers_only_and_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state_dir: dir.path(),
+            cidfile_dir: dir.path(),
+        };
+        let found = |id: &str, uid: &str| Found {
+            id: id.into(),
+            name: format!("jobdock-lsf-212-{id}"),
+            labels: [("jobdock.job", "212"), ("jobdock.uid", uid)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut d = FakeDaemon::default();
+        d.containers = vec![found("1", "2002"), found("2", "2001"), found("3", "2002")];
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert_eq!(
+            report.containers,
+            ["jobdock-lsf-212-1", "jobdock-lsf-212-3"]
+        );
+        let removed: Vec<String> = d
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("remove"))
+            .collect();
+        assert_eq!(removed, ["remove 1", "remove 3"], "jdalice's is left alone");
+
+        let mut d = FakeDaemon::default();
+        d.containers = vec![found("2", "2001")];
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert!(
+            report.containers.is_empty(),
+            "nothing of hers, and no error"
+        );
+        let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
+        assert_eq!(report.containers, ["jobdock-lsf-212-2"], "root removes all");
+    }
+
+    #[tokio::test]
+    async fn a_user_claims_the_staging_that_says_it_is_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state_dir: dir.path(),
+            cidfile_dir: dir.path(),
+        };
+        // A live jobdock's (this test's), of jdalice, with no container yet.
+        let staging = dir.path().join("jobdock-lsf-212-4321.0a1b");
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(
+            staging.join("owner"),
+            files::Creator::this_process(2001).line(),
+        )
+        .unwrap();
+        let d = FakeDaemon::default();
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert!(report.files.is_empty() && staging.exists(), "not jdbob's");
+        let report = clean_job(&d, "212", 2001, &dirs).await.unwrap();
+        assert_eq!(report.files, [staging.clone()]);
+        assert!(!staging.exists());
+    }
 
     #[test]
     fn files_are_matched_to_their_job_by_name() {

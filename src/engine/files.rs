@@ -138,7 +138,7 @@ impl Creator {
             .is_some_and(|(state, start)| matches!(state, 'T' | 't') && start == self.start)
     }
 
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         format!("{} {} {}\n", self.uid, self.pid, self.start)
     }
 
