@@ -274,7 +274,7 @@ mod tests {
         let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
         assert!(report.files.is_empty() && staging.exists(), "not jdbob's");
         let report = clean_job(&d, "212", 2001, &dirs).await.unwrap();
-        assert_eq!(report.files, [staging.clone()]);
+        assert_eq!(report.files, std::slice::from_ref(&staging));
         assert!(!staging.exists());
     }
 
