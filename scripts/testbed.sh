@@ -24,7 +24,7 @@ PUSH_LOG=$TESTBED_LOG_DIR/push.log
 USERS_LOG=$TESTBED_LOG_DIR/users.log
 
 DOCKER_PACKAGES=(docker.io)
-BASE_PACKAGES=(busybox-static docker-registry curl)
+BASE_PACKAGES=(busybox-static docker-registry curl apache2-utils)   # htpasswd: the private registry
 POLICY_RC_D=/usr/sbin/policy-rc.d     # keeps package postinst from starting daemons
 
 DOCKERD_BIN=/usr/sbin/dockerd
@@ -53,6 +53,21 @@ REGISTRY_LOG=$TESTBED_LOG_DIR/registry.log          # access log (stdout): one l
 REGISTRY_APP_LOG=$TESTBED_LOG_DIR/registry-app.log  # application log (stderr)
 REGISTRY_PIDFILE=$TESTBED_RUN_DIR/registry.pid
 REGISTRY_WAIT=${TESTBED_REGISTRY_WAIT:-20}          # seconds
+# A second registry that requires a login (htpasswd), for the private-image tests (issue 11):
+# only jdbob has an account, in his ~/.docker/config.json; root pushes with the same account
+# from AUTH_REGISTRY_DOCKER_CONFIG (`docker --config DIR push ...`). dockerd treats 127.0.0.0/8
+# as insecure, so plain HTTP works as for $REGISTRY_ADDR.
+AUTH_REGISTRY_ADDR=127.0.0.1:5001
+AUTH_REGISTRY_URL=http://$AUTH_REGISTRY_ADDR
+AUTH_REGISTRY_CONFIG=$TESTBED_ETC_DIR/registry-auth.yml
+AUTH_REGISTRY_HTPASSWD=$TESTBED_ETC_DIR/registry-auth.htpasswd
+AUTH_REGISTRY_PASSWORD_FILE=$TESTBED_ETC_DIR/registry-auth.password   # jdbob's, root 0600
+AUTH_REGISTRY_DOCKER_CONFIG=$TESTBED_ETC_DIR/registry-auth.docker     # root's login, for pushes
+AUTH_REGISTRY_ACCOUNT=jdbob
+AUTH_REGISTRY_STORAGE=$TESTBED_STATE_DIR/registry-auth
+AUTH_REGISTRY_LOG=$TESTBED_LOG_DIR/registry-auth.log
+AUTH_REGISTRY_APP_LOG=$TESTBED_LOG_DIR/registry-auth-app.log
+AUTH_REGISTRY_PIDFILE=$TESTBED_RUN_DIR/registry-auth.pid
 
 BUSYBOX_BIN=/bin/busybox
 IMAGE_BUSYBOX=jobdock-test/busybox:latest
@@ -562,6 +577,134 @@ ensure_registry() {
   say "registry started on $REGISTRY_URL (pid $(pidfile_pid "$REGISTRY_PIDFILE"), access log $REGISTRY_LOG)"
 }
 
+# ------------------------------------------------------- private registry --
+# The registry on $AUTH_REGISTRY_ADDR answers 401 without a login.
+auth_registry_answers() {
+  local code
+  code=$(curl -sS --max-time 5 -A "$TESTBED_UA" -o /dev/null -w '%{http_code}' "$AUTH_REGISTRY_URL/v2/" 2>/dev/null) || return 1
+  [[ $code == 401 ]]
+}
+
+auth_registry_password() {
+  if [[ ! -s $AUTH_REGISTRY_PASSWORD_FILE ]]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$AUTH_REGISTRY_PASSWORD_FILE")
+  fi
+  cat "$AUTH_REGISTRY_PASSWORD_FILE"
+}
+
+# write_auth_registry_config: returns 0 if the config or the account changed.
+write_auth_registry_config() {
+  local tmp=$WORK_DIR/registry-auth.yml password changed=1
+  password=$(auth_registry_password)
+  if [[ ! -s $AUTH_REGISTRY_HTPASSWD ]] || ! htpasswd -vb "$AUTH_REGISTRY_HTPASSWD" "$AUTH_REGISTRY_ACCOUNT" "$password" >/dev/null 2>&1; then
+    htpasswd -Bbc "$AUTH_REGISTRY_HTPASSWD" "$AUTH_REGISTRY_ACCOUNT" "$password" >/dev/null 2>&1 \
+      || die "htpasswd could not write $AUTH_REGISTRY_HTPASSWD"
+    chmod 0644 "$AUTH_REGISTRY_HTPASSWD"
+    changed=0
+  fi
+  cat >"$tmp" <<EOF
+# Written by scripts/testbed.sh; changes are overwritten.
+version: 0.1
+log:
+  level: info
+  formatter: text
+  fields:
+    service: registry-auth
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $AUTH_REGISTRY_STORAGE
+  delete:
+    enabled: true
+auth:
+  htpasswd:
+    realm: jobdock-testbed
+    path: $AUTH_REGISTRY_HTPASSWD
+http:
+  addr: $AUTH_REGISTRY_ADDR
+  secret: jobdock-testbed-local-only
+EOF
+  if ! cmp -s "$tmp" "$AUTH_REGISTRY_CONFIG"; then
+    install -m 0644 "$tmp" "$AUTH_REGISTRY_CONFIG"
+    changed=0
+  fi
+  return "$changed"
+}
+
+# A docker-registry serving the private registry's config whose pid file got lost.
+find_auth_registry_pid() {
+  local pid
+  pid=$(pidfile_pid "$AUTH_REGISTRY_PIDFILE")
+  if pid_is "$pid" docker-registry; then printf '%s' "$pid"; return 0; fi
+  for pid in $(pgrep -x docker-registry 2>/dev/null || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$AUTH_REGISTRY_CONFIG"; then
+      printf '%s' "$pid" >"$AUTH_REGISTRY_PIDFILE"
+      printf '%s' "$pid"
+      return 0
+    fi
+  done
+  return 0
+}
+
+ensure_auth_registry() {
+  local changed=0 pid chuid=() offset deadline
+  write_auth_registry_config && changed=1
+  pid=$(find_auth_registry_pid)
+  if auth_registry_answers; then
+    [[ -n $pid ]] || die "something not started by testbed answers on $AUTH_REGISTRY_URL; stop it"
+    if ((changed == 0)); then
+      say "private registry already answering on $AUTH_REGISTRY_URL (pid $pid)"
+      return 0
+    fi
+    say "private registry config changed; restarting pid $pid"
+  elif [[ -n $pid ]]; then
+    say "private registry pid $pid not answering; restarting it"
+  fi
+  if [[ -n $pid ]]; then stop_pid "$pid" docker-registry "private registry" 10; fi
+  install -d -m 0755 "$AUTH_REGISTRY_STORAGE"
+  if id -u "$REGISTRY_USER" >/dev/null 2>&1; then
+    chown -R "$REGISTRY_USER:" "$AUTH_REGISTRY_STORAGE"
+    chuid=(--chuid "$REGISTRY_USER")
+  fi
+  rm -f "$AUTH_REGISTRY_PIDFILE"
+  offset=$(file_size "$AUTH_REGISTRY_APP_LOG")
+  start-stop-daemon --start --background --no-close --make-pidfile \
+    --pidfile "$AUTH_REGISTRY_PIDFILE" "${chuid[@]}" --exec "$REGISTRY_BIN" -- serve "$AUTH_REGISTRY_CONFIG" \
+    </dev/null >>"$AUTH_REGISTRY_LOG" 2>>"$AUTH_REGISTRY_APP_LOG" || die "start-stop-daemon could not start the private registry"
+  deadline=$((SECONDS + REGISTRY_WAIT))
+  until auth_registry_answers; do
+    pid=$(pidfile_pid "$AUTH_REGISTRY_PIDFILE")
+    if ((SECONDS >= deadline)) || { [[ -n $pid ]] && ! pid_is "$pid" docker-registry; }; then
+      tail_log "$AUTH_REGISTRY_APP_LOG" "$offset"
+      die "private registry did not answer on $AUTH_REGISTRY_URL/v2/ (log: $AUTH_REGISTRY_APP_LOG)"
+    fi
+    sleep 0.3
+  done
+  say "private registry started on $AUTH_REGISTRY_URL (pid $(pidfile_pid "$AUTH_REGISTRY_PIDFILE"), account $AUTH_REGISTRY_ACCOUNT)"
+}
+
+# docker_auth_json USER PASSWORD: a config.json with one plain auths entry for the private registry.
+docker_auth_json() {
+  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$AUTH_REGISTRY_ADDR" "$(printf '%s:%s' "$1" "$2" | base64 -w0)"
+}
+
+# jdbob's ~/.docker/config.json and root's push login: both the one account.
+ensure_auth_registry_logins() {
+  local password home tmp=$WORK_DIR/config.json
+  password=$(auth_registry_password)
+  docker_auth_json "$AUTH_REGISTRY_ACCOUNT" "$password" >"$tmp"
+  install -d -m 0700 "$AUTH_REGISTRY_DOCKER_CONFIG"
+  cmp -s "$tmp" "$AUTH_REGISTRY_DOCKER_CONFIG/config.json" || install -m 0600 "$tmp" "$AUTH_REGISTRY_DOCKER_CONFIG/config.json"
+  home=$(getent passwd "$AUTH_REGISTRY_ACCOUNT" | cut -d: -f6)
+  [[ -n $home ]] || die "user $AUTH_REGISTRY_ACCOUNT missing"
+  install -d -m 0700 -o "$AUTH_REGISTRY_ACCOUNT" -g "$AUTH_REGISTRY_ACCOUNT" "$home/.docker"
+  cmp -s "$tmp" "$home/.docker/config.json" \
+    || install -m 0600 -o "$AUTH_REGISTRY_ACCOUNT" -g "$AUTH_REGISTRY_ACCOUNT" "$tmp" "$home/.docker/config.json"
+  rm -f "$tmp"
+  say "private registry logins: $home/.docker/config.json, root's in $AUTH_REGISTRY_DOCKER_CONFIG"
+}
+
 check_insecure_loopback() {
   local cidrs
   cidrs=$(dk info --format '{{json .RegistryConfig.InsecureRegistryCIDRs}}' 2>/dev/null || true)
@@ -678,6 +821,8 @@ summary() {
   done
   rpid=$(pidfile_pid "$REGISTRY_PIDFILE")
   say "registry: $REGISTRY_URL (pid ${rpid:-?}) repo $REGISTRY_REPO:$REGISTRY_TAG; access log $REGISTRY_LOG"
+  rpid=$(pidfile_pid "$AUTH_REGISTRY_PIDFILE")
+  say "private:  $AUTH_REGISTRY_URL (pid ${rpid:-?}, htpasswd, account $AUTH_REGISTRY_ACCOUNT); access log $AUTH_REGISTRY_LOG"
   say "users:    $(users_line)"
 }
 
@@ -694,6 +839,8 @@ cmd_up() {
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users
+  ensure_auth_registry
+  ensure_auth_registry_logins
   ensure_site
   summary
   say "up done in $((SECONDS - start))s"
@@ -703,6 +850,12 @@ cmd_down() {
   local pid
   need_root down
   make_dirs
+  pid=$(pidfile_pid "$AUTH_REGISTRY_PIDFILE")
+  if pid_is "$pid" docker-registry; then
+    stop_pid "$pid" docker-registry "private registry" 10
+    say "private registry stopped (pid $pid)"
+  fi
+  rm -f "$AUTH_REGISTRY_PIDFILE"
   pid=$(pidfile_pid "$REGISTRY_PIDFILE")
   if pid_is "$pid" docker-registry; then
     stop_pid "$pid" docker-registry registry 10

@@ -332,10 +332,9 @@ struct Prepared {
 fn run(p: Prepared) -> Result<u8, AppError> {
     tracing::debug!("plan:\n{}", plan::render::docker_run_text(&p.plan));
     // Read as the job user, here: the probe forks, which must happen before the engine's threads.
-    let auth = (p.plan.pull != config::PullPolicy::Never)
-        .then(|| engine::auth::read(&p.probe, &p.home, &p.plan.image))
-        .flatten();
-    let outcome = engine::execute(&p.plan, &p.config.engine, auth)?;
+    // Needed whatever the pull policy: a private image runs only for users its registry accepts.
+    let credentials = engine::auth::read(&p.probe, &p.home);
+    let outcome = engine::execute(&p.plan, &p.config.engine, &credentials)?;
     for message in &outcome.messages {
         eprintln!("jobdock: {message}");
     }

@@ -367,7 +367,8 @@ fn another_users_post_exec_cannot_remove_a_job() {
         .cwd("/tmp")
         .env("LSB_JOBID", &job.id.to_string())
         .run();
-    bob.code(64).stderr_has("not yours to remove");
+    // His cleanup acts on his own containers only: it succeeds and leaves hers alone.
+    bob.code(0);
     assert_eq!(
         util::running_containers_of(&job.label()),
         running,

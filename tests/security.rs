@@ -896,11 +896,12 @@ fn one_users_job_cannot_see_signal_or_remove_anothers() {
             .code(64)
             .stderr_has(var);
     }
-    setuid
-        .by(ALICE, &["cleanup", "--job", &bob.id])
-        .output()
-        .code(64)
-        .stderr_has("not yours to remove");
+    // Her cleanup of his job acts on her containers only (none), and says nothing of his.
+    let cleaned = setuid.by(ALICE, &["cleanup", "--job", &bob.id]).output();
+    cleaned
+        .code(0)
+        .never_shows(&container[..12])
+        .never_shows("jdbob");
     assert!(running(), "jdbob's job was stopped");
 
     // jdbob's own jobdock still forwards his TERM.
@@ -1985,5 +1986,593 @@ fn the_container_has_the_callers_own_resource_limits() {
                 "{name} is {words:?}, the caller's is {soft} {hard}"
             ));
         }
+    }
+}
+
+// ---- issue 11: private images, the pull lock, leftovers, cleanup --
+
+/// The testbed's registry that requires a login; jdbob's ~/.docker/config.json has his account.
+const PRIVATE_REGISTRY: &str = "127.0.0.1:5001";
+/// Root's login to it, for pushing (`docker --config DIR push`).
+const PUSH_LOGIN: &str = "/etc/jobdock-testbed/registry-auth.docker";
+const PUBLIC_REGISTRY: &str = "127.0.0.1:5000";
+/// engine.state_dir of the test site (wrapper.toml.example), which the setuid jobdock uses.
+const SITE_STATE: &str = "/run/jobdock";
+
+fn private_registry_is_up() -> bool {
+    bed_is_up()
+        && require(
+            "the private registry on 127.0.0.1:5001 and its logins (scripts/testbed.sh up)",
+            std::net::TcpStream::connect(PRIVATE_REGISTRY).is_ok()
+                && Path::new(PUSH_LOGIN).join("config.json").exists()
+                && Path::new(BOB.2).join(".docker/config.json").exists(),
+        )
+}
+
+fn unique() -> String {
+    format!("{}-{}", std::process::id(), job_id())
+}
+
+/// An image built on the node for one test from the busybox one (plus `extra` Dockerfile lines
+/// and the files in `context`), pushed to a registry and removed from the node, so that the
+/// first job that names it pulls it. Removed from the node again on drop.
+struct Pushed {
+    name: String,
+    id: String,
+}
+
+impl Pushed {
+    fn new(registry: &str, repo: &str, extra: &str, context: Option<&Path>) -> Pushed {
+        let name = format!("{registry}/jobdock-test/{repo}-{}:v1", unique());
+        let dir = tempfile::tempdir().unwrap();
+        let context = context.unwrap_or(dir.path());
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nLABEL jobdock.test={name}\n{extra}\n"),
+        )
+        .unwrap();
+        let built = docker(&["build", "-q", "-t", &name, &context.display().to_string()]);
+        assert!(built.status.success(), "docker build: {built:?}");
+        let id = String::from_utf8(docker(&["image", "inspect", "-f", "{{.Id}}", &name]).stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut push = vec!["push", &name];
+        if registry == PRIVATE_REGISTRY {
+            push = vec!["--config", PUSH_LOGIN, "push", &name];
+        }
+        let pushed = docker(&push);
+        assert!(pushed.status.success(), "docker push: {pushed:?}");
+        let removed = docker(&["rmi", &name]);
+        assert!(removed.status.success(), "docker rmi: {removed:?}");
+        assert!(!present(&name));
+        Pushed { name, id }
+    }
+}
+
+impl Drop for Pushed {
+    fn drop(&mut self) {
+        docker(&["rmi", "-f", &self.id]);
+    }
+}
+
+fn present(image: &str) -> bool {
+    docker(&["image", "inspect", image]).status.success()
+}
+
+/// The config.json of `user`, as a test writes it; the user's own is restored on drop.
+struct DockerConfig {
+    path: PathBuf,
+    saved: Option<Vec<u8>>,
+}
+
+impl DockerConfig {
+    fn write(user: (&'static str, u32, &'static str), text: &str) -> DockerConfig {
+        let dir = Path::new(user.2).join(".docker");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(user.1), Some(user.1)).unwrap();
+        }
+        let path = dir.join("config.json");
+        let saved = std::fs::read(&path).ok();
+        std::fs::write(&path, text).unwrap();
+        std::os::unix::fs::chown(&path, Some(user.1), Some(user.1)).unwrap();
+        DockerConfig { path, saved }
+    }
+}
+
+impl Drop for DockerConfig {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some(text) => std::fs::write(&self.path, text).unwrap(),
+            None => std::fs::remove_file(&self.path).unwrap(),
+        }
+    }
+}
+
+/// jdbob pulls an image from a registry that needs his login; jdalice, with no credentials or
+/// wrong ones, may not run it by tag, digest or image id, and no container is made; jdbob still
+/// may; a public image still runs for her.
+#[test]
+fn a_private_image_runs_only_for_users_its_registry_accepts() {
+    if !private_registry_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let image = Pushed::new(PRIVATE_REGISTRY, "private", "", None);
+
+    let started = Instant::now();
+    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).output();
+    bob.code(0);
+    assert!(bob.stdout.contains("bob-ran"), "{}", bob.stdout);
+    eprintln!("jdbob pulled and ran it in {:?}", started.elapsed());
+    assert!(present(&image.name));
+    let digest = String::from_utf8(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .RepoDigests 0}}",
+            &image.name,
+        ])
+        .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(digest.starts_with(PRIVATE_REGISTRY), "{digest}");
+
+    let refused = |names: &[&str]| {
+        for name in names {
+            let job = setuid.run(ALICE, name, &["echo", "alice-ran"]);
+            let out = job.output();
+            out.code(64)
+                .stderr_has(PRIVATE_REGISTRY)
+                .never_shows("alice-ran");
+            out.never_shows("jdbob");
+            assert!(
+                containers_of(&job.id).is_empty(),
+                "{name}: a container exists"
+            );
+        }
+    };
+    // No credentials at all: by tag, by digest, by image id.
+    refused(&[&image.name, &digest, &image.id]);
+    // Credentials the registry refuses.
+    {
+        use base64::Engine as _;
+        let wrong = base64::engine::general_purpose::STANDARD.encode("jdbob:not-his-password");
+        let _config = DockerConfig::write(
+            ALICE,
+            &format!(r#"{{"auths": {{"{PRIVATE_REGISTRY}": {{"auth": "{wrong}"}}}}}}"#),
+        );
+        refused(&[&image.name, &image.id]);
+    }
+
+    let again = Instant::now();
+    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).output();
+    bob.code(0);
+    eprintln!("jdbob's second run: {:?}", again.elapsed());
+
+    let public = format!("{PUBLIC_REGISTRY}/{BUSYBOX}");
+    let first = Instant::now();
+    setuid.run(ALICE, &public, &["true"]).output().code(0);
+    let second = Instant::now();
+    setuid.run(ALICE, &public, &["true"]).output().code(0);
+    eprintln!(
+        "a public image for jdalice: {:?} (first check), {:?} (cached)",
+        second - first,
+        second.elapsed()
+    );
+}
+
+/// FNV-1a, as jobdock names an image's pull lock.
+fn lock_file(image: &str) -> PathBuf {
+    let h = image.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    Path::new(SITE_STATE).join(format!("locks/pull-{h:016x}.lock"))
+}
+
+/// The pid the lock file names as its holder.
+fn lock_holder(image: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(lock_file(image)).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// A context directory with 32 MiB of the same pseudo-random bytes every run (the registry keeps
+/// one copy of the layer), so that pulling the image takes a while.
+fn big_context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut bytes = Vec::with_capacity(32 << 20);
+    while bytes.len() < 32 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    let blob = dir.path().join("blob");
+    std::fs::write(&blob, bytes).unwrap();
+    let epoch = nix::sys::time::TimeSpec::new(0, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &blob,
+        &epoch,
+        &epoch,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    dir
+}
+
+/// Starts `job` and waits until it holds the pull lock of `image`; then sends it `signal`.
+/// `None` if its pull was over before the signal arrived (the test tries again).
+fn signal_while_holding(job: &Job, image: &str, signal: nix::sys::signal::Signal) -> Option<Child> {
+    let mut child = job.spawn();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lock_holder(image) != Some(pid) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{} ended ({status}) before it took the pull lock",
+                job.shown()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never took the pull lock",
+            job.shown()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    if signal == nix::sys::signal::Signal::SIGSTOP {
+        wait_until("jobdock to stop", Duration::from_secs(30), || {
+            process_state(pid) == Some('T')
+        });
+    } else {
+        wait_until("jobdock to die", Duration::from_secs(30), || {
+            child.try_wait().unwrap().is_some()
+        });
+    }
+    // Killed, it holds nothing any more (and anyone's jobdock may sweep its lock file): that its
+    // pull had not finished is what counts.
+    let holding = signal != nix::sys::signal::Signal::SIGSTOP || lock_holder(image) == Some(pid);
+    if holding && !present(image) {
+        Some(child)
+    } else {
+        eprintln!("its pull was done before {signal}; trying again");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        None
+    }
+}
+
+/// jdalice's setuid jobdock, stopped while it holds the node's pull lock for an image, keeps
+/// nobody waiting: jdbob's job of the same image completes.
+#[test]
+fn a_stopped_pull_lock_holder_keeps_nobody_waiting() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let context = big_context();
+    let (image, alice, mut child) = (0..3)
+        .find_map(|_| {
+            let image = Pushed::new(
+                PUBLIC_REGISTRY,
+                "lock",
+                "COPY blob /blob",
+                Some(context.path()),
+            );
+            let alice = setuid.run(ALICE, &image.name, &["true"]);
+            let child =
+                signal_while_holding(&alice, &image.name, nix::sys::signal::Signal::SIGSTOP)?;
+            Some((image, alice, child))
+        })
+        .expect("jdalice's jobdock stopped while holding the pull lock, in one of 3 tries");
+
+    let started = Instant::now();
+    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]);
+    let mut bob_child = bob.spawn();
+    // Generous: without the fix, jdbob waits engine.pull_timeout_secs (an hour).
+    wait_until("jdbob's job to complete", Duration::from_secs(600), || {
+        bob_child.try_wait().unwrap().is_some()
+    });
+    let out = Out::from(bob_child.wait_with_output().unwrap(), bob.shown());
+    out.code(0);
+    assert!(out.stdout.contains("bob-ran"), "{}", out.stdout);
+    if !out.stderr.contains("is stopped") {
+        // dockerd may finish her pull although she reads none of it: then he did not wait
+        // because the image was there.
+        eprintln!("jdbob found the image on the node: {}", out.stderr);
+    }
+    eprintln!(
+        "jdbob's job ran in {:?} while jdalice's jobdock was stopped holding the lock",
+        started.elapsed()
+    );
+    assert_eq!(
+        process_state(child.id()),
+        Some('T'),
+        "jdalice's jobdock was stopped throughout"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    eprintln!("jdalice's jobdock, resumed, ended: {status}");
+    assert!(
+        containers_of(&alice.id).is_empty(),
+        "jdalice's container left"
+    );
+    assert!(containers_of(&bob.id).is_empty(), "jdbob's container left");
+    assert!(
+        !lock_file(&image.name).exists(),
+        "the lock file stays behind"
+    );
+}
+
+/// Everything in the site's state directory (and its mounts/) named for job `id`.
+fn site_files_of(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in [
+        PathBuf::from(SITE_STATE),
+        Path::new(SITE_STATE).join("mounts"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().into_string().unwrap();
+            if name.starts_with(&format!("jobdock-lsf-{id}-")) {
+                found.push(dir.join(name).display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// A jobdock SIGKILLed during its pull, or between create and start, leaves only what its
+/// owner's cleanup (LSF's POST_EXEC, as the user) and root's (the epilog) remove; a stale pull
+/// lock does not stay; another user's cleanup of the job takes nothing of hers.
+#[test]
+fn what_a_killed_jobdock_leaves_its_owner_and_the_epilog_remove() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let context = big_context();
+    let (image, alice) = (0..3)
+        .find_map(|_| {
+            let image = Pushed::new(
+                PUBLIC_REGISTRY,
+                "killed",
+                "COPY blob /blob",
+                Some(context.path()),
+            );
+            let alice = setuid.run(ALICE, &image.name, &["true"]);
+            signal_while_holding(&alice, &image.name, nix::sys::signal::Signal::SIGKILL)?;
+            Some((image, alice))
+        })
+        .expect("jdalice's jobdock killed while holding the pull lock, in one of 3 tries");
+    let cleanup = |user, id: &str| setuid.by(user, &["cleanup"]).env("LSB_JOBID", id).output();
+    // Staging comes after the pull: killed while pulling, jobdock has made nothing of the job.
+    assert_eq!(site_files_of(&alice.id), Vec::<String>::new());
+    cleanup(ALICE, &alice.id).code(0);
+    assert!(containers_of(&alice.id).is_empty());
+    assert_eq!(site_files_of(&alice.id), Vec::<String>::new());
+    assert!(
+        !lock_file(&image.name).exists(),
+        "the dead holder's lock file stays"
+    );
+
+    // Killed once its container exists (the debug build waits before checking it).
+    for root in [false, true] {
+        let job = setuid
+            .run(ALICE, BUSYBOX, &["true"])
+            .env("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS", "30000");
+        let mut child = job.spawn();
+        wait_until("the container", Duration::from_secs(60), || {
+            !containers_of(&job.id).is_empty()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left = site_files_of(&job.id);
+        assert!(
+            !left.is_empty(),
+            "nothing to clean up: the test tests nothing"
+        );
+        // jdbob's cleanup of her job leaves her container and cidfile, and says nothing of
+        // them (the staging of her dead jobdock is anyone's to sweep).
+        let cid = left.iter().find(|f| f.ends_with(".cid")).cloned();
+        let bob = cleanup(BOB, &job.id);
+        bob.code(0).never_shows("jdalice");
+        assert!(!containers_of(&job.id).is_empty());
+        if let Some(cid) = cid {
+            assert!(
+                Path::new(&cid).exists(),
+                "jdbob's cleanup removed her cidfile"
+            );
+        }
+        if root {
+            let epilog = Job::new(
+                Path::new(BIN),
+                &["cleanup", "--job", &job.id],
+                job.id.clone(),
+            );
+            epilog.output().code(0);
+        } else {
+            cleanup(ALICE, &job.id).code(0);
+        }
+        assert!(containers_of(&job.id).is_empty(), "root={root}");
+        assert_eq!(site_files_of(&job.id), Vec::<String>::new(), "root={root}");
+    }
+}
+
+/// `ulimit -f 0` cannot kill the setuid jobdock halfway through writing its files (SIGXFSZ) and
+/// leave them behind: root lifts the limit for itself and the job runs, or, where jobdock lacks
+/// CAP_SYS_RESOURCE (a container's bounding set), the write fails, is the caller's doing (64),
+/// and is cleaned up after.
+#[test]
+fn a_file_size_limit_cannot_kill_jobdock_midway() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let path = setuid.path.display().to_string();
+    let mut job = Job::new(
+        Path::new("/bin/sh"),
+        &[
+            "-c",
+            "ulimit -f 0 && exec \"$0\" run --image \"$1\" -- echo ran",
+            &path,
+            BUSYBOX,
+        ],
+        setuid.jobs.id(),
+    )
+    .cwd(ALICE.2);
+    job.user = Some((ALICE.0, ALICE.1));
+    let out = job.output();
+    let lifts = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|c| u64::from_str_radix(c.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    if lifts {
+        out.code(0);
+        assert!(out.stdout.contains("ran"), "{}", out.stdout);
+    } else {
+        eprintln!("no CAP_SYS_RESOURCE here: the limit stays, and must be refused cleanly");
+        out.code(64).stderr_has("ulimit -f");
+    }
+    assert!(containers_of(&job.id).is_empty());
+    assert_eq!(site_files_of(&job.id), Vec::<String>::new());
+}
+
+/// jdalice labels her container with jdbob's job id; his cleanup (POST_EXEC, as him) succeeds,
+/// removes his own container and reveals nothing of hers; root's removes hers too.
+#[test]
+fn another_users_label_does_not_break_the_owners_cleanup() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let bob = setuid.run(BOB, BUSYBOX, &["sleep", "4311"]);
+    let running = |id: &str, n: usize| util::running_containers_of(id).len() == n;
+    let mut bob_child = bob.spawn();
+    wait_until("jdbob's job", Duration::from_secs(60), || {
+        running(&bob.id, 1)
+    });
+    let mut alice = setuid.run(ALICE, BUSYBOX, &["sleep", "4312"]);
+    alice = alice.env("LSB_JOBID", &bob.id);
+    let mut alice_child = alice.spawn();
+    wait_until("jdalice's job", Duration::from_secs(60), || {
+        running(&bob.id, 2)
+    });
+    let hers: Vec<String> = containers_of(&bob.id)
+        .into_iter()
+        .filter(|c| {
+            let uid = docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"jobdock.uid\"}}",
+                c,
+            ]);
+            String::from_utf8_lossy(&uid.stdout).trim() == "2001"
+        })
+        .collect();
+    assert_eq!(hers.len(), 1);
+    let name = String::from_utf8(docker(&["inspect", "-f", "{{.Name}}", &hers[0]]).stdout).unwrap();
+    let name = name.trim().trim_start_matches('/').to_string();
+
+    let out = setuid
+        .by(BOB, &["cleanup"])
+        .env("LSB_JOBID", &bob.id)
+        .output();
+    out.code(0)
+        .never_shows(&name)
+        .never_shows(&hers[0][..12])
+        .never_shows("2001")
+        .never_shows("jdalice")
+        .never_shows(&alice_child.id().to_string());
+    assert!(
+        out.stdout.contains("removed 1 container(s)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(containers_of(&bob.id), hers, "his gone, hers left");
+    let _ = bob_child.wait();
+
+    let epilog = Job::new(
+        Path::new(BIN),
+        &["cleanup", "--job", &bob.id],
+        bob.id.clone(),
+    );
+    epilog.output().code(0);
+    assert!(
+        containers_of(&bob.id).is_empty(),
+        "root removes all of the job's"
+    );
+    let _ = alice_child.wait();
+}
+
+/// An image whose /etc/group is a symlink loop (directly, or through a directory) is the job's
+/// problem (64), not the node's (75); no container is left.
+#[test]
+fn an_image_group_file_that_is_a_symlink_loop_is_refused() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    for (case, links) in [
+        ("loop", &[("etc/group", "group")][..]),
+        (
+            "through a directory",
+            &[("etc/group", "g2/x"), ("etc/g2", "g2")][..],
+        ),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["bin", "etc"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.path().join("bin/true")).unwrap();
+        for (link, target) in links {
+            std::os::unix::fs::symlink(target, root.path().join(link)).unwrap();
+        }
+        let name = format!("jobdock-test/grouploop-{}", unique());
+        let imported = Command::new("sh")
+            .args([
+                "-c",
+                "tar -C \"$0\" -c . | docker import - \"$1\"",
+                &root.path().display().to_string(),
+                &name,
+            ])
+            .output()
+            .unwrap();
+        assert!(imported.status.success(), "{imported:?}");
+        let job = setuid.run(ALICE, &name, &["/bin/true"]);
+        let out = job.output();
+        docker(&["rmi", "-f", &name]);
+        out.code(64)
+            .stderr_has("/etc/group")
+            .stderr_has("not a regular file");
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{case}: a container exists"
+        );
     }
 }

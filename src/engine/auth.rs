@@ -8,7 +8,6 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::image::ImageRef;
 use crate::probe::HostProbe;
 
 /// Largest `config.json` jobdock reads.
@@ -38,26 +37,65 @@ impl fmt::Debug for RegistryAuth {
     }
 }
 
-/// The user's credentials for `image`'s registry, if their `config.json` has a usable entry.
-/// Problems are logged, never fatal: the pull then goes without credentials, as `docker pull`
-/// would for a registry the user never logged in to.
-pub fn read(probe: &dyn HostProbe, home: &Path, image: &ImageRef) -> Option<RegistryAuth> {
+/// The job user's credentials, one entry per registry their `config.json` has a usable plain
+/// entry for. Each registry only ever gets its own entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    entries: Vec<RegistryAuth>,
+}
+
+impl Credentials {
+    pub fn new(entries: Vec<RegistryAuth>) -> Credentials {
+        Credentials { entries }
+    }
+
+    /// The entry for `registry` (as `ImageRef::registry` gives it), if any.
+    pub fn for_registry(&self, registry: &str) -> Option<&RegistryAuth> {
+        self.entries
+            .iter()
+            .find(|a| same_registry(&a.server, registry))
+    }
+}
+
+/// The user's credentials from their `config.json`. Problems are logged, never fatal: a pull
+/// then goes without credentials, as `docker pull` would for a registry the user never logged in
+/// to.
+pub fn read(probe: &dyn HostProbe, home: &Path) -> Credentials {
     let path = home.join(".docker/config.json");
     let text = match probe.read_file(&path, MAX_CONFIG) {
         Ok(text) => text,
-        Err(e) if e.contains("No such file or directory") => return None,
+        Err(e) if e.contains("No such file or directory") => return Credentials::default(),
         Err(e) => {
             tracing::warn!("registry credentials not read: {e}");
-            return None;
+            return Credentials::default();
         }
     };
-    match lookup(&text, image.registry()) {
-        Ok(found) => found,
+    let config: ConfigFile = match serde_json::from_str(&text) {
+        Ok(config) => config,
         Err(e) => {
             tracing::warn!("registry credentials not read: {}: {e}", path.display());
-            None
+            return Credentials::default();
         }
+    };
+    if config.creds_store.is_some() || !config.cred_helpers.is_empty() {
+        tracing::warn!(
+            "credential helpers (credsStore, credHelpers) are not supported: only plain `auths` \
+             entries of {} are used",
+            path.display()
+        );
     }
+    let entries = config
+        .auths
+        .iter()
+        .filter_map(|(key, entry)| match from_entry(key, entry) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("registry credentials not read: {}: {e}", path.display());
+                None
+            }
+        })
+        .collect();
+    Credentials { entries }
 }
 
 #[derive(Default, Deserialize)]
@@ -94,6 +132,12 @@ pub fn lookup(text: &str, registry: &str) -> Result<Option<RegistryAuth>, String
         }
         return Ok(None);
     };
+    from_entry(key, entry)
+}
+
+/// One `auths` entry as credentials; `None` for an empty one (`docker login` with a helper
+/// leaves one behind).
+fn from_entry(key: &str, entry: &AuthEntry) -> Result<Option<RegistryAuth>, String> {
     let (mut username, mut password) = (entry.username.clone(), entry.password.clone());
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -109,11 +153,10 @@ pub fn lookup(text: &str, registry: &str) -> Result<Option<RegistryAuth>, String
     }
     let identity_token = entry.identitytoken.clone().filter(|t| !t.is_empty());
     if username.is_none() && identity_token.is_none() {
-        // `docker login` with a helper leaves an empty entry behind.
         return Ok(None);
     }
     Ok(Some(RegistryAuth {
-        server: key.clone(),
+        server: key.to_string(),
         username,
         password,
         identity_token,

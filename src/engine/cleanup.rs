@@ -1,6 +1,8 @@
-//! `jobdock cleanup --job ID`, for epilogs: removes every container labelled with the job, in any
-//! state (a never-started "Created" one too), and the job's cidfiles and staging directories.
-//! Safe to run twice and when there is nothing to remove.
+//! `jobdock cleanup --job ID`, for epilogs and LSF's post-exec: removes every container labelled
+//! with the job, in any state (a never-started "Created" one too), and the job's cidfiles and
+//! staging directories. A user's cleanup acts on their own only (anyone may label a container with
+//! any job id), and reveals nothing of the others. Safe to run twice and when there is nothing to
+//! remove. Every cleanup also sweeps what killed jobdocks of any job left behind.
 
 use std::path::{Path, PathBuf};
 
@@ -31,16 +33,18 @@ pub async fn clean_job<D: Daemon>(
     check_job_id(job)?;
     let mut report = Report::default();
     let mut problems = Vec::new();
-    let mut refused = Vec::new();
     let mut names = Vec::new();
     let found = d
         .list_by_label("jobdock.job", job)
         .await
         .map_err(|e| EngineError::daemon("listing the job's containers", e))?;
+    let mut others = 0;
     for c in found {
         let owner = c.labels.get("jobdock.uid").map(String::as_str);
+        // Anyone can label a container with any job id; a user's cleanup acts on theirs only,
+        // and says nothing about the others (root's, the epilog's, removes them all).
         if caller_uid != 0 && owner != Some(caller_uid.to_string().as_str()) {
-            refused.push(format!("{} (uid {})", c.name, owner.unwrap_or("?")));
+            others += 1;
             continue;
         }
         match remove_container(d, &c.id).await {
@@ -49,8 +53,33 @@ pub async fn clean_job<D: Daemon>(
         }
         names.push(c.name);
     }
+    if others > 0 {
+        tracing::debug!("{others} container(s) labelled with job {job} are not the caller's");
+    }
 
-    // Root also removes files whose container never existed (jobdock killed before create).
+    // The job's staging directories: of its containers, and (a jobdock killed before its
+    // container existed) those that say they are the caller's; root's are all of the job's.
+    let of_container = |file: &str| names.iter().any(|n| file.starts_with(&format!("{n}.")));
+    let mut claimed = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dirs.state_dir) {
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let callers = || {
+                caller_uid == 0
+                    || files::staging_creator(&entry.path()).is_some_and(|c| c.uid == caller_uid)
+            };
+            if !file.ends_with(".cid") && file_of_job(&file, job) && callers() {
+                claimed.push(file);
+            }
+        }
+    }
+    let ours = |file: &str| {
+        of_container(file)
+            || claimed.iter().any(|c| c == file)
+            || (caller_uid == 0 && file_of_job(file, job))
+    };
     let mut dirs_seen = vec![dirs.state_dir];
     if dirs.cidfile_dir != dirs.state_dir {
         dirs_seen.push(dirs.cidfile_dir);
@@ -63,8 +92,7 @@ pub async fn clean_job<D: Daemon>(
             let Ok(file) = entry.file_name().into_string() else {
                 continue;
             };
-            let of_container = names.iter().any(|n| file.starts_with(&format!("{n}.")));
-            if !(of_container || (caller_uid == 0 && file_of_job(&file, job))) {
+            if !ours(&file) {
                 continue;
             }
             let path = entry.path();
@@ -81,22 +109,47 @@ pub async fn clean_job<D: Daemon>(
     }
 
     // Staging mounts of a jobdock killed between staging and start: detached, never followed.
-    let ours = |file: &str| {
-        names.iter().any(|n| file.starts_with(&format!("{n}.")))
-            || (caller_uid == 0 && file_of_job(file, job))
-    };
     let (unmounted, failed) = pin::clean(dirs.state_dir, &ours, &verify::RealHost);
     report.files.extend(unmounted);
     problems.extend(failed);
+    sweep_stale(dirs.state_dir, &verify::RealHost);
 
     if !problems.is_empty() {
-        problems.extend(refused.into_iter().map(|r| format!("not yours: {r}")));
         return Err(EngineError::CleanupFailed { problems });
     }
-    if !refused.is_empty() {
-        return Err(EngineError::NotYours { names: refused });
-    }
     Ok(report)
+}
+
+/// Removes what killed jobdocks of any job left in the state directory: staging directories
+/// whose creator is dead (and their staging mounts), and pull locks nobody holds. Safe while
+/// other jobs run: a live creator's directory and a held lock are left alone. Failures are only
+/// logged; the next sweep tries again.
+pub fn sweep_stale(state_dir: &Path, host: &dyn verify::Host) {
+    let mut dead = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !file.starts_with("jobdock-") || file.ends_with(".cid") {
+                continue;
+            }
+            if files::staging_creator(&entry.path()).is_some_and(|c| !c.alive()) {
+                match files::remove_dir(&entry.path()) {
+                    Ok(()) => tracing::info!("removed {}: its jobdock is gone", file),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+                dead.push(file);
+            }
+        }
+    }
+    if !dead.is_empty() {
+        let (_, failed) = pin::clean(state_dir, &|f| dead.iter().any(|d| d == f), host);
+        for problem in failed {
+            tracing::warn!("{problem}");
+        }
+    }
+    files::remove_unheld_locks(state_dir);
 }
 
 /// A job id as jobdock labels it: `212`, `212[3]`, `4567`, `pid-123`.
@@ -159,6 +212,71 @@ fn file_of_job(file: &str, job: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::daemon::Found;
+    use crate::engine::fake::FakeDaemon;
+
+    #[tokio::test]
+    async fn a_users_cleanup_removes_their_containers_only_and_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state_dir: dir.path(),
+            cidfile_dir: dir.path(),
+        };
+        let found = |id: &str, uid: &str| Found {
+            id: id.into(),
+            name: format!("jobdock-lsf-212-{id}"),
+            labels: [("jobdock.job", "212"), ("jobdock.uid", uid)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut d = FakeDaemon::default();
+        d.containers = vec![found("1", "2002"), found("2", "2001"), found("3", "2002")];
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert_eq!(
+            report.containers,
+            ["jobdock-lsf-212-1", "jobdock-lsf-212-3"]
+        );
+        let removed: Vec<String> = d
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("remove"))
+            .collect();
+        assert_eq!(removed, ["remove 1", "remove 3"], "jdalice's is left alone");
+
+        let mut d = FakeDaemon::default();
+        d.containers = vec![found("2", "2001")];
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert!(
+            report.containers.is_empty(),
+            "nothing of hers, and no error"
+        );
+        let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
+        assert_eq!(report.containers, ["jobdock-lsf-212-2"], "root removes all");
+    }
+
+    #[tokio::test]
+    async fn a_user_claims_the_staging_that_says_it_is_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            state_dir: dir.path(),
+            cidfile_dir: dir.path(),
+        };
+        // A live jobdock's (this test's), of jdalice, with no container yet.
+        let staging = dir.path().join("jobdock-lsf-212-4321.0a1b");
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(
+            staging.join("owner"),
+            files::Creator::this_process(2001).line(),
+        )
+        .unwrap();
+        let d = FakeDaemon::default();
+        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        assert!(report.files.is_empty() && staging.exists(), "not jdbob's");
+        let report = clean_job(&d, "212", 2001, &dirs).await.unwrap();
+        assert_eq!(report.files, std::slice::from_ref(&staging));
+        assert!(!staging.exists());
+    }
 
     #[test]
     fn files_are_matched_to_their_job_by_name() {

@@ -171,11 +171,29 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
+/// An image on the node, as `GET /images/{name}/json` describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalImage {
+    /// `sha256:...`
+    pub id: String,
+    /// `repository@sha256:...` for each registry manifest it was pulled (or pushed) as; empty for
+    /// an image built or loaded on the node.
+    pub repo_digests: Vec<String>,
+}
+
 /// The Engine API calls jobdock makes. `async fn` without `Send` bounds is fine: the engine runs
 /// on a current-thread runtime and never moves the daemon into a spawned task.
 pub trait Daemon {
-    /// Whether `image` is on the node (`GET /images/{name}/json`): never contacts a registry.
-    async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError>;
+    /// `image` if it is on the node (`GET /images/{name}/json`): never contacts a registry.
+    async fn image_exists(&self, image: &ImageRef) -> Result<Option<LocalImage>, DaemonError>;
+    /// Asks the registry, through dockerd and with `auth` (or none), for the manifest `image`
+    /// names (`GET /distribution/{name}/json`); returns its digest. An error means the registry
+    /// did not give it (refused, unknown) or could not be asked.
+    async fn registry_manifest(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, DaemonError>;
     /// Pulls exactly `image` (its tag or digest, never all tags), reporting progress; an error
     /// inside the progress stream is an error.
     async fn pull(

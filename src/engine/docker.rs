@@ -23,7 +23,7 @@ use crate::engine::auth::RegistryAuth;
 use crate::engine::body;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
-    ErrorKind, Found, MountSeen, Progress,
+    ErrorKind, Found, LocalImage, MountSeen, Progress,
 };
 use crate::image::ImageRef;
 use crate::plan::ContainerPlan;
@@ -221,6 +221,13 @@ fn credentials(auth: &RegistryAuth) -> DockerCredentials {
     }
 }
 
+/// Whether dockerd could not resolve a path in a container because its symlinks loop (dockerd
+/// 20.10 answers 500 "evalSymlinksInScope: too many links in <its own path>").
+fn symlink_loop(e: &DaemonError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    m.contains("too many links") || m.contains("too many levels of symbolic links")
+}
+
 /// The first entry of a tar archive (what `GET /containers/{id}/archive` sends for one file).
 fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
     let Some(header) = tar.get(..512) else {
@@ -273,14 +280,32 @@ impl Docker {
 }
 
 impl Daemon for Docker {
-    async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError> {
+    async fn image_exists(&self, image: &ImageRef) -> Result<Option<LocalImage>, DaemonError> {
         match self.api.inspect_image(&image.to_string()).await {
-            Ok(_) => Ok(true),
+            Ok(info) => Ok(Some(LocalImage {
+                id: info.id.unwrap_or_default(),
+                repo_digests: info.repo_digests.unwrap_or_default(),
+            })),
             Err(e) => match daemon_error(e) {
-                e if e.kind == ErrorKind::NotFound => Ok(false),
+                e if e.kind == ErrorKind::NotFound => Ok(None),
                 e => Err(e),
             },
         }
+    }
+
+    async fn registry_manifest(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, DaemonError> {
+        let found = self
+            .api
+            .inspect_registry_image(&image.to_string(), auth.map(credentials))
+            .await
+            .map_err(daemon_error)?;
+        found.descriptor.digest.ok_or_else(|| {
+            DaemonError::new(ErrorKind::Other, "the registry's answer has no digest")
+        })
     }
 
     async fn pull(
@@ -393,6 +418,8 @@ impl Daemon for Docker {
             match chunk.map_err(daemon_error) {
                 Ok(bytes) => tar.extend_from_slice(&bytes),
                 Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+                // The image's own doing, not the daemon's: the path does not lead to a file.
+                Err(e) if symlink_loop(&e) => return Ok(Some(ContainerFile::NotRegular)),
                 Err(e) => return Err(e),
             }
             if tar.len() as u64 > limit {
@@ -638,6 +665,31 @@ mod tests {
         out.extend_from_slice(body);
         out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
         out
+    }
+
+    #[test]
+    fn a_symlink_loop_in_the_container_is_told_from_a_daemon_failure() {
+        let cases = [
+            (
+                ErrorKind::Status(500),
+                "evalSymlinksInScope: too many links in /var/lib/docker/overlay2/x/merged/etc/group",
+                true,
+            ),
+            (
+                ErrorKind::Status(500),
+                "open /etc/group: too many levels of symbolic links",
+                true,
+            ),
+            (ErrorKind::Status(500), "no space left on device", false),
+            (ErrorKind::Unreachable, "connection refused", false),
+        ];
+        for (kind, message, want) in cases {
+            assert_eq!(
+                symlink_loop(&DaemonError::new(kind, message)),
+                want,
+                "{message}"
+            );
+        }
     }
 
     #[test]

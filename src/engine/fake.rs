@@ -15,7 +15,7 @@ use tokio::io::AsyncWrite;
 use crate::engine::auth::RegistryAuth;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
-    ErrorKind, Found, MountSeen, Progress,
+    ErrorKind, Found, LocalImage, MountSeen, Progress,
 };
 use crate::engine::verify::{BindError, Host};
 use crate::image::ImageRef;
@@ -78,6 +78,11 @@ pub struct FakeDaemon {
     /// Calls (by name: "create", "start", ...) that fail, with the error they return.
     pub fail: BTreeMap<&'static str, DaemonError>,
     pub image_present: RefCell<bool>,
+    /// The image's `RepoDigests` (none: built on the node).
+    pub repo_digests: Vec<String>,
+    /// What the registry answers for any of them, by the username asked with ("" for none);
+    /// anyone else is refused ("unauthorized: authentication required").
+    pub registry: BTreeMap<&'static str, Result<(), DaemonError>>,
     /// How long a pull takes (pulls in progress overlap in concurrent tests).
     pub pull_time: Duration,
     /// Output the job writes, in order.
@@ -113,6 +118,8 @@ impl Default for FakeDaemon {
             calls: RefCell::default(),
             fail: BTreeMap::new(),
             image_present: RefCell::new(true),
+            repo_digests: Vec::new(),
+            registry: BTreeMap::new(),
             pull_time: Duration::ZERO,
             output: Vec::new(),
             output_error: None,
@@ -176,9 +183,28 @@ fn signal_number(name: &str) -> i64 {
 }
 
 impl Daemon for FakeDaemon {
-    async fn image_exists(&self, image: &ImageRef) -> Result<bool, DaemonError> {
+    async fn image_exists(&self, image: &ImageRef) -> Result<Option<LocalImage>, DaemonError> {
         self.call("image_exists", &image.to_string())?;
-        Ok(*self.image_present.borrow())
+        Ok(self.image_present.borrow().then(|| LocalImage {
+            id: "sha256:0123".into(),
+            repo_digests: self.repo_digests.clone(),
+        }))
+    }
+
+    async fn registry_manifest(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, DaemonError> {
+        let who = auth.and_then(|a| a.username.clone()).unwrap_or_default();
+        self.call("registry_manifest", format!("{image} {who}").trim_end())?;
+        let answer = self.registry.get(who.as_str()).cloned().unwrap_or_else(|| {
+            Err(DaemonError::new(
+                ErrorKind::Status(401),
+                "unauthorized: authentication required",
+            ))
+        });
+        answer.map(|()| image.digest.clone().unwrap_or_default())
     }
 
     async fn pull(

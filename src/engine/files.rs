@@ -4,7 +4,7 @@
 //! nor race them. Nothing here decides what the files contain.
 
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,9 @@ pub struct FileError {
     pub what: &'static str,
     pub path: PathBuf,
     pub reason: String,
+    /// The write ran into the file size limit jobdock's caller set (`ulimit -f`), which root
+    /// could not lift: the caller's doing, not the node's.
+    pub callers_limit: bool,
 }
 
 fn fail(what: &'static str, path: &Path, reason: impl ToString) -> FileError {
@@ -26,7 +29,25 @@ fn fail(what: &'static str, path: &Path, reason: impl ToString) -> FileError {
         what,
         path: path.to_path_buf(),
         reason: reason.to_string(),
+        callers_limit: false,
     }
+}
+
+/// A failed write, telling the caller's file size limit from the node's problems.
+fn write_failed(what: &'static str, path: &Path, e: std::io::Error) -> FileError {
+    if e.raw_os_error() == Some(nix::errno::Errno::EFBIG as i32) {
+        return FileError {
+            callers_limit: true,
+            ..fail(
+                what,
+                path,
+                format!(
+                    "{e}: the file size limit jobdock was started with (`ulimit -f`) is too small"
+                ),
+            )
+        };
+    }
+    fail(what, path, e)
 }
 
 /// Makes sure `dir` is a directory only root can write: created 0700 if missing; refused if it is
@@ -82,7 +103,87 @@ pub fn write_new(
     // The umask may have taken bits away; the container's user must be able to read these.
     file.set_permissions(Permissions::from_mode(mode))
         .and_then(|()| file.write_all(contents))
-        .map_err(|e| fail(what, path, e))
+        .map_err(|e| write_failed(what, path, e))
+}
+
+/// The process that made a file of jobdock's: whose it is and whether it is still at work. A pid
+/// alone could be reused; with its start time it names one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Creator {
+    pub uid: u32,
+    pub pid: u32,
+    /// In clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start: u64,
+}
+
+impl Creator {
+    /// This jobdock, working for the user `uid`.
+    pub fn this_process(uid: u32) -> Creator {
+        let pid = std::process::id();
+        Creator {
+            uid,
+            pid,
+            start: process_state(pid).map_or(0, |(_, start)| start),
+        }
+    }
+
+    /// Whether the process that wrote this still runs.
+    pub fn alive(&self) -> bool {
+        process_state(self.pid).is_some_and(|(state, start)| state != 'Z' && start == self.start)
+    }
+
+    /// Whether it is stopped (SIGSTOP, a debugger): it runs, but does nothing.
+    pub fn stopped(&self) -> bool {
+        process_state(self.pid)
+            .is_some_and(|(state, start)| matches!(state, 'T' | 't') && start == self.start)
+    }
+
+    pub fn line(&self) -> String {
+        format!("{} {} {}\n", self.uid, self.pid, self.start)
+    }
+
+    fn parse(text: &str) -> Option<Creator> {
+        let mut words = text.split_ascii_whitespace().map(str::parse::<u64>);
+        let (uid, pid, start) = (
+            words.next()?.ok()?,
+            words.next()?.ok()?,
+            words.next()?.ok()?,
+        );
+        Some(Creator {
+            uid: u32::try_from(uid).ok()?,
+            pid: u32::try_from(pid).ok()?,
+            start,
+        })
+    }
+}
+
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The name of the file in a staging directory that says whose it is.
+const OWNER: &str = "owner";
+
+/// Who made the staging directory `dir`, if it says so.
+pub fn staging_creator(dir: &Path) -> Option<Creator> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .open(dir.join(OWNER))
+        .ok()?;
+    let mut text = String::new();
+    Read::by_ref(&mut file)
+        .take(256)
+        .read_to_string(&mut text)
+        .ok()?;
+    Creator::parse(&text)
 }
 
 /// The job's staging directory with its synthesized passwd and group files. The engine removes it
@@ -109,6 +210,13 @@ impl Staging {
             .create(dir)
             .map_err(|e| fail("staging directory", dir, e))?;
         let staging = Staging { dir: dir.clone() };
+        // First, so that whatever happens next, `jobdock cleanup` knows whose it is.
+        write_new(
+            "staging file",
+            &dir.join(OWNER),
+            Creator::this_process(plan.user.0).line().as_bytes(),
+            0o600,
+        )?;
         write_new(
             "staging file",
             &plan.staging.passwd,
@@ -186,30 +294,119 @@ pub fn write_cidfile(
     Ok(path)
 }
 
-/// An exclusive `flock` on a file under `<state_dir>/locks/`, released on drop.
+/// The directory of the pull locks under the state directory.
+pub const LOCKS: &str = "locks";
+
+/// An exclusive `flock` on a file under `<state_dir>/locks/` that names its holder; removed and
+/// released on drop.
+#[derive(Debug)]
 pub struct Lock {
-    _lock: nix::fcntl::Flock<File>,
+    path: PathBuf,
+    file: std::sync::Arc<nix::fcntl::Flock<File>>,
+}
+
+impl Lock {
+    /// Tells waiters the holder is at work: the lock file's modification time is its heartbeat.
+    pub fn beat(&self) {
+        let now = nix::sys::time::TimeSpec::UTIME_NOW;
+        if let Err(e) = nix::sys::stat::futimens(&**self.file, &now, &now) {
+            tracing::debug!("lock file {}: {e}", self.path.display());
+        }
+    }
+
+    /// A handle that can beat from a task of its own.
+    pub fn heart(&self) -> Lock {
+        Lock {
+            path: self.path.clone(),
+            file: self.file.clone(),
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Only the holder removes the file, while it still holds it; a waiter that opened it
+        // meanwhile sees it is gone once it gets the lock, and tries again (`try_lock`).
+        if std::sync::Arc::strong_count(&self.file) == 1 {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The holder of a lock another process has: who, and when it last beat.
+#[derive(Debug)]
+pub struct Held {
+    pub holder: Option<Creator>,
+    pub beat: Option<std::time::SystemTime>,
 }
 
 /// Opens (creating if needed) the lock file `<state_dir>/locks/<name>` and tries to lock it;
-/// `Ok(None)` when another process holds it.
-pub fn try_lock(state_dir: &Path, name: &str) -> Result<Option<Lock>, FileError> {
+/// `Err(Held)` when another process holds it. The holder's pid is written into the file.
+pub fn try_lock(state_dir: &Path, name: &str) -> Result<Result<Lock, Held>, FileError> {
     ensure_private_dir("engine.state_dir", state_dir)?;
-    let dir = state_dir.join("locks");
+    let dir = state_dir.join(LOCKS);
     ensure_private_dir("lock directory", &dir)?;
     let path = dir.join(name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| fail("lock file", &path, e))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(Lock { _lock: lock })),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(fail("lock file", &path, e)),
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| fail("lock file", &path, e))?;
+        let lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            Ok(lock) => lock,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => return Ok(Err(held(&file))),
+            Err((_, e)) => return Err(fail("lock file", &path, e)),
+        };
+        // The last holder may have removed the file between our open and our lock.
+        let ours = lock.metadata().map_err(|e| fail("lock file", &path, e))?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
+            _ => continue,
+        }
+        let line = Creator::this_process(0).line();
+        let written = lock
+            .set_len(0)
+            .and_then(|()| (&*lock).write_all(line.as_bytes()));
+        written.map_err(|e| write_failed("lock file", &path, e))?;
+        return Ok(Ok(Lock {
+            path,
+            file: std::sync::Arc::new(lock),
+        }));
+    }
+}
+
+fn held(file: &File) -> Held {
+    let mut text = String::new();
+    let _ = Read::by_ref(&mut &*file)
+        .take(256)
+        .read_to_string(&mut text);
+    Held {
+        holder: Creator::parse(&text),
+        beat: file.metadata().and_then(|m| m.modified()).ok(),
+    }
+}
+
+/// Removes the lock files nobody holds (their holder was killed). One that is taken meanwhile is
+/// left alone: it is removed while locked, as the holder would.
+pub fn remove_unheld_locks(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join(LOCKS)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !name.ends_with(".lock") {
+            continue;
+        }
+        if let Ok(Ok(lock)) = try_lock(state_dir, &name) {
+            drop(lock);
+        }
     }
 }
 
@@ -291,11 +488,17 @@ mod tests {
             return;
         }
         let t = private_tmp();
-        let first = try_lock(t.path(), "image.lock").unwrap();
-        assert!(first.is_some());
-        assert!(try_lock(t.path(), "image.lock").unwrap().is_none());
-        assert!(try_lock(t.path(), "other.lock").unwrap().is_some());
+        let first = try_lock(t.path(), "image.lock").unwrap().unwrap();
+        let held = try_lock(t.path(), "image.lock").unwrap().unwrap_err();
+        assert_eq!(held.holder.map(|h| h.pid), Some(std::process::id()));
+        assert!(held.holder.unwrap().alive() && !held.holder.unwrap().stopped());
+        assert!(held.beat.is_some());
+        assert!(try_lock(t.path(), "other.lock").unwrap().is_ok());
+        let path = t.path().join("locks/image.lock");
+        assert!(path.exists());
         drop(first);
-        assert!(try_lock(t.path(), "image.lock").unwrap().is_some());
+        assert!(!path.exists(), "the holder removes its lock file");
+        assert!(try_lock(t.path(), "image.lock").unwrap().is_ok());
+        assert!(!path.exists());
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config;
 use crate::plan::ContainerPlan;
 
+mod access;
 pub mod auth;
 pub mod body;
 mod cleanup;
@@ -26,7 +27,7 @@ mod verify;
 #[cfg(test)]
 mod fake;
 
-pub use auth::RegistryAuth;
+pub use auth::{Credentials, RegistryAuth};
 pub use cleanup::Report;
 pub use daemon::DaemonError;
 pub use files::FileError;
@@ -87,8 +88,26 @@ pub enum EngineError {
     },
     #[error("--job {job:?}: {reason}")]
     BadJobId { job: String, reason: &'static str },
-    #[error("not yours to remove (only root or the job's user may): {}", names.join(", "))]
-    NotYours { names: Vec<String> },
+    #[error(
+        "image {image} came from the registry {registry}, which does not give it to uid {uid} \
+         ({reason}): a job may only run a private image that its user may pull; log in to \
+         {registry} (`docker login`, which writes ~/.docker/config.json) as a user who may"
+    )]
+    PrivateImage {
+        image: String,
+        registry: String,
+        uid: u32,
+        reason: String,
+    },
+    #[error(
+        "image {image}: cannot ask the registry {registry} whether the job's user may have it \
+         ({reason}); it came from there, and a private image runs only for users it is confirmed for"
+    )]
+    AccessUnknown {
+        image: String,
+        registry: String,
+        reason: String,
+    },
     #[error("cleanup incomplete: {}", problems.join("; "))]
     CleanupFailed { problems: Vec<String> },
     #[error(
@@ -141,15 +160,17 @@ impl EngineError {
             | EngineError::Daemon { .. }
             | EngineError::NameInUse { .. }
             | EngineError::CleanupFailed { .. }
+            | EngineError::AccessUnknown { .. }
             | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
+            EngineError::Files(e) if e.callers_limit => Blame::Refused,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
             EngineError::NotExecutable { .. } => Blame::NotExecutable,
             EngineError::Interrupted { signal } => Blame::Signal(signal.number()),
             EngineError::AndCleanup { run, .. } => run.blame(),
             EngineError::BadJobId { .. }
-            | EngineError::NotYours { .. }
+            | EngineError::PrivateImage { .. }
             | EngineError::MountChanged { .. }
             | EngineError::ImageRefused { .. } => Blame::Refused,
             EngineError::Internal(_) => Blame::Internal,
@@ -158,13 +179,15 @@ impl EngineError {
 }
 
 /// Runs `plan` on the daemon `engine` names and returns how the job ended. Call it after every
-/// fork-based probe (it starts threads); `auth` was read as the job user beforehand.
+/// fork-based probe (it starts threads); `credentials` were read as the job user beforehand.
 pub fn execute(
     plan: &ContainerPlan,
     engine: &config::Engine,
-    auth: Option<RegistryAuth>,
+    credentials: &Credentials,
 ) -> Result<Outcome, EngineError> {
     let live = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    let auth = credentials.for_registry(plan.image.registry());
+    files_unlimited();
     with_runtime(|| async {
         let mut signals = signals::listen()
             .map_err(|e| EngineError::Internal(format!("listening for signals: {e}")))?;
@@ -177,11 +200,16 @@ pub fn execute(
         let settings = run::Settings {
             pull: pull::PullSettings {
                 policy: plan.pull,
-                auth: auth.as_ref(),
+                auth,
                 state_dir: &engine.state_dir,
                 timeout: Duration::from_secs(engine.pull_timeout_secs),
                 live,
                 backoff: pull::FIRST_BACKOFF,
+            },
+            access: access::AccessSettings {
+                uid: plan.user.0,
+                credentials,
+                state_dir: &engine.state_dir,
             },
             state_dir: &engine.state_dir,
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
@@ -201,6 +229,7 @@ pub fn execute(
 /// Removes every container of job `job` and its files (`jobdock cleanup`). A caller other than
 /// root (`caller_uid`) may only remove containers labelled with their own uid.
 pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Report, EngineError> {
+    files_unlimited();
     with_runtime(|| async {
         let docker = docker::connect(
             &engine.socket,
@@ -224,6 +253,22 @@ pub fn describe_daemon(engine: &config::Engine) -> Result<crate::doctor::Daemon,
             .await
             .map_err(|e| EngineError::daemon("asking dockerd for its version", e))
     })
+}
+
+/// A setuid jobdock inherits the caller's resource limits: `ulimit -f 0` would kill it with
+/// SIGXFSZ halfway through writing its files, leaving them behind. Root lifts the file size limit
+/// for itself (the container gets the job's own limits, which do not include this one); a write that still fails is then an
+/// error that is cleaned up after, never a death.
+fn files_unlimited() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    if let Err(e) = setrlimit(Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!("lifting RLIMIT_FSIZE: {e}");
+    }
+    // SAFETY: ignoring a signal installs no handler code.
+    if let Err(e) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
+        tracing::debug!("ignoring SIGXFSZ: {e}");
+    }
 }
 
 /// Runs `f` on a single-threaded runtime. The runtime is not waited for at the end: the thread

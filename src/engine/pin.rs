@@ -131,6 +131,7 @@ fn file_error(path: &Path, e: std::io::Error) -> FileError {
         what: "staging mount",
         path: path.to_path_buf(),
         reason: e.to_string(),
+        callers_limit: false,
     }
 }
 

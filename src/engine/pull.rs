@@ -1,7 +1,10 @@
 //! Getting the job's image onto the node under the site's pull policy: `missing` never contacts a
 //! registry for an image that is present; concurrent jobs needing the same missing image share
-//! one pull through a node-local lock; transient registry failures are retried a bounded number
-//! of times with backoff. Progress is shown on a terminal and logged sparingly otherwise.
+//! one pull through a node-local lock, which no stopped or stuck holder can keep from the others;
+//! transient registry failures are retried a bounded number of times with backoff. Progress is
+//! shown on a terminal and logged sparingly otherwise. Nothing the user controls runs here (their
+//! credentials were read before): only their stderr, which may block, and then the heartbeat
+//! stops and nobody waits.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::PullPolicy;
 use crate::engine::EngineError;
 use crate::engine::auth::RegistryAuth;
-use crate::engine::daemon::{Daemon, DaemonError, ErrorKind, Progress};
+use crate::engine::daemon::{Daemon, DaemonError, ErrorKind, LocalImage, Progress};
 use crate::engine::files;
 use crate::image::ImageRef;
 use crate::units::ByteSize;
@@ -23,6 +26,10 @@ const ATTEMPTS: u32 = 4;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// How often waiting for another job's pull is polled.
 const LOCK_POLL: Duration = Duration::from_millis(200);
+/// How often the holder of a pull lock shows it is at work.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A holder that has not shown it is at work for this long is stuck.
+const STALE: Duration = Duration::from_secs(15);
 /// How often a pull in progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(15);
 
@@ -39,48 +46,105 @@ pub struct PullSettings<'a> {
     pub backoff: Duration,
 }
 
-/// Makes sure `image` is on the node, pulling it if the policy says so.
+/// Makes sure `image` is on the node, pulling it if the policy says so; returns it as it is there.
 pub async fn ensure_image<D: Daemon>(
     d: &D,
     image: &ImageRef,
     s: &PullSettings<'_>,
-) -> Result<(), EngineError> {
-    let exists = || async {
+) -> Result<LocalImage, EngineError> {
+    let local = || async {
         d.image_exists(image)
             .await
             .map_err(|source| EngineError::daemon("looking for the image", source))
     };
     match s.policy {
-        PullPolicy::Never if exists().await? => return Ok(()),
         PullPolicy::Never => {
-            return Err(EngineError::ImageMissing {
+            return local().await?.ok_or_else(|| EngineError::ImageMissing {
                 image: image.to_string(),
             });
         }
-        PullPolicy::Missing if exists().await? => return Ok(()),
-        PullPolicy::Missing | PullPolicy::Always => {}
+        PullPolicy::Missing => {
+            if let Some(found) = local().await? {
+                return Ok(found);
+            }
+        }
+        PullPolicy::Always => {}
     }
     let deadline = Instant::now() + s.timeout;
-    let _lock = lock(image, s.state_dir, deadline, s.timeout).await?;
-    if s.policy == PullPolicy::Missing && exists().await? {
+    let lock = match lock(d, image, s, deadline).await? {
+        Locked::Ours(lock) => Some(lock),
+        Locked::Present(found) => return Ok(found),
+        Locked::Without => None,
+    };
+    if s.policy == PullPolicy::Missing
+        && lock.is_some()
+        && let Some(found) = local().await?
+    {
         tracing::info!("{image} was pulled by another job meanwhile");
-        return Ok(());
+        return Ok(found);
     }
-    pull_with_retries(d, image, s, deadline).await
+    // The holder's heartbeat, for as long as it pulls: a task of its own on this thread, so it
+    // stops when jobdock cannot go on (stopped, or blocked writing to its stderr).
+    let heart = lock.as_ref().map(|l| {
+        let heart = l.heart();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            loop {
+                every.tick().await;
+                heart.beat();
+            }
+        }))
+    });
+    pull_with_retries(d, image, s, deadline).await?;
+    drop(heart);
+    drop(lock);
+    local().await?.ok_or_else(|| EngineError::Pull {
+        image: image.to_string(),
+        reason: "the pull succeeded, but the image is not on the node".into(),
+    })
 }
 
-/// Takes the node-wide lock for `image`, waiting for another job's pull until `deadline`.
-async fn lock(
+/// How the wait for the node-wide pull lock ended.
+enum Locked {
+    /// This job pulls.
+    Ours(files::Lock),
+    /// The image arrived meanwhile (policy `missing`).
+    Present(LocalImage),
+    /// The holder is stopped or stuck, or the image is present and must be pulled again
+    /// (`always`): pull without the lock. dockerd shares the layers of concurrent pulls.
+    Without,
+}
+
+/// Takes the node-wide lock for `image`, waiting for another job's pull until `deadline` — but
+/// never for an image that is on the node, nor for a holder that is stopped or has not shown a
+/// sign of life for `STALE`.
+async fn lock<D: Daemon>(
+    d: &D,
     image: &ImageRef,
-    state_dir: &Path,
+    s: &PullSettings<'_>,
     deadline: Instant,
-    timeout: Duration,
-) -> Result<files::Lock, EngineError> {
+) -> Result<Locked, EngineError> {
     let name = format!("pull-{:016x}.lock", fnv1a(image.to_string().as_bytes()));
     let mut told = false;
     loop {
-        if let Some(lock) = files::try_lock(state_dir, &name)? {
-            return Ok(lock);
+        let held = match files::try_lock(s.state_dir, &name)? {
+            Ok(lock) => return Ok(Locked::Ours(lock)),
+            Err(held) => held,
+        };
+        if let Some(found) = d
+            .image_exists(image)
+            .await
+            .map_err(|source| EngineError::daemon("looking for the image", source))?
+        {
+            if s.policy == PullPolicy::Missing {
+                tracing::info!("{image} was pulled by another job meanwhile");
+                return Ok(Locked::Present(found));
+            }
+            return Ok(Locked::Without);
+        }
+        if let Some(why) = stuck(&held) {
+            tracing::warn!("another job's pull of {image} {why}; pulling without waiting for it");
+            return Ok(Locked::Without);
         }
         if !told {
             tracing::info!("waiting for another job's pull of {image}");
@@ -91,11 +155,31 @@ async fn lock(
                 image: image.to_string(),
                 reason: format!(
                     "another job's pull did not finish within {}s (engine.pull_timeout_secs)",
-                    timeout.as_secs()
+                    s.timeout.as_secs()
                 ),
             });
         }
         tokio::time::sleep(LOCK_POLL).await;
+    }
+}
+
+/// Why the holder of a pull lock is not worth waiting for, if it is not.
+fn stuck(held: &files::Held) -> Option<String> {
+    if let Some(holder) = held.holder.filter(files::Creator::stopped) {
+        return Some(format!("is stopped (pid {})", holder.pid));
+    }
+    let age = held
+        .beat
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())?;
+    (age > STALE).then(|| format!("has shown no progress for {}s", age.as_secs()))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -188,7 +272,7 @@ pub fn transient(e: &DaemonError) -> bool {
 }
 
 /// FNV-1a: a stable name for an image's lock file, the same in every jobdock build.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })

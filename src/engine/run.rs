@@ -14,6 +14,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::engine::access;
+use crate::engine::cleanup;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Input, Output,
 };
@@ -35,6 +37,8 @@ const REMOVE_ATTEMPTS: u32 = 3;
 
 pub struct Settings<'a> {
     pub pull: PullSettings<'a>,
+    /// Whether the job's user may have the image.
+    pub access: access::AccessSettings<'a>,
     pub state_dir: &'a Path,
     pub cidfile_dir: &'a Path,
     /// Between forwarding a stop signal and killing the job.
@@ -65,6 +69,8 @@ enum Container {
 
 #[derive(Debug, Default)]
 struct Leftovers {
+    /// Made once the image is there: a jobdock killed while it pulls leaves nothing behind.
+    staging: Option<Staging>,
     container: Container,
     cidfile: Option<PathBuf>,
 }
@@ -77,10 +83,11 @@ pub async fn run<D: Daemon>(
     signals: &mut mpsc::Receiver<Sig>,
     io: Io,
 ) -> Result<Outcome, EngineError> {
-    let staging = Staging::create(plan, s.state_dir)?;
+    // A state directory the site must fix is reported before anything is done.
+    files::ensure_private_dir("engine.state_dir", s.state_dir)?;
     let mut leftovers = Leftovers::default();
     let result = run_job(d, plan, s, signals, io, &mut leftovers).await;
-    let cleaned = clean_up(d, plan, leftovers, staging).await;
+    let cleaned = clean_up(d, plan, leftovers).await;
     match (result, cleaned) {
         (result, Ok(())) => result,
         (Ok(mut outcome), Err(cleanup)) => {
@@ -127,10 +134,18 @@ async fn start<D: Daemon>(
     s: &Settings<'_>,
     leftovers: &mut Leftovers,
 ) -> Result<(String, Attached), EngineError> {
-    pull::ensure_image(d, &plan.image, &s.pull).await?;
+    let local = pull::ensure_image(d, &plan.image, &s.pull).await?;
+    let confirmed = access::check(d, &plan.image, &local, &s.access).await?;
 
+    cleanup::sweep_stale(s.state_dir, s.host);
+    leftovers.staging = Some(Staging::create(plan, s.state_dir)?);
     // dockerd gets the user's checked directories by pinned mounts, not by their paths.
     let mut staged = pin::stage(plan, s.state_dir, s.host)?;
+    // The container is made of the very manifest the registry confirmed for the user, whatever
+    // the tag names by now.
+    if let Some(confirmed) = confirmed {
+        staged.plan.image = confirmed;
+    }
     leftovers.container = Container::Creating;
     let id = match d.create(&staged.plan).await {
         Ok(id) => id,
@@ -499,7 +514,6 @@ async fn clean_up<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     leftovers: Leftovers,
-    staging: Staging,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
     let target = match &leftovers.container {
@@ -521,7 +535,9 @@ async fn clean_up<D: Daemon>(
     {
         problems.push(e.to_string());
     }
-    if let Err(e) = staging.remove() {
+    if let Some(staging) = leftovers.staging
+        && let Err(e) = staging.remove()
+    {
         problems.push(e.to_string());
     }
     if problems.is_empty() {

@@ -93,6 +93,11 @@ async fn run_with(
             live: false,
             backoff: Duration::from_millis(1),
         },
+        access: crate::engine::access::AccessSettings {
+            uid: 2001,
+            credentials: &crate::engine::Credentials::default(),
+            state_dir: &state,
+        },
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),
@@ -433,6 +438,11 @@ async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
             live: false,
             backoff: Duration::from_millis(1),
         },
+        access: crate::engine::access::AccessSettings {
+            uid: 2001,
+            credentials: &crate::engine::Credentials::default(),
+            state_dir: &state,
+        },
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),
@@ -544,6 +554,11 @@ async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
             timeout: Duration::from_secs(60),
             live: false,
             backoff: Duration::from_millis(1),
+        },
+        access: crate::engine::access::AccessSettings {
+            uid: 2001,
+            credentials: &crate::engine::Credentials::default(),
+            state_dir: &state,
         },
         state_dir: &state,
         cidfile_dir: &state,
@@ -712,4 +727,139 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
         .unwrap();
     let got = String::from_utf8(log.lock().unwrap().clone()).unwrap();
     assert_eq!(got, "1 out\n2 out\n3 err\n4 out\n5 err\n6 err\n");
+}
+
+// ---- issue 11: private images, the pull lock, leftovers --
+
+#[tokio::test]
+async fn a_private_image_the_user_may_not_have_is_refused_before_anything_is_made() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::default();
+    d.repo_digests = vec![format!("jobdock-test/busybox@sha256:{}", "a".repeat(64))];
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Refused, "{e}");
+    assert!(e.to_string().contains("jobdock-test/busybox:latest"), "{e}");
+    assert_eq!(
+        names(&ran.calls),
+        ["image_exists", "registry_manifest"],
+        "no container, no removal needed"
+    );
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_container_is_made_of_the_digest_the_registry_confirmed() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::default();
+    let digest = format!("sha256:{}", "b".repeat(64));
+    d.repo_digests = vec![format!("jobdock-test/busybox@{digest}")];
+    d.registry.insert("", Ok(()));
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    assert_eq!(ran.result.unwrap().code, 0);
+    let created = d.created_plan().unwrap();
+    assert_eq!(
+        created.image.to_string(),
+        format!("jobdock-test/busybox@{digest}")
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_pull_lock_holder_is_not_waited_for() {
+    let Some(bed) = Bed::new() else { return };
+    let state = bed.state();
+    files::ensure_private_dir("engine.state_dir", &state).unwrap();
+    let image = crate::image::ImageRef::parse("jobdock-test/busybox").unwrap();
+    let s = PullSettings {
+        policy: PullPolicy::Missing,
+        auth: None,
+        state_dir: &state,
+        timeout: Duration::from_secs(3600),
+        live: false,
+        backoff: Duration::from_millis(1),
+    };
+    // Another job holds the lock and has not beaten for a minute.
+    let name = format!(
+        "pull-{:016x}.lock",
+        pull::fnv1a(image.to_string().as_bytes())
+    );
+    let held = files::try_lock(&state, &name).unwrap().unwrap();
+    let path = state.join(files::LOCKS).join(&name);
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    let old = nix::sys::time::TimeSpec::from_duration(
+        old.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap(),
+    );
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &path,
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let d = FakeDaemon::default();
+    *d.image_present.borrow_mut() = false;
+    let started = std::time::Instant::now();
+    pull::ensure_image(&d, &image, &s).await.unwrap();
+    eprintln!("pulled past a stuck holder in {:?}", started.elapsed());
+    assert_eq!(
+        d.calls().iter().filter(|c| c.starts_with("pull")).count(),
+        1
+    );
+
+    // And once the image is on the node, nobody waits for the holder at all, stuck or not.
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &path,
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+        &nix::sys::time::TimeSpec::UTIME_NOW,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let always = PullSettings {
+        policy: PullPolicy::Always,
+        ..s
+    };
+    let d = FakeDaemon::default();
+    pull::ensure_image(&d, &image, &always).await.unwrap();
+    assert_eq!(
+        names(&d.calls()),
+        ["image_exists", "pull", "image_exists"],
+        "present: pulled again without waiting for the lock"
+    );
+    drop(held);
+    assert!(!path.exists(), "the holder removes its lock file");
+}
+
+#[tokio::test]
+async fn staging_is_made_after_the_pull_and_says_whose_it_is() {
+    let Some(bed) = Bed::new() else { return };
+    let p = plan(&bed.state(), &["true"]);
+    let mut d = FakeDaemon::default();
+    d.exit = None;
+    let term = [(Duration::from_millis(200), Sig::Term)];
+    let ran = tokio::join!(run_with(&d, &p, PullPolicy::Missing, &term, &[]), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        files::staging_creator(&p.staging.dir)
+    });
+    let creator = ran.1.expect("the staging directory names its creator");
+    assert_eq!((creator.uid, creator.pid), (2001, std::process::id()));
+    assert!(creator.alive());
+    assert!(ran.0.result.is_ok());
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+
+    // One whose creator is dead is swept by the next run.
+    let stale = bed.state().join("jobdock-lsf-99-1.dead");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("owner"), "2001 0 0\n").unwrap();
+    let p = plan(&bed.state(), &["true"]);
+    let d = FakeDaemon::default();
+    run_with(&d, &p, PullPolicy::Missing, &[], &[])
+        .await
+        .result
+        .unwrap();
+    assert!(!stale.exists(), "swept");
 }

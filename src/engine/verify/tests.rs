@@ -409,6 +409,11 @@ async fn run_on(d: &FakeDaemon, plan: &ContainerPlan, host: &FakeHost) -> Ran {
             live: false,
             backoff: Duration::from_millis(1),
         },
+        access: crate::engine::access::AccessSettings {
+            uid: 2001,
+            credentials: &crate::engine::Credentials::default(),
+            state_dir: &state,
+        },
         state_dir: &state,
         cidfile_dir: &state,
         grace: Duration::from_secs(10),

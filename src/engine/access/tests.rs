@@ -1,0 +1,299 @@
+//! Who may run an image that came from a registry, decided against the recording fake.
+
+use super::*;
+use crate::engine::Blame;
+use crate::engine::auth::RegistryAuth;
+use crate::engine::fake::FakeDaemon;
+
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const OTHER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// A private state dir (root-owned when the tests run as root, as the cache requires).
+fn state() -> Option<tempfile::TempDir> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the state dir must be root-owned, run as root");
+        return None;
+    }
+    Some(tempfile::tempdir().unwrap())
+}
+
+fn creds(user: &str, registry: &str) -> Credentials {
+    Credentials::new(vec![RegistryAuth {
+        server: registry.into(),
+        username: Some(user.into()),
+        password: Some("pw".into()),
+        identity_token: None,
+    }])
+}
+
+fn private_image(d: &mut FakeDaemon) -> (ImageRef, LocalImage) {
+    d.repo_digests = vec![format!("reg.example:5001/lab/secret@{DIGEST}")];
+    let image = ImageRef::parse("reg.example:5001/lab/secret:v1").unwrap();
+    let local = LocalImage {
+        id: "sha256:0123".into(),
+        repo_digests: d.repo_digests.clone(),
+    };
+    (image, local)
+}
+
+async fn check_as(
+    d: &FakeDaemon,
+    image: &ImageRef,
+    local: &LocalImage,
+    uid: u32,
+    credentials: &Credentials,
+    state: &Path,
+) -> Result<Option<ImageRef>, EngineError> {
+    let s = AccessSettings {
+        uid,
+        credentials,
+        state_dir: state,
+    };
+    check(d, image, local, &s).await
+}
+
+fn asked(d: &FakeDaemon) -> Vec<String> {
+    d.calls()
+        .into_iter()
+        .filter(|c| c.starts_with("registry_manifest"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_image_from_no_registry_needs_no_check() {
+    let Some(dir) = state() else { return };
+    let d = FakeDaemon::default();
+    let image = ImageRef::parse("built-here:1").unwrap();
+    let local = LocalImage {
+        id: "sha256:0123".into(),
+        repo_digests: Vec::new(),
+    };
+    let got = check_as(
+        &d,
+        &image,
+        &local,
+        2001,
+        &Credentials::default(),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(got.unwrap(), None);
+    assert!(d.calls().is_empty(), "{:?}", d.calls());
+}
+
+#[tokio::test]
+async fn a_public_image_is_asked_about_once_for_everyone() {
+    let Some(dir) = state() else { return };
+    let mut d = FakeDaemon::default();
+    let (image, local) = private_image(&mut d);
+    d.registry.insert("", Ok(()));
+    let got = check_as(
+        &d,
+        &image,
+        &local,
+        2001,
+        &Credentials::default(),
+        dir.path(),
+    )
+    .await;
+    let pinned = got.unwrap().unwrap();
+    assert_eq!(
+        pinned.to_string(),
+        format!("reg.example:5001/lab/secret@{DIGEST}")
+    );
+    assert_eq!(asked(&d), [format!("registry_manifest {pinned}")]);
+    // Another user, with credentials even: the node knows it is public.
+    let bob = creds("bob", "reg.example:5001");
+    let again = check_as(&d, &image, &local, 2002, &bob, dir.path()).await;
+    assert_eq!(again.unwrap(), Some(pinned));
+    assert_eq!(asked(&d).len(), 1, "{:?}", d.calls());
+}
+
+#[tokio::test]
+async fn a_private_image_runs_only_for_users_the_registry_accepts() {
+    let Some(dir) = state() else { return };
+    let mut d = FakeDaemon::default();
+    let (image, local) = private_image(&mut d);
+    d.registry.insert(
+        "",
+        Err(DaemonError::new(
+            ErrorKind::Status(500),
+            "Get \"http://reg.example:5001/v2/lab/secret/manifests/x\": no basic auth credentials",
+        )),
+    );
+    d.registry.insert("bob", Ok(()));
+    let bob = creds("bob", "reg.example:5001");
+
+    let got = check_as(&d, &image, &local, 2002, &bob, dir.path()).await;
+    assert!(got.unwrap().is_some());
+    assert_eq!(
+        asked(&d),
+        [
+            format!("registry_manifest reg.example:5001/lab/secret@{DIGEST}"),
+            format!("registry_manifest reg.example:5001/lab/secret@{DIGEST} bob"),
+        ]
+    );
+    // Bob again within minutes: from the cache.
+    let n = asked(&d).len();
+    assert!(
+        check_as(&d, &image, &local, 2002, &bob, dir.path())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(asked(&d).len(), n);
+
+    // Alice, without credentials, or with ones the registry refuses, or with bob's registry
+    // credentials for another registry: refused, naming the image and the registry.
+    let cases = [
+        ("no credentials", Credentials::default()),
+        ("wrong credentials", creds("alice", "reg.example:5001")),
+        ("another registry's", creds("bob", "other.example")),
+    ];
+    for (name, credentials) in cases {
+        let e = check_as(&d, &image, &local, 2001, &credentials, dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.blame(), Blame::Refused, "{name}: {e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("reg.example:5001/lab/secret:v1")
+                && shown.contains("registry reg.example:5001"),
+            "{name}: {shown}"
+        );
+        assert!(!shown.contains("bob"), "{name}: {shown}");
+    }
+    // Nothing refused is remembered: bob's verdict is his alone.
+    assert!(!dir.path().join("access").read_dir().unwrap().any(|e| {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        name.starts_with("public-") || name.starts_with("u2001-")
+    }));
+}
+
+#[tokio::test]
+async fn a_users_verdict_expires_after_minutes() {
+    let Some(dir) = state() else { return };
+    let mut d = FakeDaemon::default();
+    let (image, local) = private_image(&mut d);
+    d.registry.insert("bob", Ok(()));
+    let bob = creds("bob", "reg.example:5001");
+    check_as(&d, &image, &local, 2002, &bob, dir.path())
+        .await
+        .unwrap();
+    let entry = dir
+        .path()
+        .join("access")
+        .join(format!("u2002-{}", DIGEST.replace(':', "-")));
+    let old = SystemTime::now() - USER_TTL - Duration::from_secs(1);
+    let old = nix::sys::time::TimeSpec::from_duration(
+        old.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
+    );
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &entry,
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let n = asked(&d).len();
+    check_as(&d, &image, &local, 2002, &bob, dir.path())
+        .await
+        .unwrap();
+    assert_eq!(asked(&d).len(), n + 2, "asked again: {:?}", d.calls());
+}
+
+#[tokio::test]
+async fn a_registry_that_cannot_be_asked_fails_closed_as_the_nodes_problem() {
+    let Some(dir) = state() else { return };
+    let mut d = FakeDaemon::default();
+    let (image, local) = private_image(&mut d);
+    d.registry.insert(
+        "",
+        Err(DaemonError::new(
+            ErrorKind::Status(500),
+            "Get \"http://reg.example:5001/v2/\": dial tcp: connect: connection refused",
+        )),
+    );
+    let e = check_as(
+        &d,
+        &image,
+        &local,
+        2001,
+        &Credentials::default(),
+        dir.path(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.blame(), Blame::Infrastructure, "{e}");
+    assert!(e.to_string().contains("connection refused"), "{e}");
+    assert!(!dir.path().join("access").exists(), "nothing cached");
+}
+
+#[tokio::test]
+async fn the_registry_must_confirm_the_local_digest_itself() {
+    let Some(dir) = state() else { return };
+    let mut d = FakeDaemon::default();
+    let (image, _) = private_image(&mut d);
+    // The tag exists and is public, but the local image is another manifest: the fake answers
+    // with the digest asked for, so ask for one it gives under another name.
+    let local = LocalImage {
+        id: "sha256:0123".into(),
+        repo_digests: vec![
+            format!("mirror.example/lab/secret@{OTHER}"),
+            format!("reg.example:5001/lab/secret@{DIGEST}"),
+        ],
+    };
+    d.registry.insert("", Ok(()));
+    let got = check_as(
+        &d,
+        &image,
+        &local,
+        2001,
+        &Credentials::default(),
+        dir.path(),
+    )
+    .await;
+    // The repository the user named is asked first, by the digest the image has.
+    assert_eq!(
+        asked(&d)[0],
+        format!("registry_manifest reg.example:5001/lab/secret@{DIGEST}")
+    );
+    assert_eq!(got.unwrap().unwrap().digest.as_deref(), Some(DIGEST));
+}
+
+#[test]
+fn refusals_are_told_from_failures_to_ask() {
+    let cases = [
+        (
+            ErrorKind::Status(401),
+            "unauthorized: authentication required",
+            true,
+        ),
+        (
+            ErrorKind::Status(500),
+            "Get \"http://r/v2/x\": no basic auth credentials",
+            true,
+        ),
+        (
+            ErrorKind::NotFound,
+            "manifest unknown: manifest unknown",
+            true,
+        ),
+        (
+            ErrorKind::Status(500),
+            "pull access denied for x, repository does not exist",
+            true,
+        ),
+        (
+            ErrorKind::Status(500),
+            "dial tcp 127.0.0.1:5001: connect: connection refused",
+            false,
+        ),
+        (ErrorKind::Timeout, "timed out", false),
+        (ErrorKind::Status(502), "bad gateway", false),
+    ];
+    for (kind, message, want) in cases {
+        assert_eq!(refusal(&DaemonError::new(kind, message)), want, "{message}");
+    }
+}
