@@ -531,6 +531,7 @@ fn load_config(flag: Option<PathBuf>, env: &Env, caller: Caller) -> Result<SiteC
 
 fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
     if json {
+        let staged = engine::staging_paths(plan, &config.engine.state_dir);
         let value = serde_json::json!({
             "image": plan.image.to_string(),
             "pull": plan.pull,
@@ -539,6 +540,15 @@ fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
             "passwd": plan.passwd,
             "group": plan.group,
             "staging": plan.staging,
+            // Each mount by its host path: `create` names the checked ones by their staging
+            // mounts, which exist only while the job starts.
+            "mounts": plan.mounts.iter().enumerate().map(|(i, m)| serde_json::json!({
+                "source": m.source,
+                "target": m.target,
+                "readonly": m.readonly,
+                "why": m.why,
+                "staged_at": staged.get(&i),
+            })).collect::<Vec<_>>(),
             "notes": plan.notes,
             // Exactly what `run` sends: checked directories appear at their staging mounts.
             "create": crate::engine::body::create_json(&engine::as_staged(plan, &config.engine.state_dir)),

@@ -449,3 +449,58 @@ fn check_config_reports_type_errors_syntax_errors_and_dangerous_settings() {
         .code(78)
         .stdout_has("line ");
 }
+
+/// Usage errors are refusals (64), not clap's 2, which looks like a job's own exit code.
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    for (args, code) in [
+        (&["run", "--no-such-flag"][..], 64),
+        (&["no-such-command"][..], 64),
+        (&["--help"][..], 0),
+        (&["--version"][..], 0),
+    ] {
+        Run::new(args).run().code(code);
+    }
+}
+
+/// `plan --json` names every mount by its host source, with where a checked one is staged; the
+/// create body names the staging mounts (issue 12.10).
+#[test]
+fn plan_json_lists_each_mount_by_its_host_source() {
+    if !test_users_exist() {
+        return;
+    }
+    let cfg = TestConfig::new("");
+    let out = Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.0,
+        "--image",
+        "jobdock-test/busybox",
+        "--json",
+        "--",
+        "true",
+    ])
+    .cwd("/home/jdalice")
+    .run();
+    out.ok();
+    let v = out.json();
+    let mounts = v["mounts"].as_array().unwrap();
+    let home = mounts
+        .iter()
+        .find(|m| m["target"] == "/home/jdalice")
+        .unwrap_or_else(|| panic!("no home mount: {mounts:?}"));
+    assert_eq!(home["source"], "/home/jdalice");
+    assert_eq!(home["readonly"], false);
+    assert_eq!(home["why"], "the user's home directory");
+    let staged = home["staged_at"].as_str().unwrap();
+    let in_body = v["create"]["HostConfig"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Target"] == "/home/jdalice")
+        .unwrap();
+    assert_eq!(in_body["Source"], staged);
+}

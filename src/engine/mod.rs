@@ -17,7 +17,7 @@ mod daemon;
 mod docker;
 mod files;
 mod pin;
-pub use pin::as_staged;
+pub use pin::{as_staged, staging_paths};
 mod pull;
 mod run;
 mod signals;
@@ -60,6 +60,17 @@ pub enum EngineError {
     ImageMissing { image: String },
     #[error("pulling {image}: {reason}")]
     Pull { image: String, reason: String },
+    #[error(
+        "pulling {image}: the registry refuses it: {reason} (check the image's name and tag, and \
+         your registry login)"
+    )]
+    PullRefused { image: String, reason: String },
+    #[error(
+        "jobdock may not use dockerd's socket {} ({reason}): it must be installed setuid root \
+         (contrib/install.sh; a `cargo install` copy, or one on a nosuid file system, is not)",
+        socket.display()
+    )]
+    SocketDenied { socket: PathBuf, reason: String },
     #[error(transparent)]
     Files(#[from] FileError),
     #[error("{what}: {source}")]
@@ -163,6 +174,7 @@ impl EngineError {
             | EngineError::AccessUnknown { .. }
             | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
+            EngineError::SocketDenied { .. } => Blame::Config,
             EngineError::Files(e) if e.callers_limit => Blame::Refused,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
@@ -172,7 +184,8 @@ impl EngineError {
             EngineError::BadJobId { .. }
             | EngineError::PrivateImage { .. }
             | EngineError::MountChanged { .. }
-            | EngineError::ImageRefused { .. } => Blame::Refused,
+            | EngineError::ImageRefused { .. }
+            | EngineError::PullRefused { .. } => Blame::Refused,
             EngineError::Internal(_) => Blame::Internal,
         }
     }

@@ -49,6 +49,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         ports,
         extra_hosts,
         cgroup_parent,
+        cgroup_parent_why,
         ulimits,
         tty,
         log_level: _,
@@ -235,10 +236,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         );
     }
     if let Some(c) = cgroup_parent {
-        line(
-            vec!["--cgroup-parent".into(), c.clone()],
-            "LSB_DOCKER_CGROUP (overrides.cgroup_parents)",
-        );
+        line(vec!["--cgroup-parent".into(), c.clone()], cgroup_parent_why);
     }
     line(w(&["--interactive"]), "the job reads jobdock's stdin");
     if *tty {

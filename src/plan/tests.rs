@@ -282,6 +282,11 @@ fn the_job_cgroup_decides_memory_and_cpus() {
         p.cgroup_parent.as_deref(),
         Some("/slurm_vm/uid_2001/job_5/step_0")
     );
+    let line = render::docker_run(&p)
+        .into_iter()
+        .find(|l| l.words[0] == "--cgroup-parent")
+        .unwrap();
+    assert!(line.why.contains("the job's own cgroup"), "{}", line.why);
     // An allocation above the cgroup's limit (a forged variable) is capped by the cgroup.
     let forged = [
         ("SLURM_JOB_ID", "5"),
@@ -2041,6 +2046,17 @@ fn a_job_tmpdir_someone_else_owns_is_not_mounted() {
         p.notes
             .iter()
             .any(|n| n.contains("/tmp/213.tmpdir") && n.contains("owned by uid 2002")),
+        "{:?}",
+        p.notes
+    );
+    // None where the convention puts it: nothing to say (most sites have none).
+    let p = plan_with(
+        &[("LSB_JOBID", "214"), ("__LSF_JOB_TMPDIR__", "")],
+        &["true"],
+    )
+    .unwrap();
+    assert!(
+        !p.notes.iter().any(|n| n.contains("tmpdir")),
         "{:?}",
         p.notes
     );

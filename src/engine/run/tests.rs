@@ -630,13 +630,23 @@ async fn pull_policies() {
 #[tokio::test]
 async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
     let Some(bed) = Bed::new() else { return };
-    for (message, attempts) in [("toomanyrequests: slow down", 4), ("manifest unknown", 1)] {
+    // A rate limit is the node's trouble, retried; a missing image is the job's (64): a typo
+    // requeued would fail forever.
+    for (message, attempts, blame) in [
+        ("toomanyrequests: slow down", 4, Blame::Infrastructure),
+        ("manifest unknown", 1, Blame::Refused),
+        (
+            "write /var/lib/docker/x: no space left on device",
+            1,
+            Blame::Infrastructure,
+        ),
+    ] {
         let p = plan(&bed.state(), &["true"]);
         let d = FakeDaemon::failing("pull", ErrorKind::Stream, message);
         *d.image_present.borrow_mut() = false;
         let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Infrastructure);
+        assert_eq!(e.blame(), blame, "{message}");
         assert!(e.to_string().contains(message), "{e}");
         let pulls = ran.calls.iter().filter(|c| c.starts_with("pull")).count();
         assert_eq!(pulls, attempts, "{message}");
