@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{PullPolicy, SiteConfig};
+use crate::config::{self, PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
@@ -676,7 +676,10 @@ pub fn build(
         mounts,
         cap_add: config.security.cap_add.clone(),
         security_opt,
-        ulimits: ulimits(&snap.rlimits, !devices.is_empty()),
+        ulimits: ulimits(
+            &snap.rlimits,
+            (!devices.is_empty()).then_some(config.devices.memlock),
+        ),
         devices,
         gpus: ctx.gpus.clone(),
         memory,
@@ -696,19 +699,20 @@ pub fn build(
     })
 }
 
-/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], and
-/// memlock unlimited for a job with devices.
-fn ulimits(rlimits: &[Ulimit], devices: bool) -> Vec<Ulimit> {
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], but for
+/// a job with devices memlock is the site's `devices.memlock` (`device_memlock`).
+fn ulimits(rlimits: &[Ulimit], device_memlock: Option<config::Memlock>) -> Vec<Ulimit> {
+    let devices = device_memlock.is_some();
     let mut out: Vec<Ulimit> = rlimits
         .iter()
         .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
         .copied()
         .collect();
-    if devices {
+    if let Some(memlock) = device_memlock {
         out.push(Ulimit {
             name: "memlock",
-            soft: -1,
-            hard: -1,
+            soft: memlock.rlimit(),
+            hard: memlock.rlimit(),
         });
     }
     out.sort_by_key(|u| u.name);
