@@ -315,16 +315,18 @@ pub fn build(
             )),
         }
     }
-    let work_dir = match &ctx.work_dir {
+    // Where the working directory is in a tmpdir shown only as /tmp: its path below the tmpdir.
+    let in_tmp = |dir: &Path| {
+        tmp_inside_tmp.as_ref().and_then(|t| {
+            paths::normalize(dir)
+                .strip_prefix(t)
+                .ok()
+                .map(Path::to_path_buf)
+        })
+    };
+    let work_dir = match ctx.work_dir.as_ref().map(|dir| (dir, in_tmp(dir))) {
         // In a tmpdir shown only as /tmp: the same directory, there.
-        Some(dir)
-            if let Some(rest) = tmp_inside_tmp.as_ref().and_then(|t| {
-                paths::normalize(dir)
-                    .strip_prefix(t)
-                    .ok()
-                    .map(Path::to_path_buf)
-            }) =>
-        {
+        Some((dir, Some(rest))) => {
             user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
@@ -332,7 +334,7 @@ pub fn build(
             })?;
             Some(paths::normalize(&Path::new("/tmp").join(rest)))
         }
-        Some(dir) => {
+        Some((dir, None)) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
