@@ -205,6 +205,7 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
             .iter()
             .map(|g| (g.clone(), crate::probe::expand_glob(g).len()))
             .collect(),
+        device_memlock: u64::try_from(config.devices.memlock.rlimit()).ok(),
     };
     let findings = crate::doctor::judge(&facts);
     for f in &findings {
@@ -225,16 +226,10 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
 /// dockerd as a process: the peer of its socket, its mount namespace, memlock limit and
 /// CAP_SYS_RESOURCE.
 fn daemon_process(socket: &Path) -> Option<crate::doctor::DaemonProcess> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    let pid = u32::try_from(getsockopt(&stream, PeerCredentials).ok()?.pid()).ok()?;
+    let pid = engine::rlimit::daemon_pid(socket)?;
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
-    let memlock_hard = limits
-        .lines()
-        .find(|l| l.starts_with("Max locked memory"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|hard| hard.parse::<u64>().ok());
+    let memlock_hard = engine::rlimit::hard_limit(&limits, "memlock").flatten();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let cap_eff = status
         .lines()

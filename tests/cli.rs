@@ -504,3 +504,115 @@ fn plan_json_lists_each_mount_by_its_host_source() {
         .unwrap();
     assert_eq!(in_body["Source"], staged);
 }
+
+// ------------------------------------------------------------------------ contrib/install.sh --
+
+/// Issue 12.11: install.sh with a non-default PREFIX, staged under a fake root (DESTDIR, so
+/// nothing of the node's own /usr/local or /etc/jobdock is touched): the binary is setuid root,
+/// the example config is installed once and never overwritten, the Slurm epilog and prolog and the
+/// LSF esub call the binary where it was installed, and the next steps name the real paths.
+/// CONFDIR (a config jobdock would never read) and a relative PREFIX are refused.
+#[test]
+fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
+    use std::os::unix::fs::MetadataExt;
+    if !util::require(
+        "root (install.sh installs setuid root)",
+        nix::unistd::geteuid().is_root(),
+    ) {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
+    let root = util::trusted_tempdir();
+    let dest = root.path();
+    for dir in ["etc/slurm", "opt/lsf/etc"] {
+        std::fs::create_dir_all(dest.join(dir)).unwrap();
+    }
+    let install = || {
+        Run::program(script, &[util::BIN])
+            .env("DESTDIR", &dest.display().to_string())
+            .env("PREFIX", "/opt/jobdock")
+            .env("LSF_SERVERDIR", "/opt/lsf/etc")
+            .run()
+    };
+    let out = install();
+    out.ok();
+
+    let bin = dest.join("opt/jobdock/bin/jobdock");
+    let meta = std::fs::metadata(&bin).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o4755),
+        "{}",
+        out.report
+    );
+    let config = dest.join("etc/jobdock/wrapper.toml");
+    let example = include_str!("../wrapper.toml.example");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), example);
+    assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o7777, 0o644);
+    for hook in [
+        "etc/slurm/jobdock-epilog",
+        "etc/slurm/jobdock-prolog",
+        "opt/lsf/etc/esub.docker",
+    ] {
+        let path = dest.join(hook);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{hook}: {e}{}", out.report));
+        assert!(text.contains("/opt/jobdock/bin/jobdock"), "{hook}:\n{text}");
+        assert!(!text.contains("/usr/local/bin/jobdock"), "{hook}:\n{text}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "{hook}");
+    }
+    for want in [
+        "Epilog=/etc/slurm/jobdock-epilog",
+        "scontrol reconfigure",
+        "JOB_STARTER  = exec /opt/jobdock/bin/jobdock lsf-starter;",
+        "POST_EXEC    = /opt/jobdock/bin/jobdock cleanup",
+        "/opt/jobdock/bin/jobdock doctor",
+    ] {
+        out.stdout_has(want);
+    }
+    // The staged epilog calls the binary at its real path, which is not on this node: it says
+    // so and succeeds, as on a node before the rollout.
+    Run::program(
+        &dest.join("etc/slurm/jobdock-epilog").display().to_string(),
+        &[],
+    )
+    .env("SLURM_JOB_ID", "1")
+    .run()
+    .ok()
+    .stderr_has("/opt/jobdock/bin/jobdock is not installed");
+
+    // Again: the binary is replaced, a site's config is not.
+    std::fs::write(&config, "# the site's own\n").unwrap();
+    install()
+        .ok()
+        .stdout_has("wrapper.toml exists; left as it is");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# the site's own\n"
+    );
+
+    let elsewhere = util::trusted_tempdir();
+    let refused = [
+        (
+            "CONFDIR",
+            "/opt/jobdock/etc",
+            "reads only /etc/jobdock/wrapper.toml",
+        ),
+        ("PREFIX", "opt/jobdock", "not an absolute path"),
+    ];
+    for (var, value, why) in refused {
+        let out = Run::program(script, &[util::BIN])
+            .env("DESTDIR", &elsewhere.path().display().to_string())
+            .env(var, value)
+            .run();
+        assert_ne!(out.code, 0, "{var}={value}{}", out.report);
+        out.stderr_has(why);
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "{var}={value} installed something{}",
+            out.report
+        );
+    }
+}

@@ -19,6 +19,7 @@ mod files;
 mod pin;
 pub use pin::{as_staged, staging_paths};
 mod pull;
+pub mod rlimit;
 mod run;
 mod signals;
 mod tty;
@@ -135,6 +136,8 @@ pub enum EngineError {
     #[error("image {image}: {reason}")]
     ImageRefused { image: String, reason: String },
     #[error("{0}")]
+    Rlimit(Box<rlimit::RlimitRefused>),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -158,6 +161,19 @@ pub enum Blame {
 }
 
 impl EngineError {
+    /// Adds dockerd's own hard limit to a limit it refused, for the advice.
+    fn fill_granted(&mut self, socket: &std::path::Path) {
+        match self {
+            EngineError::Rlimit(r) => {
+                if let Some(name) = r.name {
+                    r.granted = rlimit::daemon_hard_limit(socket, name);
+                }
+            }
+            EngineError::AndCleanup { run, .. } => run.fill_granted(socket),
+            _ => {}
+        }
+    }
+
     pub(crate) fn daemon(what: &'static str, source: DaemonError) -> Self {
         EngineError::Daemon { what, source }
     }
@@ -186,6 +202,9 @@ impl EngineError {
             | EngineError::MountChanged { .. }
             | EngineError::ImageRefused { .. }
             | EngineError::PullRefused { .. } => Blame::Refused,
+            // The job's limits are the site's (devices.memlock) or the node's (what the
+            // scheduler gives jobs); dockerd's are the node's: the admin must fix either.
+            EngineError::Rlimit(_) => Blame::Config,
             EngineError::Internal(_) => Blame::Internal,
         }
     }
@@ -236,6 +255,10 @@ pub fn execute(
             terminal: plan.tty.then(std::io::stdin),
         };
         run::run(&docker, plan, &settings, &mut signals, io).await
+    })
+    .map_err(|mut e| {
+        e.fill_granted(&engine.socket);
+        e
     })
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{PullPolicy, SiteConfig};
+use crate::config::{self, PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
@@ -323,16 +323,18 @@ pub fn build(
             )),
         }
     }
-    let work_dir = match &ctx.work_dir {
+    // Where the working directory is in a tmpdir shown only as /tmp: its path below the tmpdir.
+    let in_tmp = |dir: &Path| {
+        tmp_inside_tmp.as_ref().and_then(|t| {
+            paths::normalize(dir)
+                .strip_prefix(t)
+                .ok()
+                .map(Path::to_path_buf)
+        })
+    };
+    let work_dir = match ctx.work_dir.as_ref().map(|dir| (dir, in_tmp(dir))) {
         // In a tmpdir shown only as /tmp: the same directory, there.
-        Some(dir)
-            if let Some(rest) = tmp_inside_tmp.as_ref().and_then(|t| {
-                paths::normalize(dir)
-                    .strip_prefix(t)
-                    .ok()
-                    .map(Path::to_path_buf)
-            }) =>
-        {
+        Some((dir, Some(rest))) => {
             user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
@@ -340,7 +342,7 @@ pub fn build(
             })?;
             Some(paths::normalize(&Path::new("/tmp").join(rest)))
         }
-        Some(dir) => {
+        Some((dir, None)) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
@@ -695,7 +697,10 @@ pub fn build(
         mounts,
         cap_add: config.security.cap_add.clone(),
         security_opt,
-        ulimits: ulimits(&snap.rlimits, !devices.is_empty()),
+        ulimits: ulimits(
+            &snap.rlimits,
+            (!devices.is_empty()).then_some(config.devices.memlock),
+        ),
         devices,
         gpus: ctx.gpus.clone(),
         memory,
@@ -716,19 +721,20 @@ pub fn build(
     })
 }
 
-/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], and
-/// memlock unlimited for a job with devices.
-fn ulimits(rlimits: &[Ulimit], devices: bool) -> Vec<Ulimit> {
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], but for
+/// a job with devices memlock is the site's `devices.memlock` (`device_memlock`).
+fn ulimits(rlimits: &[Ulimit], device_memlock: Option<config::Memlock>) -> Vec<Ulimit> {
+    let devices = device_memlock.is_some();
     let mut out: Vec<Ulimit> = rlimits
         .iter()
         .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
         .copied()
         .collect();
-    if devices {
+    if let Some(memlock) = device_memlock {
         out.push(Ulimit {
             name: "memlock",
-            soft: -1,
-            hard: -1,
+            soft: memlock.rlimit(),
+            hard: memlock.rlimit(),
         });
     }
     out.sort_by_key(|u| u.name);

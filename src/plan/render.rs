@@ -179,7 +179,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     }
     for Ulimit { name, soft, hard } in ulimits {
         let why = if *name == "memlock" && !devices.is_empty() {
-            "RDMA needs to pin memory"
+            "device jobs pin memory for RDMA (devices.memlock)"
         } else {
             "the job's own limit, as the scheduler set it"
         };

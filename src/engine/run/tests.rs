@@ -381,6 +381,35 @@ async fn start_errors_for_the_command_map_to_127_and_126() {
     }
 }
 
+/// Issue 12.8: a device job whose locked-memory limit dockerd may not grant fails as the site's
+/// error (78), naming devices.memlock, and the container is removed.
+#[tokio::test]
+async fn a_limit_dockerd_may_not_grant_is_the_sites_error() {
+    let Some(bed) = Bed::new() else { return };
+    let mut p = plan(&bed.state(), &["true"]);
+    p.devices = vec!["/dev/null".into()];
+    p.ulimits = vec![crate::plan::Ulimit {
+        name: "memlock",
+        soft: -1,
+        hard: -1,
+    }];
+    let d = FakeDaemon::failing(
+        "start",
+        ErrorKind::Status(500),
+        "failed to create shim task: OCI runtime create failed: runc create failed: unable to \
+         start container process: error during container init: error setting rlimits for ready \
+         process: error setting rlimit type 8: operation not permitted: unknown",
+    );
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(
+        e.to_string().contains("devices.memlock = \"unlimited\""),
+        "{e}"
+    );
+    assert!(names(&ran.calls).contains(&"remove"), "{:?}", ran.calls);
+}
+
 #[tokio::test]
 async fn an_image_without_the_shell_the_job_file_needs_is_explained() {
     let Some(bed) = Bed::new() else { return };
