@@ -1,10 +1,14 @@
 //! Table-driven tests of the planner: every override's accepted and refused forms, the hardened
 //! defaults, and the agreement of the two renderings.
 
+use std::path::Path;
+
 use super::*;
 use crate::config::SiteConfig;
 use crate::identity::fake::FakeDb;
 use crate::job::{self, env_of};
+use crate::policy::env as envpolicy;
+use crate::policy::paths::{self, Strictness};
 use crate::probe::Kind;
 use crate::probe::fake::FakeProbe;
 
@@ -1445,7 +1449,11 @@ fn the_job_keeps_its_own_resource_limits() {
         ("nothing read, nothing set", vec![], None, vec![]),
     ];
     for (name, rlimits, device_memlock, want) in cases {
-        assert_eq!(&super::ulimits(rlimits, *device_memlock), want, "{name}");
+        assert_eq!(
+            &super::limits::ulimits(rlimits, *device_memlock),
+            want,
+            "{name}"
+        );
     }
     // Through the planner, with devices and devices.memlock = "8m", in both renderings.
     let mut cfg = site();
@@ -1466,7 +1474,7 @@ fn the_job_keeps_its_own_resource_limits() {
     let mut cfg = site();
     cfg.devices.paths.clear();
     let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
-    assert_eq!(p.ulimits, super::ulimits(JOB_RLIMITS, None));
+    assert_eq!(p.ulimits, super::limits::ulimits(JOB_RLIMITS, None));
     let shown: Vec<String> = render::docker_run(&p)
         .into_iter()
         .filter(|l| l.words[0] == "--ulimit")

@@ -1,0 +1,294 @@
+//! The container's limits and placement: memory (the job's allocation, its cgroup's limit or the
+//! site's), CPUs, the CPU set, pids, `/dev/shm`, resource limits (the job's own), the cgroup it
+//! goes under, and the devices it gets. Only a job jobdock really runs in (`ctx.confirmed`) lends
+//! its cgroup, CPU set and allocation.
+
+use std::path::PathBuf;
+
+use crate::config::{self, SiteConfig};
+use crate::job::{Env, JobContext};
+use crate::policy;
+use crate::probe::HostProbe;
+use crate::units::ByteSize;
+
+use super::{PlanError, Snapshot, ULIMITS, Ulimit};
+
+/// Devices and GPUs the container gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Devices {
+    /// Host device nodes (`devices.paths`), at the same paths.
+    pub devices: Vec<PathBuf>,
+    /// GPUs the job was allocated, by the host's ids.
+    pub gpus: Vec<String>,
+}
+
+/// The site's device globs, expanded through `probe`; the job's GPUs.
+pub fn devices(config: &SiteConfig, ctx: &JobContext, probe: &dyn HostProbe) -> Devices {
+    let mut devices: Vec<PathBuf> = config
+        .devices
+        .paths
+        .iter()
+        .flat_map(|g| probe.devices(g))
+        .collect();
+    devices.sort();
+    devices.dedup();
+    Devices {
+        devices,
+        gpus: ctx.gpus.clone(),
+    }
+}
+
+/// The limits part of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: ByteSize,
+    pub nano_cpus: Option<i64>,
+    /// The CPUs the job may use (its scheduler affinity).
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: i64,
+    pub shm_size: Option<ByteSize>,
+    /// Sorted by name; see `ContainerPlan::ulimits`.
+    pub ulimits: Vec<Ulimit>,
+    pub cgroup_parent: Option<String>,
+    /// Why the container goes under `cgroup_parent`.
+    pub cgroup_parent_why: String,
+}
+
+/// The limits part. `has_devices`: the job gets devices (memlock is then `devices.memlock`).
+/// What is left out, and why, goes to `notes`.
+pub fn limits(
+    env: &Env,
+    snap: &Snapshot,
+    config: &SiteConfig,
+    ctx: &JobContext,
+    has_devices: bool,
+    notes: &mut Vec<String>,
+) -> Result<Limits, PlanError> {
+    let get = |suffix: &str| policy::setting(env, suffix);
+    let shm_size = match get("SHM_SIZE")? {
+        Some(s) => {
+            let size: ByteSize = s.value.parse().map_err(|e: String| s.refuse(e))?;
+            if size.0 == 0 || size > config.limits.shm_size_max {
+                return Err(s
+                    .refuse(format!(
+                        "must be between 1 byte and {} (limits.shm_size_max)",
+                        config.limits.shm_size_max
+                    ))
+                    .into());
+            }
+            Some(size)
+        }
+        None => None,
+    };
+
+    let mut cgroup_parent_why = String::new();
+    let cgroup_parent = match get("CGROUP")? {
+        Some(s) if config.overrides.cgroup_parents.contains(&s.value) => {
+            cgroup_parent_why = format!("{} (overrides.cgroup_parents)", s.var);
+            Some(s.value.clone())
+        }
+        Some(s) => {
+            return Err(s
+                .refuse("this site allows no such cgroup parent (overrides.cgroup_parents)")
+                .into());
+        }
+        None if config.engine.job_cgroup && ctx.confirmed => {
+            match snap
+                .cgroup
+                .as_ref()
+                .map(|c| c.docker_parent(&config.engine.cgroup_driver))
+            {
+                Some(Ok(parent)) => {
+                    cgroup_parent_why =
+                        "the job's own cgroup: its limits, suspend and accounting reach the \
+                         container (engine.job_cgroup)"
+                            .into();
+                    Some(parent)
+                }
+                Some(Err(why)) => {
+                    notes.push(format!("the container is not in the job's cgroup: {why}"));
+                    None
+                }
+                None => {
+                    notes.push("the container is not in the job's cgroup: /proc/self/cgroup was not readable".into());
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    // The scheduler's allocation; else the job cgroup's limit; else the site default. Never more
+    // than the job cgroup allows, whatever the environment says; and the job's cgroup and CPU set
+    // only when jobdock really runs in the job (`job::confirm`).
+    let in_job = ctx.confirmed;
+    let cgroup_limit = snap.cgroup_memory_limit.filter(|_| in_job);
+    let memory = match (ctx.memory, cgroup_limit) {
+        (Some(bytes), Some(limit)) => bytes.min(limit),
+        (Some(bytes), None) => bytes,
+        (None, Some(limit)) => limit,
+        (None, None) => config.limits.memory.0,
+    };
+    if memory < 6 * ByteSize::MIB {
+        return Err(PlanError::Path {
+            what: "job memory allocation",
+            path: ByteSize(memory).to_string(),
+            reason: "below Docker's minimum of 6 MiB".into(),
+        });
+    }
+    // Every source is bounded (the job adapters and the cgroup's limit parser): the type says so.
+    let memory = ByteSize::new(memory).unwrap_or(ByteSize(ByteSize::MAX));
+    let cpuset_cpus = snap.cpus_allowed.clone().filter(|_| in_job);
+    let nano_cpus = ctx
+        .cpus
+        .map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
+
+    Ok(Limits {
+        memory,
+        nano_cpus,
+        cpuset_cpus,
+        pids_limit: config.limits.pids,
+        shm_size,
+        ulimits: ulimits(&snap.rlimits, has_devices.then_some(config.devices.memlock)),
+        cgroup_parent,
+        cgroup_parent_why,
+    })
+}
+
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], but for
+/// a job with devices memlock is the site's `devices.memlock` (`device_memlock`).
+pub(super) fn ulimits(rlimits: &[Ulimit], device_memlock: Option<config::Memlock>) -> Vec<Ulimit> {
+    let devices = device_memlock.is_some();
+    let mut out: Vec<Ulimit> = rlimits
+        .iter()
+        .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
+        .copied()
+        .collect();
+    if let Some(memlock) = device_memlock {
+        out.push(Ulimit {
+            name: "memlock",
+            soft: memlock.rlimit(),
+            hard: memlock.rlimit(),
+        });
+    }
+    out.sort_by_key(|u| u.name);
+    out.dedup_by_key(|u| u.name);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::env_of;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            env: Env::new(),
+            cwd: None,
+            caller: crate::identity::Caller {
+                real_uid: 2001,
+                real_gid: 2001,
+            },
+            pid: 1,
+            hostname: "node".into(),
+            host_cpus: 8,
+            stdin_is_tty: false,
+            token: "t".into(),
+            cgroup: crate::job::cgroup::JobCgroup::parse(
+                "4:memory:/slurm_vm/uid_2001/job_5/step_0/task_0\n",
+            ),
+            cgroup_memory_limit: Some(2 * ByteSize::GIB),
+            cpus_allowed: Some("0-1".into()),
+            rlimits: Vec::new(),
+        }
+    }
+
+    /// The job's allocation, its cgroup and CPU set count only for a confirmed job.
+    #[test]
+    fn a_confirmed_job_lends_its_cgroup_an_unconfirmed_one_nothing() {
+        let site = SiteConfig::default();
+        let confirmed = JobContext {
+            memory: Some(ByteSize::GIB),
+            cpus: Some(64),
+            confirmed: true,
+            ..Default::default()
+        };
+        let l = limits(
+            &Env::new(),
+            &snap(),
+            &site,
+            &confirmed,
+            false,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(l.memory, ByteSize(ByteSize::GIB));
+        assert_eq!(
+            l.nano_cpus,
+            Some(8_000_000_000),
+            "clamped to the host's CPUs"
+        );
+        assert_eq!(l.cpuset_cpus.as_deref(), Some("0-1"));
+        assert_eq!(
+            l.cgroup_parent.as_deref(),
+            Some("/slurm_vm/uid_2001/job_5/step_0")
+        );
+        assert!(l.cgroup_parent_why.contains("the job's own cgroup"));
+        let unconfirmed = JobContext {
+            confirmed: false,
+            ..confirmed
+        };
+        let l = limits(
+            &Env::new(),
+            &snap(),
+            &site,
+            &unconfirmed,
+            false,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(l.cgroup_parent, None);
+        assert_eq!(l.cpuset_cpus, None);
+        assert_eq!(
+            l.memory,
+            ByteSize(ByteSize::GIB),
+            "its own claim, never above its cgroup's"
+        );
+    }
+
+    #[test]
+    fn shm_size_and_cgroup_overrides_are_checked() {
+        let site = SiteConfig::default();
+        let ctx = JobContext::default();
+        for (var, value, want) in [
+            ("LSB_DOCKER_SHM_SIZE", "0", "limits.shm_size_max"),
+            ("LSB_DOCKER_SHM_SIZE", "1t", "limits.shm_size_max"),
+            ("LSB_DOCKER_CGROUP", "/", "overrides.cgroup_parents"),
+        ] {
+            let err = limits(
+                &env_of(&[(var, value)]),
+                &snap(),
+                &site,
+                &ctx,
+                false,
+                &mut Vec::new(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(var) && err.contains(want),
+                "{var}={value}: {err}"
+            );
+        }
+        let l = limits(
+            &env_of(&[("LSB_DOCKER_SHM_SIZE", "1g")]),
+            &snap(),
+            &site,
+            &ctx,
+            false,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(l.shm_size, Some(ByteSize(ByteSize::GIB)));
+    }
+}
