@@ -108,47 +108,74 @@ pub struct PortPlan {
 /// API create body) destructure this without `..`, so a new field must be rendered by both.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerPlan {
+    /// The image the user named (`--image`, `LSB_CONTAINER_IMAGE`, `JOBDOCK_IMAGE`), allowed by
+    /// `images.allowed_registries`.
     pub image: ImageRef,
+    /// When to pull it (`engine.pull`).
     pub pull: PullPolicy,
+    /// The container's name: scheduler, job and jobdock's pid (unique on the node).
     pub name: String,
+    /// `jobdock.job`, `jobdock.uid`, `jobdock.scheduler`, `jobdock.step`: how cleanup finds it.
     pub labels: BTreeMap<String, String>,
+    /// The synthesized `/etc/passwd`: root, nobody and the job user.
     pub passwd: String,
+    /// The synthesized `/etc/group`: the user's groups by name.
     pub group: String,
     /// The job script to stage (`Request::script`).
     pub script: Option<String>,
+    /// Where the synthesized files are written before create.
     pub staging: Staging,
+    /// The execution host's name.
     pub hostname: String,
     /// Numeric `uid:gid`: names would be resolved in the image's own files.
     pub user: (u32, u32),
+    /// The user's supplementary gids from the host's NSS, as numbers.
     pub group_add: Vec<u32>,
     /// `None`: the image's entrypoint (raw mode); `Some([])`: none at all.
     pub entrypoint: Option<Vec<String>>,
     /// `None`: the image's command.
     pub cmd: Option<Vec<String>>,
+    /// The container's whole environment (`environment`).
     pub env: BTreeMap<String, String>,
+    /// Where the job starts; `None`: the image's `WORKDIR` (checked after create).
     pub working_dir: Option<PathBuf>,
+    /// Every bind mount, checked as the user and against the layout rule (`mounts`).
     pub mounts: Vec<MountPlan>,
+    /// The capabilities left after dropping all (`security.cap_add`).
     pub cap_add: Vec<Capability>,
+    /// `no-new-privileges` and the site's SELinux labels.
     pub security_opt: Vec<String>,
+    /// Host device nodes the container gets at the same paths (`devices.paths`).
     pub devices: Vec<PathBuf>,
+    /// GPUs by the host's ids (a confirmed job's allocation only).
     pub gpus: Vec<String>,
+    /// The memory limit, also the memory+swap limit (no swap).
     pub memory: ByteSize,
+    /// CPU time as nanoCPUs: the job's CPU count, at most the host's.
     pub nano_cpus: Option<i64>,
     /// The CPUs the job may use (its scheduler affinity).
     pub cpuset_cpus: Option<String>,
+    /// Most processes the container may have (`limits.pids`).
     pub pids_limit: i64,
+    /// `/dev/shm`'s size (`LSB_DOCKER_SHM_SIZE`); `None`: dockerd's 64 MiB.
     pub shm_size: Option<ByteSize>,
+    /// The network mode (`network.allowed`).
     pub network: String,
+    /// The IPC mode (`ipc.allowed`).
     pub ipc: String,
+    /// Published ports within `ports.range`.
     pub ports: Vec<PortPlan>,
+    /// `HOST:IP` entries for the container's `/etc/hosts`.
     pub extra_hosts: Vec<String>,
     /// The cgroup the container goes under, and why: the job's own, or one the user chose.
     pub cgroup_parent: Option<String>,
+    /// Why the container goes under `cgroup_parent` (for `jobdock plan`).
     pub cgroup_parent_why: String,
     /// The container's resource limits: the job's own soft and hard limits for each of
     /// [`ULIMITS`] (without them dockerd gives the container its own, e.g. 20000 open files),
     /// except memlock, unlimited when the job gets devices (RDMA pins memory). Sorted by name.
     pub ulimits: Vec<Ulimit>,
+    /// Whether the job gets a terminal (jobdock's stdin is one: `bsub -Is`, `srun --pty`).
     pub tty: bool,
     /// Level requested through LSB_DOCKER_RUN_LOGLEVEL (jobdock's own logging).
     pub log_level: Option<tracing::Level>,
