@@ -160,7 +160,7 @@ fn check_config(path: Option<&Path>, draft: bool) -> u8 {
 fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
     use crate::doctor::{Facts, Level};
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::getuid().is_root() {
+    if !Caller::current().is_root() {
         return Err(AppError::Refused(
             "doctor: run it as root (it reads dockerd's process and the node's files)".into(),
         ));
@@ -275,26 +275,18 @@ fn privileges(command: &Command) -> Result<(), AppError> {
 /// The binary a setuid jobdock runs from, and every directory above it, must be root's alone
 /// (a sticky directory such as /tmp protects a root-owned file in it as well).
 fn check_own_binary() -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-    let mut path = Some(exe.as_path());
-    let mut first = true;
-    while let Some(p) = path {
-        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let sticky = meta.mode() & 0o1000 != 0 && !first;
-        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
-            return Err(format!(
-                "refusing to run setuid from {}: {} is not root's alone (owner uid {}, mode {:o})",
-                exe.display(),
-                p.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            ));
-        }
-        first = false;
-        path = p.parent();
-    }
-    Ok(())
+    crate::trust::check(
+        &exe,
+        crate::trust::Expect::File,
+        crate::trust::Above::StickyProtects,
+    )
+    .map_err(|e| {
+        format!(
+            "refusing to run setuid from {}: it is not root's alone: {e}",
+            exe.display()
+        )
+    })
 }
 
 /// `jobdock lsf-starter`: the job's exact command from its LSF job file, run in a container.
@@ -338,10 +330,7 @@ fn run(p: Prepared) -> Result<u8, AppError> {
 
 /// `jobdock cleanup`: every container and file of one job (by default, the job it runs in).
 fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8, AppError> {
-    let caller = Caller {
-        real_uid: nix::unistd::getuid().as_raw(),
-        real_gid: nix::unistd::getgid().as_raw(),
-    };
+    let caller = Caller::current();
     let config = load_config(config, env, caller)?;
     let job = match job {
         Some(job) => job,
@@ -380,10 +369,7 @@ fn esub(env: &Env, routing: &esub::Routing) -> u8 {
 
 fn esub_changes(env: &Env, routing: &esub::Routing) -> Result<(), String> {
     use std::io::Write;
-    let caller = Caller {
-        real_uid: nix::unistd::getuid().as_raw(),
-        real_gid: nix::unistd::getgid().as_raw(),
-    };
+    let caller = Caller::current();
     let parm = match env.get("LSB_SUB_PARM_FILE") {
         Some(path) => esub::parse_parm_file(
             &std::fs::read_to_string(path).map_err(|e| format!("LSB_SUB_PARM_FILE {path}: {e}"))?,
@@ -425,10 +411,7 @@ const MAX_JOB_FILE: u64 = 1 << 20;
 /// Snapshot, config, job context, identity, plan: everything before the engine. With
 /// `lsf_starter`, the command is the user's text from the LSF job file.
 fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppError> {
-    let caller = Caller {
-        real_uid: nix::unistd::getuid().as_raw(),
-        real_gid: nix::unistd::getgid().as_raw(),
-    };
+    let caller = Caller::current();
     let config = load_config(args.config.clone(), &env, caller)?;
     let snap = Snapshot {
         cwd: std::env::current_dir().ok(),

@@ -197,9 +197,10 @@ impl HostProbe for SubmitProbe {
     }
 
     fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+        let caller = crate::identity::Caller::current();
         crate::probe::AsUser {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
+            uid: caller.real_uid,
+            gid: caller.real_gid,
             groups: vec![],
         }
         .read_file(path, max)

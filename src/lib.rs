@@ -20,4 +20,5 @@ pub mod job;
 pub mod plan;
 pub mod policy;
 pub mod probe;
+pub mod trust;
 pub mod units;

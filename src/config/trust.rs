@@ -2,36 +2,13 @@
 //! must be owned by root and writable by nobody else (the checks Sarus makes of its config).
 //! Otherwise whoever can write there decides what jobs may do.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::trust::{Above, Expect};
 
 /// `Err` names the first path that is not root-owned or is writable by group or others.
 pub fn check_root_owned(path: &Path) -> Result<(), String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", real.display()));
-    }
-    let mut current: Option<PathBuf> = Some(real);
-    while let Some(p) = current {
-        let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.uid() != 0 {
-            return Err(format!(
-                "{} is owned by uid {}, not root",
-                p.display(),
-                meta.uid()
-            ));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} is writable by group or others (mode {:o})",
-                p.display(),
-                meta.mode() & 0o7777
-            ));
-        }
-        current = p.parent().map(Path::to_path_buf);
-    }
-    Ok(())
+    crate::trust::check(path, Expect::File, Above::Strict).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -58,31 +58,16 @@ pub fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileErro
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(fail(what, dir, e)),
     }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(what, dir, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(fail(what, dir, "is a symlink; it must be a real directory"));
-    }
-    if !meta.is_dir() {
-        return Err(fail(what, dir, "is not a directory"));
-    }
-    if meta.uid() != 0 {
-        return Err(fail(
-            what,
-            dir,
-            format!("is owned by uid {}, not root", meta.uid()),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(fail(
-            what,
-            dir,
-            format!(
-                "is writable by group or others (mode {:o})",
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
+    crate::trust::check(dir, crate::trust::Expect::Dir, crate::trust::Above::Nothing).map_err(|e| {
+        // The walker's words, less the path, which `fail` puts first.
+        let text = e.to_string();
+        let reason = text
+            .strip_prefix(&format!("{} ", dir.display()))
+            .or_else(|| text.strip_prefix(&format!("{}: ", dir.display())))
+            .unwrap_or(&text)
+            .to_string();
+        fail(what, dir, reason)
+    })
 }
 
 /// Creates `path` with `contents`, mode exactly `mode`: fails if anything exists there, and never

@@ -42,6 +42,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// This process's real ids: who ran jobdock, whatever its effective ids (setuid) are.
+    pub fn current() -> Caller {
+        Caller {
+            real_uid: nix::unistd::getuid().as_raw(),
+            real_gid: nix::unistd::getgid().as_raw(),
+        }
+    }
+
     pub fn is_root(self) -> bool {
         self.real_uid == 0
     }
