@@ -76,12 +76,12 @@ pub fn main(cli: Cli) -> u8 {
     let level = cli
         .log_level
         .as_deref()
-        .and_then(crate::policy::parse_level_name)
+        .and_then(crate::overrides::parse_level_name)
         .or_else(|| {
-            let s = crate::policy::setting(&env, "RUN_LOGLEVEL")
+            let s = crate::overrides::setting(&env, "RUN_LOGLEVEL")
                 .ok()
                 .flatten()?;
-            crate::policy::parse_log_level(&s).ok()
+            crate::overrides::parse_log_level(&s).ok()
         })
         .unwrap_or(tracing::Level::WARN);
     tracing_subscriber::fmt()
@@ -94,7 +94,7 @@ pub fn main(cli: Cli) -> u8 {
     if let Some(l) = cli
         .log_level
         .as_deref()
-        .filter(|l| crate::policy::parse_level_name(l).is_none())
+        .filter(|l| crate::overrides::parse_level_name(l).is_none())
     {
         eprintln!("jobdock: --log-level {l:?}: must be error, warn, info, debug or trace");
         return exit::REFUSED;
@@ -453,7 +453,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
     };
     let script = if lsf_starter {
         let file = ctx
-            .script
+            .job_file
             .as_ref()
             .ok_or_else(|| AppError::Site("lsf-starter: LSB_JOBFILENAME is not set".into()))?;
         let text = probe

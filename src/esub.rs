@@ -73,7 +73,7 @@ pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String>
 /// A method name one or two edits from `docker` (`dcoker`, `Docker`, `dokcer`, `docke`): a typo
 /// that would run the job on the host. (`dockerish` and other real names are three or more away.)
 fn close_to_docker(name: &str) -> bool {
-    crate::policy::edit_distance(name, "docker") <= 2
+    crate::overrides::edit_distance(name, "docker") <= 2
 }
 
 /// `-a "docker(alpine) other(x y)"` -> `docker(alpine)`, `other(x y)`: whitespace separates
@@ -189,7 +189,7 @@ pub struct SubmitProbe;
 impl HostProbe for SubmitProbe {
     fn resolve(&self, path: &Path) -> Result<Resolved, String> {
         Ok(Resolved {
-            path: crate::policy::paths::normalize(path),
+            path: crate::overrides::paths::normalize(path),
             kind: Kind::Dir,
             id: None,
             owner: None,

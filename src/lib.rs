@@ -1,6 +1,6 @@
 //! jobdock: runs HPC batch jobs inside hardened Docker containers, as the job's own user.
 //!
-//! The shape is plan, then execute: `job` + `config` + `identity` + `policy` decide, `plan` holds
+//! The shape is plan, then execute: `job` + `config` + `identity` + `overrides` decide, `plan` holds
 //! the decision, `engine` carries it out. `app` is the only place where the process's environment,
 //! ids and files meet the planner and the engine.
 
@@ -17,8 +17,8 @@ pub mod exit;
 pub mod identity;
 pub mod image;
 pub mod job;
+pub mod overrides;
 pub mod plan;
-pub mod policy;
 pub mod probe;
 pub mod trust;
 pub mod units;

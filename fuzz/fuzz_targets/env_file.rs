@@ -1,7 +1,7 @@
 //! `LSB_DOCKER_ENV_FILE` contents: whatever the user writes, a parsed file holds only valid
 //! names, none jobdock owns, and single-line values without NUL or CR.
 #![no_main]
-use jobdock::policy::env::{OWNED, parse_env_file, valid_name};
+use jobdock::overrides::env::{OWNED, parse_env_file, valid_name};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

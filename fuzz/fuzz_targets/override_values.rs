@@ -2,7 +2,7 @@
 //! spellings of one override. An accepted host entry is one plain `HOST:IP` token.
 #![no_main]
 use jobdock::job::Env;
-use jobdock::policy::{Setting, parse_bool, parse_host_entry, parse_level_name, setting};
+use jobdock::overrides::{Setting, parse_bool, parse_host_entry, parse_level_name, setting};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (String, Option<String>, Option<String>)| {

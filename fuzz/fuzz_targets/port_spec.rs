@@ -2,7 +2,7 @@
 //! above, and host and container ranges have the same size.
 #![no_main]
 use jobdock::config::parse_port_range;
-use jobdock::policy::{Setting, parse_ports};
+use jobdock::overrides::{Setting, parse_ports};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|value: String| {

@@ -1,7 +1,7 @@
 //! `LSB_DOCKER_VOLUMES`: an accepted spec names only absolute paths, without a colon or
 //! whitespace smuggled into either side, and at most 64 of them.
 #![no_main]
-use jobdock::policy::{Setting, parse_volumes};
+use jobdock::overrides::{Setting, parse_volumes};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|value: String| {

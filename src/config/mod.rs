@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::policy::paths::{self, Strictness};
+use crate::overrides::paths::{self, Strictness};
 use crate::units::{ByteSize, Capability};
 
 pub mod trust;
@@ -791,12 +791,12 @@ impl Raw {
         }
         if let Some(set) = self.env.set {
             for (k, v) in &set {
-                if !crate::policy::env::valid_name(k) || v.contains(['\0', '\n']) {
+                if !crate::overrides::env::valid_name(k) || v.contains(['\0', '\n']) {
                     bad(
                         &format!("env.set.{k}"),
                         "is not a valid NAME = \"value\" (no newline)".into(),
                     );
-                } else if crate::policy::env::OWNED.contains(&k.as_str()) {
+                } else if crate::overrides::env::OWNED.contains(&k.as_str()) {
                     bad(
                         &format!("env.set.{k}"),
                         "is set by jobdock for each job (the job's user, home, tmpdir, GPUs); \

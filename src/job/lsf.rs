@@ -38,7 +38,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         job_id: Some(job_id),
         array_index: index,
         step: None,
-        script: abs_path(env, "LSB_JOBFILENAME")?,
+        job_file: abs_path(env, "LSB_JOBFILENAME")?,
         work_dir,
         tmpdir: private_tmpdir(tmpdir),
         tmpdir_by_convention,
@@ -231,7 +231,7 @@ mod tests {
             assert_eq!(ctx.gpus, c.want_gpus, "{}", c.name);
             assert_eq!(ctx.work_dir, Some("/home/alice/work".into()), "{}", c.name);
             assert_eq!(
-                ctx.script
+                ctx.job_file
                     .as_ref()
                     .map(|p| p.starts_with("/home/alice/.lsbatch")),
                 Some(true),

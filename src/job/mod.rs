@@ -42,7 +42,7 @@ pub struct JobContext {
     /// Distinguishes several jobdock runs of one job (Slurm step and task): `0.1`.
     pub step: Option<String>,
     /// The LSF job file (`LSB_JOBFILENAME`), run through `/bin/sh` when no command is given.
-    pub script: Option<PathBuf>,
+    pub job_file: Option<PathBuf>,
     /// Where the job runs: the container's working directory, mounted at the same path.
     pub work_dir: Option<PathBuf>,
     /// The job's private temporary directory, mounted at `/tmp`.

@@ -58,7 +58,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         job_id: Some(id.to_string()),
         array_index: number(env, "SLURM_ARRAY_TASK_ID")?,
         step,
-        script: None,
+        job_file: None,
         work_dir,
         tmpdir: private_tmpdir(abs_path(env, "SLURM_TMPDIR")?.or(abs_path(env, "TMPDIR")?)),
         cpus,

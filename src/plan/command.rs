@@ -2,7 +2,7 @@
 //! `/bin/sh`, or the image's own entrypoint (raw mode). Decides nothing else.
 
 use crate::job::{Env, JobContext};
-use crate::policy::{self, Refusal, Setting};
+use crate::overrides::{self, Refusal, Setting};
 
 use super::{PlanError, Request, SCRIPT_TARGET};
 
@@ -21,10 +21,10 @@ pub struct Command {
 /// The command, from the request (argv, or the staged script), else the LSF job file, with
 /// `LSB_DOCKER_ENTRYPOINT` and raw mode (`LSB_DOCKER_RUN_RAW_ARGS`, or the place-holder word).
 pub fn command(req: &Request, ctx: &JobContext, env: &Env) -> Result<Command, PlanError> {
-    let get = |suffix: &str| policy::setting(env, suffix);
+    let get = |suffix: &str| overrides::setting(env, suffix);
     let entrypoint_override = get("ENTRYPOINT")?.map(|s| entrypoint(&s)).transpose()?;
     let raw = match get("RUN_RAW_ARGS")? {
-        Some(s) => policy::parse_bool(&s)?,
+        Some(s) => overrides::parse_bool(&s)?,
         None => false,
     } || (req.command.len() == 1 && PLACE_HOLDERS.contains(&req.command[0].as_str()));
     let (entrypoint, cmd) = if raw {
@@ -42,7 +42,7 @@ pub fn command(req: &Request, ctx: &JobContext, env: &Env) -> Result<Command, Pl
     } else if req.script.is_some() {
         let ep = entrypoint_override.unwrap_or_else(|| "/bin/sh".to_string());
         (Some(vec![ep]), Some(vec![SCRIPT_TARGET.to_string()]))
-    } else if let Some(script) = &ctx.script {
+    } else if let Some(script) = &ctx.job_file {
         let ep = entrypoint_override.unwrap_or_else(|| "/bin/sh".to_string());
         (Some(vec![ep]), Some(vec![script.display().to_string()]))
     } else {
@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn the_command_in_each_form() {
         let lsf = JobContext {
-            script: Some("/home/alice/.lsbatch/1700000000.212".into()),
+            job_file: Some("/home/alice/.lsbatch/1700000000.212".into()),
             ..Default::default()
         };
         let argv = |words: &[&str]| Request {

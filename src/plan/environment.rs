@@ -8,8 +8,8 @@ use std::path::Path;
 use crate::config::SiteConfig;
 use crate::identity::Identity;
 use crate::job::{Env, JobContext};
-use crate::policy::paths;
-use crate::policy::{self, Refusal, Setting, env as envpolicy};
+use crate::overrides::paths;
+use crate::overrides::{self, Refusal, Setting, env as envpolicy};
 use crate::probe::HostProbe;
 
 use super::PlanError;
@@ -32,14 +32,14 @@ pub fn environment(
     env: &Env,
     config: &SiteConfig,
     ctx: &JobContext,
-    id: &Identity,
+    who: &Identity,
     tmp_inside_tmp: Option<&Path>,
     probe: &dyn HostProbe,
 ) -> Result<BTreeMap<String, String>, PlanError> {
-    let get = |suffix: &str| policy::setting(env, suffix);
+    let get = |suffix: &str| overrides::setting(env, suffix);
     // Environment: the job's (if preserved), the user's env files, then the values jobdock owns.
     let preserve = match get("PRESERVE_ENVIRONMENT")? {
-        Some(s) => policy::parse_bool(&s)?,
+        Some(s) => overrides::parse_bool(&s)?,
         None => true,
     };
     let mut container_env = BTreeMap::new();
@@ -73,9 +73,9 @@ pub fn environment(
             }
         }
     }
-    container_env.insert("HOME".into(), id.home.display().to_string());
-    container_env.insert("USER".into(), id.name.clone());
-    container_env.insert("LOGNAME".into(), id.name.clone());
+    container_env.insert("HOME".into(), who.home.display().to_string());
+    container_env.insert("USER".into(), who.name.clone());
+    container_env.insert("LOGNAME".into(), who.name.clone());
     container_env.insert("TMPDIR".into(), "/tmp".into());
     if !ctx.gpus.is_empty() {
         let visible: Vec<String> = (0..ctx.gpus.len()).map(|i| i.to_string()).collect();

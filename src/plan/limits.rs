@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::{self, SiteConfig};
 use crate::job::{Env, JobContext};
-use crate::policy;
+use crate::overrides;
 use crate::probe::HostProbe;
 use crate::units::ByteSize;
 
@@ -64,7 +64,7 @@ pub fn limits(
     has_devices: bool,
     notes: &mut Vec<String>,
 ) -> Result<Limits, PlanError> {
-    let get = |suffix: &str| policy::setting(env, suffix);
+    let get = |suffix: &str| overrides::setting(env, suffix);
     let shm_size = match get("SHM_SIZE")? {
         Some(s) => {
             let size: ByteSize = s.value.parse().map_err(|e: String| s.refuse(e))?;

@@ -13,7 +13,7 @@ use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
 use crate::job::{Env, JobContext};
-use crate::policy::{self, Refusal};
+use crate::overrides::{self, Refusal};
 use crate::probe::{FileId, HostProbe, Recording};
 use crate::units::{ByteSize, Capability};
 
@@ -214,18 +214,18 @@ pub fn build(
     snap: &Snapshot,
     config: &SiteConfig,
     ctx: &JobContext,
-    id: &Identity,
+    who: &Identity,
     probe: &dyn HostProbe,
 ) -> Result<ContainerPlan, PlanError> {
     let env = &snap.env;
-    policy::check_names(env)?;
+    overrides::check_names(env)?;
     let mut notes = ctx.notes.clone();
     let recording = Recording::new(probe);
     let probe: &dyn HostProbe = &recording;
 
     let image = image(req, env, config)?;
-    let name = container_name(ctx, id, snap.pid);
-    let labels = labels(ctx, id, snap.pid);
+    let name = container_name(ctx, who, snap.pid);
+    let labels = labels(ctx, who, snap.pid);
     let staging = staging(config, &name, &snap.token, req);
     let Command { entrypoint, cmd } = command::command(req, ctx, env)?;
     let Mounts {
@@ -235,7 +235,7 @@ pub fn build(
     } = mounts::mounts(
         config,
         ctx,
-        id,
+        who,
         env,
         &staging,
         cmd.as_ref(),
@@ -243,7 +243,7 @@ pub fn build(
         &mut notes,
     )?;
     let container_env =
-        environment::environment(env, config, ctx, id, tmp_inside_tmp.as_deref(), probe)?;
+        environment::environment(env, config, ctx, who, tmp_inside_tmp.as_deref(), probe)?;
     let Network {
         network,
         ipc,
@@ -261,8 +261,8 @@ pub fn build(
         cgroup_parent,
         cgroup_parent_why,
     } = limits::limits(env, snap, config, ctx, !devices.is_empty(), &mut notes)?;
-    let log_level = policy::setting(env, "RUN_LOGLEVEL")?
-        .map(|s| policy::parse_log_level(&s))
+    let log_level = overrides::setting(env, "RUN_LOGLEVEL")?
+        .map(|s| overrides::parse_log_level(&s))
         .transpose()?;
 
     let pins = recording
@@ -277,13 +277,13 @@ pub fn build(
         pull: config.engine.pull,
         name,
         labels,
-        passwd: identity::passwd_file(id),
-        group: identity::group_file(id),
+        passwd: identity::passwd_file(who),
+        group: identity::group_file(who),
         script: req.script.clone(),
         staging,
         hostname: snap.hostname.clone(),
-        user: (id.uid, id.gid),
-        group_add: id.groups.iter().map(|g| g.0).collect(),
+        user: (who.uid, who.gid),
+        group_add: who.groups.iter().map(|g| g.0).collect(),
         entrypoint,
         cmd,
         env: container_env,
@@ -327,13 +327,13 @@ fn security_opt(config: &SiteConfig) -> Vec<String> {
 
 /// What finds the container again: its job (or `pid-N` outside one), its user's uid, scheduler
 /// and step. The uid is the job user's as jobdock established it, so cleanup can trust it.
-fn labels(ctx: &JobContext, id: &Identity, pid: u32) -> BTreeMap<String, String> {
+fn labels(ctx: &JobContext, who: &Identity, pid: u32) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     labels.insert(
         "jobdock.job".to_string(),
         ctx.job_id.clone().unwrap_or_else(|| format!("pid-{pid}")),
     );
-    labels.insert("jobdock.uid".to_string(), id.uid.to_string());
+    labels.insert("jobdock.uid".to_string(), who.uid.to_string());
     labels.insert(
         "jobdock.scheduler".to_string(),
         ctx.scheduler().name().to_string(),
@@ -387,14 +387,14 @@ fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, Plan
 
 /// `jobdock-<scheduler>-<job>-<pid>`: unique among concurrent runs on the node, recognisable in
 /// `docker ps`, and never reused by a requeued job (a new jobdock has a new pid).
-fn container_name(ctx: &JobContext, id: &Identity, pid: u32) -> String {
+fn container_name(ctx: &JobContext, who: &Identity, pid: u32) -> String {
     match (&ctx.job_id, ctx.array_index) {
         (Some(job), Some(index)) => {
             let base = job.split('[').next().unwrap_or(job);
             format!("jobdock-{}-{base}.{index}-{pid}", ctx.scheduler().name())
         }
         (Some(job), None) => format!("jobdock-{}-{job}-{pid}", ctx.scheduler().name()),
-        (None, _) => format!("jobdock-u{}-{pid}", id.uid),
+        (None, _) => format!("jobdock-u{}-{pid}", who.uid),
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::config::SiteConfig;
 use crate::identity::Identity;
 use crate::job::{Env, JobContext};
-use crate::policy::paths::{self, Strictness};
-use crate::policy::{self, Refusal, Setting};
+use crate::overrides::paths::{self, Strictness};
+use crate::overrides::{self, Refusal, Setting};
 use crate::probe::{HostProbe, Kind};
 
 use super::{MountPlan, PlanError, SCRIPT_TARGET, Staging};
@@ -33,14 +33,14 @@ pub struct Mounts {
 pub fn mounts(
     config: &SiteConfig,
     ctx: &JobContext,
-    id: &Identity,
+    who: &Identity,
     env: &Env,
     staging: &Staging,
     cmd: Option<&Vec<String>>,
     probe: &dyn HostProbe,
     notes: &mut Vec<String>,
 ) -> Result<Mounts, PlanError> {
-    let get = |suffix: &str| policy::setting(env, suffix);
+    let get = |suffix: &str| overrides::setting(env, suffix);
     // Mounts: identity files, home, working directory, job spool, job tmpdir, site, user volumes.
     let mut mounts = vec![
         MountPlan {
@@ -68,7 +68,7 @@ pub fn mounts(
     // The job's tmpdir is its /tmp. At its own path too, unless that path is under /tmp: the
     // engine would create that mount point inside the tmpdir itself, as root; there /tmp shows it.
     let tmp = match &ctx.tmpdir {
-        Some(tmp) => match job_tmpdir(probe, tmp, id.uid) {
+        Some(tmp) => match job_tmpdir(probe, tmp, who.uid) {
             Ok(real) => Some((paths::normalize(tmp), real)),
             // Nothing where the scheduler's convention would put one: the site has none.
             Err(reason) if ctx.tmpdir_by_convention && reason.contains(ABSENT) => {
@@ -90,16 +90,16 @@ pub fn mounts(
         .filter(|(path, _)| paths::is_under(path, Path::new("/tmp")))
         .map(|(path, _)| path.clone());
     if config.mounts.home {
-        match user_dir(probe, &id.home) {
+        match user_dir(probe, &who.home) {
             Ok(real) => mounts.push(MountPlan {
                 source: real,
-                target: id.home.clone(),
+                target: who.home.clone(),
                 readonly: false,
                 why: "the user's home directory".into(),
             }),
             Err(reason) => notes.push(format!(
                 "home directory {} not mounted: {reason}",
-                id.home.display()
+                who.home.display()
             )),
         }
     }
@@ -139,7 +139,7 @@ pub fn mounts(
         }
         None => None,
     };
-    if let (Some(script), Some(cmd)) = (&ctx.script, cmd)
+    if let (Some(script), Some(cmd)) = (&ctx.job_file, cmd)
         && cmd.first().map(String::as_str) == Some(&script.display().to_string())
         && let Some(spool) = script.parent()
     {
@@ -214,7 +214,7 @@ pub fn mounts(
     let site_mounts = mounts.len();
     let volumes = get("VOLUMES")?;
     if let Some(s) = &volumes {
-        for v in policy::parse_volumes(s)? {
+        for v in overrides::parse_volumes(s)? {
             let m = volume(s, &v, config, probe)?;
             if !targets.insert(m.target.clone()) {
                 return Err(s
@@ -361,7 +361,7 @@ fn checked_layout(
 
 fn volume(
     s: &Setting,
-    v: &policy::VolumeRequest,
+    v: &overrides::VolumeRequest,
     config: &SiteConfig,
     probe: &dyn HostProbe,
 ) -> Result<MountPlan, PlanError> {

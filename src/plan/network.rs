@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::config::SiteConfig;
 use crate::job::Env;
-use crate::policy::{self, PortRequest, Refusal, Setting};
+use crate::overrides::{self, PortRequest, Refusal, Setting};
 use crate::probe::HostProbe;
 
 use super::environment::{MAX_USER_FILE, user_files};
@@ -33,7 +33,7 @@ pub fn network(
     config: &SiteConfig,
     probe: &dyn HostProbe,
 ) -> Result<Network, PlanError> {
-    let get = |suffix: &str| policy::setting(env, suffix);
+    let get = |suffix: &str| overrides::setting(env, suffix);
     let network = mode(get("NETWORK")?, &config.network, "network")?;
     let ipc = mode(get("IPC")?, &config.ipc, "ipc")?;
 
@@ -51,7 +51,7 @@ pub fn network(
     };
     if let Some(s) = get("ADD_HOST")? {
         for item in s.value.split_whitespace() {
-            extra_hosts.push(policy::parse_host_entry(item).map_err(|e| s.refuse(e))?);
+            extra_hosts.push(overrides::parse_host_entry(item).map_err(|e| s.refuse(e))?);
             if extra_hosts.len() > MAX_EXTRA_HOSTS {
                 return Err(too_many_hosts(&s, extra_hosts.len()).into());
             }
@@ -67,7 +67,7 @@ pub fn network(
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             {
-                let entry = policy::parse_host_entry(line.trim())
+                let entry = overrides::parse_host_entry(line.trim())
                     .map_err(|e| s.refuse(format!("{file}:{}: {e}", n + 1)))?;
                 extra_hosts.push(entry);
                 if extra_hosts.len() > MAX_EXTRA_HOSTS {
@@ -114,7 +114,7 @@ fn ports(s: &Setting, config: &SiteConfig, network: &str) -> Result<Vec<PortPlan
     if network == "host" || network == "none" {
         return Err(s.refuse(format!("ports cannot be published with network {network}")));
     }
-    policy::parse_ports(s)?
+    overrides::parse_ports(s)?
         .into_iter()
         .map(
             |PortRequest {

@@ -7,8 +7,8 @@ use super::*;
 use crate::config::SiteConfig;
 use crate::identity::fake::FakeDb;
 use crate::job::{self, env_of};
-use crate::policy::env as envpolicy;
-use crate::policy::paths::{self, Strictness};
+use crate::overrides::env as envpolicy;
+use crate::overrides::paths::{self, Strictness};
 use crate::probe::Kind;
 use crate::probe::fake::FakeProbe;
 
@@ -1880,10 +1880,10 @@ mod properties {
         /// source outside the allowed roots, the user's own directories and jobdock's files.
         #[test]
         fn invariants_hold_for_any_overrides(
-            var in prop::sample::select(policy::OVERRIDES.to_vec()),
+            var in prop::sample::select(overrides::OVERRIDES.to_vec()),
             alias in any::<bool>(),
             value in hostile(),
-            var2 in prop::sample::select(policy::OVERRIDES.to_vec()),
+            var2 in prop::sample::select(overrides::OVERRIDES.to_vec()),
             value2 in hostile(),
         ) {
             let prefix = if alias { "LSF_DOCKER_" } else { "LSB_DOCKER_" };
