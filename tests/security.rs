@@ -169,24 +169,23 @@ impl Job {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let user = self.user;
-        let gone = self.cwd_gone.then(|| self.cwd.clone());
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                if let Some(dir) = &gone {
-                    std::fs::remove_dir(dir)?;
-                }
-                if let Some((name, uid)) = user {
-                    let name = std::ffi::CString::new(name).unwrap();
-                    let gid = nix::unistd::Gid::from_raw(uid);
-                    nix::unistd::initgroups(&name, gid)?;
-                    nix::unistd::setresgid(gid, gid, gid)?;
-                    let uid = nix::unistd::Uid::from_raw(uid);
-                    nix::unistd::setresuid(uid, uid, uid)?;
-                }
-                Ok(())
-            });
+        if self.cwd_gone {
+            let gone = std::ffi::CString::new(self.cwd.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: one rmdir system call on a path prepared before the fork (a CStr needs no
+            // allocation in nix): async-signal-safe.
+            unsafe {
+                c.pre_exec(move || {
+                    nix::unistd::unlinkat(
+                        nix::fcntl::AT_FDCWD,
+                        gone.as_c_str(),
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    )?;
+                    Ok(())
+                });
+            }
+        }
+        if let Some((_, uid)) = self.user {
+            util::become_user(&mut c, uid);
         }
         c
     }

@@ -256,21 +256,7 @@ impl Run {
         });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(uid) = self.uid {
-            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .unwrap()
-                .expect("test user");
-            let name = std::ffi::CString::new(user.name.clone()).unwrap();
-            let gid = user.gid;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::unistd::initgroups(&name, gid)?;
-                    nix::unistd::setresgid(gid, gid, gid)?;
-                    let uid = nix::unistd::Uid::from_raw(uid);
-                    nix::unistd::setresuid(uid, uid, uid)?;
-                    Ok(())
-                });
-            }
+            become_user(&mut cmd, uid);
         }
         let mut child = cmd
             .spawn()
@@ -281,6 +267,29 @@ impl Run {
             stdin.write_all(data).unwrap();
         }
         child
+    }
+}
+
+/// Makes `cmd` run as `uid` with its primary and supplementary groups, as a login would. The
+/// groups are looked up here, before the fork: between fork and exec in this threaded process only
+/// async-signal-safe calls may run (no NSS lookup, no allocation), so the child only sets ids.
+pub fn become_user(cmd: &mut Command, uid: u32) {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .unwrap()
+        .expect("test user");
+    let name = std::ffi::CString::new(user.name.clone()).unwrap();
+    let groups = nix::unistd::getgrouplist(&name, user.gid).expect("the user's groups");
+    let gid = user.gid;
+    let uid = user.uid;
+    // SAFETY: the closure makes only the setgroups, setresgid and setresuid system calls, which
+    // are async-signal-safe, on data prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setresgid(gid, gid, gid)?;
+            nix::unistd::setresuid(uid, uid, uid)?;
+            Ok(())
+        });
     }
 }
 
