@@ -9,15 +9,21 @@ use bollard::models::{
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
+use crate::plan::{ContainerPlan, Hardening, MountPlan, PortPlan, Staging, Ulimit};
 use crate::units::ByteSize;
-
-/// `Healthcheck.Test` that turns the image's health check off.
-pub const NO_HEALTHCHECK: &str = "NONE";
 
 /// The create body for `plan`. Everything dockerd could default to something unsafe is explicit.
 pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
     let ContainerPlan {
+        hardening:
+            Hardening {
+                cap_drop,
+                privileged,
+                init,
+                log_driver,
+                healthcheck,
+                restart,
+            },
         image,
         pull: _,
         name: _,
@@ -106,17 +112,17 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 .collect(),
         ),
         group_add: Some(group_add.iter().map(u32::to_string).collect()),
-        cap_drop: Some(vec!["ALL".into()]),
+        cap_drop: Some(vec![cap_drop.to_string()]),
         cap_add: Some(cap_add.iter().map(|c| c.docker_name()).collect()),
         security_opt: Some(security_opt.clone()),
-        privileged: Some(false),
+        privileged: Some(*privileged),
         // Empty modes are dockerd's private defaults; spelled out so nothing inherits host ones.
         pid_mode: Some(String::new()),
         userns_mode: Some(String::new()),
         uts_mode: Some(String::new()),
-        init: Some(true),
+        init: Some(*init),
         log_config: Some(HostConfigLogConfig {
-            typ: Some("none".into()),
+            typ: Some(log_driver.to_string()),
             config: None,
         }),
         memory: Some(memory.api()),
@@ -163,7 +169,11 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         // A restart would start the job again with the user and groups dockerd resolves then, in
         // a root filesystem the job has had the time to change: one start, checked, only.
         restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
+            name: Some(
+                restart
+                    .parse::<RestartPolicyNameEnum>()
+                    .expect("HARDENING.restart is a restart policy's name"),
+            ),
             maximum_retry_count: None,
         }),
         readonly_rootfs: Some(false),
@@ -184,7 +194,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         // with groups resolved *by name* in the container's current /etc/group, which the job can
         // change after start: no health checks at all.
         healthcheck: Some(HealthConfig {
-            test: Some(vec![NO_HEALTHCHECK.into()]),
+            test: Some(vec![healthcheck.to_string()]),
             ..Default::default()
         }),
         tty: Some(*tty),

@@ -115,6 +115,10 @@ pub struct Effective {
     pub memory: i64,
     pub memory_swap: i64,
     pub pids_limit: i64,
+    /// `HostConfig.Init`: docker-init as PID 1.
+    pub init: bool,
+    /// `HostConfig.LogConfig.Type`.
+    pub log_driver: String,
     /// `Config.Healthcheck.Test`: `["NONE"]` when the image's health check is off.
     pub healthcheck: Vec<String>,
     /// `HostConfig.RestartPolicy.Name` (`"no"`, or empty for dockerd's default, also no restart).

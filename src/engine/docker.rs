@@ -598,6 +598,12 @@ impl Daemon for Docker {
             memory_swap: hc.memory_swap.unwrap_or(0),
             pids_limit: hc.pids_limit.unwrap_or(0),
             healthcheck: config.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+            init: hc.init.unwrap_or(false),
+            log_driver: hc
+                .log_config
+                .as_ref()
+                .and_then(|l| l.typ.clone())
+                .unwrap_or_default(),
             restart_policy: hc
                 .restart_policy
                 .and_then(|r| r.name)

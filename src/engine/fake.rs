@@ -352,9 +352,21 @@ pub fn stored(plan: &ContainerPlan) -> Effective {
     let body = crate::engine::body::create_body(plan);
     Effective {
         healthcheck: body.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+        init: body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.init)
+            .unwrap_or(false),
+        log_driver: body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.log_config.as_ref())
+            .and_then(|l| l.typ.clone())
+            .unwrap_or_default(),
         restart_policy: body
             .host_config
-            .and_then(|h| h.restart_policy)
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
             .and_then(|r| r.name)
             .map(|n| n.to_string())
             .unwrap_or_default(),
@@ -367,8 +379,16 @@ pub fn stored(plan: &ContainerPlan) -> Effective {
             .unwrap_or_default(),
         group_add: plan.group_add.iter().map(u32::to_string).collect(),
         cap_add: plan.cap_add.iter().map(|c| c.docker_name()).collect(),
-        cap_drop: vec!["ALL".into()],
-        privileged: false,
+        cap_drop: body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.cap_drop.clone())
+            .unwrap_or_default(),
+        privileged: body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.privileged)
+            .unwrap_or(false),
         security_opt: plan.security_opt.clone(),
         pid_mode: String::new(),
         userns_mode: String::new(),

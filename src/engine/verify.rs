@@ -481,9 +481,29 @@ pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
     let caps: BTreeSet<String> = plan.cap_add.iter().map(|c| c.docker_name()).collect();
     let seen: Result<BTreeSet<String>, String> = e.cap_add.iter().map(|c| cap_name(c)).collect();
     same("CapAdd", &e.cap_add, &caps, seen.as_ref() == Ok(&caps));
-    let drop_all = e.cap_drop.len() == 1 && e.cap_drop[0].eq_ignore_ascii_case("ALL");
-    same("CapDrop", &e.cap_drop, &["ALL"], drop_all);
-    same("Privileged", &e.privileged, &false, !e.privileged);
+    let crate::plan::Hardening {
+        cap_drop,
+        privileged,
+        init,
+        log_driver,
+        healthcheck,
+        restart,
+    } = plan.hardening;
+    let drop_all = e.cap_drop.len() == 1 && e.cap_drop[0].eq_ignore_ascii_case(cap_drop);
+    same("CapDrop", &e.cap_drop, &[cap_drop], drop_all);
+    same(
+        "Privileged",
+        &e.privileged,
+        &privileged,
+        e.privileged == privileged,
+    );
+    same("Init", &e.init, &init, e.init == init);
+    same(
+        "LogConfig.Type",
+        &e.log_driver,
+        &log_driver,
+        e.log_driver == log_driver,
+    );
     let opts: BTreeSet<&String> = plan.security_opt.iter().collect();
     let seen: BTreeSet<&String> = e.security_opt.iter().collect();
     same(
@@ -596,20 +616,18 @@ pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
         &requests,
         e.device_requests == requests,
     );
-    // No process but the job's own may ever start in the container (body.rs says why).
-    let no_check = [crate::engine::body::NO_HEALTHCHECK.to_string()];
+    // No process but the job's own may ever start in the container (HARDENING says why).
+    let check = [healthcheck.to_string()];
     same(
         "Healthcheck.Test",
         &e.healthcheck,
-        &no_check,
-        e.healthcheck == no_check,
+        &check,
+        e.healthcheck == check,
     );
-    same(
-        "RestartPolicy",
-        &e.restart_policy,
-        &"no",
-        matches!(e.restart_policy.as_str(), "no" | ""),
-    );
+    // dockerd stores an empty name for its default, which is no restart as well.
+    let restart_ok =
+        e.restart_policy == restart || (restart == "no" && e.restart_policy.is_empty());
+    same("RestartPolicy", &e.restart_policy, &restart, restart_ok);
     out.extend(compare_mounts(&plan.mounts, &e.mounts));
     out
 }

@@ -104,10 +104,41 @@ pub struct PortPlan {
     pub protocol: &'static str,
 }
 
+/// What every job container is, whatever the job: one value that the create body, the `docker run`
+/// rendering and the post-create check all read (each destructures it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hardening {
+    /// Capabilities dropped before the site's allowlist is added back.
+    pub cap_drop: &'static str,
+    pub privileged: bool,
+    /// A real PID 1 (docker-init) that reaps zombies and passes signals on.
+    pub init: bool,
+    /// The log driver: the scheduler captures output; json logs would fill dockerd's disk.
+    pub log_driver: &'static str,
+    /// `Healthcheck.Test`: no image HEALTHCHECK, which dockerd would exec in the container with
+    /// the job's groups resolved by name in its current `/etc/group`.
+    pub healthcheck: &'static str,
+    /// `RestartPolicy.Name`: started once, as checked; a restart resolves the user again in the
+    /// changed image.
+    pub restart: &'static str,
+}
+
+/// The hardening of every job container.
+pub const HARDENING: Hardening = Hardening {
+    cap_drop: "ALL",
+    privileged: false,
+    init: true,
+    log_driver: "none",
+    healthcheck: "NONE",
+    restart: "no",
+};
+
 /// Every decision about the job's container. Both renderings (the `docker run` line and the Engine
 /// API create body) destructure this without `..`, so a new field must be rendered by both.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerPlan {
+    /// What every job container is ([`HARDENING`]).
+    pub hardening: Hardening,
     /// The image the user named (`--image`, `LSB_CONTAINER_IMAGE`, `JOBDOCK_IMAGE`), allowed by
     /// `images.allowed_registries`.
     pub image: ImageRef,
@@ -273,6 +304,7 @@ pub fn build(
             reason: "changed while jobdock checked it; try again".into(),
         })?;
     Ok(ContainerPlan {
+        hardening: HARDENING,
         image,
         pull: config.engine.pull,
         name,

@@ -1,7 +1,7 @@
 //! The plan as the equivalent `docker run` command, one option per line with the reason for it,
 //! for humans (`jobdock plan`, DEBUG logs). jobdock never runs this: it talks to the Engine API.
 
-use super::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
+use super::{ContainerPlan, Hardening, MountPlan, PortPlan, Staging, Ulimit};
 
 /// One line of the rendering: the words of an option and why it is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +13,15 @@ pub struct Line {
 /// The `docker run` argv, grouped by option, in a stable order.
 pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     let ContainerPlan {
+        hardening:
+            Hardening {
+                cap_drop,
+                privileged,
+                init,
+                log_driver,
+                healthcheck,
+                restart,
+            },
         image,
         pull: _,
         name,
@@ -89,7 +98,10 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
             "supplementary group from the host's NSS",
         );
     }
-    line(w(&["--cap-drop", "ALL"]), "drop every capability...");
+    line(
+        vec!["--cap-drop".into(), cap_drop.to_string()],
+        "drop every capability...",
+    );
     for c in cap_add {
         line(
             vec!["--cap-add".into(), c.docker_name()],
@@ -104,20 +116,27 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         };
         line(vec!["--security-opt".into(), s.clone()], why);
     }
+    if *privileged {
+        line(w(&["--privileged"]), "never: HARDENING says so");
+    }
+    if *init {
+        line(
+            w(&["--init"]),
+            "a real PID 1 reaps zombies and passes signals on",
+        );
+    }
+    if *healthcheck == "NONE" {
+        line(
+            w(&["--no-healthcheck"]),
+            "dockerd runs no process in the container but the job (an image's HEALTHCHECK would)",
+        );
+    }
     line(
-        w(&["--init"]),
-        "a real PID 1 reaps zombies and passes signals on",
-    );
-    line(
-        w(&["--no-healthcheck"]),
-        "dockerd runs no process in the container but the job (an image's HEALTHCHECK would)",
-    );
-    line(
-        w(&["--restart", "no"]),
+        vec!["--restart".into(), restart.to_string()],
         "started once, as checked: a restart resolves the user again in the changed image",
     );
     line(
-        w(&["--log-driver", "none"]),
+        vec!["--log-driver".into(), log_driver.to_string()],
         "the scheduler captures output; json logs would fill the node's disk",
     );
     line(

@@ -172,6 +172,8 @@ fn every_change_to_the_stored_container_is_found() {
         ("CapDrop", t(|e| e.cap_drop.clear())),
         ("CapDrop", t(|e| e.cap_drop = vec!["NET_RAW".into()])),
         ("Privileged", t(|e| e.privileged = true)),
+        ("Init", t(|e| e.init = false)),
+        ("LogConfig.Type", t(|e| e.log_driver = "json-file".into())),
         ("SecurityOpt", t(|e| e.security_opt.clear())),
         (
             "SecurityOpt",
