@@ -421,7 +421,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
         host_cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         token: random_token()

@@ -55,8 +55,8 @@ pub const TABLE: &[(&str, &str)] = &[
 /// The exit code for a job that exited with `status` or was killed by `signal`.
 pub fn from_job(status: i64, signal: Option<i32>) -> u8 {
     match signal {
-        Some(n) if (1..=127).contains(&n) => 128 + n as u8,
-        _ => (status & 0xff) as u8,
+        Some(n) if (1..=127).contains(&n) => 128 + u8::try_from(n).expect("1..=127 fits"),
+        _ => u8::try_from(status & 0xff).expect("masked to a byte"),
     }
 }
 

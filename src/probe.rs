@@ -252,7 +252,7 @@ fn read_here(path: &Path, max: u64) -> Result<String, String> {
 }
 
 mod libc_flags {
-    pub const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
+    pub(super) const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
 }
 
 /// Expands `*` and `?` in each component of an absolute glob, in sorted order.
@@ -353,7 +353,7 @@ pub(crate) mod fake {
 
     /// A file system described by a table: path -> what the user sees there.
     #[derive(Default)]
-    pub struct FakeProbe {
+    pub(crate) struct FakeProbe {
         pub paths: BTreeMap<PathBuf, Resolved>,
         pub files: BTreeMap<PathBuf, String>,
         pub devices: BTreeMap<String, Vec<PathBuf>>,
@@ -362,7 +362,7 @@ pub(crate) mod fake {
     impl FakeProbe {
         /// The identity the fake gives the file at (real) path `path`: the same for every path
         /// that resolves there, different for different real paths.
-        pub fn id_of(path: &str) -> FileId {
+        pub(crate) fn id_of(path: &str) -> FileId {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             path.hash(&mut h);
@@ -371,7 +371,7 @@ pub(crate) mod fake {
                 ino: h.finish(),
             }
         }
-        pub fn dir(mut self, path: &str) -> Self {
+        pub(crate) fn dir(mut self, path: &str) -> Self {
             self.paths.insert(
                 path.into(),
                 Resolved {
@@ -384,14 +384,14 @@ pub(crate) mod fake {
             self
         }
         /// A directory owned by `uid` (other fake paths have no owner to check).
-        pub fn dir_owned_by(mut self, path: &str, uid: u32) -> Self {
+        pub(crate) fn dir_owned_by(mut self, path: &str, uid: u32) -> Self {
             self = self.dir(path);
             if let Some(r) = self.paths.get_mut(std::path::Path::new(path)) {
                 r.owner = Some(uid);
             }
             self
         }
-        pub fn link(mut self, path: &str, target: &str, kind: Kind) -> Self {
+        pub(crate) fn link(mut self, path: &str, target: &str, kind: Kind) -> Self {
             self.paths.insert(
                 path.into(),
                 Resolved {
@@ -403,7 +403,7 @@ pub(crate) mod fake {
             );
             self
         }
-        pub fn file(mut self, path: &str, text: &str) -> Self {
+        pub(crate) fn file(mut self, path: &str, text: &str) -> Self {
             self.paths.insert(
                 path.into(),
                 Resolved {

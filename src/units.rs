@@ -56,10 +56,13 @@ impl FromStr for ByteSize {
         let mut bytes = whole.checked_mul(multiplier).ok_or_else(bad)?;
         if !fraction.is_empty() {
             // Exact decimal fraction of the unit, truncated to whole bytes.
-            let digits = fraction.len().min(9) as u32;
-            let numerator: u64 = fraction[..digits as usize].parse().map_err(|_| bad())?;
+            let digits = fraction.len().min(9);
+            let numerator: u64 = fraction[..digits].parse().map_err(|_| bad())?;
+            // Below one unit: a u64 (the unit is).
+            let part = u128::from(numerator) * u128::from(multiplier)
+                / 10u128.pow(u32::try_from(digits).expect("at most 9"));
             bytes = bytes
-                .checked_add((numerator as u128 * multiplier as u128 / 10u128.pow(digits)) as u64)
+                .checked_add(u64::try_from(part).map_err(|_| bad())?)
                 .ok_or_else(bad)?;
         }
         ByteSize::new(bytes).ok_or_else(bad)

@@ -516,7 +516,7 @@ fn term_is_forwarded_and_nothing_is_left() {
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -554,7 +554,7 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -583,7 +583,7 @@ fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
         !running_containers_of(&job.id).is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     let paused = || {
         let out = docker(&[
             "inspect",
@@ -763,7 +763,7 @@ fn stdin_is_piped_through_byte_for_byte() {
     let bed = Bed::new("", "");
     // 3 MiB of every byte value: more than any pipe or socket buffer holds.
     let data: Vec<u8> = (0..3 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
         .collect();
     let out = bed.run(IMAGE, &["cat"]).stdin(&data).output();
     out.code(0);
@@ -837,7 +837,8 @@ fn an_interactive_job_gets_a_sized_tty_and_the_terminal_is_restored() {
 /// Registry requests for the test image's manifests after byte `offset` of the access log.
 fn manifest_requests(offset: u64) -> Vec<String> {
     let log = std::fs::read(REGISTRY_LOG).unwrap_or_default();
-    String::from_utf8_lossy(&log[offset.min(log.len() as u64) as usize..])
+    let from = usize::try_from(offset).map_or(log.len(), |o| o.min(log.len()));
+    String::from_utf8_lossy(&log[from..])
         .lines()
         .filter(|l| l.contains("/v2/jobdock-test/busybox/manifests/") && l.contains("\"docker/"))
         .map(str::to_string)

@@ -288,7 +288,7 @@ fn bkill_then_post_exec_leaves_nothing() {
     let run = job.starter();
     let shown = run.shown();
     let child = run.spawn(true);
-    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let group = nix::unistd::Pid::from_raw(-(i32::try_from(child.id()).unwrap()));
     let running = || {
         let out = std::process::Command::new("docker")
             .args([
@@ -375,7 +375,7 @@ fn another_users_post_exec_cannot_remove_a_job() {
         "jdbob removed jdalice's container"
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(-(child.id() as i32)),
+        nix::unistd::Pid::from_raw(-(i32::try_from(child.id()).unwrap())),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

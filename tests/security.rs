@@ -904,7 +904,7 @@ fn one_users_job_cannot_see_signal_or_remove_anothers() {
 
     // jdbob's own jobdock still forwards his TERM.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(bob_child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(bob_child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -1418,7 +1418,7 @@ fn an_image_healthcheck_never_runs_in_a_job_container() {
     let health = inspect(&container, "{{json .State.Health}}");
     let restart = inspect(&container, "{{.HostConfig.RestartPolicy.Name}}");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -2229,7 +2229,11 @@ fn signal_while_holding(job: &Job, image: &str, signal: nix::sys::signal::Signal
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        signal,
+    )
+    .unwrap();
     if signal == nix::sys::signal::Signal::SIGSTOP {
         wait_until("jobdock to stop", Duration::from_secs(30), || {
             process_state(pid) == Some('T')
@@ -2247,7 +2251,7 @@ fn signal_while_holding(job: &Job, image: &str, signal: nix::sys::signal::Signal
     } else {
         eprintln!("its pull was done before {signal}; trying again");
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
@@ -2305,7 +2309,7 @@ fn a_stopped_pull_lock_holder_keeps_nobody_waiting() {
     );
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGCONT,
     )
     .unwrap();

@@ -32,7 +32,7 @@ pub fn check(ctx: &JobContext) {
             "{id:?}"
         );
     }
-    for path in [&ctx.script, &ctx.work_dir, &ctx.tmpdir]
+    for path in [&ctx.job_file, &ctx.work_dir, &ctx.tmpdir]
         .into_iter()
         .flatten()
     {

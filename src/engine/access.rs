@@ -19,13 +19,13 @@ use crate::engine::files;
 use crate::image::ImageRef;
 
 /// How long a digest that a registry gave without credentials counts as public.
-pub const PUBLIC_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(super) const PUBLIC_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a digest that a registry gave a user with their credentials stays theirs.
-pub const USER_TTL: Duration = Duration::from_secs(5 * 60);
+pub(super) const USER_TTL: Duration = Duration::from_secs(5 * 60);
 /// The cache's directory under the state directory.
 const DIR: &str = "access";
 
-pub struct AccessSettings<'a> {
+pub(super) struct AccessSettings<'a> {
     /// The job user's uid.
     pub uid: u32,
     pub credentials: &'a Credentials,
@@ -43,7 +43,7 @@ enum Answer {
 /// Checks that the job user may have `local` (the image `image` names on this node). Returns the
 /// digest reference the registry confirmed, which the container must be created from, or `None`
 /// for an image that came from no registry.
-pub async fn check<D: Daemon>(
+pub(super) async fn check<D: Daemon>(
     d: &D,
     image: &ImageRef,
     local: &LocalImage,
@@ -146,7 +146,7 @@ async fn ask<D: Daemon>(
 
 /// Whether the registry's answer says no (to these credentials, or to anyone) rather than that
 /// it could not be asked. dockerd reports a missing login as a 500 "no basic auth credentials".
-pub fn refusal(e: &DaemonError) -> bool {
+pub(super) fn refusal(e: &DaemonError) -> bool {
     if matches!(
         e.kind,
         ErrorKind::NotFound | ErrorKind::Status(401) | ErrorKind::Status(403)

@@ -12,7 +12,7 @@ use crate::engine::files;
 use crate::engine::run::remove_container;
 use crate::engine::{pin, verify};
 
-pub struct Dirs<'a> {
+pub(super) struct Dirs<'a> {
     pub state_dir: &'a Path,
     pub cidfile_dir: &'a Path,
 }
@@ -24,7 +24,7 @@ pub struct Report {
     pub files: Vec<PathBuf>,
 }
 
-pub async fn clean_job<D: Daemon>(
+pub(super) async fn clean_job<D: Daemon>(
     d: &D,
     job: &str,
     caller_uid: u32,
@@ -124,7 +124,7 @@ pub async fn clean_job<D: Daemon>(
 /// whose creator is dead (and their staging mounts), and pull locks nobody holds. Safe while
 /// other jobs run: a live creator's directory and a held lock are left alone. Failures are only
 /// logged; the next sweep tries again.
-pub fn sweep_stale(state_dir: &Path, host: &dyn verify::Host) {
+pub(super) fn sweep_stale(state_dir: &Path, host: &dyn verify::Host) {
     let mut dead = Vec::new();
     if let Ok(entries) = std::fs::read_dir(state_dir) {
         for entry in entries.flatten() {

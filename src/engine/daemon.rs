@@ -51,23 +51,23 @@ impl DaemonError {
 
 /// One piece of the job's output, as dockerd demultiplexed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Chunk {
+pub(super) enum Chunk {
     Stdout(Bytes),
     Stderr(Bytes),
 }
 
-pub type Output = Pin<Box<dyn Stream<Item = Result<Chunk, DaemonError>> + Send>>;
-pub type Input = Pin<Box<dyn AsyncWrite + Send>>;
+pub(super) type Output = Pin<Box<dyn Stream<Item = Result<Chunk, DaemonError>> + Send>>;
+pub(super) type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The job's streams: its stdout and stderr (a TTY job's console arrives as stdout), and its stdin.
-pub struct Attached {
+pub(super) struct Attached {
     pub output: Output,
     pub input: Input,
 }
 
 /// The parts of `GET /containers/{id}/json` the engine looks at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ContainerState {
+pub(super) struct ContainerState {
     pub running: bool,
     pub paused: bool,
     pub exit_code: i64,
@@ -83,7 +83,7 @@ pub struct ContainerState {
 /// What dockerd recorded for a container: the security-relevant fields of its config as stored
 /// (after any daemon default, or an authorization plugin, had its say), spelled as the API does.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Effective {
+pub(super) struct Effective {
     /// The image's id (`sha256:...`).
     pub image: String,
     pub user: String,
@@ -129,7 +129,7 @@ pub struct Effective {
 
 /// One entry of the inspect's `Mounts`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MountSeen {
+pub(super) struct MountSeen {
     /// `bind`, `volume`, `tmpfs`, ...
     pub typ: String,
     pub source: String,
@@ -140,7 +140,7 @@ pub struct MountSeen {
 
 /// A file read out of a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ContainerFile {
+pub(super) enum ContainerFile {
     Regular(Vec<u8>),
     /// Larger than the limit the caller gave.
     TooLarge,
@@ -152,7 +152,7 @@ pub enum ContainerFile {
 
 /// One entry of `HostConfig.Devices`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DeviceSeen {
+pub(super) struct DeviceSeen {
     pub on_host: String,
     pub in_container: String,
     pub permissions: String,
@@ -160,7 +160,7 @@ pub struct DeviceSeen {
 
 /// A container found by label.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
+pub(super) struct Found {
     pub id: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
@@ -168,7 +168,7 @@ pub struct Found {
 
 /// One line of pull progress.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
+pub(super) struct Progress {
     pub layer: Option<String>,
     pub status: String,
     pub current: Option<u64>,
@@ -177,7 +177,7 @@ pub struct Progress {
 
 /// An image on the node, as `GET /images/{name}/json` describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LocalImage {
+pub(super) struct LocalImage {
     /// `sha256:...`
     pub id: String,
     /// `repository@sha256:...` for each registry manifest it was pulled (or pushed) as; empty for
@@ -187,7 +187,7 @@ pub struct LocalImage {
 
 /// The Engine API calls jobdock makes. `async fn` without `Send` bounds is fine: the engine runs
 /// on a current-thread runtime and never moves the daemon into a spawned task.
-pub trait Daemon {
+pub(super) trait Daemon {
     /// `image` if it is on the node (`GET /images/{name}/json`): never contacts a registry.
     async fn image_exists(&self, image: &ImageRef) -> Result<Option<LocalImage>, DaemonError>;
     /// Asks the registry, through dockerd and with `auth` (or none), for the manifest `image`

@@ -31,7 +31,7 @@ use crate::plan::ContainerPlan;
 /// The oldest Engine API jobdock talks to: every field of the create body (Init, Mounts,
 /// DeviceRequests, ...) is understood from 1.41 (Docker 20.10) on. An older daemon would silently
 /// ignore hardening it does not know.
-pub const MIN_API: (usize, usize) = (1, 41);
+pub(super) const MIN_API: (usize, usize) = (1, 41);
 
 /// Bounds every request until the daemon's response headers arrive (streams run unbounded).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,13 +40,13 @@ const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// Bounds one connection attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Docker {
+pub(super) struct Docker {
     api: bollard::Docker,
 }
 
 /// Connects to dockerd at `socket`, retrying with backoff for up to `wait` (a daemon being
 /// restarted comes back within seconds), and negotiates the API version.
-pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineError> {
+pub(super) async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineError> {
     let started = Instant::now();
     let unreachable = |reason: String| EngineError::Unreachable {
         socket: socket.to_path_buf(),
@@ -260,7 +260,10 @@ fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
             ContainerFile::Symlink(String::from_utf8_lossy(&target[..end]).into_owned())
         }
         (b'0' | 0, Some(size)) if size > max => ContainerFile::TooLarge,
-        (b'0' | 0, Some(size)) => match tar.get(512..512 + size as usize) {
+        (b'0' | 0, Some(size)) => match usize::try_from(size)
+            .ok()
+            .and_then(|n| tar.get(512..512 + n))
+        {
             Some(body) => ContainerFile::Regular(body.to_vec()),
             None => ContainerFile::NotRegular,
         },
@@ -270,7 +273,7 @@ fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
 
 impl Docker {
     /// What dockerd says of itself, for `jobdock doctor`.
-    pub async fn describe_self(&self) -> Result<crate::doctor::Daemon, DaemonError> {
+    pub(super) async fn describe_self(&self) -> Result<crate::doctor::Daemon, DaemonError> {
         let version = self.api.version().await.map_err(daemon_error)?;
         let info = self.api.info().await.map_err(daemon_error)?;
         Ok(crate::doctor::Daemon {

@@ -22,13 +22,13 @@ use crate::image::ImageRef;
 use crate::plan::ContainerPlan;
 use crate::probe::FileId;
 
-pub const ID: &str = "c0ffee";
+pub(super) const ID: &str = "c0ffee";
 /// The id of a container created only to read the image's files.
-pub const INERT: &str = "1e55";
+pub(super) const INERT: &str = "1e55";
 
 /// The planner's inputs for LSF job 212 of jdalice (2001:2001, with `groups`), started by root on
 /// `node1` with `env`, and the plan built from them: the fixture of the run and verify tests.
-pub fn lsf_plan(
+pub(super) fn lsf_plan(
     config: &crate::config::SiteConfig,
     env: &[(&str, &str)],
     groups: Vec<(u32, Option<String>)>,
@@ -73,7 +73,7 @@ pub fn lsf_plan(
     crate::plan::build(req, &snap, config, &ctx, &id, probe).unwrap()
 }
 
-pub struct FakeDaemon {
+pub(super) struct FakeDaemon {
     pub calls: RefCell<Vec<String>>,
     /// Calls (by name: "create", "start", ...) that fail, with the error they return.
     pub fail: BTreeMap<&'static str, DaemonError>,
@@ -110,7 +110,7 @@ pub struct FakeDaemon {
 }
 
 /// The host pid of a fake job's init.
-pub const PID: u32 = 4242;
+pub(super) const PID: u32 = 4242;
 
 impl Default for FakeDaemon {
     fn default() -> Self {
@@ -139,18 +139,18 @@ impl Default for FakeDaemon {
 }
 
 impl FakeDaemon {
-    pub fn failing(step: &'static str, kind: ErrorKind, message: &str) -> Self {
+    pub(super) fn failing(step: &'static str, kind: ErrorKind, message: &str) -> Self {
         let mut d = FakeDaemon::default();
         d.fail.insert(step, DaemonError::new(kind, message));
         d
     }
 
     /// The plan of the container created, as dockerd got it.
-    pub fn created_plan(&self) -> Option<ContainerPlan> {
+    pub(super) fn created_plan(&self) -> Option<ContainerPlan> {
         self.created.borrow().clone()
     }
 
-    pub fn calls(&self) -> Vec<String> {
+    pub(super) fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
 
@@ -347,7 +347,7 @@ impl Daemon for FakeDaemon {
 }
 
 /// What dockerd stores for a container created from `plan`, as 20.10 reports it in an inspect.
-pub fn stored(plan: &ContainerPlan) -> Effective {
+pub(super) fn stored(plan: &ContainerPlan) -> Effective {
     // Taken from the create body, so that a fake run fails when body.rs stops sending them.
     let body = crate::engine::body::create_body(plan);
     Effective {
@@ -443,7 +443,7 @@ pub fn stored(plan: &ContainerPlan) -> Effective {
 /// The host as the fake job's: what paths name, the job's `/proc/<pid>/status`, and what the
 /// container sees at its mount points. A missing entry is "No such file" (a job that has ended).
 #[derive(Default)]
-pub struct FakeHost {
+pub(super) struct FakeHost {
     pub stats: RefCell<BTreeMap<std::path::PathBuf, FileId>>,
     /// Once this path is staged, it names this file: a user swapping a directory once jobdock
     /// has pinned it.
@@ -511,13 +511,13 @@ impl Host for FakeHost {
 
 /// An `AsyncWrite` whose bytes a test can read afterwards.
 #[derive(Clone, Default)]
-pub struct SharedBuf {
+pub(super) struct SharedBuf {
     pub bytes: Arc<Mutex<Vec<u8>>>,
     pub closed: Arc<Mutex<bool>>,
 }
 
 impl SharedBuf {
-    pub fn contents(&self) -> Vec<u8> {
+    pub(super) fn contents(&self) -> Vec<u8> {
         self.bytes.lock().unwrap().clone()
     }
 }
@@ -542,16 +542,16 @@ impl AsyncWrite for SharedBuf {
     }
 }
 
-pub fn chunk_out(s: &str) -> Chunk {
+pub(super) fn chunk_out(s: &str) -> Chunk {
     Chunk::Stdout(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-pub fn chunk_err(s: &str) -> Chunk {
+pub(super) fn chunk_err(s: &str) -> Chunk {
     Chunk::Stderr(Bytes::copy_from_slice(s.as_bytes()))
 }
 
 /// An `AsyncWrite` whose reader went away.
-pub struct BrokenPipe;
+pub(super) struct BrokenPipe;
 
 impl AsyncWrite for BrokenPipe {
     fn poll_write(

@@ -52,7 +52,7 @@ fn write_failed(what: &'static str, path: &Path, e: std::io::Error) -> FileError
 
 /// Makes sure `dir` is a directory only root can write: created 0700 if missing; refused if it is
 /// a symlink, not a directory, not owned by root, or writable by group or others.
-pub fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileError> {
+pub(super) fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileError> {
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -72,7 +72,7 @@ pub fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileErro
 
 /// Creates `path` with `contents`, mode exactly `mode`: fails if anything exists there, and never
 /// follows a symlink.
-pub fn write_new(
+pub(super) fn write_new(
     what: &'static str,
     path: &Path,
     contents: &[u8],
@@ -94,7 +94,7 @@ pub fn write_new(
 /// The process that made a file of jobdock's: whose it is and whether it is still at work. A pid
 /// alone could be reused; with its start time it names one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Creator {
+pub(super) struct Creator {
     pub uid: u32,
     pub pid: u32,
     /// In clock ticks after boot (`/proc/<pid>/stat` field 22).
@@ -103,7 +103,7 @@ pub struct Creator {
 
 impl Creator {
     /// This jobdock, working for the user `uid`.
-    pub fn this_process(uid: u32) -> Creator {
+    pub(super) fn this_process(uid: u32) -> Creator {
         let pid = std::process::id();
         Creator {
             uid,
@@ -113,17 +113,17 @@ impl Creator {
     }
 
     /// Whether the process that wrote this still runs.
-    pub fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         process_state(self.pid).is_some_and(|(state, start)| state != 'Z' && start == self.start)
     }
 
     /// Whether it is stopped (SIGSTOP, a debugger): it runs, but does nothing.
-    pub fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         process_state(self.pid)
             .is_some_and(|(state, start)| matches!(state, 'T' | 't') && start == self.start)
     }
 
-    pub fn line(&self) -> String {
+    pub(super) fn line(&self) -> String {
         format!("{} {} {}\n", self.uid, self.pid, self.start)
     }
 
@@ -157,7 +157,7 @@ fn process_state(pid: u32) -> Option<(char, u64)> {
 const OWNER: &str = "owner";
 
 /// Who made the staging directory `dir`, if it says so.
-pub fn staging_creator(dir: &Path) -> Option<Creator> {
+pub(super) fn staging_creator(dir: &Path) -> Option<Creator> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
@@ -174,13 +174,13 @@ pub fn staging_creator(dir: &Path) -> Option<Creator> {
 /// The job's staging directory with its synthesized passwd and group files. The engine removes it
 /// with `remove` (to report a failure); dropping it removes it too, so no early return leaks it.
 #[derive(Debug)]
-pub struct Staging {
+pub(super) struct Staging {
     dir: PathBuf,
 }
 
 impl Staging {
     /// Writes `plan`'s passwd and group into its staging directory under `state_dir`.
-    pub fn create(plan: &ContainerPlan, state_dir: &Path) -> Result<Staging, FileError> {
+    pub(super) fn create(plan: &ContainerPlan, state_dir: &Path) -> Result<Staging, FileError> {
         ensure_private_dir("engine.state_dir", state_dir)?;
         let dir = &plan.staging.dir;
         if dir.parent() != Some(state_dir) {
@@ -223,7 +223,7 @@ impl Staging {
     }
 
     /// Removes the staging directory; gone already is fine.
-    pub fn remove(self) -> Result<(), FileError> {
+    pub(super) fn remove(self) -> Result<(), FileError> {
         let dir = self.dir.clone();
         std::mem::forget(self);
         remove_dir(&dir)
@@ -237,14 +237,14 @@ impl Drop for Staging {
     }
 }
 
-pub fn remove_dir(dir: &Path) -> Result<(), FileError> {
+pub(super) fn remove_dir(dir: &Path) -> Result<(), FileError> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(fail("staging directory", dir, e)),
         _ => Ok(()),
     }
 }
 
-pub fn remove_file(what: &'static str, path: &Path) -> Result<(), FileError> {
+pub(super) fn remove_file(what: &'static str, path: &Path) -> Result<(), FileError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(fail(what, path, e)),
         _ => Ok(()),
@@ -252,14 +252,14 @@ pub fn remove_file(what: &'static str, path: &Path) -> Result<(), FileError> {
 }
 
 /// The cidfile for container `name` in `dir`.
-pub fn cidfile_path(dir: &Path, name: &str) -> PathBuf {
+pub(super) fn cidfile_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.cid"))
 }
 
 /// Writes the container id to `<dir>/<name>.cid`, as `docker run --cidfile` does (no newline).
 /// The state directory is made private if it is `dir`; another directory must already exist and
 /// is used with `O_EXCL|O_NOFOLLOW` only.
-pub fn write_cidfile(
+pub(super) fn write_cidfile(
     dir: &Path,
     state_dir: &Path,
     name: &str,
@@ -280,19 +280,19 @@ pub fn write_cidfile(
 }
 
 /// The directory of the pull locks under the state directory.
-pub const LOCKS: &str = "locks";
+pub(super) const LOCKS: &str = "locks";
 
 /// An exclusive `flock` on a file under `<state_dir>/locks/` that names its holder; removed and
 /// released on drop.
 #[derive(Debug)]
-pub struct Lock {
+pub(super) struct Lock {
     path: PathBuf,
     file: std::sync::Arc<nix::fcntl::Flock<File>>,
 }
 
 impl Lock {
     /// Tells waiters the holder is at work: the lock file's modification time is its heartbeat.
-    pub fn beat(&self) {
+    pub(super) fn beat(&self) {
         let now = nix::sys::time::TimeSpec::UTIME_NOW;
         if let Err(e) = nix::sys::stat::futimens(&**self.file, &now, &now) {
             tracing::debug!("lock file {}: {e}", self.path.display());
@@ -300,7 +300,7 @@ impl Lock {
     }
 
     /// A handle that can beat from a task of its own.
-    pub fn heart(&self) -> Lock {
+    pub(super) fn heart(&self) -> Lock {
         Lock {
             path: self.path.clone(),
             file: self.file.clone(),
@@ -320,14 +320,14 @@ impl Drop for Lock {
 
 /// The holder of a lock another process has: who, and when it last beat.
 #[derive(Debug)]
-pub struct Held {
+pub(super) struct Held {
     pub holder: Option<Creator>,
     pub beat: Option<std::time::SystemTime>,
 }
 
 /// Opens (creating if needed) the lock file `<state_dir>/locks/<name>` and tries to lock it;
 /// `Err(Held)` when another process holds it. The holder's pid is written into the file.
-pub fn try_lock(state_dir: &Path, name: &str) -> Result<Result<Lock, Held>, FileError> {
+pub(super) fn try_lock(state_dir: &Path, name: &str) -> Result<Result<Lock, Held>, FileError> {
     ensure_private_dir("engine.state_dir", state_dir)?;
     let dir = state_dir.join(LOCKS);
     ensure_private_dir("lock directory", &dir)?;
@@ -378,7 +378,7 @@ fn held(file: &File) -> Held {
 
 /// Removes the lock files nobody holds (their holder was killed). One that is taken meanwhile is
 /// left alone: it is removed while locked, as the holder would.
-pub fn remove_unheld_locks(state_dir: &Path) {
+pub(super) fn remove_unheld_locks(state_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(state_dir.join(LOCKS)) else {
         return;
     };

@@ -21,10 +21,10 @@ use crate::engine::verify::{BindError, Host};
 use crate::plan::ContainerPlan;
 
 /// The directory under the state directory that holds staging mounts.
-pub const MOUNTS: &str = "mounts";
+pub(super) const MOUNTS: &str = "mounts";
 
 /// A plan whose pinned mount sources are staged; detaches them when released or dropped.
-pub struct Staged<'h> {
+pub(super) struct Staged<'h> {
     host: &'h dyn Host,
     /// The plan as dockerd gets it: pinned sources replaced by their staging paths (and `pins`
     /// keyed by those).
@@ -58,7 +58,7 @@ pub fn as_staged(plan: &ContainerPlan, state_dir: &Path) -> ContainerPlan {
 }
 
 /// Stages every pinned mount source of `plan` (see the module documentation).
-pub fn stage<'h>(
+pub(super) fn stage<'h>(
     plan: &ContainerPlan,
     state_dir: &Path,
     host: &'h dyn Host,
@@ -138,7 +138,7 @@ fn file_error(path: &Path, e: std::io::Error) -> FileError {
 impl Staged<'_> {
     /// Detaches the staging mounts and removes their (then empty) directories; `mounts` too if
     /// no other job uses it. Never recursive. Safe to call twice.
-    pub fn release(&mut self) -> Result<(), String> {
+    pub(super) fn release(&mut self) -> Result<(), String> {
         let mut problems = Vec::new();
         for at in self.mounted.drain(..) {
             if let Err(e) = self.host.unbind(&at) {
@@ -166,7 +166,7 @@ impl Drop for Staged<'_> {
 
 /// Removes `dir`'s subdirectories and `dir` with `rmdir` (a mount point still in use makes that
 /// fail, which is reported: its contents are never touched), then its parent if it is empty.
-pub fn remove_empty(dir: &Path) -> Vec<String> {
+pub(super) fn remove_empty(dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -191,7 +191,7 @@ pub fn remove_empty(dir: &Path) -> Vec<String> {
 
 /// `jobdock cleanup`: detaches and removes the staging mounts a killed jobdock left behind, of the
 /// jobs whose directory names `ours` accepts. Returns what it removed and what it could not.
-pub fn clean(
+pub(super) fn clean(
     state_dir: &Path,
     ours: &dyn Fn(&str) -> bool,
     host: &dyn Host,

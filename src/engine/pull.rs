@@ -23,7 +23,7 @@ use crate::units::ByteSize;
 /// Pull attempts before giving up on a transient failure.
 const ATTEMPTS: u32 = 4;
 /// The first backoff; doubled after each failed attempt (2 s, 4 s, 8 s).
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// How often waiting for another job's pull is polled.
 const LOCK_POLL: Duration = Duration::from_millis(200);
 /// How often the holder of a pull lock shows it is at work.
@@ -33,7 +33,7 @@ const STALE: Duration = Duration::from_secs(15);
 /// How often a pull in progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(15);
 
-pub struct PullSettings<'a> {
+pub(super) struct PullSettings<'a> {
     pub policy: PullPolicy,
     pub auth: Option<&'a RegistryAuth>,
     /// Where the lock files live (`<state_dir>/locks/`).
@@ -47,7 +47,7 @@ pub struct PullSettings<'a> {
 }
 
 /// Makes sure `image` is on the node, pulling it if the policy says so; returns it as it is there.
-pub async fn ensure_image<D: Daemon>(
+pub(super) async fn ensure_image<D: Daemon>(
     d: &D,
     image: &ImageRef,
     s: &PullSettings<'_>,
@@ -242,7 +242,7 @@ async fn pull_with_retries<D: Daemon>(
 /// Whether the registry refused the pull for something the job names: an image or tag it does
 /// not have, a reference it cannot parse, credentials it does not accept. Retrying, or requeueing
 /// the job on another node, fails the same way.
-pub fn refused_by_registry(e: &DaemonError) -> bool {
+pub(super) fn refused_by_registry(e: &DaemonError) -> bool {
     let m = e.message.to_ascii_lowercase();
     [
         "manifest unknown",
@@ -258,7 +258,7 @@ pub fn refused_by_registry(e: &DaemonError) -> bool {
 
 /// Whether a failed pull may succeed if tried again: rate limits, server errors, timeouts and
 /// dropped connections, but not a missing image, refused credentials or a full disk.
-pub fn transient(e: &DaemonError) -> bool {
+pub(super) fn transient(e: &DaemonError) -> bool {
     let m = e.message.to_ascii_lowercase();
     let permanent = [
         "not found",
@@ -295,7 +295,7 @@ pub fn transient(e: &DaemonError) -> bool {
 }
 
 /// FNV-1a: a stable name for an image's lock file, the same in every jobdock build.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })

@@ -36,7 +36,7 @@ const DRAIN_IDLE: Duration = Duration::from_secs(30);
 /// Attempts to remove a container whose removal is already in progress.
 const REMOVE_ATTEMPTS: u32 = 3;
 
-pub struct Settings<'a> {
+pub(super) struct Settings<'a> {
     pub pull: PullSettings<'a>,
     /// Whether the job's user may have the image.
     pub access: access::AccessSettings<'a>,
@@ -49,7 +49,7 @@ pub struct Settings<'a> {
 }
 
 /// Where the job's streams go and come from.
-pub struct Io {
+pub(super) struct Io {
     pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
     pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
     /// The job's input in chunks; the channel closing is the input's end.
@@ -77,7 +77,7 @@ struct Leftovers {
 }
 
 /// Runs `plan` to the end and removes everything it made, whatever happened.
-pub async fn run<D: Daemon>(
+pub(super) async fn run<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     s: &Settings<'_>,
@@ -119,7 +119,7 @@ async fn run_job<D: Daemon>(
 }
 
 /// Waits for a signal that asks jobdock to stop; the others mean nothing before the job runs.
-pub async fn stop_requested(signals: &mut mpsc::Receiver<Sig>) -> Sig {
+pub(super) async fn stop_requested(signals: &mut mpsc::Receiver<Sig>) -> Sig {
     loop {
         match signals.recv().await {
             Some(sig) if sig.stops() => return sig,
@@ -553,7 +553,7 @@ async fn clean_up<D: Daemon>(
 }
 
 /// Force-removes a container; one that is already gone is fine.
-pub async fn remove_container<D: Daemon>(d: &D, target: &str) -> Result<(), DaemonError> {
+pub(super) async fn remove_container<D: Daemon>(d: &D, target: &str) -> Result<(), DaemonError> {
     let mut attempt = 1;
     loop {
         match d.remove(target).await {

@@ -71,7 +71,7 @@ impl Sig {
 }
 
 /// Starts listening for every `Sig` (needs a tokio runtime); each arrival is sent on the channel.
-pub fn listen() -> std::io::Result<mpsc::Receiver<Sig>> {
+pub(super) fn listen() -> std::io::Result<mpsc::Receiver<Sig>> {
     let (tx, rx) = mpsc::channel(16);
     for sig in Sig::ALL {
         let mut stream = signal(SignalKind::from_raw(sig.number()))?;

@@ -6,13 +6,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// Puts a terminal in raw mode; dropping it puts the saved settings back.
-pub struct RawMode<'fd> {
+pub(super) struct RawMode<'fd> {
     fd: BorrowedFd<'fd>,
     saved: Termios,
 }
 
 impl<'fd> RawMode<'fd> {
-    pub fn enter(fd: BorrowedFd<'fd>) -> nix::Result<Self> {
+    pub(super) fn enter(fd: BorrowedFd<'fd>) -> nix::Result<Self> {
         let saved = termios::tcgetattr(fd)?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
@@ -29,7 +29,7 @@ impl Drop for RawMode<'_> {
 }
 
 /// The terminal's (rows, columns), if `fd` is a terminal that knows its size.
-pub fn size(fd: impl AsFd) -> Option<(u16, u16)> {
+pub(super) fn size(fd: impl AsFd) -> Option<(u16, u16)> {
     let mut ws = nix::libc::winsize {
         ws_row: 0,
         ws_col: 0,

@@ -16,7 +16,7 @@ use crate::probe::FileId;
 use crate::units::Capability;
 
 /// The host as the engine sees it (as root): behind a seam so the checks can be tested with a fake.
-pub trait Host {
+pub(super) trait Host {
     /// What `path` names now, following symlinks as dockerd does when it mounts it.
     fn stat(&self, path: &Path) -> io::Result<FileId>;
     /// `/proc/<pid>/status` of a host process.
@@ -36,7 +36,7 @@ pub trait Host {
 
 /// Why `bind_pinned` did not mount.
 #[derive(Debug)]
-pub enum BindError {
+pub(super) enum BindError {
     /// The path no longer names what was checked: the user's doing.
     Changed(String),
     /// The mount itself failed.
@@ -44,7 +44,7 @@ pub enum BindError {
 }
 
 /// The real host.
-pub struct RealHost;
+pub(super) struct RealHost;
 
 impl Host for RealHost {
     fn stat(&self, path: &Path) -> io::Result<FileId> {
@@ -171,7 +171,7 @@ const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
 /// After create, before start: the container dockerd stored is `plan` (as dockerd got it: with its
 /// staged mount sources), the mount sources the user's probe checked (`checked`'s) still name the
 /// same files, and so do the staging mounts. `Err` leaves the container to be removed.
-pub async fn created<D: Daemon>(
+pub(super) async fn created<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     checked: &ContainerPlan,
@@ -374,7 +374,7 @@ fn conflicting_group(text: &[u8], gids: &[u32]) -> Option<(u32, String, i64)> {
 /// After start: the job's init runs with exactly the plan's ids, groups and capabilities, with
 /// no-new-privileges, and sees at each mount point the directory the user's probe checked. A job
 /// that has already ended cannot be checked (and can no longer be stopped); that is logged.
-pub async fn started<D: Daemon>(
+pub(super) async fn started<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     id: &str,
@@ -456,7 +456,7 @@ pub async fn started<D: Daemon>(
 }
 
 /// Every field of the stored container that differs from the plan, described.
-pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
+pub(super) fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
     let mut out = Vec::new();
     let mut same =
         |what: &str, seen: &dyn std::fmt::Debug, want: &dyn std::fmt::Debug, ok: bool| {
@@ -693,7 +693,7 @@ fn cap_bit(c: Capability) -> u64 {
 }
 
 /// Every credential of the job's init (from `/proc/<pid>/status`) that the plan does not allow.
-pub fn check_status(plan: &ContainerPlan, status: &str) -> Vec<String> {
+pub(super) fn check_status(plan: &ContainerPlan, status: &str) -> Vec<String> {
     let mut out = Vec::new();
     let field = |name: &str| {
         status

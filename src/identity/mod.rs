@@ -237,7 +237,7 @@ pub(crate) mod fake {
 
     /// An in-memory user database: alice (2001, groups 3001 jdproj, 3002 jdshared), bob (2002).
     #[derive(Clone, Default)]
-    pub struct FakeDb {
+    pub(crate) struct FakeDb {
         pub users: Vec<PasswdEntry>,
         pub groups: BTreeMap<u32, String>,
         pub memberships: BTreeMap<String, Vec<u32>>,
@@ -245,7 +245,7 @@ pub(crate) mod fake {
     }
 
     impl FakeDb {
-        pub fn site() -> FakeDb {
+        pub(crate) fn site() -> FakeDb {
             let user = |name: &str, uid, gid| PasswdEntry {
                 name: name.into(),
                 uid,

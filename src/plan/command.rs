@@ -20,7 +20,7 @@ pub struct Command {
 
 /// The command, from the request (argv, or the staged script), else the LSF job file, with
 /// `LSB_DOCKER_ENTRYPOINT` and raw mode (`LSB_DOCKER_RUN_RAW_ARGS`, or the place-holder word).
-pub fn command(req: &Request, ctx: &JobContext, env: &Env) -> Result<Command, PlanError> {
+pub(super) fn command(req: &Request, ctx: &JobContext, env: &Env) -> Result<Command, PlanError> {
     let get = |suffix: &str| overrides::setting(env, suffix);
     let entrypoint_override = get("ENTRYPOINT")?.map(|s| entrypoint(&s)).transpose()?;
     let raw = match get("RUN_RAW_ARGS")? {

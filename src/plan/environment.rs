@@ -28,7 +28,7 @@ pub const MAX_ENV_BYTES: usize = 256 * 1024;
 
 /// The container's environment. Env files are read through `probe` (as the user);
 /// `tmp_inside_tmp` is the job's tmpdir when the container shows it only as `/tmp`.
-pub fn environment(
+pub(super) fn environment(
     env: &Env,
     config: &SiteConfig,
     ctx: &JobContext,

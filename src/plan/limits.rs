@@ -23,7 +23,7 @@ pub struct Devices {
 }
 
 /// The site's device globs, expanded through `probe`; the job's GPUs.
-pub fn devices(config: &SiteConfig, ctx: &JobContext, probe: &dyn HostProbe) -> Devices {
+pub(super) fn devices(config: &SiteConfig, ctx: &JobContext, probe: &dyn HostProbe) -> Devices {
     let mut devices: Vec<PathBuf> = config
         .devices
         .paths
@@ -56,7 +56,7 @@ pub struct Limits {
 
 /// The limits part. `has_devices`: the job gets devices (memlock is then `devices.memlock`).
 /// What is left out, and why, goes to `notes`.
-pub fn limits(
+pub(super) fn limits(
     env: &Env,
     snap: &Snapshot,
     config: &SiteConfig,

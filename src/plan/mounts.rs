@@ -30,7 +30,7 @@ pub struct Mounts {
 /// goes to `notes`. `cmd` is the container's command: the LSF spool is mounted when it is the job
 /// file.
 #[allow(clippy::too_many_arguments)]
-pub fn mounts(
+pub(super) fn mounts(
     config: &SiteConfig,
     ctx: &JobContext,
     who: &Identity,

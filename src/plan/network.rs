@@ -28,7 +28,7 @@ pub struct Network {
 
 /// The network part, from `LSB_DOCKER_NETWORK`, `_IPC`, `_PORTS`, `_ADD_HOST` and
 /// `_ADD_HOST_FILE` (files read through `probe`, as the user).
-pub fn network(
+pub(super) fn network(
     env: &Env,
     config: &SiteConfig,
     probe: &dyn HostProbe,

@@ -8,11 +8,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 
 /// Test users created by scripts/testbed.sh.
-pub const ALICE: (&str, u32) = ("jdalice", 2001);
-pub const BOB: (&str, u32) = ("jdbob", 2002);
+pub(crate) const ALICE: (&str, u32) = ("jdalice", 2001);
+pub(crate) const BOB: (&str, u32) = ("jdbob", 2002);
 
 /// slurm.conf of the test bed's job_container/tmpfs node (`scripts/slurm-testbed.sh up`): a
 /// second one-node cluster, `jobdock-tmpfs`, whose every job runs in a mount namespace of its own
@@ -20,16 +20,16 @@ pub const BOB: (&str, u32) = ("jdbob", 2002);
 /// `Run::program("srun", &["-N1", "-n1", ...]).user(ALICE.1).env("SLURM_CONF", TMPFS_SLURM_CONF)`
 /// (it is the cluster's default partition, so no `-p`); start the job outside /tmp (`--chdir`),
 /// which the job does not see. Without SLURM_CONF, Slurm commands use the main cluster.
-pub const TMPFS_SLURM_CONF: &str = "/etc/slurm-tmpfs/slurm.conf";
+pub(crate) const TMPFS_SLURM_CONF: &str = "/etc/slurm-tmpfs/slurm.conf";
 
 /// True inside CI, where every prerequisite must be present: `CI` set to anything but an empty
 /// string, `0` or `false` (CI systems say `true`, `1` or `yes`).
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
 }
 
 /// Returns false (after saying so loudly) if a prerequisite is missing outside CI; fails in CI.
-pub fn require(what: &str, present: bool) -> bool {
+pub(crate) fn require(what: &str, present: bool) -> bool {
     if present {
         return true;
     }
@@ -46,7 +46,7 @@ pub fn require(what: &str, present: bool) -> bool {
     false
 }
 
-pub fn test_users_exist() -> bool {
+pub(crate) fn test_users_exist() -> bool {
     let ok = nix::unistd::User::from_name(ALICE.0)
         .ok()
         .flatten()
@@ -60,7 +60,7 @@ pub fn test_users_exist() -> bool {
 }
 
 /// One run of jobdock, built up like a `Command`, with a clean environment.
-pub struct Run {
+pub(crate) struct Run {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
@@ -71,7 +71,7 @@ pub struct Run {
 }
 
 /// A job id no other test, test run or concurrent test binary uses (random, 9 digits).
-pub fn unique_job_id() -> u32 {
+pub(crate) fn unique_job_id() -> u32 {
     use std::io::Read;
     let mut b = [0u8; 4];
     std::fs::File::open("/dev/urandom")
@@ -82,7 +82,7 @@ pub fn unique_job_id() -> u32 {
 }
 
 /// The docker CLI, for what the tests check behind jobdock's back.
-pub fn docker(args: &[&str]) -> std::process::Output {
+pub(crate) fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)
         .output()
@@ -90,7 +90,7 @@ pub fn docker(args: &[&str]) -> std::process::Output {
 }
 
 /// Polls `done` until it holds, failing the test after `limit`.
-pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
         assert!(
@@ -102,12 +102,12 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut()
 }
 
 /// Containers (any state) labelled as job `job`'s, by the docker CLI.
-pub fn containers_of(job: &str) -> Vec<String> {
+pub(crate) fn containers_of(job: &str) -> Vec<String> {
     docker_ps(&["-aq", "--filter", &format!("label=jobdock.job={job}")])
 }
 
 /// Job `job`'s running containers (not the never-started one jobdock reads the image with).
-pub fn running_containers_of(job: &str) -> Vec<String> {
+pub(crate) fn running_containers_of(job: &str) -> Vec<String> {
     docker_ps(&[
         "-q",
         "--filter",
@@ -130,7 +130,7 @@ fn docker_ps(args: &[&str]) -> Vec<String> {
 }
 
 /// Installs the jobdock under test (once per test binary) if `prerequisites` hold; see require().
-pub fn with_installed_jobdock(what: &str, present: bool) -> bool {
+pub(crate) fn with_installed_jobdock(what: &str, present: bool) -> bool {
     if !(test_users_exist() && require(what, present)) {
         return false;
     }
@@ -139,10 +139,10 @@ pub fn with_installed_jobdock(what: &str, present: bool) -> bool {
 }
 
 /// jobdock as a site installs it (contrib/install.sh): setuid root in /usr/local/bin.
-pub const INSTALLED: &str = "/usr/local/bin/jobdock";
+pub(crate) const INSTALLED: &str = "/usr/local/bin/jobdock";
 
 /// Installs the jobdock under test with contrib/install.sh, once per test binary.
-pub fn install_jobdock() {
+pub(crate) fn install_jobdock() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
@@ -159,7 +159,7 @@ pub fn install_jobdock() {
     });
 }
 
-pub struct Output {
+pub(crate) struct Output {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -167,7 +167,7 @@ pub struct Output {
 }
 
 impl Run {
-    pub fn new(args: &[&str]) -> Run {
+    pub(crate) fn new(args: &[&str]) -> Run {
         let mut env = BTreeMap::new();
         env.insert(
             "PATH".to_string(),
@@ -184,35 +184,35 @@ impl Run {
     }
 
     /// Runs `program` with `args` instead of jobdock (a shell running an LSF job file, srun).
-    pub fn program(program: &str, args: &[&str]) -> Run {
+    pub(crate) fn program(program: &str, args: &[&str]) -> Run {
         let mut run = Run::new(args);
         run.program = program.into();
         run
     }
 
-    pub fn env(mut self, k: &str, v: &str) -> Run {
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Run {
         self.env.insert(k.into(), v.into());
         self
     }
 
-    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Run {
+    pub(crate) fn cwd(mut self, dir: impl AsRef<Path>) -> Run {
         self.cwd = dir.as_ref().into();
         self
     }
 
     /// Runs as this (non-root) user: real and effective uid and gid, no supplementary groups
     /// beyond the user's own.
-    pub fn user(mut self, uid: u32) -> Run {
+    pub(crate) fn user(mut self, uid: u32) -> Run {
         self.uid = Some(uid);
         self
     }
 
-    pub fn stdin(mut self, data: &[u8]) -> Run {
+    pub(crate) fn stdin(mut self, data: &[u8]) -> Run {
         self.stdin = Some(data.to_vec());
         self
     }
 
-    pub fn run(self) -> Output {
+    pub(crate) fn run(self) -> Output {
         let shown = self.shown();
         let child = self.spawn(false);
         let out = child.wait_with_output().unwrap();
@@ -220,14 +220,14 @@ impl Run {
     }
 
     /// Runs `program ARGS` with this run's user, environment and directory (e.g. under script(1)).
-    pub fn run_program(mut self, program: &str, args: &[&str]) -> Output {
+    pub(crate) fn run_program(mut self, program: &str, args: &[&str]) -> Output {
         self.program = program.into();
         self.args = args.iter().map(|s| s.to_string()).collect();
         self.run()
     }
 
     /// The command line and environment, for failure reports.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         format!(
             "\n--- command: {} {}\n--- uid: {:?}  cwd: {}\n--- env: {:?}",
             self.program.display(),
@@ -240,7 +240,7 @@ impl Run {
 
     /// Starts the command (in a process group of its own if `group`, as LSF's res starts a job)
     /// with stdout and stderr piped; stdin is written and closed first.
-    pub fn spawn(self, group: bool) -> std::process::Child {
+    pub(crate) fn spawn(self, group: bool) -> std::process::Child {
         let mut cmd = Command::new(&self.program);
         if group {
             cmd.process_group(0);
@@ -273,7 +273,7 @@ impl Run {
 /// Makes `cmd` run as `uid` with its primary and supplementary groups, as a login would. The
 /// groups are looked up here, before the fork: between fork and exec in this threaded process only
 /// async-signal-safe calls may run (no NSS lookup, no allocation), so the child only sets ids.
-pub fn become_user(cmd: &mut Command, uid: u32) {
+pub(crate) fn become_user(cmd: &mut Command, uid: u32) {
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .unwrap()
         .expect("test user");
@@ -294,7 +294,7 @@ pub fn become_user(cmd: &mut Command, uid: u32) {
 }
 
 impl Output {
-    pub fn from(out: std::process::Output, shown: String) -> Output {
+    pub(crate) fn from(out: std::process::Output, shown: String) -> Output {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let code = out.status.code().unwrap_or_else(|| {
@@ -313,17 +313,17 @@ impl Output {
 }
 
 impl Output {
-    pub fn ok(&self) -> &Self {
+    pub(crate) fn ok(&self) -> &Self {
         assert_eq!(self.code, 0, "{}", self.report);
         self
     }
 
-    pub fn code(&self, want: i32) -> &Self {
+    pub(crate) fn code(&self, want: i32) -> &Self {
         assert_eq!(self.code, want, "{}", self.report);
         self
     }
 
-    pub fn stderr_has(&self, want: &str) -> &Self {
+    pub(crate) fn stderr_has(&self, want: &str) -> &Self {
         assert!(
             self.stderr.contains(want),
             "stderr lacks {want:?}{}",
@@ -332,7 +332,7 @@ impl Output {
         self
     }
 
-    pub fn stdout_has(&self, want: &str) -> &Self {
+    pub(crate) fn stdout_has(&self, want: &str) -> &Self {
         assert!(
             self.stdout.contains(want),
             "stdout lacks {want:?}{}",
@@ -341,7 +341,7 @@ impl Output {
         self
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON: {e}{}", self.report))
     }
@@ -349,7 +349,7 @@ impl Output {
 
 /// A temporary directory jobdock will trust a config in: root-owned, and so is every directory
 /// above it (jobdock refuses configs under /tmp, where anyone could have swapped them).
-pub fn trusted_tempdir() -> tempfile::TempDir {
+pub(crate) fn trusted_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let base = Path::new("/var/lib/jobdock-tests");
     std::fs::create_dir_all(base).unwrap();
@@ -363,14 +363,14 @@ pub fn trusted_tempdir() -> tempfile::TempDir {
 }
 
 /// A temporary site config; the directory (and the config) are removed on drop.
-pub struct TestConfig {
+pub(crate) struct TestConfig {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
 impl TestConfig {
     /// `extra` is appended to a config whose state lives in the temp dir.
-    pub fn new(extra: &str) -> TestConfig {
+    pub(crate) fn new(extra: &str) -> TestConfig {
         let dir = trusted_tempdir();
         let path = dir.path().join("wrapper.toml");
         let text = format!(
@@ -381,7 +381,7 @@ impl TestConfig {
         TestConfig { dir, path }
     }
 
-    pub fn arg(&self) -> String {
+    pub(crate) fn arg(&self) -> String {
         self.path.display().to_string()
     }
 }
