@@ -385,3 +385,61 @@ impl TestConfig {
         self.path.display().to_string()
     }
 }
+
+/// A running child's stdout, read line by line on a thread of its own, so that a test can wait for
+/// what the job says ("ready" once its traps are set) instead of sleeping; the rest of the output
+/// stays for the end.
+pub(crate) struct Watch {
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    /// Takes `child`'s stdout (it must be piped).
+    pub(crate) fn stdout_of(child: &mut std::process::Child) -> Watch {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut r = std::io::BufReader::new(stdout);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                all.extend_from_slice(&line);
+                let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_string());
+                line.clear();
+            }
+            all
+        });
+        Watch {
+            lines,
+            reader,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until the job prints the line `want`, failing the test after `limit` or at the end of
+    /// its output.
+    pub(crate) fn wait_for(&mut self, want: &str, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!(
+                    "waiting for the job to print {want:?}: {e:?}; it printed {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// The child's whole output once it has ended: stdout as read, stderr, exit status.
+    pub(crate) fn finish(self, child: std::process::Child) -> std::process::Output {
+        let out = child.wait_with_output().expect("the child ends");
+        let stdout = self.reader.join().expect("the reader ends");
+        std::process::Output { stdout, ..out }
+    }
+}
