@@ -430,8 +430,15 @@ pub struct FakeHost {
     pub swap_after_bind: Option<(std::path::PathBuf, FileId)>,
     pub status: Option<String>,
     pub in_root: BTreeMap<std::path::PathBuf, FileId>,
-    /// Staging mounts in place: path -> what it shows.
+    /// Staging mounts in place (where dockerd sees them): path -> what it shows.
     pub staged: RefCell<BTreeMap<std::path::PathBuf, FileId>>,
+    /// What dockerd sees at a path where it differs from what jobdock sees (another mount
+    /// namespace: a mount made only in jobdock's, a directory that is another one there).
+    pub daemon_sees: BTreeMap<std::path::PathBuf, FileId>,
+    /// Why staging where dockerd sees it is impossible (its namespace unknown or unreachable).
+    pub namespace_error: Option<String>,
+    /// Mounts detached, in order.
+    pub unbound: RefCell<Vec<std::path::PathBuf>>,
 }
 
 impl Host for FakeHost {
@@ -440,6 +447,13 @@ impl Host for FakeHost {
         staged
             .or_else(|| self.stats.borrow().get(path).copied())
             .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn daemon_stat(&self, path: &std::path::Path) -> std::io::Result<FileId> {
+        match self.daemon_sees.get(path) {
+            Some(id) => Ok(*id),
+            None => self.stat(path),
+        }
     }
 
     fn status(&self, _pid: u32) -> std::io::Result<String> {
@@ -466,6 +480,9 @@ impl Host for FakeHost {
         pin: FileId,
         at: &std::path::Path,
     ) -> Result<(), BindError> {
+        if let Some(e) = &self.namespace_error {
+            return Err(BindError::Namespace(e.clone()));
+        }
         let now = self.stats.borrow().get(source).copied();
         match now {
             Some(now) if now == pin => {
@@ -482,6 +499,7 @@ impl Host for FakeHost {
     }
 
     fn unbind(&self, at: &std::path::Path) -> std::io::Result<()> {
+        self.unbound.borrow_mut().push(at.to_path_buf());
         match self.staged.borrow_mut().remove(at) {
             Some(_) => Ok(()),
             None => Err(std::io::ErrorKind::InvalidInput.into()),

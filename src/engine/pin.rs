@@ -97,6 +97,9 @@ pub fn stage<'h>(
                     reason,
                 });
             }
+            Err(BindError::Namespace(reason)) => {
+                return Err(EngineError::MountNamespace { reason });
+            }
             Err(BindError::Failed(reason)) => {
                 return Err(EngineError::Internal(format!(
                     "staging the mount of {} at {}: {reason}",
@@ -259,13 +262,14 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("mine"), "mine").unwrap();
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-1.token"));
-        let mut staged = stage(&plan, &state, &RealHost).unwrap();
+        let mut staged = stage(&plan, &state, &host).unwrap();
         let at = state
             .join(MOUNTS)
             .join("jobdock-x-1.token")
@@ -293,6 +297,7 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
@@ -304,15 +309,15 @@ mod tests {
         // Replaced by another directory, by a symlink to the very same one, or gone.
         std::fs::rename(&data, t.path().join("checked")).unwrap();
         std::fs::rename(&other, &data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("another file"), "{e}");
         std::fs::remove_dir(&data).unwrap();
         std::os::unix::fs::symlink(t.path().join("checked"), &data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(e.blame(), crate::engine::Blame::Refused);
         std::fs::remove_file(&data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("No such file"), "{e}");
         assert!(!state.join(MOUNTS).exists(), "staging directories left");
     }
@@ -323,16 +328,17 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("precious"), "x").unwrap();
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-3.token"));
-        let staged = stage(&plan, &state, &RealHost).unwrap();
+        let staged = stage(&plan, &state, &host).unwrap();
         std::mem::forget(staged); // jobdock killed: nothing released
         let ours = |f: &str| f.starts_with("jobdock-x-3.");
-        let (removed, problems) = clean(&state, &ours, &RealHost);
+        let (removed, problems) = clean(&state, &ours, &host);
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(removed.len(), 1);
         assert!(
@@ -342,8 +348,8 @@ mod tests {
         assert!(!state.join(MOUNTS).exists());
         // Another job's are not touched.
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-4.token"));
-        let mut staged = stage(&plan, &state, &RealHost).unwrap();
-        let (removed, _) = clean(&state, &ours, &RealHost);
+        let mut staged = stage(&plan, &state, &host).unwrap();
+        let (removed, _) = clean(&state, &ours, &host);
         assert!(removed.is_empty());
         staged.release().unwrap();
     }

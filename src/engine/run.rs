@@ -139,6 +139,9 @@ async fn start<D: Daemon>(
 
     cleanup::sweep_stale(s.state_dir, s.host);
     leftovers.staging = Some(Staging::create(plan, s.state_dir)?);
+    // dockerd gets the identity files by path: the directory holding them must be this one to
+    // dockerd too (under job_container/tmpfs, a state_dir in the job's private /tmp would not be).
+    same_to_daemon(s.host, &plan.staging.dir)?;
     // dockerd gets the user's checked directories by pinned mounts, not by their paths.
     let mut staged = pin::stage(plan, s.state_dir, s.host)?;
     // The container is made of the very manifest the registry confirmed for the user, whatever
@@ -199,6 +202,23 @@ async fn start<D: Daemon>(
         tracing::warn!("staging mounts: {e}");
     }
     Ok((id, attached))
+}
+
+/// `dir` is the very directory to dockerd (in its mount namespace) that it is to jobdock.
+fn same_to_daemon(host: &dyn verify::Host, dir: &Path) -> Result<(), EngineError> {
+    let here = host.stat(dir);
+    let there = host.daemon_stat(dir);
+    if here.as_ref().ok() == there.as_ref().ok() {
+        return Ok(());
+    }
+    let seen = there.map_or_else(|e| e.to_string(), |s| s.to_string());
+    Err(EngineError::MountNamespace {
+        reason: format!(
+            "the job's staging directory {} is another directory to dockerd ({seen}); \
+             engine.state_dir must be the same directory in dockerd's mount namespace",
+            dir.display()
+        ),
+    })
 }
 
 /// A failed start, explained: the runtime's exec errors are the job's command, not the node.

@@ -7,18 +7,23 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::engine::EngineError;
 use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen};
+use crate::engine::mountns::{self, Placement};
 use crate::plan::{ContainerPlan, MountPlan};
 use crate::probe::FileId;
 use crate::units::Capability;
 
 /// The host as the engine sees it (as root): behind a seam so the checks can be tested with a fake.
+/// Paths are jobdock's (its mount namespace: what the user sees, and the probe checked) unless a
+/// method says they are dockerd's; the two differ under Slurm's job_container/tmpfs (`mountns`).
 pub trait Host {
     /// What `path` names now, following symlinks as dockerd does when it mounts it.
     fn stat(&self, path: &Path) -> io::Result<FileId>;
+    /// What `path` names to dockerd: in its mount namespace (`stat` when jobdock shares it).
+    fn daemon_stat(&self, path: &Path) -> io::Result<FileId>;
     /// `/proc/<pid>/status` of a host process.
     fn status(&self, pid: u32) -> io::Result<String>;
     /// What `target` names inside the root (and mount namespace) of process `pid`: the directory
@@ -27,10 +32,10 @@ pub trait Host {
     /// Whether process `pid` still runs (is not exiting, a zombie, or gone): only then is what was
     /// read about it evidence against it.
     fn alive(&self, pid: u32) -> bool;
-    /// Bind-mounts the directory `source` names onto `at`, if it is (reached without any symlink)
-    /// the file `pin`; see `pin`.
+    /// Bind-mounts the directory `source` names onto `at` where dockerd sees it (in its mount
+    /// namespace), if it is (reached without any symlink) the file `pin`; see `pin`.
     fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError>;
-    /// Detaches the mount at `at` (`EINVAL` if there is none).
+    /// Detaches the mount at `at` in dockerd's mount namespace (`EINVAL` if there is none).
     fn unbind(&self, at: &Path) -> io::Result<()>;
 }
 
@@ -39,16 +44,54 @@ pub trait Host {
 pub enum BindError {
     /// The path no longer names what was checked: the user's doing.
     Changed(String),
+    /// jobdock cannot mount where dockerd would see it (another mount namespace it cannot reach,
+    /// or one it cannot identify): the node's setup, for the admin.
+    Namespace(String),
     /// The mount itself failed.
     Failed(String),
 }
 
-/// The real host.
-pub struct RealHost;
+/// The real host, for the dockerd listening on `socket`. Whether jobdock shares dockerd's mount
+/// namespace is found out once, when first needed.
+pub struct RealHost {
+    socket: PathBuf,
+    placement: std::cell::OnceCell<Result<Placement, String>>,
+}
+
+impl RealHost {
+    pub fn new(socket: &Path) -> RealHost {
+        RealHost {
+            socket: socket.to_path_buf(),
+            placement: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A host known to share dockerd's mount namespace (tests of the mounts themselves).
+    #[cfg(test)]
+    pub fn shared() -> RealHost {
+        let host = RealHost::new(Path::new("/nonexistent"));
+        let _ = host.placement.set(Ok(Placement::Shared));
+        host
+    }
+
+    fn placement(&self) -> Result<&Placement, String> {
+        self.placement
+            .get_or_init(|| mountns::locate(&self.socket))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
 
 impl Host for RealHost {
     fn stat(&self, path: &Path) -> io::Result<FileId> {
         Ok(FileId::of(&nix::sys::stat::stat(path)?))
+    }
+
+    fn daemon_stat(&self, path: &Path) -> io::Result<FileId> {
+        match self.placement().map_err(io::Error::other)? {
+            Placement::Shared => self.stat(path),
+            Placement::Separate(daemon) => stat_beneath(daemon.root(), path),
+        }
     }
 
     fn status(&self, pid: u32) -> io::Result<String> {
@@ -56,36 +99,14 @@ impl Host for RealHost {
     }
 
     fn stat_in_root(&self, pid: u32, target: &Path) -> io::Result<FileId> {
-        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+        use nix::fcntl::{OFlag, open};
         use nix::sys::stat::Mode;
         let root = open(
             format!("/proc/{pid}/root").as_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let relative = target.strip_prefix("/").unwrap_or(target);
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = match openat2(&root, relative, how) {
-            Ok(fd) => fd,
-            // Kernels before 5.6: walk without following any symlink (a symlink in the image on
-            // the way to a mount point then fails the check rather than being trusted).
-            Err(nix::errno::Errno::ENOSYS) => {
-                let mut fd = root;
-                for part in relative.components() {
-                    fd = nix::fcntl::openat(
-                        &fd,
-                        part.as_os_str(),
-                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )?;
-                }
-                fd
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(FileId::of(&nix::sys::stat::fstat(&fd)?))
+        stat_beneath(&root, target)
     }
 
     fn alive(&self, pid: u32) -> bool {
@@ -107,6 +128,7 @@ impl Host for RealHost {
     fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError> {
         use nix::mount::{MsFlags, mount};
         use std::os::fd::AsRawFd;
+        let placement = self.placement().map_err(BindError::Namespace)?;
         let fd = crate::probe::open_no_symlinks(source).map_err(BindError::Changed)?;
         let now = nix::sys::stat::fstat(&fd)
             .map(|s| FileId::of(&s))
@@ -115,6 +137,19 @@ impl Host for RealHost {
             return Err(BindError::Changed(format!(
                 "it names another file than when jobdock checked it ({now}, was {pin})"
             )));
+        }
+        let daemon = match placement {
+            Placement::Shared => None,
+            Placement::Separate(daemon) => Some(daemon),
+        };
+        if let Some(daemon) = daemon {
+            // The directory opened here, in the job's namespace, mounted in dockerd's.
+            return daemon.attach(&fd, at).map_err(|e| {
+                BindError::Failed(format!(
+                    "in dockerd's mount namespace (pid {}): {e}",
+                    daemon.pid
+                ))
+            });
         }
         // The open descriptor, not the path: what is mounted is what was checked.
         let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -141,8 +176,41 @@ impl Host for RealHost {
     }
 
     fn unbind(&self, at: &Path) -> io::Result<()> {
-        Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?)
+        match self.placement().map_err(io::Error::other)? {
+            Placement::Shared => Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?),
+            Placement::Separate(daemon) => daemon.detach(at),
+        }
     }
+}
+
+/// What `target` names beneath the directory `root` (a process's root: its mount namespace too),
+/// symlinks resolved inside it.
+fn stat_beneath(root: &std::os::fd::OwnedFd, target: &Path) -> io::Result<FileId> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::sys::stat::Mode;
+    let relative = target.strip_prefix("/").unwrap_or(target);
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(root, relative, how) {
+        Ok(fd) => fd,
+        // Kernels before 5.6: walk without following any symlink (a symlink in the image on
+        // the way to a mount point then fails the check rather than being trusted).
+        Err(nix::errno::Errno::ENOSYS) => {
+            let mut fd = root.try_clone()?;
+            for part in relative.components() {
+                fd = nix::fcntl::openat(
+                    &fd,
+                    part.as_os_str(),
+                    OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+            }
+            fd
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(FileId::of(&nix::sys::stat::fstat(&fd)?))
 }
 
 /// The flags a staging mount gets: nosuid and nodev, and those of the mount it copies.
@@ -227,17 +295,25 @@ pub async fn created<D: Daemon>(
             }
         }
     }
+    // What dockerd will mount: the staging mounts as dockerd sees them, in its mount namespace.
     for (staged, pin) in plan
         .pins
         .iter()
         .filter(|(s, _)| !checked.pins.contains_key(*s))
     {
-        let now = host.stat(staged).ok();
-        if now != Some(*pin) {
-            return Err(EngineError::Internal(format!(
-                "the staging mount {} shows {now:?}, not the checked directory ({pin})",
-                staged.display()
-            )));
+        match host.daemon_stat(staged) {
+            Ok(now) if now == *pin => {}
+            seen => {
+                let seen = seen.map_or_else(|e| e.to_string(), |s| s.to_string());
+                return Err(EngineError::MountNamespace {
+                    reason: format!(
+                        "dockerd sees {seen} at the staging mount {}, not the checked directory \
+                         ({pin}): is jobdock in another mount namespace (Slurm's \
+                         job_container/tmpfs) that it could not stage into?",
+                        staged.display()
+                    ),
+                });
+            }
         }
     }
     Ok(())
@@ -414,7 +490,7 @@ pub async fn started<D: Daemon>(
                 let seen = seen.map_or_else(|e| e.to_string(), |s| s.to_string());
                 // The host path changed: the user's doing. Unchanged: the container got something
                 // else from the same path (another mount namespace, a rewritten request).
-                if host.stat(&m.source).ok() != Some(*pin) {
+                if host.daemon_stat(&m.source).ok() != Some(*pin) {
                     swapped.get_or_insert((m.source.clone(), seen));
                 } else {
                     differences.push(format!(

@@ -758,3 +758,91 @@ fn staging_mounts_are_nosuid_nodev_and_keep_the_flags_they_copy() {
         assert_eq!(super::kept_flags(have), want, "{have:?}");
     }
 }
+
+// ---- issue 12.4: private mount namespaces ------------------------------------------------------
+
+/// The staging mounts of `p` (with its state directory), as `pin` names them.
+fn staging_paths_of(p: &ContainerPlan) -> Vec<PathBuf> {
+    let state = p.staging.dir.parent().unwrap();
+    crate::engine::pin::staging_paths(p, state)
+        .into_values()
+        .collect()
+}
+
+/// The bug of issue 12.4: the staging mounts exist where jobdock is (a job's private mount
+/// namespace) but dockerd sees the empty directories under them. Caught after create, before the
+/// job can run with an empty home however quickly it would end; the node's problem (78).
+#[tokio::test]
+async fn a_staging_mount_dockerd_does_not_see_stops_the_job_before_it_starts() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let empty = FileId { dev: 7, ino: 99 };
+    let mut host = honest_host(&p);
+    let staged = staging_paths_of(&p);
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    for at in &staged {
+        host.daemon_sees.insert(at.clone(), empty);
+    }
+    let mut d = FakeDaemon::default();
+    d.exit = Some(0);
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("job_container/tmpfs") && text.contains("not run"),
+        "{text}"
+    );
+    let calls = names(&ran.calls);
+    assert!(calls.contains(&"create"), "{calls:?}");
+    assert!(!calls.contains(&"start"), "{calls:?}");
+    assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
+    // Detached where they were made, all of them.
+    let mut unbound = host.unbound.borrow().clone();
+    unbound.sort();
+    assert_eq!(unbound, staged);
+}
+
+/// Where jobdock cannot mount into dockerd's namespace (a kernel without open_tree, dockerd's
+/// namespace unknown), nothing is created: refused before create, for the admin (78).
+#[tokio::test]
+async fn a_daemon_namespace_jobdock_cannot_reach_is_refused_before_create() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let mut host = honest_host(&p);
+    host.namespace_error = Some(
+        crate::engine::mountns::decide(
+            Ok(FileId { dev: 4, ino: 1 }),
+            Ok(FileId { dev: 4, ino: 2 }),
+            Err("this kernel has no open_tree".into()),
+        )
+        .unwrap_err(),
+    );
+    let d = FakeDaemon::default();
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(
+        e.to_string().contains("job_container/tmpfs") && e.to_string().contains("open_tree"),
+        "{e}"
+    );
+    assert!(!names(&ran.calls).contains(&"create"), "{:?}", ran.calls);
+    assert!(host.staged.borrow().is_empty(), "a staging mount was left");
+}
+
+/// The identity files go to dockerd by path: a staging directory that is another directory in
+/// dockerd's namespace (a state_dir in the job's private /tmp) is refused before create.
+#[tokio::test]
+async fn a_staging_directory_that_is_another_one_to_dockerd_is_refused_before_create() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let mut host = honest_host(&p);
+    host.daemon_sees
+        .insert(p.staging.dir.clone(), FileId { dev: 9, ino: 9 });
+    let d = FakeDaemon::default();
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(e.to_string().contains("engine.state_dir"), "{e}");
+    assert!(!names(&ran.calls).contains(&"create"), "{:?}", ran.calls);
+}
