@@ -15,7 +15,7 @@ use tokio::io::AsyncWrite;
 use crate::engine::auth::RegistryAuth;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
-    ErrorKind, Found, LocalImage, MountSeen, Progress,
+    ErrorKind, Found, LocalImage, MountSeen, PathKind, Progress,
 };
 use crate::engine::verify::{BindError, Host};
 use crate::image::ImageRef;
@@ -101,6 +101,8 @@ pub struct FakeDaemon {
     pub containers: Vec<Found>,
     /// Files in the image (`read_file`), by path.
     pub image_files: BTreeMap<&'static str, ContainerFile>,
+    /// What paths in the image are (`stat_path`); any other is missing.
+    pub image_paths: BTreeMap<&'static str, PathKind>,
     /// Changes dockerd makes to what was asked (a daemon default, an authorization plugin).
     pub tamper: Option<fn(&mut Effective)>,
     /// The plan of the container created, as dockerd stores it.
@@ -130,6 +132,7 @@ impl Default for FakeDaemon {
             missing_paths: Vec::new(),
             containers: Vec::new(),
             image_files: BTreeMap::new(),
+            image_paths: BTreeMap::new(),
             tamper: None,
             created: RefCell::new(None),
             started: RefCell::new(false),
@@ -254,6 +257,11 @@ impl Daemon for FakeDaemon {
     ) -> Result<Option<ContainerFile>, DaemonError> {
         self.call("read_file", path)?;
         Ok(self.image_files.get(path).cloned())
+    }
+
+    async fn stat_path(&self, _id: &str, path: &str) -> Result<Option<PathKind>, DaemonError> {
+        self.call("stat_path", path)?;
+        Ok(self.image_paths.get(path).cloned())
     }
 
     async fn attach(&self, _id: &str) -> Result<Attached, DaemonError> {

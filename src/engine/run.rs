@@ -170,6 +170,9 @@ async fn start<D: Daemon>(
         &id,
     )?);
 
+    verify::created(d, &staged.plan, plan, &id, s.host).await?;
+    // Only now: dockerd mounts the container's mounts to answer this, following the image's
+    // symlinks, which `created` has just ruled out at every mount point.
     if let Some(program) = plan
         .entrypoint
         .as_ref()
@@ -188,7 +191,6 @@ async fn start<D: Daemon>(
         }
     }
 
-    verify::created(d, &staged.plan, plan, &id, s.host).await?;
     let attached = d
         .attach(&id)
         .await

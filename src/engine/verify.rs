@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::engine::EngineError;
-use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen};
+use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen, PathKind};
 use crate::engine::mountns::{self, Placement};
 use crate::plan::{ContainerPlan, MountPlan};
 use crate::probe::FileId;
@@ -272,7 +272,7 @@ pub async fn created<D: Daemon>(
             ),
         });
     }
-    image_groups_agree(d, plan, &state.effective.image).await?;
+    image_agrees(d, plan, &state.effective.image).await?;
     // The user's paths: a swap since the check gains nothing (the container gets the pinned
     // directory), but it is refused as what it is.
     for (source, pin) in &checked.pins {
@@ -335,26 +335,225 @@ async fn test_delay() {
 /// Largest image `/etc/group` jobdock reads.
 const MAX_GROUP_FILE: u64 = 1 << 20;
 
-/// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
-/// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
-/// into root's group. Refuses an image whose group file would change any of the job's gids. The
-/// file is read from an inert container of the same image (the job's own shows jobdock's mounts).
-async fn image_groups_agree<D: Daemon>(
+/// What the image itself holds, read from an inert container of it (the job's own shows
+/// jobdock's mounts, and dockerd mounts them to answer): its mount points (`mount_points_agree`)
+/// and its `/etc/group` (`groups_agree`).
+async fn image_agrees<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     image: &str,
 ) -> Result<(), EngineError> {
-    if plan.group_add.is_empty() {
-        return Ok(());
-    }
     let inert = d
         .create_inert(image, &format!("{}-image", plan.name), &plan.labels)
         .await
         .map_err(|e| EngineError::daemon("creating a container to read the image's files", e))?;
-    let read = read_following_links(d, &inert, "/etc/group").await;
+    let checked = async {
+        mount_points_agree(d, plan, &inert).await?;
+        groups_agree(d, plan, &inert).await
+    }
+    .await;
     if let Err(e) = crate::engine::run::remove_container(d, &inert).await {
         tracing::warn!("removing the image-reading container {inert}: {e}");
     }
+    checked
+}
+
+/// The files dockerd itself mounts into every container (runc creates each where the image's
+/// path leads, unless a planned mount is there already).
+const DAEMON_FILES: &[&str] = &["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+
+/// What a planned mount needs at its target in the image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Directory,
+    File,
+    /// A site mount: jobdock does not know which.
+    Either,
+}
+
+/// No mount may make the engine create anything on the host (issue 11.2), and the plan cannot see
+/// the image: runc follows the image's symlinks when it makes a mount point, so a volume at
+/// `/data` in an image where `/data -> /etc` lands on the container's `/etc`, and runc then makes
+/// `/etc/hosts` (and the others) in the user's host directory, as root. So every component of
+/// every planned target must be, in the image, a directory or nothing (runc then makes it in the
+/// container's own layer), never a symlink, and the target itself of the kind that is mounted
+/// there; and dockerd's own files must not lead into a planned mount. Refuses otherwise (64).
+async fn mount_points_agree<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    inert: &str,
+) -> Result<(), EngineError> {
+    let refuse = |reason: String| EngineError::ImageRefused {
+        image: plan.image.to_string(),
+        reason,
+    };
+    let mut kinds = std::collections::BTreeMap::new();
+    for m in &plan.mounts {
+        let needs = if plan.pins.contains_key(&m.source) {
+            Needs::Directory
+        } else if [&plan.staging.passwd, &plan.staging.group]
+            .into_iter()
+            .chain(plan.staging.script.as_ref())
+            .any(|f| *f == m.source)
+        {
+            Needs::File
+        } else {
+            Needs::Either
+        };
+        let parts: Vec<_> = m.target.iter().skip(1).collect();
+        let mut at = PathBuf::from("/");
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let last = i + 1 == parts.len();
+            let kind = stat_cached(d, inert, &at, &mut kinds).await?;
+            let target = m.target.display();
+            let here = at.display();
+            match (kind, needs) {
+                // Missing: runc makes it, and all below it, in the container's own layer.
+                (None, _) => break,
+                (Some(PathKind::Symlink(to)), _) => {
+                    return Err(refuse(format!(
+                        "{here} is a symbolic link to {to} in the image, on the way to the \
+                         mount at {target}: the mount would land where it points (and the \
+                         engine could create files in the host directory mounted there); use \
+                         an image without it, or another destination"
+                    )));
+                }
+                (Some(PathKind::Directory), _) if !last => {}
+                (Some(PathKind::Directory), Needs::Directory | Needs::Either)
+                | (Some(PathKind::Regular), Needs::File | Needs::Either)
+                    if last => {}
+                (Some(kind), _) => {
+                    let what = if last && needs == Needs::File {
+                        "a file"
+                    } else {
+                        "a directory"
+                    };
+                    return Err(refuse(format!(
+                        "{here} is {} in the image, where the mount at {target} needs {what}",
+                        describe(&kind)
+                    )));
+                }
+            }
+        }
+    }
+    for file in DAEMON_FILES {
+        if plan.mounts.iter().any(|m| m.target == Path::new(file)) {
+            continue;
+        }
+        let Some(leads_to) = resolve_in_image(d, inert, Path::new(file), &mut kinds).await? else {
+            continue; // a symlink loop: runc fails to start the container, which creates nothing
+        };
+        if let Some(m) = plan.mounts.iter().find(|m| leads_to.starts_with(&m.target)) {
+            return Err(refuse(format!(
+                "its {file} leads to {} (through a symbolic link), inside the mount at {}: the \
+                 engine would create it in the host directory mounted there",
+                leads_to.display(),
+                m.target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe(kind: &PathKind) -> &'static str {
+    match kind {
+        PathKind::Directory => "a directory",
+        PathKind::Regular => "a regular file",
+        PathKind::Symlink(_) => "a symbolic link",
+        PathKind::Other => "neither a directory nor a regular file (or its symlinks loop)",
+    }
+}
+
+/// `stat_path` of the inert container, each path asked once.
+async fn stat_cached<D: Daemon>(
+    d: &D,
+    inert: &str,
+    path: &Path,
+    kinds: &mut std::collections::BTreeMap<PathBuf, Option<PathKind>>,
+) -> Result<Option<PathKind>, EngineError> {
+    if let Some(kind) = kinds.get(path) {
+        return Ok(kind.clone());
+    }
+    let kind = d
+        .stat_path(inert, &path.display().to_string())
+        .await
+        .map_err(|e| EngineError::daemon("reading the image's mount points", e))?;
+    kinds.insert(path.to_path_buf(), kind.clone());
+    Ok(kind)
+}
+
+/// Where `path` leads in the image, every symlink followed inside its root as runc does (a missing
+/// part, and all after it, taken as it is); `None` if its symlinks loop (more than 40).
+async fn resolve_in_image<D: Daemon>(
+    d: &D,
+    inert: &str,
+    path: &Path,
+    kinds: &mut std::collections::BTreeMap<PathBuf, Option<PathKind>>,
+) -> Result<Option<PathBuf>, EngineError> {
+    use std::path::Component;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    let mut missing = false;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let kind = if missing {
+            None
+        } else {
+            stat_cached(d, inert, &next, kinds).await?
+        };
+        match kind {
+            Some(PathKind::Symlink(to)) => {
+                links += 1;
+                if links > 40 {
+                    return Ok(None);
+                }
+                let to = Path::new(&to);
+                if to.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                for c in to.components().rev() {
+                    match c {
+                        Component::Normal(p) => todo.push_front(p.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            None => {
+                missing = true;
+                at = next;
+            }
+            Some(_) => at = next,
+        }
+    }
+    Ok(Some(at))
+}
+
+/// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
+/// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
+/// into root's group. Refuses an image whose group file would change any of the job's gids.
+async fn groups_agree<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    inert: &str,
+) -> Result<(), EngineError> {
+    if plan.group_add.is_empty() {
+        return Ok(());
+    }
+    let read = read_following_links(d, inert, "/etc/group").await;
     let refuse = |reason: String| EngineError::ImageRefused {
         image: plan.image.to_string(),
         reason,
