@@ -1,39 +1,129 @@
 #!/bin/sh
-# Install jobdock on an execution node, as root:
+# Install jobdock on a node, as root:
 #
 #   contrib/install.sh [BINARY]      (default: target/release/jobdock)
 #
-# - BINARY becomes /usr/local/bin/jobdock, owned by root, mode 4755 (setuid root): users run
-#   `jobdock run ...` without being in the docker group; jobdock takes the job's identity from
-#   the kernel (the caller's real uid), checks every path the user names as that user, and keeps
-#   root only for the commands that talk to dockerd (see README, "The privilege boundary").
+# - BINARY becomes $PREFIX/bin/jobdock (PREFIX defaults to /usr/local), owned by root, mode 4755
+#   (setuid root): users run `jobdock run ...` without being in the docker group; jobdock takes
+#   the job's identity from the kernel (the caller's real uid), checks every path the user names
+#   as that user, and keeps root only for the commands that talk to dockerd (see README, "The
+#   privilege boundary"). PREFIX and every directory above it must be root's alone, or jobdock
+#   refuses to run setuid.
 # - /etc/jobdock/ is created (root, 0755) and the example config installed as wrapper.toml only
-#   if there is none: an existing site config is never overwritten.
-# Idempotent: run it again to upgrade the binary. PREFIX (default /usr/local) and CONFDIR
-# (default /etc/jobdock) may be set in the environment; jobdock itself always reads
-# /etc/jobdock/wrapper.toml.
+#   if there is none: an existing site config is never overwritten. jobdock reads no other
+#   config, so the directory cannot be moved (CONFDIR other than /etc/jobdock is refused).
+# - Slurm: where $SLURM_CONFDIR (default /etc/slurm) is a directory, contrib/slurm/epilog and
+#   prolog become $SLURM_CONFDIR/jobdock-epilog and jobdock-prolog (root, 0755).
+# - LSF: where LSF_SERVERDIR is set, contrib/lsf/esub.docker becomes $LSF_SERVERDIR/esub.docker.
+#   Each installed script names $PREFIX/bin/jobdock.
+# - Then `jobdock check-config` (an invalid config fails the install) and, on the live node,
+#   `jobdock doctor`, whose findings are shown but do not fail the install (a node is often
+#   installed before dockerd is set up); fix what it reports before running jobs.
+#
+# DESTDIR stages the whole install under another root (a node image, a test): files go to
+# $DESTDIR$PREFIX, $DESTDIR/etc/jobdock, ..., the scripts still name $PREFIX/bin/jobdock, and
+# doctor is not run. Idempotent: run it again to upgrade; a running job keeps its old binary.
 set -eu
 
 die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "install.sh: $*"; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 binary=${1:-$here/target/release/jobdock}
 prefix=${PREFIX:-/usr/local}
-confdir=${CONFDIR:-/etc/jobdock}
+destdir=${DESTDIR:-}
+confdir=/etc/jobdock
+slurm_confdir=${SLURM_CONFDIR:-/etc/slurm}
+lsf_serverdir=${LSF_SERVERDIR:-}
 
 [ "$(id -u)" -eq 0 ] || die "run as root"
-[ -f "$binary" ] && [ -x "$binary" ] || die "$binary: no such executable (build it: cargo build --release)"
-
-install -d -o root -g root -m 0755 "$prefix/bin" "$confdir"
-# Copy then rename: a running job keeps its old binary, a new one never sees a half-written file.
-install -o root -g root -m 4755 "$binary" "$prefix/bin/.jobdock.new"
-mv -f "$prefix/bin/.jobdock.new" "$prefix/bin/jobdock"
-echo "install.sh: $prefix/bin/jobdock (setuid root) from $binary"
-
-if [ -e "$confdir/wrapper.toml" ]; then
-    echo "install.sh: $confdir/wrapper.toml exists; left as it is"
-else
-    install -o root -g root -m 0644 "$here/wrapper.toml.example" "$confdir/wrapper.toml"
-    echo "install.sh: $confdir/wrapper.toml installed from wrapper.toml.example: review it"
+[ "${CONFDIR:-$confdir}" = "$confdir" ] ||
+    die "CONFDIR=$CONFDIR: jobdock reads only $confdir/wrapper.toml, so a config elsewhere would never be read; unset CONFDIR (DESTDIR stages an install under another root)"
+case $prefix in
+    /*) ;;
+    *) die "PREFIX=$prefix is not an absolute path" ;;
+esac
+prefix=${prefix%/}
+case $prefix$destdir in
+    *[!A-Za-z0-9/._-]*) die "PREFIX and DESTDIR may hold only letters, digits and / . _ -" ;;
+esac
+[ -z "$destdir" ] || [ -d "$destdir" ] || die "DESTDIR=$destdir is not a directory"
+if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
+    die "$binary: no such executable (build it: cargo build --release)"
 fi
-"$prefix/bin/jobdock" check-config "$confdir/wrapper.toml"
+
+jobdock=$prefix/bin/jobdock
+
+# Copies contrib file $1 to $2 (mode 0755), naming the installed jobdock instead of
+# /usr/local/bin/jobdock; copy then rename, so a hook never runs a half-written file.
+install_script() {
+    sed "s|/usr/local/bin/jobdock|$jobdock|g" "$1" >"$2.new"
+    chown root:root "$2.new"
+    chmod 0755 "$2.new"
+    mv -f "$2.new" "$2"
+    say "$2 from ${1#"$here"/}"
+}
+
+install -d -o root -g root -m 0755 "$destdir$prefix/bin" "$destdir$confdir"
+# Copy then rename: a running job keeps its old binary, a new one never sees a half-written file.
+install -o root -g root -m 4755 "$binary" "$destdir$jobdock.new"
+mv -f "$destdir$jobdock.new" "$destdir$jobdock"
+say "$destdir$jobdock (setuid root) from $binary"
+
+if [ -e "$destdir$confdir/wrapper.toml" ]; then
+    say "$destdir$confdir/wrapper.toml exists; left as it is"
+else
+    install -o root -g root -m 0644 "$here/wrapper.toml.example" "$destdir$confdir/wrapper.toml"
+    # The example is a working config for a model site: it allows more than the built-in defaults.
+    say "$destdir$confdir/wrapper.toml installed from wrapper.toml.example: review it; unlike the built-in defaults it allows volumes under /gpfs and /scratch (mounts.allowed_roots), /dev/infiniband/* (devices.paths) and published ports 8000-8999 (ports.range)"
+fi
+"$destdir$jobdock" check-config "$destdir$confdir/wrapper.toml"
+
+slurm=
+if [ -d "$destdir$slurm_confdir" ]; then
+    slurm=yes
+    install_script "$here/contrib/slurm/epilog" "$destdir$slurm_confdir/jobdock-epilog"
+    install_script "$here/contrib/slurm/prolog" "$destdir$slurm_confdir/jobdock-prolog"
+else
+    say "no $destdir$slurm_confdir: not a Slurm node, no epilog installed (SLURM_CONFDIR names another)"
+fi
+if [ -n "$lsf_serverdir" ]; then
+    [ -d "$destdir$lsf_serverdir" ] || die "LSF_SERVERDIR=$lsf_serverdir: no such directory"
+    install_script "$here/contrib/lsf/esub.docker" "$destdir$lsf_serverdir/esub.docker"
+fi
+
+echo
+echo "Next steps:"
+if [ -n "$slurm" ]; then
+    cat <<EOF
+- Slurm (contrib/slurm/README.md), in slurm.conf on every node:
+      Epilog=$slurm_confdir/jobdock-epilog
+      Prolog=$slurm_confdir/jobdock-prolog      (optional)
+  (or call \`$jobdock cleanup --job "\$SLURM_JOB_ID"\` from the epilog the site already has),
+  then \`scontrol reconfigure\`. Changes to ProctrackType, TaskPlugin, SelectType or cgroup.conf
+  need slurmctld and every slurmd restarted instead (\`systemctl restart slurmctld\`, then
+  \`systemctl restart slurmd\` on each node).
+EOF
+fi
+if [ -n "$lsf_serverdir" ] || [ -z "$slurm" ]; then
+    cat <<EOF
+- LSF (contrib/lsf/README.md): every submission host needs jobdock, $confdir/wrapper.toml
+  and esub.docker in \$LSF_SERVERDIR (this script installs it when LSF_SERVERDIR is set); merge
+  the docker profile of contrib/lsf/lsb.applications (or the queue of lsb.queues), with:
+      JOB_STARTER  = exec $jobdock lsf-starter;
+      POST_EXEC    = $jobdock cleanup
+  then \`badmin reconfig\`; the boolean resource \`docker\` for the hosts that have jobdock
+  (lsf.shared, lsf.cluster.<name>), then \`lsadmin reconfig\` and \`badmin mbdrestart\`.
+EOF
+fi
+
+if [ -n "$destdir" ]; then
+    echo "- On the node itself: \`$jobdock doctor\` (as root) checks it."
+    exit 0
+fi
+echo
+if "$jobdock" doctor; then
+    say "jobdock doctor found nothing wrong"
+else
+    say "jobdock doctor found problems (FAIL above): the install is done, but fix them before running jobs here"
+fi

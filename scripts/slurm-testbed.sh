@@ -68,7 +68,9 @@ MEM_HEADROOM_PERCENT=10
 DEF_MEM_PER_CPU_MB=512                     # a job without --mem gets this per CPU
 SLURM_WAIT=${SLURM_TESTBED_WAIT:-60}       # seconds for daemons / node to come up
 
-# jobdock's Slurm epilog. Configured as Epilog= only when the file exists and is
+# jobdock's Slurm epilog: the checkout's own, so the tests run the working tree's
+# file (an installed node has it as /etc/slurm/jobdock-epilog, from contrib/install.sh,
+# which names the installed jobdock). Configured as Epilog= only when the file exists and is
 # executable; otherwise slurm.conf carries a commented placeholder. Override with
 # SLURM_EPILOG=/path scripts/slurm-testbed.sh up. Not exported: srun reads an
 # environment variable of this name as its own --epilog.

@@ -205,6 +205,7 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
             .iter()
             .map(|g| (g.clone(), crate::probe::expand_glob(g).len()))
             .collect(),
+        device_memlock: u64::try_from(config.devices.memlock.rlimit()).ok(),
     };
     let findings = crate::doctor::judge(&facts);
     for f in &findings {
@@ -227,11 +228,7 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
 fn daemon_process(socket: &Path) -> Option<crate::doctor::DaemonProcess> {
     let pid = engine::daemon_pid(socket).ok()?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
-    let memlock_hard = limits
-        .lines()
-        .find(|l| l.starts_with("Max locked memory"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|hard| hard.parse::<u64>().ok());
+    let memlock_hard = engine::rlimit::hard_limit(&limits, "memlock").flatten();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let cap_eff = status
         .lines()
@@ -529,6 +526,7 @@ fn load_config(flag: Option<PathBuf>, env: &Env, caller: Caller) -> Result<SiteC
 
 fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
     if json {
+        let staged = engine::staging_paths(plan, &config.engine.state_dir);
         let value = serde_json::json!({
             "image": plan.image.to_string(),
             "pull": plan.pull,
@@ -537,6 +535,15 @@ fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {
             "passwd": plan.passwd,
             "group": plan.group,
             "staging": plan.staging,
+            // Each mount by its host path: `create` names the checked ones by their staging
+            // mounts, which exist only while the job starts.
+            "mounts": plan.mounts.iter().enumerate().map(|(i, m)| serde_json::json!({
+                "source": m.source,
+                "target": m.target,
+                "readonly": m.readonly,
+                "why": m.why,
+                "staged_at": staged.get(&i),
+            })).collect::<Vec<_>>(),
             "notes": plan.notes,
             // Exactly what `run` sends: checked directories appear at their staging mounts.
             "create": crate::engine::body::create_json(&engine::as_staged(plan, &config.engine.state_dir)),

@@ -72,6 +72,8 @@ pub struct Facts {
     pub allowed_roots: Vec<(PathBuf, bool)>,
     /// `devices.paths` globs and how many devices each matches.
     pub device_globs: Vec<(String, usize)>,
+    /// `devices.memlock` in bytes (`None`: unlimited).
+    pub device_memlock: Option<u64>,
 }
 
 /// The findings, one per check, in a stable order.
@@ -172,19 +174,37 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
                 }
             }
             let devices = f.device_globs.iter().any(|(_, n)| *n > 0);
+            let asked = match f.device_memlock {
+                None => "\"unlimited\"".to_string(),
+                Some(n) => format!("{:?}", crate::config::size_text(n)),
+            };
             match (devices, p.memlock_hard, p.cap_sys_resource) {
-                (false, _, _) | (_, None, _) | (_, _, true) => say(
+                (false, _, _) => say(
                     Level::Ok,
                     "memlock",
-                    "dockerd can give device jobs unlimited locked memory".into(),
+                    "no device matches devices.paths here: jobs keep their own locked-memory limit"
+                        .into(),
                 ),
-                (true, Some(hard), false) => say(
-                    Level::Warn,
+                (true, None, _) | (true, _, true) => say(
+                    Level::Ok,
+                    "memlock",
+                    format!("dockerd can give device jobs devices.memlock = {asked}"),
+                ),
+                (true, Some(hard), false) if f.device_memlock.is_some_and(|n| n <= hard) => say(
+                    Level::Ok,
                     "memlock",
                     format!(
-                        "device jobs get unlimited locked memory, but dockerd's own limit is {hard} \
-                         bytes and it lacks CAP_SYS_RESOURCE: such jobs fail to start (\"error \
-                         setting rlimit type 8\")"
+                        "devices.memlock = {asked} is within dockerd's own hard limit ({hard} bytes)"
+                    ),
+                ),
+                (true, Some(hard), false) => say(
+                    Level::Fail,
+                    "memlock",
+                    format!(
+                        "device jobs get devices.memlock = {asked}, but dockerd's own hard limit is \
+                         {hard} bytes and it lacks CAP_SYS_RESOURCE: such jobs fail to start (exit \
+                         78); set devices.memlock to at most {:?} or give dockerd CAP_SYS_RESOURCE",
+                        crate::config::size_text(hard)
                     ),
                 ),
             }
@@ -375,7 +395,34 @@ mod tests {
             configured_cgroup_driver: "cgroupfs".into(),
             allowed_roots: vec![("/gpfs".into(), true)],
             device_globs: vec![("/dev/infiniband/*".into(), 2)],
+            device_memlock: None,
         }
+    }
+
+    /// Issue 12.8: a devices.memlock within dockerd's own limit passes without CAP_SYS_RESOURCE.
+    #[test]
+    fn memlock_within_dockerds_limit_passes() {
+        let mut f = healthy();
+        let p = f.process.as_mut().unwrap();
+        p.memlock_hard = Some(8 << 20);
+        p.cap_sys_resource = false;
+        f.device_memlock = Some(8 << 20);
+        let found = judge(&f);
+        assert!(
+            found
+                .iter()
+                .any(|x| x.check == "memlock" && x.level == Level::Ok && x.detail.contains("8m")),
+            "{found:?}"
+        );
+        f.device_globs[0].1 = 0;
+        f.device_memlock = None;
+        let found = judge(&f);
+        assert!(
+            found
+                .iter()
+                .any(|x| x.check == "memlock" && x.level == Level::Ok),
+            "no devices, no memlock problem: {found:?}"
+        );
     }
 
     #[test]
@@ -412,10 +459,16 @@ mod tests {
                 p.same_mount_namespace = false;
                 p.mount_api_missing = Some("this kernel has no open_tree".into());
             }),
-            ("memlock", Level::Warn, "CAP_SYS_RESOURCE", |f| {
+            ("memlock", Level::Fail, "at most \"8m\"", |f| {
                 let p = f.process.as_mut().unwrap();
                 p.memlock_hard = Some(8 << 20);
                 p.cap_sys_resource = false;
+            }),
+            ("memlock", Level::Fail, "devices.memlock = \"9m\"", |f| {
+                let p = f.process.as_mut().unwrap();
+                p.memlock_hard = Some(8 << 20);
+                p.cap_sys_resource = false;
+                f.device_memlock = Some(9 << 20);
             }),
             ("allowed roots", Level::Warn, "/scratch", |f| {
                 f.allowed_roots.push(("/scratch".into(), false))

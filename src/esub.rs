@@ -73,31 +73,7 @@ pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String>
 /// A method name one or two edits from `docker` (`dcoker`, `Docker`, `dokcer`, `docke`): a typo
 /// that would run the job on the host. (`dockerish` and other real names are three or more away.)
 fn close_to_docker(name: &str) -> bool {
-    let a: Vec<char> = name.to_lowercase().chars().collect();
-    let b: Vec<char> = "docker".chars().collect();
-    if a == b {
-        return true;
-    }
-    // Optimal string alignment distance: insertions, deletions, substitutions, transpositions.
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()] <= 2
+    crate::policy::edit_distance(name, "docker") <= 2
 }
 
 /// `-a "docker(alpine) other(x y)"` -> `docker(alpine)`, `other(x y)`: whitespace separates

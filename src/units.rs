@@ -12,6 +12,19 @@ impl ByteSize {
     pub const KIB: u64 = 1024;
     pub const MIB: u64 = 1024 * 1024;
     pub const GIB: u64 = 1024 * 1024 * 1024;
+    /// The largest size Docker's API can carry (it takes sizes as i64).
+    pub const MAX: u64 = i64::MAX as u64;
+
+    /// `bytes`, if Docker's API can carry it.
+    pub fn new(bytes: u64) -> Option<ByteSize> {
+        (bytes <= Self::MAX).then_some(ByteSize(bytes))
+    }
+
+    /// The size as the Engine API spells it. Never negative: a size above `MAX` (made without
+    /// `new`) is carried as `MAX`, not wrapped to -1 ("no limit").
+    pub fn api(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
 }
 
 impl FromStr for ByteSize {
@@ -49,11 +62,7 @@ impl FromStr for ByteSize {
                 .checked_add((numerator as u128 * multiplier as u128 / 10u128.pow(digits)) as u64)
                 .ok_or_else(bad)?;
         }
-        // Docker's API takes sizes as i64.
-        if bytes > i64::MAX as u64 {
-            return Err(bad());
-        }
-        Ok(ByteSize(bytes))
+        ByteSize::new(bytes).ok_or_else(bad)
     }
 }
 
@@ -80,7 +89,9 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Number(n) => ByteSize::new(n).ok_or_else(|| {
+                serde::de::Error::custom(format!("{n} is more than Docker can take (8 EiB)"))
+            }),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }

@@ -449,3 +449,170 @@ fn check_config_reports_type_errors_syntax_errors_and_dangerous_settings() {
         .code(78)
         .stdout_has("line ");
 }
+
+/// Usage errors are refusals (64), not clap's 2, which looks like a job's own exit code.
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    for (args, code) in [
+        (&["run", "--no-such-flag"][..], 64),
+        (&["no-such-command"][..], 64),
+        (&["--help"][..], 0),
+        (&["--version"][..], 0),
+    ] {
+        Run::new(args).run().code(code);
+    }
+}
+
+/// `plan --json` names every mount by its host source, with where a checked one is staged; the
+/// create body names the staging mounts (issue 12.10).
+#[test]
+fn plan_json_lists_each_mount_by_its_host_source() {
+    if !test_users_exist() {
+        return;
+    }
+    let cfg = TestConfig::new("");
+    let out = Run::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.0,
+        "--image",
+        "jobdock-test/busybox",
+        "--json",
+        "--",
+        "true",
+    ])
+    .cwd("/home/jdalice")
+    .run();
+    out.ok();
+    let v = out.json();
+    let mounts = v["mounts"].as_array().unwrap();
+    let home = mounts
+        .iter()
+        .find(|m| m["target"] == "/home/jdalice")
+        .unwrap_or_else(|| panic!("no home mount: {mounts:?}"));
+    assert_eq!(home["source"], "/home/jdalice");
+    assert_eq!(home["readonly"], false);
+    assert_eq!(home["why"], "the user's home directory");
+    let staged = home["staged_at"].as_str().unwrap();
+    let in_body = v["create"]["HostConfig"]["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Target"] == "/home/jdalice")
+        .unwrap();
+    assert_eq!(in_body["Source"], staged);
+}
+
+// ------------------------------------------------------------------------ contrib/install.sh --
+
+/// Issue 12.11: install.sh with a non-default PREFIX, staged under a fake root (DESTDIR, so
+/// nothing of the node's own /usr/local or /etc/jobdock is touched): the binary is setuid root,
+/// the example config is installed once and never overwritten, the Slurm epilog and prolog and the
+/// LSF esub call the binary where it was installed, and the next steps name the real paths.
+/// CONFDIR (a config jobdock would never read) and a relative PREFIX are refused.
+#[test]
+fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
+    use std::os::unix::fs::MetadataExt;
+    if !util::require(
+        "root (install.sh installs setuid root)",
+        nix::unistd::geteuid().is_root(),
+    ) {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
+    let root = util::trusted_tempdir();
+    let dest = root.path();
+    for dir in ["etc/slurm", "opt/lsf/etc"] {
+        std::fs::create_dir_all(dest.join(dir)).unwrap();
+    }
+    let install = || {
+        Run::program(script, &[util::BIN])
+            .env("DESTDIR", &dest.display().to_string())
+            .env("PREFIX", "/opt/jobdock")
+            .env("LSF_SERVERDIR", "/opt/lsf/etc")
+            .run()
+    };
+    let out = install();
+    out.ok();
+
+    let bin = dest.join("opt/jobdock/bin/jobdock");
+    let meta = std::fs::metadata(&bin).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o4755),
+        "{}",
+        out.report
+    );
+    let config = dest.join("etc/jobdock/wrapper.toml");
+    let example = include_str!("../wrapper.toml.example");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), example);
+    assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o7777, 0o644);
+    for hook in [
+        "etc/slurm/jobdock-epilog",
+        "etc/slurm/jobdock-prolog",
+        "opt/lsf/etc/esub.docker",
+    ] {
+        let path = dest.join(hook);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{hook}: {e}{}", out.report));
+        assert!(text.contains("/opt/jobdock/bin/jobdock"), "{hook}:\n{text}");
+        assert!(!text.contains("/usr/local/bin/jobdock"), "{hook}:\n{text}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "{hook}");
+    }
+    for want in [
+        "Epilog=/etc/slurm/jobdock-epilog",
+        "scontrol reconfigure",
+        "JOB_STARTER  = exec /opt/jobdock/bin/jobdock lsf-starter;",
+        "POST_EXEC    = /opt/jobdock/bin/jobdock cleanup",
+        "/opt/jobdock/bin/jobdock doctor",
+    ] {
+        out.stdout_has(want);
+    }
+    // The staged epilog calls the binary at its real path, which is not on this node: it says
+    // so and succeeds, as on a node before the rollout.
+    Run::program(
+        &dest.join("etc/slurm/jobdock-epilog").display().to_string(),
+        &[],
+    )
+    .env("SLURM_JOB_ID", "1")
+    .run()
+    .ok()
+    .stderr_has("/opt/jobdock/bin/jobdock is not installed");
+
+    // Again: the binary is replaced, a site's config is not.
+    std::fs::write(&config, "# the site's own\n").unwrap();
+    install()
+        .ok()
+        .stdout_has("wrapper.toml exists; left as it is");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# the site's own\n"
+    );
+
+    let elsewhere = util::trusted_tempdir();
+    let refused = [
+        (
+            "CONFDIR",
+            "/opt/jobdock/etc",
+            "reads only /etc/jobdock/wrapper.toml",
+        ),
+        ("PREFIX", "opt/jobdock", "not an absolute path"),
+    ];
+    for (var, value, why) in refused {
+        let out = Run::program(script, &[util::BIN])
+            .env("DESTDIR", &elsewhere.path().display().to_string())
+            .env(var, value)
+            .run();
+        assert_ne!(out.code, 0, "{var}={value}{}", out.report);
+        out.stderr_has(why);
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            0,
+            "{var}={value} installed something{}",
+            out.report
+        );
+    }
+}

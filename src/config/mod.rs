@@ -102,6 +102,72 @@ pub struct Security {
 pub struct Devices {
     /// Globs of host devices every job gets, e.g. `/dev/infiniband/*`.
     pub paths: Vec<String>,
+    /// The locked-memory limit (soft and hard) of a job that gets devices: RDMA pins memory.
+    pub memlock: Memlock,
+}
+
+/// `devices.memlock`: `"unlimited"` or a size (`"64g"`, `65536`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memlock {
+    Unlimited,
+    Bytes(ByteSize),
+}
+
+impl Memlock {
+    /// As dockerd takes an rlimit: -1 is unlimited.
+    pub fn rlimit(self) -> i64 {
+        match self {
+            Memlock::Unlimited => -1,
+            Memlock::Bytes(b) => i64::try_from(b.0).unwrap_or(-1),
+        }
+    }
+
+    /// As the key would be written: `"unlimited"`, `"8m"`, `"65536"`.
+    pub fn config_text(self) -> String {
+        match self {
+            Memlock::Unlimited => "unlimited".into(),
+            Memlock::Bytes(b) => size_text(b.0),
+        }
+    }
+}
+
+/// `n` bytes as a config size, exactly: `8m`, `64k`, `1000`.
+pub fn size_text(n: u64) -> String {
+    match n {
+        0 => "0".into(),
+        n if n % ByteSize::GIB == 0 => format!("{}g", n / ByteSize::GIB),
+        n if n % ByteSize::MIB == 0 => format!("{}m", n / ByteSize::MIB),
+        n if n % ByteSize::KIB == 0 => format!("{}k", n / ByteSize::KIB),
+        n => n.to_string(),
+    }
+}
+
+impl<'de> Deserialize<'de> for Memlock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            // -1, as dockerd and `--ulimit` write unlimited.
+            Raw::Number(-1) => Ok(Memlock::Unlimited),
+            Raw::Number(n) => u64::try_from(n)
+                .map(|n| Memlock::Bytes(ByteSize(n)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{n} is not \"unlimited\" (or -1) or a size (examples: 64g, 512m, 65536)"
+                    ))
+                }),
+            Raw::Text(t) if t.trim().eq_ignore_ascii_case("unlimited") => Ok(Memlock::Unlimited),
+            Raw::Text(t) => t.parse().map(Memlock::Bytes).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not \"unlimited\" (or -1) or a size (examples: 64g, 512m, 65536)"
+                ))
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -166,7 +232,10 @@ impl Default for SiteConfig {
                 cap_add: Capability::DEFAULT_ALLOW.to_vec(),
                 selinux_labels: Vec::new(),
             },
-            devices: Devices { paths: Vec::new() },
+            devices: Devices {
+                paths: Vec::new(),
+                memlock: Memlock::Unlimited,
+            },
             limits: Limits {
                 memory: ByteSize(4 * ByteSize::GIB),
                 pids: 8192,
@@ -396,6 +465,7 @@ struct RawSecurity {
 #[serde(default)]
 struct RawDevices {
     paths: Option<Vec<String>>,
+    memlock: Option<Memlock>,
 }
 
 #[derive(Default, Deserialize)]
@@ -629,6 +699,20 @@ impl Raw {
                 }
             }
             c.devices.paths = globs;
+        }
+        if let Some(memlock) = self.devices.memlock {
+            if let Memlock::Bytes(b) = memlock
+                && b.0 < 64 * ByteSize::KIB
+            {
+                bad(
+                    "devices.memlock",
+                    format!(
+                        "{b} is below the kernel's default of 64 KiB: a device job could pin \
+                         (register) almost no memory"
+                    ),
+                );
+            }
+            c.devices.memlock = memlock;
         }
 
         if let Some(memory) = self.limits.memory {
@@ -944,6 +1028,55 @@ mod tests {
             let problems = SiteConfig::parse(&format!("[engine]\n{line}\n")).unwrap_err();
             assert_eq!(problems.len(), 1, "{line}: {problems:?}");
             assert_eq!(problems[0].key, key);
+        }
+    }
+
+    /// Issue 12.8: the locked-memory limit of device jobs is the site's to choose.
+    #[test]
+    fn devices_memlock_is_unlimited_or_a_size() {
+        assert_eq!(SiteConfig::default().devices.memlock, Memlock::Unlimited);
+        let cases: &[(&str, Result<Memlock, &str>)] = &[
+            ("\"unlimited\"", Ok(Memlock::Unlimited)),
+            ("\"Unlimited\"", Ok(Memlock::Unlimited)),
+            ("-1", Ok(Memlock::Unlimited)),
+            ("\"8m\"", Ok(Memlock::Bytes(ByteSize(8 * ByteSize::MIB)))),
+            ("\"64g\"", Ok(Memlock::Bytes(ByteSize(64 * ByteSize::GIB)))),
+            ("65536", Ok(Memlock::Bytes(ByteSize(65536)))),
+            ("\"lots\"", Err("is not \"unlimited\"")),
+            ("-2", Err("is not \"unlimited\"")),
+            ("\"4k\"", Err("below the kernel's default of 64 KiB")),
+            ("0", Err("below the kernel's default of 64 KiB")),
+            ("true", Err("")),
+        ];
+        for (value, want) in cases {
+            let got = SiteConfig::parse(&format!("[devices]\nmemlock = {value}\n"));
+            match (got, want) {
+                (Ok(c), Ok(m)) => assert_eq!(c.devices.memlock, *m, "{value}"),
+                (Err(problems), Err(words)) => {
+                    assert_eq!(problems.len(), 1, "{value}: {problems:?}");
+                    assert_eq!(problems[0].key, "devices.memlock", "{value}");
+                    assert!(problems[0].message.contains(words), "{value}: {problems:?}");
+                }
+                (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
+        }
+        let cases = [
+            (Memlock::Unlimited, "unlimited", -1),
+            (Memlock::Bytes(ByteSize(8 << 20)), "8m", 8 << 20),
+            (Memlock::Bytes(ByteSize(3 << 30)), "3g", 3 << 30),
+            (Memlock::Bytes(ByteSize(65536)), "64k", 65536),
+            (Memlock::Bytes(ByteSize(100_000)), "100000", 100_000),
+        ];
+        for (m, text, rlimit) in cases {
+            assert_eq!((m.config_text().as_str(), m.rlimit()), (text, rlimit));
+            assert_eq!(
+                SiteConfig::parse(&format!("[devices]\nmemlock = \"{text}\"\n"))
+                    .unwrap()
+                    .devices
+                    .memlock,
+                m,
+                "{text} reads back"
+            );
         }
     }
 

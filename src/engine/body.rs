@@ -10,6 +10,7 @@ use bollard::models::{
 };
 
 use crate::plan::{ContainerPlan, MountPlan, PortPlan, Staging, Ulimit};
+use crate::units::ByteSize;
 
 /// `Healthcheck.Test` that turns the image's health check off.
 pub const NO_HEALTHCHECK: &str = "NONE";
@@ -53,6 +54,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         ports,
         extra_hosts,
         cgroup_parent,
+        cgroup_parent_why: _,
         ulimits,
         tty,
         log_level: _,
@@ -117,8 +119,8 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
             typ: Some("none".into()),
             config: None,
         }),
-        memory: Some(memory.0 as i64),
-        memory_swap: Some(memory.0 as i64),
+        memory: Some(memory.api()),
+        memory_swap: Some(memory.api()),
         nano_cpus: *nano_cpus,
         cpuset_cpus: cpuset_cpus.clone(),
         pids_limit: Some(*pids_limit),
@@ -153,7 +155,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         }),
         network_mode: Some(network.clone()),
         ipc_mode: Some(ipc.clone()),
-        shm_size: shm_size.map(|s| s.0 as i64),
+        shm_size: shm_size.map(ByteSize::api),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         extra_hosts: (!extra_hosts.is_empty()).then(|| extra_hosts.clone()),
         cgroup_parent: cgroup_parent.clone(),

@@ -56,6 +56,16 @@ pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineErro
     let path = socket
         .to_str()
         .ok_or_else(|| unreachable("the path is not UTF-8".into()))?;
+    // Waiting does not give jobdock the right to use the socket: a copy without its setuid bit
+    // is told so at once.
+    if let Err(e) = tokio::net::UnixStream::connect(path).await
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        return Err(EngineError::SocketDenied {
+            socket: socket.to_path_buf(),
+            reason: e.to_string(),
+        });
+    }
     let mut delay = FIRST_DELAY;
     loop {
         let attempt = async {
@@ -78,7 +88,12 @@ pub async fn connect(socket: &Path, wait: Duration) -> Result<Docker, EngineErro
         let reason = match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(api)) => return checked(api, socket),
             // Waiting does not give jobdock the right to use the socket.
-            Ok(Err(e)) if denied(&e) => return Err(unreachable(describe(&e))),
+            Ok(Err(e)) if denied(&e) => {
+                return Err(EngineError::SocketDenied {
+                    socket: socket.to_path_buf(),
+                    reason: describe(&e),
+                });
+            }
             Ok(Err(e)) => describe(&e),
             Err(_) => format!("no answer within {:.1}s", limit.as_secs_f64()),
         };

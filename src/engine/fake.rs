@@ -417,8 +417,8 @@ pub fn stored(plan: &ContainerPlan) -> Effective {
         readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
         oom_score_adj: 0,
         oom_kill_disable: false,
-        memory: plan.memory.0 as i64,
-        memory_swap: plan.memory.0 as i64,
+        memory: plan.memory.api(),
+        memory_swap: plan.memory.api(),
         pids_limit: plan.pids_limit,
         ulimits: plan
             .ulimits

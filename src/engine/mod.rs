@@ -19,8 +19,9 @@ mod files;
 mod mountns;
 pub use mountns::{daemon_pid, new_mount_api, shares_namespace_with};
 mod pin;
-pub use pin::as_staged;
+pub use pin::{as_staged, staging_paths};
 mod pull;
+pub mod rlimit;
 mod run;
 mod signals;
 mod tty;
@@ -62,6 +63,17 @@ pub enum EngineError {
     ImageMissing { image: String },
     #[error("pulling {image}: {reason}")]
     Pull { image: String, reason: String },
+    #[error(
+        "pulling {image}: the registry refuses it: {reason} (check the image's name and tag, and \
+         your registry login)"
+    )]
+    PullRefused { image: String, reason: String },
+    #[error(
+        "jobdock may not use dockerd's socket {} ({reason}): it must be installed setuid root \
+         (contrib/install.sh; a `cargo install` copy, or one on a nosuid file system, is not)",
+        socket.display()
+    )]
+    SocketDenied { socket: PathBuf, reason: String },
     #[error(transparent)]
     Files(#[from] FileError),
     #[error("{what}: {source}")]
@@ -131,6 +143,8 @@ pub enum EngineError {
     #[error("image {image}: {reason}")]
     ImageRefused { image: String, reason: String },
     #[error("{0}")]
+    Rlimit(Box<rlimit::RlimitRefused>),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -154,6 +168,19 @@ pub enum Blame {
 }
 
 impl EngineError {
+    /// Adds dockerd's own hard limit to a limit it refused, for the advice.
+    fn fill_granted(&mut self, socket: &std::path::Path) {
+        match self {
+            EngineError::Rlimit(r) => {
+                if let Some(name) = r.name {
+                    r.granted = rlimit::daemon_hard_limit(socket, name);
+                }
+            }
+            EngineError::AndCleanup { run, .. } => run.fill_granted(socket),
+            _ => {}
+        }
+    }
+
     pub(crate) fn daemon(what: &'static str, source: DaemonError) -> Self {
         EngineError::Daemon { what, source }
     }
@@ -171,6 +198,7 @@ impl EngineError {
             | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
             EngineError::MountNamespace { .. } => Blame::Config,
+            EngineError::SocketDenied { .. } => Blame::Config,
             EngineError::Files(e) if e.callers_limit => Blame::Refused,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
@@ -180,7 +208,11 @@ impl EngineError {
             EngineError::BadJobId { .. }
             | EngineError::PrivateImage { .. }
             | EngineError::MountChanged { .. }
-            | EngineError::ImageRefused { .. } => Blame::Refused,
+            | EngineError::ImageRefused { .. }
+            | EngineError::PullRefused { .. } => Blame::Refused,
+            // The job's limits are the site's (devices.memlock) or the node's (what the
+            // scheduler gives jobs); dockerd's are the node's: the admin must fix either.
+            EngineError::Rlimit(_) => Blame::Config,
             EngineError::Internal(_) => Blame::Internal,
         }
     }
@@ -232,6 +264,10 @@ pub fn execute(
             terminal: plan.tty.then(std::io::stdin),
         };
         run::run(&docker, plan, &settings, &mut signals, io).await
+    })
+    .map_err(|mut e| {
+        e.fill_granted(&engine.socket);
+        e
     })
 }
 

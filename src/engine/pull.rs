@@ -227,10 +227,33 @@ async fn pull_with_retries<D: Daemon>(
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
+            Ok(Err(e)) if refused_by_registry(&e) => {
+                return Err(EngineError::PullRefused {
+                    image: image.to_string(),
+                    reason: e.message,
+                });
+            }
             Ok(Err(e)) => return Err(failed(e.message)),
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// Whether the registry refused the pull for something the job names: an image or tag it does
+/// not have, a reference it cannot parse, credentials it does not accept. Retrying, or requeueing
+/// the job on another node, fails the same way.
+pub fn refused_by_registry(e: &DaemonError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    [
+        "manifest unknown",
+        "name unknown",
+        "unauthorized",
+        "denied",
+        "repository does not exist",
+        "invalid reference",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 /// Whether a failed pull may succeed if tried again: rate limits, server errors, timeouts and
@@ -462,6 +485,38 @@ mod tests {
         ];
         for (name, kind, message, want) in cases {
             assert_eq!(transient(&DaemonError::new(kind, message)), want, "{name}");
+        }
+    }
+
+    /// The registry's refusals that are the job's to fix, as dockerd 20.10 words them.
+    #[test]
+    fn refusals_of_the_job_are_told_from_the_nodes_trouble() {
+        let cases = [
+            (
+                "manifest for 127.0.0.1:5000/x:1 not found: manifest unknown: manifest unknown",
+                true,
+            ),
+            (
+                "pull access denied for x, repository does not exist or may require 'docker login'",
+                true,
+            ),
+            ("unauthorized: authentication required", true),
+            ("name unknown: repository name not known to registry", true),
+            ("invalid reference format", true),
+            (
+                "toomanyrequests: You have reached your pull rate limit",
+                false,
+            ),
+            ("write /var/lib/docker/x: no space left on device", false),
+            ("dial tcp: lookup registry.example: no such host", false),
+            (
+                "received unexpected HTTP status: 503 Service Unavailable",
+                false,
+            ),
+        ];
+        for (message, want) in cases {
+            let e = DaemonError::new(ErrorKind::Stream, message);
+            assert_eq!(refused_by_registry(&e), want, "{message}");
         }
     }
 

@@ -22,6 +22,7 @@ use crate::engine::daemon::{
 use crate::engine::files::{self, Staging};
 use crate::engine::pin;
 use crate::engine::pull::{self, PullSettings};
+use crate::engine::rlimit;
 use crate::engine::signals::Sig;
 use crate::engine::tty;
 use crate::engine::verify;
@@ -195,7 +196,7 @@ async fn start<D: Daemon>(
         .attach(&id)
         .await
         .map_err(|e| EngineError::daemon("attaching to the container", e))?;
-    d.start(&id).await.map_err(start_error)?;
+    d.start(&id).await.map_err(|e| start_error(e, plan))?;
     // Until this passes, the job's output waits in the attach stream: a job that fails it is
     // removed, and nothing it printed reaches anyone.
     verify::started(d, &staged.plan, &id, s.host).await?;
@@ -223,8 +224,12 @@ fn same_to_daemon(host: &dyn verify::Host, dir: &Path) -> Result<(), EngineError
     })
 }
 
-/// A failed start, explained: the runtime's exec errors are the job's command, not the node.
-fn start_error(e: DaemonError) -> EngineError {
+/// A failed start, explained: the runtime's exec errors are the job's command, not the node; a
+/// resource limit dockerd may not grant is the site's.
+fn start_error(e: DaemonError, plan: &ContainerPlan) -> EngineError {
+    if let Some(refused) = rlimit::refused(&e.message, plan) {
+        return EngineError::Rlimit(Box::new(refused));
+    }
     let m = e.message.to_ascii_lowercase();
     let exec = m.contains("exec");
     if exec && (m.contains("executable file not found") || m.contains("no such file or directory"))

@@ -818,7 +818,7 @@ pub fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
         &false,
         !e.oom_kill_disable,
     );
-    let memory = plan.memory.0 as i64;
+    let memory = plan.memory.api();
     same("Memory", &e.memory, &memory, e.memory == memory);
     same(
         "MemorySwap",

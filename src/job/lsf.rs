@@ -17,15 +17,14 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
     let work_dir = abs_path(env, "LS_EXECCWD")?
         .or(abs_path(env, "LS_SUBCWD")?)
         .or(cwd);
-    let tmpdir = match (
-        abs_path(env, "__LSF_JOB_TMPDIR__")?,
-        private_tmpdir(abs_path(env, "TMPDIR")?),
-    ) {
-        (Some(dir), _) | (None, Some(dir)) => Some(dir),
+    let named = abs_path(env, "__LSF_JOB_TMPDIR__")?.or(private_tmpdir(abs_path(env, "TMPDIR")?));
+    let tmpdir_by_convention = named.is_none();
+    let tmpdir = match named {
+        Some(dir) => Some(dir),
         // LSB_JOB_TMPDIR (lsf.conf) is the base the job's own directory is made in; without it
         // LSF (and OpenLava) makes it in /tmp. TMPDIR is set only with LSB_SET_TMPDIR=y, and a
         // setuid jobdock never sees it (glibc removes it): the name is LSF's convention.
-        (None, None) => {
+        None => {
             let base = abs_path(env, "LSB_JOB_TMPDIR")?.unwrap_or_else(|| PathBuf::from("/tmp"));
             let name = match index {
                 Some(i) => format!("{id}_{i}.tmpdir"),
@@ -42,6 +41,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         script: abs_path(env, "LSB_JOBFILENAME")?,
         work_dir,
         tmpdir: private_tmpdir(tmpdir),
+        tmpdir_by_convention,
         cpus: slots(env)?,
         memory: None,
         gpus: gpu_list(env, "CUDA_VISIBLE_DEVICES")?,

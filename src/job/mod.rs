@@ -47,6 +47,9 @@ pub struct JobContext {
     pub work_dir: Option<PathBuf>,
     /// The job's private temporary directory, mounted at `/tmp`.
     pub tmpdir: Option<PathBuf>,
+    /// The tmpdir is where the scheduler's convention puts one (LSF's `/tmp/<jobid>.tmpdir`),
+    /// not one a variable names: that there is none there is no news.
+    pub tmpdir_by_convention: bool,
     /// CPUs allocated to the job on this node.
     pub cpus: Option<u32>,
     /// Memory allocated to the job on this node, in bytes.

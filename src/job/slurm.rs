@@ -35,7 +35,18 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         mem(env, "SLURM_MEM_PER_CPU")?,
     ) {
         (Some(node), _) => Some(node),
-        (None, Some(per_cpu)) => Some(per_cpu.saturating_mul(cpus.unwrap_or(1) as u64)),
+        (None, Some(per_cpu)) => Some(
+            per_cpu
+                .checked_mul(u64::from(cpus.unwrap_or(1)))
+                .filter(|&b| b <= crate::units::ByteSize::MAX)
+                .ok_or_else(|| {
+                    bad(
+                        "SLURM_MEM_PER_CPU",
+                        env.get("SLURM_MEM_PER_CPU").map_or("", String::as_str),
+                        "times SLURM_CPUS_ON_NODE is more than Docker can take (8 EiB)",
+                    )
+                })?,
+        ),
         (None, None) => None,
     };
     let gpus = match gpu_list(env, "SLURM_STEP_GPUS")? {
@@ -54,6 +65,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         memory,
         gpus,
         scheduler_uid: number(env, "SLURM_JOB_UID")?,
+        tmpdir_by_convention: false,
         confirmed: false,
         notes: Vec::new(),
     })
@@ -89,7 +101,11 @@ fn mem(env: &Env, name: &str) -> Result<Option<u64>, JobError> {
         "T" => 1024 * 1024 * MIB,
         _ => return Err(bad(name, v, "must be a size in MiB")),
     };
-    Ok(Some(n.saturating_mul(factor)).filter(|&b| b > 0))
+    let bytes = n
+        .checked_mul(factor)
+        .filter(|&b| b <= crate::units::ByteSize::MAX)
+        .ok_or_else(|| bad(name, v, "is more than Docker can take (8 EiB)"))?;
+    Ok(Some(bytes).filter(|&b| b > 0))
 }
 
 #[cfg(test)]
@@ -248,6 +264,10 @@ mod tests {
             ("SLURM_JOB_ID", "4567 --privileged"),
             ("SLURM_STEP_ID", "0;id"),
             ("SLURM_MEM_PER_NODE", "lots"),
+            // u64::MAX MiB once wrapped to "Memory": -1, no limit at all (issue 12.7).
+            ("SLURM_MEM_PER_NODE", "18446744073709551615"),
+            ("SLURM_MEM_PER_NODE", "8796093022208"),
+            ("SLURM_MEM_PER_NODE", "9000000T"),
             ("SLURM_CPUS_ON_NODE", "-2"),
             ("SLURM_JOB_UID", "0x0"),
             ("SLURM_STEP_GPUS", "all,/dev/sda"),
@@ -258,5 +278,20 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(name), "{name}={value:?}: {err}");
         }
+        // The largest that fits: 8 EiB less a MiB.
+        let ctx = from_env(
+            &edit(step(), &[("SLURM_MEM_PER_NODE", "8796093022207")], &[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ctx.memory, Some(8796093022207 << 20));
+    }
+
+    #[test]
+    fn sizes_never_wrap_in_the_create_body() {
+        let huge = crate::units::ByteSize(u64::MAX);
+        assert_eq!(huge.api(), i64::MAX, "saturates, never -1");
+        assert_eq!(crate::units::ByteSize::new(u64::MAX), None);
+        assert!("9000000t".parse::<crate::units::ByteSize>().is_err());
     }
 }

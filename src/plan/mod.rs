@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{PullPolicy, SiteConfig};
+use crate::config::{self, PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
@@ -132,7 +132,9 @@ pub struct ContainerPlan {
     pub ipc: String,
     pub ports: Vec<PortPlan>,
     pub extra_hosts: Vec<String>,
+    /// The cgroup the container goes under, and why: the job's own, or one the user chose.
     pub cgroup_parent: Option<String>,
+    pub cgroup_parent_why: String,
     /// The container's resource limits: the job's own soft and hard limits for each of
     /// [`ULIMITS`] (without them dockerd gives the container its own, e.g. 20000 open files),
     /// except memlock, unlimited when the job gets devices (RDMA pins memory). Sorted by name.
@@ -195,6 +197,7 @@ pub fn build(
     probe: &dyn HostProbe,
 ) -> Result<ContainerPlan, PlanError> {
     let env = &snap.env;
+    policy::check_names(env)?;
     let get = |suffix: &str| policy::setting(env, suffix);
     let mut notes = ctx.notes.clone();
     let recording = Recording::new(probe);
@@ -287,6 +290,11 @@ pub fn build(
     let tmp = match &ctx.tmpdir {
         Some(tmp) => match job_tmpdir(probe, tmp, id.uid) {
             Ok(real) => Some((paths::normalize(tmp), real)),
+            // Nothing where the scheduler's convention would put one: the site has none.
+            Err(reason) if ctx.tmpdir_by_convention && reason.contains(ABSENT) => {
+                tracing::debug!("no job tmpdir at {}: {reason}", tmp.display());
+                None
+            }
             Err(reason) => {
                 notes.push(format!(
                     "job tmpdir {} not mounted: {reason}",
@@ -318,16 +326,18 @@ pub fn build(
             )),
         }
     }
-    let work_dir = match &ctx.work_dir {
+    // Where the working directory is in a tmpdir shown only as /tmp: its path below the tmpdir.
+    let in_tmp = |dir: &Path| {
+        tmp_inside_tmp.as_ref().and_then(|t| {
+            paths::normalize(dir)
+                .strip_prefix(t)
+                .ok()
+                .map(Path::to_path_buf)
+        })
+    };
+    let work_dir = match ctx.work_dir.as_ref().map(|dir| (dir, in_tmp(dir))) {
         // In a tmpdir shown only as /tmp: the same directory, there.
-        Some(dir)
-            if let Some(rest) = tmp_inside_tmp.as_ref().and_then(|t| {
-                paths::normalize(dir)
-                    .strip_prefix(t)
-                    .ok()
-                    .map(Path::to_path_buf)
-            }) =>
-        {
+        Some((dir, Some(rest))) => {
             user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
@@ -335,7 +345,7 @@ pub fn build(
             })?;
             Some(paths::normalize(&Path::new("/tmp").join(rest)))
         }
-        Some(dir) => {
+        Some((dir, None)) => {
             let real = user_dir(probe, dir).map_err(|reason| PlanError::Path {
                 what: "working directory",
                 path: dir.display().to_string(),
@@ -578,8 +588,12 @@ pub fn build(
         }
     }
 
+    let mut cgroup_parent_why = String::new();
     let cgroup_parent = match get("CGROUP")? {
-        Some(s) if config.overrides.cgroup_parents.contains(&s.value) => Some(s.value.clone()),
+        Some(s) if config.overrides.cgroup_parents.contains(&s.value) => {
+            cgroup_parent_why = format!("{} (overrides.cgroup_parents)", s.var);
+            Some(s.value.clone())
+        }
         Some(s) => {
             return Err(s
                 .refuse("this site allows no such cgroup parent (overrides.cgroup_parents)")
@@ -591,7 +605,13 @@ pub fn build(
                 .as_ref()
                 .map(|c| c.docker_parent(&config.engine.cgroup_driver))
             {
-                Some(Ok(parent)) => Some(parent),
+                Some(Ok(parent)) => {
+                    cgroup_parent_why =
+                        "the job's own cgroup: its limits, suspend and accounting reach the \
+                         container (engine.job_cgroup)"
+                            .into();
+                    Some(parent)
+                }
                 Some(Err(why)) => {
                     notes.push(format!("the container is not in the job's cgroup: {why}"));
                     None
@@ -636,7 +656,8 @@ pub fn build(
             reason: "below Docker's minimum of 6 MiB".into(),
         });
     }
-    let memory = ByteSize(memory);
+    // Every source is bounded (the job adapters and the cgroup's limit parser): the type says so.
+    let memory = ByteSize::new(memory).unwrap_or(ByteSize(ByteSize::MAX));
     let cpuset_cpus = snap.cpus_allowed.clone().filter(|_| in_job);
     let nano_cpus = ctx
         .cpus
@@ -679,7 +700,10 @@ pub fn build(
         mounts,
         cap_add: config.security.cap_add.clone(),
         security_opt,
-        ulimits: ulimits(&snap.rlimits, !devices.is_empty()),
+        ulimits: ulimits(
+            &snap.rlimits,
+            (!devices.is_empty()).then_some(config.devices.memlock),
+        ),
         devices,
         gpus: ctx.gpus.clone(),
         memory,
@@ -692,6 +716,7 @@ pub fn build(
         ports,
         extra_hosts,
         cgroup_parent,
+        cgroup_parent_why,
         tty: snap.stdin_is_tty,
         log_level,
         notes,
@@ -699,19 +724,20 @@ pub fn build(
     })
 }
 
-/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], and
-/// memlock unlimited for a job with devices.
-fn ulimits(rlimits: &[Ulimit], devices: bool) -> Vec<Ulimit> {
+/// The container's resource limits: the job's own (`rlimits`) for each of [`ULIMITS`], but for
+/// a job with devices memlock is the site's `devices.memlock` (`device_memlock`).
+fn ulimits(rlimits: &[Ulimit], device_memlock: Option<config::Memlock>) -> Vec<Ulimit> {
+    let devices = device_memlock.is_some();
     let mut out: Vec<Ulimit> = rlimits
         .iter()
         .filter(|u| ULIMITS.contains(&u.name) && !(devices && u.name == "memlock"))
         .copied()
         .collect();
-    if devices {
+    if let Some(memlock) = device_memlock {
         out.push(Ulimit {
             name: "memlock",
-            soft: -1,
-            hard: -1,
+            soft: memlock.rlimit(),
+            hard: memlock.rlimit(),
         });
     }
     out.sort_by_key(|u| u.name);
@@ -772,6 +798,9 @@ fn user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
     Ok(real.path)
 }
+
+/// How a probe says a path does not exist (the OS's words for ENOENT).
+const ABSENT: &str = "No such file or directory";
 
 /// The job's tmpdir: a directory the user reaches, as `user_dir`, and owns (a directory named
 /// like a job's, made by someone else before the job, would otherwise become the job's /tmp).

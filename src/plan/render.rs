@@ -49,6 +49,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         ports,
         extra_hosts,
         cgroup_parent,
+        cgroup_parent_why,
         ulimits,
         tty,
         log_level: _,
@@ -178,7 +179,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     }
     for Ulimit { name, soft, hard } in ulimits {
         let why = if *name == "memlock" && !devices.is_empty() {
-            "RDMA needs to pin memory"
+            "device jobs pin memory for RDMA (devices.memlock)"
         } else {
             "the job's own limit, as the scheduler set it"
         };
@@ -235,10 +236,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         );
     }
     if let Some(c) = cgroup_parent {
-        line(
-            vec!["--cgroup-parent".into(), c.clone()],
-            "LSB_DOCKER_CGROUP (overrides.cgroup_parents)",
-        );
+        line(vec!["--cgroup-parent".into(), c.clone()], cgroup_parent_why);
     }
     line(w(&["--interactive"]), "the job reads jobdock's stdin");
     if *tty {

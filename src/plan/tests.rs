@@ -282,6 +282,11 @@ fn the_job_cgroup_decides_memory_and_cpus() {
         p.cgroup_parent.as_deref(),
         Some("/slurm_vm/uid_2001/job_5/step_0")
     );
+    let line = render::docker_run(&p)
+        .into_iter()
+        .find(|l| l.words[0] == "--cgroup-parent")
+        .unwrap();
+    assert!(line.why.contains("the job's own cgroup"), "{}", line.why);
     // An allocation above the cgroup's limit (a forged variable) is capped by the cgroup.
     let forged = [
         ("SLURM_JOB_ID", "5"),
@@ -1396,7 +1401,9 @@ fn totals_per_job_and_no_file_twice() {
 #[test]
 fn the_job_keeps_its_own_resource_limits() {
     let u = |name: &'static str, soft: i64, hard: i64| Ulimit { name, soft, hard };
-    let cases: &[(&str, Vec<Ulimit>, bool, Vec<Ulimit>)] = &[
+    use crate::config::Memlock;
+    let unlimited = Some(Memlock::Unlimited);
+    let cases: &[(&str, Vec<Ulimit>, Option<Memlock>, Vec<Ulimit>)] = &[
         (
             "a usual job, sorted by name",
             vec![
@@ -1404,7 +1411,7 @@ fn the_job_keeps_its_own_resource_limits() {
                 u("core", 0, -1),
                 u("memlock", 64, 64),
             ],
-            false,
+            None,
             vec![
                 u("core", 0, -1),
                 u("memlock", 64, 64),
@@ -1412,33 +1419,54 @@ fn the_job_keeps_its_own_resource_limits() {
             ],
         ),
         (
-            "devices: memlock unlimited, the rest the job's",
+            "devices: memlock unlimited (the default), the rest the job's",
             vec![u("nofile", 1024, 4096), u("memlock", 64, 64)],
-            true,
+            unlimited,
             vec![u("memlock", -1, -1), u("nofile", 1024, 4096)],
+        ),
+        (
+            "devices: memlock as devices.memlock says, even below the job's",
+            vec![u("memlock", -1, -1)],
+            Some(Memlock::Bytes(ByteSize(8 << 20))),
+            vec![u("memlock", 8 << 20, 8 << 20)],
         ),
         (
             "devices without a memlock limit read",
             vec![],
-            true,
+            unlimited,
             vec![u("memlock", -1, -1)],
         ),
         (
             "only the limits jobdock passes on",
             vec![u("rtprio", 99, 99), u("nproc", -1, -1)],
-            false,
+            None,
             vec![u("nproc", -1, -1)],
         ),
-        ("nothing read, nothing set", vec![], false, vec![]),
+        ("nothing read, nothing set", vec![], None, vec![]),
     ];
-    for (name, rlimits, devices, want) in cases {
-        assert_eq!(&super::ulimits(rlimits, *devices), want, "{name}");
+    for (name, rlimits, device_memlock, want) in cases {
+        assert_eq!(&super::ulimits(rlimits, *device_memlock), want, "{name}");
     }
+    // Through the planner, with devices and devices.memlock = "8m", in both renderings.
+    let mut cfg = site();
+    cfg.devices.memlock = Memlock::Bytes(ByteSize(8 << 20));
+    let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
+    assert!(!p.devices.is_empty());
+    let memlock = p.ulimits.iter().find(|u| u.name == "memlock").unwrap();
+    assert_eq!((memlock.soft, memlock.hard), (8 << 20, 8 << 20));
+    assert!(
+        render::docker_run(&p)
+            .iter()
+            .any(|l| l.words == ["--ulimit", "memlock=8388608:8388608"]
+                && l.why.contains("devices.memlock")),
+        "{:?}",
+        render::docker_run(&p)
+    );
     // Through the planner, without devices: the job's memlock too, in both renderings.
     let mut cfg = site();
     cfg.devices.paths.clear();
     let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
-    assert_eq!(p.ulimits, super::ulimits(JOB_RLIMITS, false));
+    assert_eq!(p.ulimits, super::ulimits(JOB_RLIMITS, None));
     let shown: Vec<String> = render::docker_run(&p)
         .into_iter()
         .filter(|l| l.words[0] == "--ulimit")
@@ -2041,6 +2069,17 @@ fn a_job_tmpdir_someone_else_owns_is_not_mounted() {
         p.notes
             .iter()
             .any(|n| n.contains("/tmp/213.tmpdir") && n.contains("owned by uid 2002")),
+        "{:?}",
+        p.notes
+    );
+    // None where the convention puts it: nothing to say (most sites have none).
+    let p = plan_with(
+        &[("LSB_JOBID", "214"), ("__LSF_JOB_TMPDIR__", "")],
+        &["true"],
+    )
+    .unwrap();
+    assert!(
+        !p.notes.iter().any(|n| n.contains("tmpdir")),
         "{:?}",
         p.notes
     );

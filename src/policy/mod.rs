@@ -10,8 +10,9 @@ use crate::job::Env;
 pub mod env;
 pub mod paths;
 
-/// Every override jobdock reads, by suffix. Anything else spelled `LSB_DOCKER_*` is not an
-/// override (e.g. `LSB_DOCKER_PLACE_HOLDER` is a command word) and is ignored.
+/// Every override jobdock reads, by suffix. Any other `LSB_DOCKER_*`/`LSF_DOCKER_*` variable is
+/// refused (`check_names`): a misspelt one (`LSB_DOCKER_VOLUME`) would otherwise run the job
+/// without what it asked for. (`LSB_DOCKER_PLACE_HOLDER` is a command word, not a variable.)
 pub const OVERRIDES: &[&str] = &[
     "VOLUMES",
     "NETWORK",
@@ -28,6 +29,100 @@ pub const OVERRIDES: &[&str] = &[
     "RUN_RAW_ARGS",
     "CGROUP",
 ];
+
+/// IBM LSF's own docker settings that jobdock does not take: refused with what to do instead.
+const NOT_TAKEN: &[(&str, &str)] = &[
+    (
+        "LOGIN_ONLY",
+        "registry logins come from the user's ~/.docker/config.json",
+    ),
+    (
+        "LOGIN_SERVER",
+        "registry logins come from the user's ~/.docker/config.json",
+    ),
+    (
+        "USERNAME",
+        "registry logins come from the user's ~/.docker/config.json",
+    ),
+    (
+        "PASSWORD",
+        "registry logins come from the user's ~/.docker/config.json; never put a password in the environment",
+    ),
+    (
+        "PASS_ENV",
+        "the job's environment is passed unless LSB_DOCKER_PRESERVE_ENVIRONMENT=false",
+    ),
+    ("MOUNT_TMPDIR", "the job's tmpdir is always its /tmp"),
+    (
+        "IMAGE_AFFINITY",
+        "that is a scheduling setting of LSF's, not jobdock's",
+    ),
+];
+
+/// Refuses every `LSB_DOCKER_*`/`LSF_DOCKER_*` variable that is not an override jobdock reads,
+/// naming the closest one: the job would otherwise run without what it asked for.
+pub fn check_names(env: &Env) -> Result<(), Refusal> {
+    for (var, value) in env {
+        let Some(suffix) = var
+            .strip_prefix("LSB_DOCKER_")
+            .or_else(|| var.strip_prefix("LSF_DOCKER_"))
+        else {
+            continue;
+        };
+        if OVERRIDES.contains(&suffix) {
+            continue;
+        }
+        let prefix = &var[..var.len() - suffix.len()];
+        let rule = match NOT_TAKEN.iter().find(|(name, _)| *name == suffix) {
+            Some((_, instead)) => format!("jobdock does not take this LSF setting: {instead}"),
+            None => {
+                let closest = OVERRIDES
+                    .iter()
+                    .min_by_key(|o| edit_distance(suffix, o))
+                    .filter(|o| edit_distance(suffix, o) <= 3);
+                match closest {
+                    Some(o) => format!("no such setting; did you mean {prefix}{o}?"),
+                    None => format!(
+                        "no such setting; the settings are {prefix}{}",
+                        OVERRIDES.join(&format!(", {prefix}"))
+                    ),
+                }
+            }
+        };
+        return Err(Refusal {
+            var: var.clone(),
+            value: value.clone(),
+            rule,
+        });
+    }
+    Ok(())
+}
+
+/// Optimal string alignment distance (insertions, deletions, substitutions, transpositions),
+/// case-insensitive: how far a typo is from what was meant.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
 
 /// A refused override: which variable, what it said, and the rule it broke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -261,6 +356,39 @@ pub fn parse_level_name(text: &str) -> Option<tracing::Level> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A misspelt or unknown override names itself and the closest real one (issue 12.6).
+    #[test]
+    fn unknown_override_names_are_refused_with_the_closest() {
+        let env = |k: &str| crate::job::env_of(&[(k, "x"), ("LSB_DOCKER_VOLUMES", "/a")]);
+        let cases = [
+            ("LSB_DOCKER_VOLUME", "did you mean LSB_DOCKER_VOLUMES?"),
+            ("LSF_DOCKER_NETWROK", "did you mean LSF_DOCKER_NETWORK?"),
+            ("LSB_DOCKER_SHMSIZE", "did you mean LSB_DOCKER_SHM_SIZE?"),
+            (
+                "LSB_DOCKER_PASSWORD",
+                "never put a password in the environment",
+            ),
+            ("LSF_DOCKER_MOUNT_TMPDIR", "always its /tmp"),
+            (
+                "LSB_DOCKER_FROBNICATE",
+                "the settings are LSB_DOCKER_VOLUMES, LSB_DOCKER_NETWORK",
+            ),
+        ];
+        for (var, want) in cases {
+            let e = check_names(&env(var)).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.rule.contains(want), "{var}: {e}");
+        }
+        for fine in [
+            "LSB_DOCKER_VOLUMES",
+            "LSF_DOCKER_IPC",
+            "LSB_JOBID",
+            "LSB_CONTAINER_IMAGE",
+        ] {
+            assert_eq!(check_names(&env(fine)), Ok(()), "{fine}");
+        }
+    }
     use crate::job::env_of;
 
     fn s(value: &str) -> Setting {

@@ -22,9 +22,10 @@ pub const BOB: (&str, u32) = ("jdbob", 2002);
 /// which the job does not see. Without SLURM_CONF, Slurm commands use the main cluster.
 pub const TMPFS_SLURM_CONF: &str = "/etc/slurm-tmpfs/slurm.conf";
 
-/// True inside CI, where every prerequisite must be present.
+/// True inside CI, where every prerequisite must be present: `CI` set to anything but an empty
+/// string, `0` or `false` (CI systems say `true`, `1` or `yes`).
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
 }
 
 /// Returns false (after saying so loudly) if a prerequisite is missing outside CI; fails in CI.
@@ -35,7 +36,11 @@ pub fn require(what: &str, present: bool) -> bool {
     if in_ci() {
         panic!("{what} is missing: CI must run scripts/testbed.sh up first");
     }
-    eprintln!(
+    // Straight to the process's stderr: libtest captures `eprintln!` of a passing test, and a
+    // skip must never look like a pass.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
         "\n!!! SKIPPED: {what} is missing; run `scripts/testbed.sh up` (as root) to run this test !!!\n"
     );
     false

@@ -382,6 +382,35 @@ async fn start_errors_for_the_command_map_to_127_and_126() {
     }
 }
 
+/// Issue 12.8: a device job whose locked-memory limit dockerd may not grant fails as the site's
+/// error (78), naming devices.memlock, and the container is removed.
+#[tokio::test]
+async fn a_limit_dockerd_may_not_grant_is_the_sites_error() {
+    let Some(bed) = Bed::new() else { return };
+    let mut p = plan(&bed.state(), &["true"]);
+    p.devices = vec!["/dev/null".into()];
+    p.ulimits = vec![crate::plan::Ulimit {
+        name: "memlock",
+        soft: -1,
+        hard: -1,
+    }];
+    let d = FakeDaemon::failing(
+        "start",
+        ErrorKind::Status(500),
+        "failed to create shim task: OCI runtime create failed: runc create failed: unable to \
+         start container process: error during container init: error setting rlimits for ready \
+         process: error setting rlimit type 8: operation not permitted: unknown",
+    );
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(
+        e.to_string().contains("devices.memlock = \"unlimited\""),
+        "{e}"
+    );
+    assert!(names(&ran.calls).contains(&"remove"), "{:?}", ran.calls);
+}
+
 #[tokio::test]
 async fn an_image_without_the_shell_the_job_file_needs_is_explained() {
     let Some(bed) = Bed::new() else { return };
@@ -631,13 +660,23 @@ async fn pull_policies() {
 #[tokio::test]
 async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
     let Some(bed) = Bed::new() else { return };
-    for (message, attempts) in [("toomanyrequests: slow down", 4), ("manifest unknown", 1)] {
+    // A rate limit is the node's trouble, retried; a missing image is the job's (64): a typo
+    // requeued would fail forever.
+    for (message, attempts, blame) in [
+        ("toomanyrequests: slow down", 4, Blame::Infrastructure),
+        ("manifest unknown", 1, Blame::Refused),
+        (
+            "write /var/lib/docker/x: no space left on device",
+            1,
+            Blame::Infrastructure,
+        ),
+    ] {
         let p = plan(&bed.state(), &["true"]);
         let d = FakeDaemon::failing("pull", ErrorKind::Stream, message);
         *d.image_present.borrow_mut() = false;
         let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Infrastructure);
+        assert_eq!(e.blame(), blame, "{message}");
         assert!(e.to_string().contains(message), "{e}");
         let pulls = ran.calls.iter().filter(|c| c.starts_with("pull")).count();
         assert_eq!(pulls, attempts, "{message}");
