@@ -2576,3 +2576,60 @@ fn an_image_group_file_that_is_a_symlink_loop_is_refused() {
         );
     }
 }
+
+// ---- issue 11.2: image symlinks at mount targets -------------------------------------------------
+
+/// An image in which `/data` is a symlink to `/etc`: a volume at `/data` would land on the
+/// container's `/etc`, and runc would then create `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf` (root's) in the user's host directory. The plan cannot see the image; the
+/// check after create can: refused (64) naming the image, the target and the symlink, before
+/// anything is made in the directory, and no container is left.
+#[test]
+fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let name = format!("jobdock-test/data-to-etc-{}", unique());
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN ln -s /etc /data\n"),
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &name])
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "docker build: {built:?}");
+    let volume = tempfile::Builder::new()
+        .prefix("jobdock-imagelink")
+        .tempdir_in("/scratch/jdalice")
+        .unwrap();
+    std::os::unix::fs::chown(volume.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let setuid = Setuid::new();
+    let job = setuid.run(ALICE, &name, &["ls", "/data"]).env(
+        "LSB_DOCKER_VOLUMES",
+        &format!("{}:/data", volume.path().display()),
+    );
+    let out = job.output();
+    docker(&["rmi", "-f", &name]);
+    out.code(64)
+        .stderr_has(&format!("image {name}"))
+        .stderr_has("/data is a symbolic link to /etc")
+        .stderr_has("mount at /data");
+    let made: Vec<_> = std::fs::read_dir(volume.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        made.is_empty(),
+        "the engine created {made:?} in the host directory"
+    );
+    assert!(
+        containers_of(&job.id).is_empty(),
+        "a container is left: {:?}",
+        containers_of(&job.id)
+    );
+}
