@@ -6,6 +6,11 @@
 //! directory onto a staging path only root can reach, and gives dockerd the staging path. Once the
 //! container has started it holds its own mounts, and the staging mounts are detached.
 //!
+//! The staging mounts are made, checked and detached where dockerd sees them: in its mount
+//! namespace, which is not jobdock's when the scheduler runs each job in one of its own (Slurm's
+//! job_container/tmpfs; `mountns`). The source is always opened where jobdock is, which is what
+//! the user sees and the probe checked.
+//!
 //! Staging mounts live in `<state_dir>/mounts/<name>.<token>/m<N>`, outside the job's staging
 //! directory, which is removed recursively: nothing here ever removes a directory recursively, so
 //! a mount left behind (jobdock killed) can never lead to deleting the user's files. They are only

@@ -214,14 +214,18 @@ fn same_to_daemon(host: &dyn verify::Host, dir: &Path) -> Result<(), EngineError
     if here.as_ref().ok() == there.as_ref().ok() {
         return Ok(());
     }
-    let seen = there.map_or_else(|e| e.to_string(), |s| s.to_string());
-    Err(EngineError::MountNamespace {
-        reason: format!(
+    let reason = match there {
+        Err(e) => format!(
+            "cannot see the job's staging directory {} as dockerd does: {e}",
+            dir.display()
+        ),
+        Ok(seen) => format!(
             "the job's staging directory {} is another directory to dockerd ({seen}); \
              engine.state_dir must be the same directory in dockerd's mount namespace",
             dir.display()
         ),
-    })
+    };
+    Err(EngineError::MountNamespace { reason })
 }
 
 /// A failed start, explained: the runtime's exec errors are the job's command, not the node; a
