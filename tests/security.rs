@@ -2633,3 +2633,81 @@ fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
         containers_of(&job.id)
     );
 }
+
+// ---- issue 12.4: private mount namespaces --------------------------------------------------------
+
+/// dockerd's mount table, as its process sees it.
+fn dockerds_mounts() -> String {
+    let pid = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
+}
+
+/// `jobdock ARGS` as root in a mount namespace of its own (as Slurm's job_container/tmpfs runs a
+/// job step), made now: a copy of the host's mounts, none shared.
+fn in_private_namespace(args: &[&str], job: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", BIN])
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LSB_JOBID", job)
+        .current_dir(ALICE.2);
+    cmd
+}
+
+/// A jobdock killed in a private mount namespace between staging and start leaves its staging
+/// mounts where it made them, in dockerd's namespace. `jobdock cleanup`, run in another private
+/// namespace made later (a later job's, which holds a copy of those mounts), removes the
+/// container and detaches them in both; nothing is left in dockerd's namespace or the state
+/// directory.
+#[test]
+fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanup() {
+    if !bed_is_up() {
+        return;
+    }
+    let job = job_id();
+    let staged = format!("/mounts/jobdock-lsf-{job}-");
+    let mut run = in_private_namespace(
+        &["run", "--user", ALICE.0, "--image", BUSYBOX, "--", "true"],
+        &job,
+    )
+    .env("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS", "30000")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until(
+        "the job's container and its staging mount in dockerd's namespace",
+        Duration::from_secs(30),
+        || !containers_of(&job).is_empty() && dockerds_mounts().contains(&staged),
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(
+        dockerds_mounts().contains(&staged),
+        "SIGKILL leaves the mount"
+    );
+
+    let out = in_private_namespace(&["cleanup", "--job", &job], &job)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "jobdock cleanup: {out:?}");
+    assert!(
+        !dockerds_mounts().contains(&staged),
+        "a staging mount is left in dockerd's namespace"
+    );
+    assert!(containers_of(&job).is_empty());
+    let left: Vec<String> = std::fs::read_dir(Path::new(SITE_STATE).join("mounts"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("jobdock-lsf-{job}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -178,7 +178,16 @@ impl Host for RealHost {
     fn unbind(&self, at: &Path) -> io::Result<()> {
         match self.placement().map_err(io::Error::other)? {
             Placement::Shared => Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?),
-            Placement::Separate(daemon) => daemon.detach(at),
+            Placement::Separate(daemon) => {
+                let there = daemon.detach(at);
+                // A namespace made after the mount (a later job's, cleaning up what a killed
+                // jobdock left) holds a copy of it, which keeps the directory busy here.
+                let here = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+                match (there, here) {
+                    (Err(e), Ok(())) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+                    (there, _) => there,
+                }
+            }
         }
     }
 }
