@@ -407,6 +407,16 @@ impl Daemon for Docker {
             Err(e) => match daemon_error(e) {
                 e if e.kind == ErrorKind::NotFound => Ok(None),
                 e if symlink_loop(&e) => Ok(Some(PathKind::Other)),
+                // An answer to HEAD has no body, so no reason: dockerd says why (a symlink loop,
+                // which it reports with 500) to the same request as a GET, which fails as early
+                // (before any of the file is sent; at most a few blocks are read if it does not).
+                e if e.kind == ErrorKind::Status(500) && e.message.trim().is_empty() => {
+                    Ok(self.read_file(id, path, 0).await?.map(|f| match f {
+                        ContainerFile::Symlink(to) => PathKind::Symlink(to),
+                        ContainerFile::Regular(_) | ContainerFile::TooLarge => PathKind::Regular,
+                        ContainerFile::NotRegular => PathKind::Other,
+                    }))
+                }
                 e => Err(e),
             },
         }
