@@ -192,7 +192,7 @@ const SETNS_FAILED: i32 = 128;
 impl DaemonNamespace {
     /// Mounts the directory `dir` (a descriptor opened in jobdock's namespace), with what is
     /// mounted below it, at `at` in dockerd's namespace, nosuid and nodev (the other flags as
-    /// the directory's mount has them: a read-only one stays read-only), propagating nowhere.
+    /// the directory's mount has them: a read-only one stays read-only) and private.
     pub fn attach(&self, dir: &OwnedFd, at: &Path) -> io::Result<()> {
         let tree = clone_tree(dir)?;
         restrict(&tree)?;
@@ -224,6 +224,8 @@ impl DaemonNamespace {
         // allocates nothing, so the parent's other threads (the runtime, the stdin reader)
         // cannot leave it deadlocked. Its arguments were all prepared before the fork.
         match unsafe { fork() }? {
+            // SAFETY: this is the forked child, `ns` and `act`'s descriptors and strings are
+            // the parent's, still open and valid in the child's copy of its memory.
             ForkResult::Child => unsafe { libc::_exit(in_child(ns, &act)) },
             ForkResult::Parent { child } => loop {
                 match waitpid(child, None) {
