@@ -226,8 +226,7 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
 /// dockerd as a process: the peer of its socket, its mount namespace, memlock limit and
 /// CAP_SYS_RESOURCE.
 fn daemon_process(socket: &Path) -> Option<crate::doctor::DaemonProcess> {
-    let pid = engine::rlimit::daemon_pid(socket)?;
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let pid = engine::daemon_pid(socket).ok()?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let memlock_hard = engine::rlimit::hard_limit(&limits, "memlock").flatten();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -238,7 +237,8 @@ fn daemon_process(socket: &Path) -> Option<crate::doctor::DaemonProcess> {
         .unwrap_or(0);
     Some(crate::doctor::DaemonProcess {
         pid,
-        same_mount_namespace: ns("self").is_some() && ns("self") == ns(&pid.to_string()),
+        same_mount_namespace: engine::shares_namespace_with(pid).unwrap_or(false),
+        mount_api_missing: engine::new_mount_api().err(),
         memlock_hard,
         // CAP_SYS_RESOURCE is capability 24.
         cap_sys_resource: cap_eff & (1 << 24) != 0,

@@ -47,6 +47,9 @@ pub struct DaemonProcess {
     pub pid: u32,
     /// Whether it shares jobdock's mount namespace (`/proc/<pid>/ns/mnt`).
     pub same_mount_namespace: bool,
+    /// Why this kernel cannot let jobdock mount into dockerd's namespace from another one
+    /// (`open_tree`, `move_mount`, `mount_setattr`); `None`: it can.
+    pub mount_api_missing: Option<String>,
     /// Its hard RLIMIT_MEMLOCK (`None`: unlimited).
     pub memlock_hard: Option<u64>,
     /// Whether it holds CAP_SYS_RESOURCE (it may raise a container's limits past its own).
@@ -148,16 +151,27 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
                     format!("jobdock and dockerd (pid {}) share one", p.pid),
                 );
             } else {
-                say(
-                    Level::Fail,
-                    "mount namespace",
-                    format!(
-                        "jobdock runs in another mount namespace than dockerd (pid {}): the \
-                         directories it stages would be empty to dockerd (Slurm's \
-                         job_container/tmpfs?)",
-                        p.pid
+                match &p.mount_api_missing {
+                    None => say(
+                        Level::Ok,
+                        "mount namespace",
+                        format!(
+                            "jobdock runs in another mount namespace than dockerd (pid {}, \
+                             Slurm's job_container/tmpfs?) and stages its mounts in dockerd's",
+                            p.pid
+                        ),
                     ),
-                );
+                    Some(e) => say(
+                        Level::Fail,
+                        "mount namespace",
+                        format!(
+                            "jobdock runs in another mount namespace than dockerd (pid {}, \
+                             Slurm's job_container/tmpfs?) and cannot stage its mounts in \
+                             dockerd's ({e}): every job with a home or volume is refused",
+                            p.pid
+                        ),
+                    ),
+                }
             }
             let devices = f.device_globs.iter().any(|(_, n)| *n > 0);
             let asked = match f.device_memlock {
@@ -374,6 +388,7 @@ mod tests {
             process: Some(DaemonProcess {
                 pid: 7,
                 same_mount_namespace: true,
+                mount_api_missing: None,
                 memlock_hard: None,
                 cap_sys_resource: true,
             }),
@@ -433,8 +448,16 @@ mod tests {
             ("cgroup driver", Level::Fail, "systemd", |f| {
                 f.configured_cgroup_driver = "systemd".into()
             }),
+            (
+                "mount namespace",
+                Level::Ok,
+                "stages its mounts in dockerd's",
+                |f| f.process.as_mut().unwrap().same_mount_namespace = false,
+            ),
             ("mount namespace", Level::Fail, "job_container/tmpfs", |f| {
-                f.process.as_mut().unwrap().same_mount_namespace = false
+                let p = f.process.as_mut().unwrap();
+                p.same_mount_namespace = false;
+                p.mount_api_missing = Some("this kernel has no open_tree".into());
             }),
             ("memlock", Level::Fail, "at most \"8m\"", |f| {
                 let p = f.process.as_mut().unwrap();

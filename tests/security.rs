@@ -1516,10 +1516,13 @@ fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
     private
         .args
         .extend([setuid.path.display().to_string(), "doctor".into()]);
-    private
-        .output()
-        .code(78)
-        .value("jobdock doctor: FAIL mount namespace");
+    // Another mount namespace (Slurm's job_container/tmpfs) is one jobdock stages into (12.4).
+    let out = private.output();
+    let detail = out.code(0).value("jobdock doctor: ok   mount namespace");
+    assert!(
+        detail.contains("another mount namespace") && detail.contains("stages its mounts"),
+        "{detail}"
+    );
 
     setuid
         .by(ALICE, &["doctor"])
@@ -2569,12 +2572,148 @@ fn an_image_group_file_that_is_a_symlink_loop_is_refused() {
         let job = setuid.run(ALICE, &name, &["/bin/true"]);
         let out = job.output();
         docker(&["rmi", "-f", &name]);
+        // A symlink loop at the mount point /etc/group is refused as such (issue 11.2).
         out.code(64)
             .stderr_has("/etc/group")
-            .stderr_has("not a regular file");
+            .stderr_has("its symlinks loop");
         assert!(
             containers_of(&job.id).is_empty(),
             "{case}: a container exists"
         );
     }
+}
+
+// ---- issue 11.2: image symlinks at mount targets -------------------------------------------------
+
+/// An image in which `/data` is a symlink to `/etc`: a volume at `/data` would land on the
+/// container's `/etc`, and runc would then create `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf` (root's) in the user's host directory. The plan cannot see the image; the
+/// check after create can: refused (64) naming the image, the target and the symlink, before
+/// anything is made in the directory, and no container is left.
+#[test]
+fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
+    if !bed_is_up() {
+        return;
+    }
+    let name = format!("jobdock-test/data-to-etc-{}", unique());
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN ln -s /etc /data\n"),
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &name])
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "docker build: {built:?}");
+    let volume = tempfile::Builder::new()
+        .prefix("jobdock-imagelink")
+        .tempdir_in("/scratch/jdalice")
+        .unwrap();
+    std::os::unix::fs::chown(volume.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    let setuid = Setuid::new();
+    let job = setuid.run(ALICE, &name, &["ls", "/data"]).env(
+        "LSB_DOCKER_VOLUMES",
+        &format!("{}:/data", volume.path().display()),
+    );
+    let out = job.output();
+    docker(&["rmi", "-f", &name]);
+    out.code(64)
+        .stderr_has(&format!("image {name}"))
+        .stderr_has("/data is a symbolic link to /etc")
+        .stderr_has("mount at /data");
+    let made: Vec<_> = std::fs::read_dir(volume.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        made.is_empty(),
+        "the engine created {made:?} in the host directory"
+    );
+    assert!(
+        containers_of(&job.id).is_empty(),
+        "a container is left: {:?}",
+        containers_of(&job.id)
+    );
+}
+
+// ---- issue 12.4: private mount namespaces --------------------------------------------------------
+
+/// dockerd's mount table, as its process sees it.
+fn dockerds_mounts() -> String {
+    let pid = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
+}
+
+/// `jobdock ARGS` as root in a mount namespace of its own (as Slurm's job_container/tmpfs runs a
+/// job step), made now: a copy of the host's mounts, none shared.
+fn in_private_namespace(args: &[&str], job: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", BIN])
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LSB_JOBID", job)
+        .current_dir(ALICE.2);
+    cmd
+}
+
+/// A jobdock killed in a private mount namespace between staging and start leaves its staging
+/// mounts where it made them, in dockerd's namespace. `jobdock cleanup`, run in another private
+/// namespace made later (a later job's, which holds a copy of those mounts), removes the
+/// container and detaches them in both; nothing is left in dockerd's namespace or the state
+/// directory.
+#[test]
+fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanup() {
+    if !bed_is_up() {
+        return;
+    }
+    let job = job_id();
+    let staged = format!("/mounts/jobdock-lsf-{job}-");
+    let mut run = in_private_namespace(
+        &["run", "--user", ALICE.0, "--image", BUSYBOX, "--", "true"],
+        &job,
+    )
+    .env("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS", "30000")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until(
+        "the job's container and its staging mount in dockerd's namespace",
+        Duration::from_secs(30),
+        || !containers_of(&job).is_empty() && dockerds_mounts().contains(&staged),
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(
+        dockerds_mounts().contains(&staged),
+        "SIGKILL leaves the mount"
+    );
+
+    let out = in_private_namespace(&["cleanup", "--job", &job], &job)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "jobdock cleanup: {out:?}");
+    assert!(
+        !dockerds_mounts().contains(&staged),
+        "a staging mount is left in dockerd's namespace"
+    );
+    assert!(containers_of(&job).is_empty());
+    let left: Vec<String> = std::fs::read_dir(Path::new(SITE_STATE).join("mounts"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("jobdock-lsf-{job}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -5,6 +5,7 @@
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use util::{ALICE, INSTALLED, Run, containers_of, require};
@@ -13,24 +14,33 @@ const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";
 
 fn cluster_is_up() -> bool {
-    let idle = std::process::Command::new("sinfo")
-        .args(["-h", "-o", "%t"])
-        .output()
-        .is_ok_and(|o| {
-            // Busy (alloc, mix, comp) is fine: the tests share the node. Unusable is not.
-            let state = String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-'])
-                .to_string();
-            o.status.success()
-                && !state.is_empty()
-                && ![
-                    "down", "drain", "drng", "fail", "failg", "unk", "maint", "inval", "boot",
-                ]
-                .contains(&state.as_str())
-        });
+    cluster_with_conf_is_up(None)
+}
+
+/// Whether the cluster `conf` (a slurm.conf; `None`: the default one) accepts jobs.
+fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
+    let mut sinfo = std::process::Command::new("sinfo");
+    if let Some(conf) = conf {
+        sinfo.env("SLURM_CONF", conf);
+    }
+    let idle = sinfo.args(["-h", "-o", "%t"]).output().is_ok_and(|o| {
+        // Busy (alloc, mix, comp) is fine: the tests share the node. Unusable is not.
+        let state = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-'])
+            .to_string();
+        o.status.success()
+            && !state.is_empty()
+            && ![
+                "down", "drain", "drng", "fail", "failg", "unk", "maint", "inval", "boot",
+            ]
+            .contains(&state.as_str())
+    });
     util::with_installed_jobdock(
-        "a Slurm node that accepts jobs (scripts/slurm-testbed.sh up)",
+        &format!(
+            "a Slurm node that accepts jobs ({}; scripts/slurm-testbed.sh up)",
+            conf.unwrap_or("the default slurm.conf")
+        ),
         idle,
     )
 }
@@ -363,5 +373,98 @@ fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
         Some(&"4294967296"),
         "not the site's 4g{}",
         out.report
+    );
+}
+
+// ---- issue 12.4: private mount namespaces --------------------------------------------------------
+
+/// dockerd's mount table: what it sees mounted (from the host's /proc).
+fn dockerds_mounts() -> String {
+    let pid = std::process::Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
+}
+
+/// A directory of alice's with a marker file in it, under `base`.
+fn alices_dir_with_marker(base: &str, marker: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("jobdock-mountns")
+        .tempdir_in(base)
+        .unwrap();
+    let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
+    let gid = Some(nix::unistd::Gid::from_raw(ALICE.1));
+    nix::unistd::chown(dir.path(), uid, gid).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.path().join("marker");
+    std::fs::write(&file, format!("{marker}\n")).unwrap();
+    nix::unistd::chown(&file, uid, gid).unwrap();
+    dir
+}
+
+/// Slurm's job_container/tmpfs runs the job in a mount namespace of its own, where jobdock's
+/// staging mounts would be invisible to dockerd (the job would get empty directories). On the
+/// test bed's tmpfs cluster the job sees its real home, its real /scratch volume, and its own
+/// private /tmp (what the job wrote there before jobdock ran, and the container writes back);
+/// nothing is left: no container, no staging mount in dockerd's namespace.
+#[test]
+fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
+    if !cluster_with_conf_is_up(Some(util::TMPFS_SLURM_CONF)) {
+        return;
+    }
+    let home = alices_dir_with_marker(HOME, "home-marker");
+    let volume = alices_dir_with_marker("/scratch/jdalice", "scratch-marker");
+    let in_home = home.path().join("marker");
+    let volumes = format!("{}:/data", volume.path().display());
+    let script = format!(
+        "echo job=$SLURM_JOB_ID; echo private-tmp > /tmp/jd-mountns; \
+         {INSTALLED} run --image {IMAGE} -- sh -c 'cat {} /data/marker /tmp/jd-mountns; \
+         echo from-container > /tmp/jd-back' && echo back=$(cat /tmp/jd-back)",
+        in_home.display()
+    );
+    let out = srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        "--chdir",
+        HOME,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .env("SLURM_CONF", util::TMPFS_SLURM_CONF)
+    .env("LSB_DOCKER_VOLUMES", &volumes)
+    .run();
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let job = lines
+        .first()
+        .and_then(|l| l.strip_prefix("job="))
+        .unwrap_or_else(|| panic!("no job id{}", out.report));
+    assert_eq!(
+        &lines[1..],
+        [
+            "home-marker",
+            "scratch-marker",
+            "private-tmp",
+            "back=from-container"
+        ],
+        "{}",
+        out.report
+    );
+    // The job's /tmp is its own, not the node's.
+    assert!(!Path::new("/tmp/jd-mountns").exists(), "{}", out.report);
+    assert!(
+        containers_of(job).is_empty(),
+        "containers left{}",
+        out.report
+    );
+    // Other tests' jobs may be staging theirs right now: only this job's count.
+    let mounts = dockerds_mounts();
+    assert!(
+        !mounts.contains(&format!("/mounts/jobdock-slurm-{job}-")),
+        "staging mounts left in dockerd's namespace:\n{mounts}"
     );
 }

@@ -15,6 +15,8 @@ use crate::engine::{pin, verify};
 pub(super) struct Dirs<'a> {
     pub state_dir: &'a Path,
     pub cidfile_dir: &'a Path,
+    /// Where staging mounts are detached (in dockerd's mount namespace).
+    pub host: &'a dyn verify::Host,
 }
 
 /// What a cleanup removed.
@@ -109,10 +111,10 @@ pub(super) async fn clean_job<D: Daemon>(
     }
 
     // Staging mounts of a jobdock killed between staging and start: detached, never followed.
-    let (unmounted, failed) = pin::clean(dirs.state_dir, &ours, &verify::RealHost);
+    let (unmounted, failed) = pin::clean(dirs.state_dir, &ours, dirs.host);
     report.files.extend(unmounted);
     problems.extend(failed);
-    sweep_stale(dirs.state_dir, &verify::RealHost);
+    sweep_stale(dirs.state_dir, dirs.host);
 
     if !problems.is_empty() {
         return Err(EngineError::CleanupFailed { problems });
@@ -218,9 +220,11 @@ mod tests {
     #[tokio::test]
     async fn a_users_cleanup_removes_their_containers_only_and_succeeds() {
         let dir = tempfile::tempdir().unwrap();
+        let host = crate::engine::fake::FakeHost::default();
         let dirs = Dirs {
             state_dir: dir.path(),
             cidfile_dir: dir.path(),
+            host: &host,
         };
         let found = |id: &str, uid: &str| Found {
             id: id.into(),
@@ -258,9 +262,11 @@ mod tests {
     #[tokio::test]
     async fn a_user_claims_the_staging_that_says_it_is_theirs() {
         let dir = tempfile::tempdir().unwrap();
+        let host = crate::engine::fake::FakeHost::default();
         let dirs = Dirs {
             state_dir: dir.path(),
             cidfile_dir: dir.path(),
+            host: &host,
         };
         // A live jobdock's (this test's), of jdalice, with no container yet.
         let staging = dir.path().join("jobdock-lsf-212-4321.0a1b");

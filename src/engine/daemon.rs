@@ -150,6 +150,18 @@ pub(super) enum ContainerFile {
     NotRegular,
 }
 
+/// What a path in a container's file system is (`HEAD /containers/{id}/archive`: dockerd follows
+/// the symlinks on the way, inside the container's root, but not a final one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum PathKind {
+    Directory,
+    Regular,
+    /// A symlink, to this target.
+    Symlink(String),
+    /// A device, socket or pipe; or a path dockerd cannot resolve (its symlinks loop).
+    Other,
+}
+
 /// One entry of `HostConfig.Devices`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct DeviceSeen {
@@ -229,6 +241,10 @@ pub(super) trait Daemon {
         path: &str,
         max: u64,
     ) -> Result<Option<ContainerFile>, DaemonError>;
+    /// What `path` is in the container's file system (`None`: nothing), without following a
+    /// final symlink and without reading any content. On a container with mounts dockerd mounts
+    /// them to answer: ask a container without any (`create_inert`).
+    async fn stat_path(&self, id: &str, path: &str) -> Result<Option<PathKind>, DaemonError>;
     /// Attaches stdin, stdout and stderr (stream only, no logs).
     async fn attach(&self, id: &str) -> Result<Attached, DaemonError>;
     async fn start(&self, id: &str) -> Result<(), DaemonError>;

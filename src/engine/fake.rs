@@ -15,7 +15,7 @@ use tokio::io::AsyncWrite;
 use crate::engine::auth::RegistryAuth;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
-    ErrorKind, Found, LocalImage, MountSeen, Progress,
+    ErrorKind, Found, LocalImage, MountSeen, PathKind, Progress,
 };
 use crate::engine::verify::{BindError, Host};
 use crate::image::ImageRef;
@@ -101,6 +101,8 @@ pub(super) struct FakeDaemon {
     pub containers: Vec<Found>,
     /// Files in the image (`read_file`), by path.
     pub image_files: BTreeMap<&'static str, ContainerFile>,
+    /// What paths in the image are (`stat_path`); any other is missing.
+    pub image_paths: BTreeMap<&'static str, PathKind>,
     /// Changes dockerd makes to what was asked (a daemon default, an authorization plugin).
     pub tamper: Option<fn(&mut Effective)>,
     /// The plan of the container created, as dockerd stores it.
@@ -130,6 +132,7 @@ impl Default for FakeDaemon {
             missing_paths: Vec::new(),
             containers: Vec::new(),
             image_files: BTreeMap::new(),
+            image_paths: BTreeMap::new(),
             tamper: None,
             created: RefCell::new(None),
             started: RefCell::new(false),
@@ -254,6 +257,11 @@ impl Daemon for FakeDaemon {
     ) -> Result<Option<ContainerFile>, DaemonError> {
         self.call("read_file", path)?;
         Ok(self.image_files.get(path).cloned())
+    }
+
+    async fn stat_path(&self, _id: &str, path: &str) -> Result<Option<PathKind>, DaemonError> {
+        self.call("stat_path", path)?;
+        Ok(self.image_paths.get(path).cloned())
     }
 
     async fn attach(&self, _id: &str) -> Result<Attached, DaemonError> {
@@ -450,8 +458,15 @@ pub(super) struct FakeHost {
     pub swap_after_bind: Option<(std::path::PathBuf, FileId)>,
     pub status: Option<String>,
     pub in_root: BTreeMap<std::path::PathBuf, FileId>,
-    /// Staging mounts in place: path -> what it shows.
+    /// Staging mounts in place (where dockerd sees them): path -> what it shows.
     pub staged: RefCell<BTreeMap<std::path::PathBuf, FileId>>,
+    /// What dockerd sees at a path where it differs from what jobdock sees (another mount
+    /// namespace: a mount made only in jobdock's, a directory that is another one there).
+    pub daemon_sees: BTreeMap<std::path::PathBuf, FileId>,
+    /// Why staging where dockerd sees it is impossible (its namespace unknown or unreachable).
+    pub namespace_error: Option<String>,
+    /// Mounts detached, in order.
+    pub unbound: RefCell<Vec<std::path::PathBuf>>,
 }
 
 impl Host for FakeHost {
@@ -460,6 +475,13 @@ impl Host for FakeHost {
         staged
             .or_else(|| self.stats.borrow().get(path).copied())
             .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn daemon_stat(&self, path: &std::path::Path) -> std::io::Result<FileId> {
+        match self.daemon_sees.get(path) {
+            Some(id) => Ok(*id),
+            None => self.stat(path),
+        }
     }
 
     fn status(&self, _pid: u32) -> std::io::Result<String> {
@@ -486,6 +508,9 @@ impl Host for FakeHost {
         pin: FileId,
         at: &std::path::Path,
     ) -> Result<(), BindError> {
+        if let Some(e) = &self.namespace_error {
+            return Err(BindError::Namespace(e.clone()));
+        }
         let now = self.stats.borrow().get(source).copied();
         match now {
             Some(now) if now == pin => {
@@ -502,6 +527,7 @@ impl Host for FakeHost {
     }
 
     fn unbind(&self, at: &std::path::Path) -> std::io::Result<()> {
+        self.unbound.borrow_mut().push(at.to_path_buf());
         match self.staged.borrow_mut().remove(at) {
             Some(_) => Ok(()),
             None => Err(std::io::ErrorKind::InvalidInput.into()),

@@ -16,6 +16,8 @@ mod cleanup;
 mod daemon;
 mod docker;
 mod files;
+mod mountns;
+pub use mountns::{daemon_pid, new_mount_api, shares_namespace_with};
 mod pin;
 pub use pin::{as_staged, staging_paths};
 mod pull;
@@ -133,6 +135,11 @@ pub enum EngineError {
     },
     #[error("mount source {}: {reason}; the job was not run", path.display())]
     MountChanged { path: PathBuf, reason: String },
+    #[error(
+        "{reason}; the job was not run (jobdock stages its mounts where dockerd sees them, or \
+         not at all)"
+    )]
+    MountNamespace { reason: String },
     #[error("image {image}: {reason}")]
     ImageRefused { image: String, reason: String },
     #[error("{0}")]
@@ -190,6 +197,7 @@ impl EngineError {
             | EngineError::AccessUnknown { .. }
             | EngineError::Tampered { .. } => Blame::Infrastructure,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
+            EngineError::MountNamespace { .. } => Blame::Config,
             EngineError::SocketDenied { .. } => Blame::Config,
             EngineError::Files(e) if e.callers_limit => Blame::Refused,
             EngineError::Files(_) => Blame::Infrastructure,
@@ -229,6 +237,7 @@ pub fn execute(
                 return Err(EngineError::Interrupted { signal });
             }
         };
+        let host = verify::RealHost::new(&engine.socket);
         let settings = run::Settings {
             pull: pull::PullSettings {
                 policy: plan.pull,
@@ -246,7 +255,7 @@ pub fn execute(
             state_dir: &engine.state_dir,
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
             grace: Duration::from_secs(engine.grace_period_secs),
-            host: &verify::RealHost,
+            host: &host,
         };
         let io = run::Io {
             stdout: Box::new(tokio::io::stdout()),
@@ -272,9 +281,11 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
             Duration::from_secs(engine.connect_timeout_secs),
         )
         .await?;
+        let host = verify::RealHost::new(&engine.socket);
         let dirs = cleanup::Dirs {
             state_dir: &engine.state_dir,
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
+            host: &host,
         };
         cleanup::clean_job(&docker, job, caller_uid, &dirs).await
     })

@@ -6,6 +6,11 @@
 //! directory onto a staging path only root can reach, and gives dockerd the staging path. Once the
 //! container has started it holds its own mounts, and the staging mounts are detached.
 //!
+//! The staging mounts are made, checked and detached where dockerd sees them: in its mount
+//! namespace, which is not jobdock's when the scheduler runs each job in one of its own (Slurm's
+//! job_container/tmpfs; `mountns`). The source is always opened where jobdock is, which is what
+//! the user sees and the probe checked.
+//!
 //! Staging mounts live in `<state_dir>/mounts/<name>.<token>/m<N>`, outside the job's staging
 //! directory, which is removed recursively: nothing here ever removes a directory recursively, so
 //! a mount left behind (jobdock killed) can never lead to deleting the user's files. They are only
@@ -96,6 +101,9 @@ pub(super) fn stage<'h>(
                     path: m.source.clone(),
                     reason,
                 });
+            }
+            Err(BindError::Namespace(reason)) => {
+                return Err(EngineError::MountNamespace { reason });
             }
             Err(BindError::Failed(reason)) => {
                 return Err(EngineError::Internal(format!(
@@ -259,13 +267,14 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("mine"), "mine").unwrap();
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-1.token"));
-        let mut staged = stage(&plan, &state, &RealHost).unwrap();
+        let mut staged = stage(&plan, &state, &host).unwrap();
         let at = state
             .join(MOUNTS)
             .join("jobdock-x-1.token")
@@ -293,6 +302,7 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
@@ -304,15 +314,15 @@ mod tests {
         // Replaced by another directory, by a symlink to the very same one, or gone.
         std::fs::rename(&data, t.path().join("checked")).unwrap();
         std::fs::rename(&other, &data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("another file"), "{e}");
         std::fs::remove_dir(&data).unwrap();
         std::os::unix::fs::symlink(t.path().join("checked"), &data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(e.blame(), crate::engine::Blame::Refused);
         std::fs::remove_file(&data).unwrap();
-        let e = stage(&plan, &state, &RealHost).err().unwrap();
+        let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("No such file"), "{e}");
         assert!(!state.join(MOUNTS).exists(), "staging directories left");
     }
@@ -323,16 +333,17 @@ mod tests {
             eprintln!("skipped: bind mounts need root");
             return;
         }
+        let host = RealHost::shared();
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
         let data = t.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("precious"), "x").unwrap();
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-3.token"));
-        let staged = stage(&plan, &state, &RealHost).unwrap();
+        let staged = stage(&plan, &state, &host).unwrap();
         std::mem::forget(staged); // jobdock killed: nothing released
         let ours = |f: &str| f.starts_with("jobdock-x-3.");
-        let (removed, problems) = clean(&state, &ours, &RealHost);
+        let (removed, problems) = clean(&state, &ours, &host);
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(removed.len(), 1);
         assert!(
@@ -342,8 +353,8 @@ mod tests {
         assert!(!state.join(MOUNTS).exists());
         // Another job's are not touched.
         let plan = plan_for(&data, id(&data), &state.join("jobdock-x-4.token"));
-        let mut staged = stage(&plan, &state, &RealHost).unwrap();
-        let (removed, _) = clean(&state, &ours, &RealHost);
+        let mut staged = stage(&plan, &state, &host).unwrap();
+        let (removed, _) = clean(&state, &ours, &host);
         assert!(removed.is_empty());
         staged.release().unwrap();
     }

@@ -142,7 +142,7 @@ impl std::fmt::Display for RlimitRefused {
 /// dockerd's hard limit for Docker's limit `name`, from its `/proc/<pid>/limits`: `None` if it
 /// cannot be read or is unlimited.
 pub fn daemon_hard_limit(socket: &Path, name: &str) -> Option<u64> {
-    let pid = daemon_pid(socket)?;
+    let pid = crate::engine::mountns::daemon_pid(socket).ok()?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
     hard_limit(&limits, name)?
 }
@@ -157,13 +157,6 @@ pub fn hard_limit(limits: &str, name: &str) -> Option<Option<u64>> {
         .split_whitespace()
         .nth(1)?;
     Some(hard.parse().ok())
-}
-
-/// The process at the other end of dockerd's socket.
-pub fn daemon_pid(socket: &Path) -> Option<u32> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    u32::try_from(getsockopt(&stream, PeerCredentials).ok()?.pid()).ok()
 }
 
 #[cfg(test)]

@@ -140,6 +140,9 @@ async fn start<D: Daemon>(
 
     cleanup::sweep_stale(s.state_dir, s.host);
     leftovers.staging = Some(Staging::create(plan, s.state_dir)?);
+    // dockerd gets the identity files by path: the directory holding them must be this one to
+    // dockerd too (under job_container/tmpfs, a state_dir in the job's private /tmp would not be).
+    same_to_daemon(s.host, &plan.staging.dir)?;
     // dockerd gets the user's checked directories by pinned mounts, not by their paths.
     let mut staged = pin::stage(plan, s.state_dir, s.host)?;
     // The container is made of the very manifest the registry confirmed for the user, whatever
@@ -168,6 +171,9 @@ async fn start<D: Daemon>(
         &id,
     )?);
 
+    verify::created(d, &staged.plan, plan, &id, s.host).await?;
+    // Only now: dockerd mounts the container's mounts to answer this, following the image's
+    // symlinks, which `created` has just ruled out at every mount point.
     if let Some(program) = plan
         .entrypoint
         .as_ref()
@@ -186,7 +192,6 @@ async fn start<D: Daemon>(
         }
     }
 
-    verify::created(d, &staged.plan, plan, &id, s.host).await?;
     let attached = d
         .attach(&id)
         .await
@@ -200,6 +205,27 @@ async fn start<D: Daemon>(
         tracing::warn!("staging mounts: {e}");
     }
     Ok((id, attached))
+}
+
+/// `dir` is the very directory to dockerd (in its mount namespace) that it is to jobdock.
+fn same_to_daemon(host: &dyn verify::Host, dir: &Path) -> Result<(), EngineError> {
+    let here = host.stat(dir);
+    let there = host.daemon_stat(dir);
+    if here.as_ref().ok() == there.as_ref().ok() {
+        return Ok(());
+    }
+    let reason = match there {
+        Err(e) => format!(
+            "cannot see the job's staging directory {} as dockerd does: {e}",
+            dir.display()
+        ),
+        Ok(seen) => format!(
+            "the job's staging directory {} is another directory to dockerd ({seen}); \
+             engine.state_dir must be the same directory in dockerd's mount namespace",
+            dir.display()
+        ),
+    };
+    Err(EngineError::MountNamespace { reason })
 }
 
 /// A failed start, explained: the runtime's exec errors are the job's command, not the node; a

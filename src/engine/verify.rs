@@ -7,18 +7,23 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::engine::EngineError;
-use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen};
+use crate::engine::daemon::{ContainerFile, Daemon, DeviceSeen, Effective, MountSeen, PathKind};
+use crate::engine::mountns::{self, Placement};
 use crate::plan::{ContainerPlan, MountPlan};
 use crate::probe::FileId;
 use crate::units::Capability;
 
 /// The host as the engine sees it (as root): behind a seam so the checks can be tested with a fake.
+/// Paths are jobdock's (its mount namespace: what the user sees, and the probe checked) unless a
+/// method says they are dockerd's; the two differ under Slurm's job_container/tmpfs (`mountns`).
 pub(super) trait Host {
     /// What `path` names now, following symlinks as dockerd does when it mounts it.
     fn stat(&self, path: &Path) -> io::Result<FileId>;
+    /// What `path` names to dockerd: in its mount namespace (`stat` when jobdock shares it).
+    fn daemon_stat(&self, path: &Path) -> io::Result<FileId>;
     /// `/proc/<pid>/status` of a host process.
     fn status(&self, pid: u32) -> io::Result<String>;
     /// What `target` names inside the root (and mount namespace) of process `pid`: the directory
@@ -27,10 +32,10 @@ pub(super) trait Host {
     /// Whether process `pid` still runs (is not exiting, a zombie, or gone): only then is what was
     /// read about it evidence against it.
     fn alive(&self, pid: u32) -> bool;
-    /// Bind-mounts the directory `source` names onto `at`, if it is (reached without any symlink)
-    /// the file `pin`; see `pin`.
+    /// Bind-mounts the directory `source` names onto `at` where dockerd sees it (in its mount
+    /// namespace), if it is (reached without any symlink) the file `pin`; see `pin`.
     fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError>;
-    /// Detaches the mount at `at` (`EINVAL` if there is none).
+    /// Detaches the mount at `at` in dockerd's mount namespace (`EINVAL` if there is none).
     fn unbind(&self, at: &Path) -> io::Result<()>;
 }
 
@@ -39,16 +44,54 @@ pub(super) trait Host {
 pub(super) enum BindError {
     /// The path no longer names what was checked: the user's doing.
     Changed(String),
+    /// jobdock cannot mount where dockerd would see it (another mount namespace it cannot reach,
+    /// or one it cannot identify): the node's setup, for the admin.
+    Namespace(String),
     /// The mount itself failed.
     Failed(String),
 }
 
-/// The real host.
-pub(super) struct RealHost;
+/// The real host, for the dockerd listening on `socket`. Whether jobdock shares dockerd's mount
+/// namespace is found out once, when first needed.
+pub(super) struct RealHost {
+    socket: PathBuf,
+    placement: std::cell::OnceCell<Result<Placement, String>>,
+}
+
+impl RealHost {
+    pub(super) fn new(socket: &Path) -> RealHost {
+        RealHost {
+            socket: socket.to_path_buf(),
+            placement: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A host known to share dockerd's mount namespace (tests of the mounts themselves).
+    #[cfg(test)]
+    pub(super) fn shared() -> RealHost {
+        let host = RealHost::new(Path::new("/nonexistent"));
+        let _ = host.placement.set(Ok(Placement::Shared));
+        host
+    }
+
+    fn placement(&self) -> Result<&Placement, String> {
+        self.placement
+            .get_or_init(|| mountns::locate(&self.socket))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
 
 impl Host for RealHost {
     fn stat(&self, path: &Path) -> io::Result<FileId> {
         Ok(FileId::of(&nix::sys::stat::stat(path)?))
+    }
+
+    fn daemon_stat(&self, path: &Path) -> io::Result<FileId> {
+        match self.placement().map_err(io::Error::other)? {
+            Placement::Shared => self.stat(path),
+            Placement::Separate(daemon) => stat_beneath(daemon.root(), path),
+        }
     }
 
     fn status(&self, pid: u32) -> io::Result<String> {
@@ -56,36 +99,14 @@ impl Host for RealHost {
     }
 
     fn stat_in_root(&self, pid: u32, target: &Path) -> io::Result<FileId> {
-        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+        use nix::fcntl::{OFlag, open};
         use nix::sys::stat::Mode;
         let root = open(
             format!("/proc/{pid}/root").as_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let relative = target.strip_prefix("/").unwrap_or(target);
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = match openat2(&root, relative, how) {
-            Ok(fd) => fd,
-            // Kernels before 5.6: walk without following any symlink (a symlink in the image on
-            // the way to a mount point then fails the check rather than being trusted).
-            Err(nix::errno::Errno::ENOSYS) => {
-                let mut fd = root;
-                for part in relative.components() {
-                    fd = nix::fcntl::openat(
-                        &fd,
-                        part.as_os_str(),
-                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )?;
-                }
-                fd
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(FileId::of(&nix::sys::stat::fstat(&fd)?))
+        stat_beneath(&root, target)
     }
 
     fn alive(&self, pid: u32) -> bool {
@@ -107,6 +128,7 @@ impl Host for RealHost {
     fn bind_pinned(&self, source: &Path, pin: FileId, at: &Path) -> Result<(), BindError> {
         use nix::mount::{MsFlags, mount};
         use std::os::fd::AsRawFd;
+        let placement = self.placement().map_err(BindError::Namespace)?;
         let fd = crate::probe::open_no_symlinks(source).map_err(BindError::Changed)?;
         let now = nix::sys::stat::fstat(&fd)
             .map(|s| FileId::of(&s))
@@ -115,6 +137,19 @@ impl Host for RealHost {
             return Err(BindError::Changed(format!(
                 "it names another file than when jobdock checked it ({now}, was {pin})"
             )));
+        }
+        let daemon = match placement {
+            Placement::Shared => None,
+            Placement::Separate(daemon) => Some(daemon),
+        };
+        if let Some(daemon) = daemon {
+            // The directory opened here, in the job's namespace, mounted in dockerd's.
+            return daemon.attach(&fd, at).map_err(|e| {
+                BindError::Failed(format!(
+                    "in dockerd's mount namespace (pid {}): {e}",
+                    daemon.pid
+                ))
+            });
         }
         // The open descriptor, not the path: what is mounted is what was checked.
         let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -141,8 +176,50 @@ impl Host for RealHost {
     }
 
     fn unbind(&self, at: &Path) -> io::Result<()> {
-        Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?)
+        match self.placement().map_err(io::Error::other)? {
+            Placement::Shared => Ok(nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)?),
+            Placement::Separate(daemon) => {
+                let there = daemon.detach(at);
+                // A namespace made after the mount (a later job's, cleaning up what a killed
+                // jobdock left) holds a copy of it, which keeps the directory busy here.
+                let here = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+                match (there, here) {
+                    (Err(e), Ok(())) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+                    (there, _) => there,
+                }
+            }
+        }
     }
+}
+
+/// What `target` names beneath the directory `root` (a process's root: its mount namespace too),
+/// symlinks resolved inside it.
+fn stat_beneath(root: &std::os::fd::OwnedFd, target: &Path) -> io::Result<FileId> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::sys::stat::Mode;
+    let relative = target.strip_prefix("/").unwrap_or(target);
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(root, relative, how) {
+        Ok(fd) => fd,
+        // Kernels before 5.6: walk without following any symlink (a symlink in the image on
+        // the way to a mount point then fails the check rather than being trusted).
+        Err(nix::errno::Errno::ENOSYS) => {
+            let mut fd = root.try_clone()?;
+            for part in relative.components() {
+                fd = nix::fcntl::openat(
+                    &fd,
+                    part.as_os_str(),
+                    OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+            }
+            fd
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(FileId::of(&nix::sys::stat::fstat(&fd)?))
 }
 
 /// The flags a staging mount gets: nosuid and nodev, and those of the mount it copies.
@@ -204,7 +281,7 @@ pub(super) async fn created<D: Daemon>(
             ),
         });
     }
-    image_groups_agree(d, plan, &state.effective.image).await?;
+    image_agrees(d, plan, &state.effective.image).await?;
     // The user's paths: a swap since the check gains nothing (the container gets the pinned
     // directory), but it is refused as what it is.
     for (source, pin) in &checked.pins {
@@ -227,17 +304,25 @@ pub(super) async fn created<D: Daemon>(
             }
         }
     }
+    // What dockerd will mount: the staging mounts as dockerd sees them, in its mount namespace.
     for (staged, pin) in plan
         .pins
         .iter()
         .filter(|(s, _)| !checked.pins.contains_key(*s))
     {
-        let now = host.stat(staged).ok();
-        if now != Some(*pin) {
-            return Err(EngineError::Internal(format!(
-                "the staging mount {} shows {now:?}, not the checked directory ({pin})",
-                staged.display()
-            )));
+        match host.daemon_stat(staged) {
+            Ok(now) if now == *pin => {}
+            seen => {
+                let seen = seen.map_or_else(|e| e.to_string(), |s| s.to_string());
+                return Err(EngineError::MountNamespace {
+                    reason: format!(
+                        "dockerd sees {seen} at the staging mount {}, not the checked directory \
+                         ({pin}): is jobdock in another mount namespace (Slurm's \
+                         job_container/tmpfs) that it could not stage into?",
+                        staged.display()
+                    ),
+                });
+            }
         }
     }
     Ok(())
@@ -259,26 +344,225 @@ async fn test_delay() {
 /// Largest image `/etc/group` jobdock reads.
 const MAX_GROUP_FILE: u64 = 1 << 20;
 
-/// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
-/// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
-/// into root's group. Refuses an image whose group file would change any of the job's gids. The
-/// file is read from an inert container of the same image (the job's own shows jobdock's mounts).
-async fn image_groups_agree<D: Daemon>(
+/// What the image itself holds, read from an inert container of it (the job's own shows
+/// jobdock's mounts, and dockerd mounts them to answer): its mount points (`mount_points_agree`)
+/// and its `/etc/group` (`groups_agree`).
+async fn image_agrees<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     image: &str,
 ) -> Result<(), EngineError> {
-    if plan.group_add.is_empty() {
-        return Ok(());
-    }
     let inert = d
         .create_inert(image, &format!("{}-image", plan.name), &plan.labels)
         .await
         .map_err(|e| EngineError::daemon("creating a container to read the image's files", e))?;
-    let read = read_following_links(d, &inert, "/etc/group").await;
+    let checked = async {
+        mount_points_agree(d, plan, &inert).await?;
+        groups_agree(d, plan, &inert).await
+    }
+    .await;
     if let Err(e) = crate::engine::run::remove_container(d, &inert).await {
         tracing::warn!("removing the image-reading container {inert}: {e}");
     }
+    checked
+}
+
+/// The files dockerd itself mounts into every container (runc creates each where the image's
+/// path leads, unless a planned mount is there already).
+const DAEMON_FILES: &[&str] = &["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+
+/// What a planned mount needs at its target in the image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Directory,
+    File,
+    /// A site mount: jobdock does not know which.
+    Either,
+}
+
+/// No mount may make the engine create anything on the host (issue 11.2), and the plan cannot see
+/// the image: runc follows the image's symlinks when it makes a mount point, so a volume at
+/// `/data` in an image where `/data -> /etc` lands on the container's `/etc`, and runc then makes
+/// `/etc/hosts` (and the others) in the user's host directory, as root. So every component of
+/// every planned target must be, in the image, a directory or nothing (runc then makes it in the
+/// container's own layer), never a symlink, and the target itself of the kind that is mounted
+/// there; and dockerd's own files must not lead into a planned mount. Refuses otherwise (64).
+async fn mount_points_agree<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    inert: &str,
+) -> Result<(), EngineError> {
+    let refuse = |reason: String| EngineError::ImageRefused {
+        image: plan.image.to_string(),
+        reason,
+    };
+    let mut kinds = std::collections::BTreeMap::new();
+    for m in &plan.mounts {
+        let needs = if plan.pins.contains_key(&m.source) {
+            Needs::Directory
+        } else if [&plan.staging.passwd, &plan.staging.group]
+            .into_iter()
+            .chain(plan.staging.script.as_ref())
+            .any(|f| *f == m.source)
+        {
+            Needs::File
+        } else {
+            Needs::Either
+        };
+        let parts: Vec<_> = m.target.iter().skip(1).collect();
+        let mut at = PathBuf::from("/");
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let last = i + 1 == parts.len();
+            let kind = stat_cached(d, inert, &at, &mut kinds).await?;
+            let target = m.target.display();
+            let here = at.display();
+            match (kind, needs) {
+                // Missing: runc makes it, and all below it, in the container's own layer.
+                (None, _) => break,
+                (Some(PathKind::Symlink(to)), _) => {
+                    return Err(refuse(format!(
+                        "{here} is a symbolic link to {to} in the image, on the way to the \
+                         mount at {target}: the mount would land where it points (and the \
+                         engine could create files in the host directory mounted there); use \
+                         an image without it, or another destination"
+                    )));
+                }
+                (Some(PathKind::Directory), _) if !last => {}
+                (Some(PathKind::Directory), Needs::Directory | Needs::Either)
+                | (Some(PathKind::Regular), Needs::File | Needs::Either)
+                    if last => {}
+                (Some(kind), _) => {
+                    let what = if last && needs == Needs::File {
+                        "a file"
+                    } else {
+                        "a directory"
+                    };
+                    return Err(refuse(format!(
+                        "{here} is {} in the image, where the mount at {target} needs {what}",
+                        describe(&kind)
+                    )));
+                }
+            }
+        }
+    }
+    for file in DAEMON_FILES {
+        if plan.mounts.iter().any(|m| m.target == Path::new(file)) {
+            continue;
+        }
+        let Some(leads_to) = resolve_in_image(d, inert, Path::new(file), &mut kinds).await? else {
+            continue; // a symlink loop: runc fails to start the container, which creates nothing
+        };
+        if let Some(m) = plan.mounts.iter().find(|m| leads_to.starts_with(&m.target)) {
+            return Err(refuse(format!(
+                "its {file} leads to {} (through a symbolic link), inside the mount at {}: the \
+                 engine would create it in the host directory mounted there",
+                leads_to.display(),
+                m.target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe(kind: &PathKind) -> &'static str {
+    match kind {
+        PathKind::Directory => "a directory",
+        PathKind::Regular => "a regular file",
+        PathKind::Symlink(_) => "a symbolic link",
+        PathKind::Other => "neither a directory nor a regular file (or its symlinks loop)",
+    }
+}
+
+/// `stat_path` of the inert container, each path asked once.
+async fn stat_cached<D: Daemon>(
+    d: &D,
+    inert: &str,
+    path: &Path,
+    kinds: &mut std::collections::BTreeMap<PathBuf, Option<PathKind>>,
+) -> Result<Option<PathKind>, EngineError> {
+    if let Some(kind) = kinds.get(path) {
+        return Ok(kind.clone());
+    }
+    let kind = d
+        .stat_path(inert, &path.display().to_string())
+        .await
+        .map_err(|e| EngineError::daemon("reading the image's mount points", e))?;
+    kinds.insert(path.to_path_buf(), kind.clone());
+    Ok(kind)
+}
+
+/// Where `path` leads in the image, every symlink followed inside its root as runc does (a missing
+/// part, and all after it, taken as it is); `None` if its symlinks loop (more than 40).
+async fn resolve_in_image<D: Daemon>(
+    d: &D,
+    inert: &str,
+    path: &Path,
+    kinds: &mut std::collections::BTreeMap<PathBuf, Option<PathKind>>,
+) -> Result<Option<PathBuf>, EngineError> {
+    use std::path::Component;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    let mut missing = false;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let kind = if missing {
+            None
+        } else {
+            stat_cached(d, inert, &next, kinds).await?
+        };
+        match kind {
+            Some(PathKind::Symlink(to)) => {
+                links += 1;
+                if links > 40 {
+                    return Ok(None);
+                }
+                let to = Path::new(&to);
+                if to.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                for c in to.components().rev() {
+                    match c {
+                        Component::Normal(p) => todo.push_front(p.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            None => {
+                missing = true;
+                at = next;
+            }
+            Some(_) => at = next,
+        }
+    }
+    Ok(Some(at))
+}
+
+/// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
+/// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
+/// into root's group. Refuses an image whose group file would change any of the job's gids.
+async fn groups_agree<D: Daemon>(
+    d: &D,
+    plan: &ContainerPlan,
+    inert: &str,
+) -> Result<(), EngineError> {
+    if plan.group_add.is_empty() {
+        return Ok(());
+    }
+    let read = read_following_links(d, inert, "/etc/group").await;
     let refuse = |reason: String| EngineError::ImageRefused {
         image: plan.image.to_string(),
         reason,
@@ -414,7 +698,7 @@ pub(super) async fn started<D: Daemon>(
                 let seen = seen.map_or_else(|e| e.to_string(), |s| s.to_string());
                 // The host path changed: the user's doing. Unchanged: the container got something
                 // else from the same path (another mount namespace, a rewritten request).
-                if host.stat(&m.source).ok() != Some(*pin) {
+                if host.daemon_stat(&m.source).ok() != Some(*pin) {
                     swapped.get_or_insert((m.source.clone(), seen));
                 } else {
                     differences.push(format!(

@@ -83,7 +83,10 @@ pub(super) fn mounts(
                 None
             }
         },
-        None => None,
+        // No tmpdir of the job's own: a /tmp that belongs to the job's user (the node's is
+        // everyone's) is the job's private one (Slurm's job_container/tmpfs gives each job one in
+        // the job's mount namespace, pam_namespace each user), and is the container's /tmp.
+        None => private_tmp(probe, who.uid).map(|real| (PathBuf::from("/tmp"), real)),
     };
     let tmp_inside_tmp = tmp
         .as_ref()
@@ -277,6 +280,13 @@ fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, St
         )),
         _ => Ok(real.path),
     }
+}
+
+/// `/tmp` as the user sees it, if it is a directory of their own (not a symlink to one).
+fn private_tmp(probe: &dyn HostProbe, uid: u32) -> Option<PathBuf> {
+    let real = probe.resolve(Path::new("/tmp")).ok()?;
+    (real.kind == Kind::Dir && real.path == Path::new("/tmp") && real.owner == Some(uid))
+        .then_some(real.path)
 }
 
 /// Adds an identity-style mount unless an earlier mount already shows the same directory there.

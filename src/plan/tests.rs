@@ -2101,3 +2101,56 @@ fn a_job_tmpdir_someone_else_owns_is_not_mounted() {
         p.mounts
     );
 }
+
+// ---- issue 12.4: private mount namespaces ------------------------------------------------------
+
+/// Slurm's job_container/tmpfs gives the job a private /tmp (the user's, 0700) in its own mount
+/// namespace, and TMPDIR=/tmp: that /tmp, as the job sees it, is the container's /tmp, pinned
+/// like every user-resolved source (so that the engine stages it where dockerd sees it). The
+/// node's /tmp (root's) is not mounted, nor one that is a symlink to a directory of the user's.
+#[test]
+fn a_private_tmp_of_the_jobs_user_is_the_containers_tmp() {
+    let env = [
+        ("SLURM_JOB_ID", "4567"),
+        ("SLURM_STEP_ID", "0"),
+        ("TMPDIR", "/tmp"),
+        ("JOBDOCK_IMAGE", "jobdock-test/busybox"),
+    ];
+    let snap = snap(&env);
+    let ctx = context(&snap).unwrap();
+    let req = Request {
+        image: None,
+        command: vec!["true".into()],
+        script: None,
+    };
+    let tmp_mounts = |probe: &FakeProbe| {
+        let p = build(&req, &snap, &site(), &ctx, &alice(), probe).unwrap();
+        let mounts: Vec<(PathBuf, PathBuf)> = p
+            .mounts
+            .iter()
+            .filter(|m| m.target.starts_with("/tmp") || m.source.starts_with("/tmp"))
+            .map(|m| (m.source.clone(), m.target.clone()))
+            .collect();
+        (mounts, p)
+    };
+    let (mounts, p) = tmp_mounts(&host().dir_owned_by("/tmp", 2001));
+    assert_eq!(mounts, [("/tmp".into(), "/tmp".into())], "{:?}", p.mounts);
+    assert!(p.pins.contains_key(Path::new("/tmp")), "{:?}", p.pins);
+    assert_eq!(p.env["TMPDIR"], "/tmp");
+    for (name, probe) in [
+        ("the node's /tmp", host().dir_owned_by("/tmp", 0)),
+        ("another user's", host().dir_owned_by("/tmp", 2002)),
+        (
+            "a symlink to the user's",
+            host().dir_owned_by("/scratch/alice/tmp", 2001).link(
+                "/tmp",
+                "/scratch/alice/tmp",
+                Kind::Dir,
+            ),
+        ),
+        ("none", host()),
+    ] {
+        let (mounts, _) = tmp_mounts(&probe);
+        assert_eq!(mounts, [], "{name}");
+    }
+}

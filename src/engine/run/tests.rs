@@ -167,6 +167,7 @@ async fn a_job_runs_in_order_and_leaves_nothing() {
             "create",
             "inspect",
             "create_inert",
+            "stat_path",
             "read_file",
             "remove",
             "attach",

@@ -479,6 +479,10 @@ async fn an_honest_daemon_and_host_run_the_job() {
             "create",
             "inspect",
             "create_inert",
+            // /etc, /home and /gpfs: not in the fake image, so nothing below them is asked.
+            "stat_path",
+            "stat_path",
+            "stat_path",
             "read_file",
             "remove",
             "attach",
@@ -759,4 +763,217 @@ fn staging_mounts_are_nosuid_nodev_and_keep_the_flags_they_copy() {
     for (have, want) in cases {
         assert_eq!(super::kept_flags(have), want, "{have:?}");
     }
+}
+
+// ---- issue 12.4: private mount namespaces ------------------------------------------------------
+
+/// The staging mounts of `p` (with its state directory), as `pin` names them.
+fn staging_paths_of(p: &ContainerPlan) -> Vec<PathBuf> {
+    let state = p.staging.dir.parent().unwrap();
+    crate::engine::pin::staging_paths(p, state)
+        .into_values()
+        .collect()
+}
+
+/// The bug of issue 12.4: the staging mounts exist where jobdock is (a job's private mount
+/// namespace) but dockerd sees the empty directories under them. Caught after create, before the
+/// job can run with an empty home however quickly it would end; the node's problem (78).
+#[tokio::test]
+async fn a_staging_mount_dockerd_does_not_see_stops_the_job_before_it_starts() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let empty = FileId { dev: 7, ino: 99 };
+    let mut host = honest_host(&p);
+    let staged = staging_paths_of(&p);
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    for at in &staged {
+        host.daemon_sees.insert(at.clone(), empty);
+    }
+    let mut d = FakeDaemon::default();
+    d.exit = Some(0);
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("job_container/tmpfs") && text.contains("not run"),
+        "{text}"
+    );
+    let calls = names(&ran.calls);
+    assert!(calls.contains(&"create"), "{calls:?}");
+    assert!(!calls.contains(&"start"), "{calls:?}");
+    assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
+    // Detached where they were made, all of them.
+    let mut unbound = host.unbound.borrow().clone();
+    unbound.sort();
+    assert_eq!(unbound, staged);
+}
+
+/// Where jobdock cannot mount into dockerd's namespace (a kernel without open_tree, dockerd's
+/// namespace unknown), nothing is created: refused before create, for the admin (78).
+#[tokio::test]
+async fn a_daemon_namespace_jobdock_cannot_reach_is_refused_before_create() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let mut host = honest_host(&p);
+    host.namespace_error = Some(
+        crate::engine::mountns::decide(
+            Ok(FileId { dev: 4, ino: 1 }),
+            Ok(FileId { dev: 4, ino: 2 }),
+            Err("this kernel has no open_tree".into()),
+        )
+        .unwrap_err(),
+    );
+    let d = FakeDaemon::default();
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(
+        e.to_string().contains("job_container/tmpfs") && e.to_string().contains("open_tree"),
+        "{e}"
+    );
+    assert!(!names(&ran.calls).contains(&"create"), "{:?}", ran.calls);
+    assert!(host.staged.borrow().is_empty(), "a staging mount was left");
+}
+
+/// The identity files go to dockerd by path: a staging directory that is another directory in
+/// dockerd's namespace (a state_dir in the job's private /tmp) is refused before create.
+#[tokio::test]
+async fn a_staging_directory_that_is_another_one_to_dockerd_is_refused_before_create() {
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let mut host = honest_host(&p);
+    host.daemon_sees
+        .insert(p.staging.dir.clone(), FileId { dev: 9, ino: 9 });
+    let d = FakeDaemon::default();
+    let ran = run_on(&d, &p, &host).await;
+    let e = ran.result.unwrap_err();
+    assert_eq!(e.blame(), Blame::Config, "{e}");
+    assert!(e.to_string().contains("engine.state_dir"), "{e}");
+    assert!(!names(&ran.calls).contains(&"create"), "{:?}", ran.calls);
+}
+
+// ---- issue 11.2: image symlinks at mount targets -------------------------------------------------
+
+/// An image whose paths would turn a planned mount into one somewhere else (and make runc create
+/// files in the user's host directory): refused after create, before start and before the
+/// entrypoint check (dockerd mounts the container's mounts to answer that one), naming the image,
+/// the target and the symlink; both containers removed.
+#[tokio::test]
+async fn an_image_symlink_at_a_mount_point_is_refused_before_start() {
+    use crate::engine::daemon::PathKind::{Directory, Regular, Symlink};
+    let Some(dir) = state_dir() else { return };
+    let mut p = plan_in(&dir.path().join("state"));
+    p.entrypoint = Some(vec!["/bin/sh".into()]);
+    type Image = Vec<(&'static str, crate::engine::daemon::PathKind)>;
+    let cases: [(&str, Image, &[&str]); 7] = [
+        (
+            "the volume's target is a symlink to /etc",
+            vec![("/data", Symlink("/etc".into()))],
+            &["/data is a symbolic link to /etc", "mount at /data"],
+        ),
+        (
+            "/etc itself, on the way to /etc/passwd",
+            vec![("/etc", Symlink("/data".into()))],
+            &["/etc is a symbolic link to /data", "mount at /etc/passwd"],
+        ),
+        (
+            "a directory above the home",
+            vec![("/home", Symlink("gpfs".into()))],
+            &["/home is a symbolic link to gpfs", "mount at /home/jdalice"],
+        ),
+        (
+            "a file where a directory is mounted",
+            vec![("/data", Regular)],
+            &["/data is a regular file", "needs a directory"],
+        ),
+        (
+            "a directory where a file is mounted",
+            vec![("/etc", Directory), ("/etc/passwd", Directory)],
+            &["/etc/passwd is a directory", "needs a file"],
+        ),
+        (
+            "a file on the way",
+            vec![("/home", Regular)],
+            &["/home is a regular file", "needs a directory"],
+        ),
+        (
+            "dockerd's /etc/hosts leading into the volume",
+            vec![
+                ("/etc", Directory),
+                ("/etc/hosts", Symlink("../data/hosts".into())),
+            ],
+            &[
+                "/etc/hosts leads to /data/hosts",
+                "inside the mount at /data",
+            ],
+        ),
+    ];
+    for (name, image, want) in cases {
+        let mut d = FakeDaemon::default();
+        d.image_paths = image.into_iter().collect();
+        let ran = run_on(&d, &p, &honest_host(&p)).await;
+        let e = ran.result.unwrap_err();
+        assert_eq!(e.blame(), Blame::Refused, "{name}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("image jobdock-test/busybox"),
+            "{name}: {text}"
+        );
+        for w in want {
+            assert!(text.contains(w), "{name}: {text}");
+        }
+        let calls = names(&ran.calls);
+        assert!(!calls.contains(&"start"), "{name}: {calls:?}");
+        assert!(!calls.contains(&"path_exists"), "{name}: {calls:?}");
+        assert!(
+            ran.calls
+                .contains(&format!("remove {}", crate::engine::fake::INERT)),
+            "{name}: {calls:?}"
+        );
+        assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"), "{name}");
+    }
+}
+
+/// What an ordinary image has at the mount points passes, each path asked once, and a symlink of
+/// dockerd's own files that leads elsewhere (`/etc/resolv.conf -> ../run/...`) is the image's
+/// business.
+#[tokio::test]
+async fn ordinary_mount_points_pass_and_each_path_is_asked_once() {
+    use crate::engine::daemon::PathKind::{Directory, Regular, Symlink};
+    let Some(dir) = state_dir() else { return };
+    let p = plan_in(&dir.path().join("state"));
+    let mut d = FakeDaemon::default();
+    d.image_paths = [
+        ("/etc", Directory),
+        ("/etc/passwd", Regular),
+        ("/etc/group", Regular),
+        ("/etc/hosts", Regular),
+        (
+            "/etc/resolv.conf",
+            Symlink("../run/systemd/resolve/stub-resolv.conf".into()),
+        ),
+        ("/run", Directory),
+        ("/home", Directory),
+        ("/data", Directory),
+    ]
+    .into_iter()
+    .collect();
+    let ran = run_on(&d, &p, &honest_host(&p)).await;
+    assert!(ran.result.is_ok(), "{:?}", ran.result);
+    let asked: Vec<&String> = ran
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("stat_path"))
+        .collect();
+    let unique: std::collections::BTreeSet<&&String> = asked.iter().collect();
+    assert_eq!(asked.len(), unique.len(), "{asked:?}");
+    assert!(asked.contains(&&"stat_path /etc".to_string()), "{asked:?}");
+    // Nothing below a missing directory is asked.
+    assert!(
+        !asked
+            .iter()
+            .any(|c| c.starts_with("stat_path /run/systemd/")),
+        "{asked:?}"
+    );
 }
