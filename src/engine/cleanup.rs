@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::EngineError;
 use crate::engine::daemon::Daemon;
+use crate::engine::daemon::remove_container;
 use crate::engine::files;
-use crate::engine::run::remove_container;
-use crate::engine::{pin, verify};
+use crate::engine::{host, pin};
 
 pub(super) struct Dirs<'a> {
     pub state_dir: &'a Path,
     pub cidfile_dir: &'a Path,
     /// Where staging mounts are detached (in dockerd's mount namespace).
-    pub host: &'a dyn verify::Host,
+    pub host: &'a dyn host::Host,
 }
 
 /// What a cleanup removed.
@@ -126,7 +126,7 @@ pub(super) async fn clean_job<D: Daemon>(
 /// whose creator is dead (and their staging mounts), and pull locks nobody holds. Safe while
 /// other jobs run: a live creator's directory and a held lock are left alone. Failures are only
 /// logged; the next sweep tries again.
-pub(super) fn sweep_stale(state_dir: &Path, host: &dyn verify::Host) {
+pub(super) fn sweep_stale(state_dir: &Path, host: &dyn host::Host) {
     let mut dead = Vec::new();
     if let Ok(entries) = std::fs::read_dir(state_dir) {
         for entry in entries.flatten() {

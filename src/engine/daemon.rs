@@ -261,3 +261,23 @@ pub(super) trait Daemon {
     /// Every container, in any state, with label `key=value`.
     async fn list_by_label(&self, key: &str, value: &str) -> Result<Vec<Found>, DaemonError>;
 }
+
+/// Attempts to remove a container whose removal is already in progress.
+const REMOVE_ATTEMPTS: u32 = 3;
+
+/// Force-removes a container; one that is already gone is fine.
+pub(super) async fn remove_container<D: Daemon>(d: &D, target: &str) -> Result<(), DaemonError> {
+    let mut attempt = 1;
+    loop {
+        match d.remove(target).await {
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            // "removal of container ... is already in progress"
+            Err(e) if e.kind == ErrorKind::Conflict && attempt < REMOVE_ATTEMPTS => {
+                tracing::debug!("removing {target}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}

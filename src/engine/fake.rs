@@ -17,7 +17,7 @@ use crate::engine::daemon::{
     Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
     ErrorKind, Found, LocalImage, MountSeen, PathKind, Progress,
 };
-use crate::engine::verify::{BindError, Host};
+use crate::engine::host::{BindError, Host};
 use crate::image::ImageRef;
 use crate::plan::ContainerPlan;
 use crate::probe::FileId;

@@ -16,6 +16,7 @@ mod cleanup;
 mod daemon;
 mod docker;
 mod files;
+mod host;
 mod mountns;
 pub use mountns::{daemon_pid, new_mount_api, shares_namespace_with};
 mod pin;
@@ -237,7 +238,7 @@ pub fn execute(
                 return Err(EngineError::Interrupted { signal });
             }
         };
-        let host = verify::RealHost::new(&engine.socket);
+        let host = host::RealHost::new(&engine.socket);
         let settings = run::Settings {
             pull: pull::PullSettings {
                 policy: plan.pull,
@@ -281,7 +282,7 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
             Duration::from_secs(engine.connect_timeout_secs),
         )
         .await?;
-        let host = verify::RealHost::new(&engine.socket);
+        let host = host::RealHost::new(&engine.socket);
         let dirs = cleanup::Dirs {
             state_dir: &engine.state_dir,
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),

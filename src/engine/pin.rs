@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::EngineError;
 use crate::engine::files::{self, FileError};
-use crate::engine::verify::{BindError, Host};
+use crate::engine::host::{BindError, Host};
 use crate::plan::ContainerPlan;
 
 /// The directory under the state directory that holds staging mounts.
@@ -239,7 +239,7 @@ pub(super) fn clean(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::verify::RealHost;
+    use crate::engine::host::RealHost;
     use crate::probe::FileId;
 
     fn id(path: &Path) -> FileId {

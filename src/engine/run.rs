@@ -16,10 +16,12 @@ use tokio::task::JoinHandle;
 
 use crate::engine::access;
 use crate::engine::cleanup;
+use crate::engine::daemon::remove_container;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Input, Output,
 };
 use crate::engine::files::{self, Staging};
+use crate::engine::host;
 use crate::engine::pin;
 use crate::engine::pull::{self, PullSettings};
 use crate::engine::rlimit;
@@ -33,8 +35,6 @@ use crate::plan::ContainerPlan;
 /// How long the job's output may stay silent after it exited before jobdock stops waiting for the
 /// rest (dockerd closes the stream when the job's stdout and stderr close; this is a safety net).
 const DRAIN_IDLE: Duration = Duration::from_secs(30);
-/// Attempts to remove a container whose removal is already in progress.
-const REMOVE_ATTEMPTS: u32 = 3;
 
 pub(super) struct Settings<'a> {
     pub pull: PullSettings<'a>,
@@ -45,7 +45,7 @@ pub(super) struct Settings<'a> {
     /// Between forwarding a stop signal and killing the job.
     pub grace: Duration,
     /// The host, for checking the container against the plan before and after start.
-    pub host: &'a dyn verify::Host,
+    pub host: &'a dyn host::Host,
 }
 
 /// Where the job's streams go and come from.
@@ -208,7 +208,7 @@ async fn start<D: Daemon>(
 }
 
 /// `dir` is the very directory to dockerd (in its mount namespace) that it is to jobdock.
-fn same_to_daemon(host: &dyn verify::Host, dir: &Path) -> Result<(), EngineError> {
+fn same_to_daemon(host: &dyn host::Host, dir: &Path) -> Result<(), EngineError> {
     let here = host.stat(dir);
     let there = host.daemon_stat(dir);
     if here.as_ref().ok() == there.as_ref().ok() {
@@ -575,23 +575,6 @@ async fn clean_up<D: Daemon>(
         Ok(())
     } else {
         Err(problems.join("; "))
-    }
-}
-
-/// Force-removes a container; one that is already gone is fine.
-pub(super) async fn remove_container<D: Daemon>(d: &D, target: &str) -> Result<(), DaemonError> {
-    let mut attempt = 1;
-    loop {
-        match d.remove(target).await {
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
-            // "removal of container ... is already in progress"
-            Err(e) if e.kind == ErrorKind::Conflict && attempt < REMOVE_ATTEMPTS => {
-                tracing::debug!("removing {target}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
     }
 }
 

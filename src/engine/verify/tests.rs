@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::compare::*;
 use super::*;
 use crate::config::{PullPolicy, SiteConfig};
 use crate::engine::daemon::ContainerFile;
+use crate::engine::daemon::{DeviceSeen, Effective, MountSeen};
 use crate::engine::fake::{FakeDaemon, FakeHost, ID, SharedBuf, chunk_out, lsf_plan, stored};
 use crate::engine::pull::PullSettings;
 use crate::engine::run::{Io, Settings, run};
@@ -18,7 +20,9 @@ use crate::engine::signals::Sig;
 use crate::engine::{Blame, Outcome};
 use crate::job::JobContext;
 use crate::plan::Request;
+use crate::probe::FileId;
 use crate::probe::fake::FakeProbe;
+use crate::units::Capability;
 
 const DATA: &str = "/gpfs/lab/data";
 
@@ -744,25 +748,6 @@ async fn an_image_group_file_that_would_remap_the_jobs_groups_is_refused() {
         ContainerFile::Regular(b"root:x:0:\nusers:x:100:\n".to_vec()),
     );
     assert!(run_on(&d, &p, &honest_host(&p)).await.result.is_ok());
-}
-
-#[test]
-fn staging_mounts_are_nosuid_nodev_and_keep_the_flags_they_copy() {
-    use nix::mount::MsFlags;
-    use nix::sys::statvfs::FsFlags;
-    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let cases = [
-        (FsFlags::empty(), base),
-        (FsFlags::ST_RDONLY, base | MsFlags::MS_RDONLY),
-        (
-            FsFlags::ST_NOEXEC | FsFlags::ST_RELATIME,
-            base | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME,
-        ),
-        (FsFlags::ST_NOSUID | FsFlags::ST_NODEV, base),
-    ];
-    for (have, want) in cases {
-        assert_eq!(super::kept_flags(have), want, "{have:?}");
-    }
 }
 
 // ---- issue 12.4: private mount namespaces ------------------------------------------------------
