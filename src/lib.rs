@@ -22,3 +22,14 @@ pub mod plan;
 pub mod probe;
 pub mod trust;
 pub mod units;
+
+/// For the unit tests that need root (ownership checks, bind mounts, root-owned state): they are
+/// `#[ignore = "needs root..."]`, which `scripts/test.sh` runs as root with `--include-ignored`;
+/// run otherwise they fail here, loudly, rather than pass without testing anything.
+#[cfg(test)]
+pub(crate) fn needs_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: run it as root (scripts/test.sh does)"
+    );
+}

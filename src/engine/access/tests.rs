@@ -9,12 +9,9 @@ const DIGEST: &str = "sha256:111111111111111111111111111111111111111111111111111
 const OTHER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 /// A private state dir (root-owned when the tests run as root, as the cache requires).
-fn state() -> Option<tempfile::TempDir> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the state dir must be root-owned, run as root");
-        return None;
-    }
-    Some(tempfile::tempdir().unwrap())
+fn state() -> tempfile::TempDir {
+    crate::needs_root();
+    tempfile::tempdir().unwrap()
 }
 
 fn creds(user: &str, registry: &str) -> Credentials {
@@ -60,8 +57,9 @@ fn asked(d: &FakeDaemon) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_image_from_no_registry_needs_no_check() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let d = FakeDaemon::default();
     let image = ImageRef::parse("built-here:1").unwrap();
     let local = LocalImage {
@@ -82,8 +80,9 @@ async fn an_image_from_no_registry_needs_no_check() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_public_image_is_asked_about_once_for_everyone() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let mut d = FakeDaemon::default();
     let (image, local) = private_image(&mut d);
     d.registry.insert("", Ok(()));
@@ -110,8 +109,9 @@ async fn a_public_image_is_asked_about_once_for_everyone() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_private_image_runs_only_for_users_the_registry_accepts() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let mut d = FakeDaemon::default();
     let (image, local) = private_image(&mut d);
     d.registry.insert(
@@ -171,8 +171,9 @@ async fn a_private_image_runs_only_for_users_the_registry_accepts() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_users_verdict_expires_after_minutes() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let mut d = FakeDaemon::default();
     let (image, local) = private_image(&mut d);
     d.registry.insert("bob", Ok(()));
@@ -204,8 +205,9 @@ async fn a_users_verdict_expires_after_minutes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_registry_that_cannot_be_asked_fails_closed_as_the_nodes_problem() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let mut d = FakeDaemon::default();
     let (image, local) = private_image(&mut d);
     d.registry.insert(
@@ -231,8 +233,9 @@ async fn a_registry_that_cannot_be_asked_fails_closed_as_the_nodes_problem() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn the_registry_must_confirm_the_local_digest_itself() {
-    let Some(dir) = state() else { return };
+    let dir = state();
     let mut d = FakeDaemon::default();
     let (image, _) = private_image(&mut d);
     // The tag exists and is public, but the local image is another manifest: the fake answers

@@ -41,13 +41,13 @@ struct Bed {
 }
 
 impl Bed {
-    fn new() -> Option<Bed> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: the state dir must be root-owned, run as root");
-            return None;
+    /// A root-owned state dir (the engine refuses others): the tests using it are ignored
+    /// unless run as root with --include-ignored, and fail loudly otherwise.
+    fn new() -> Bed {
+        crate::needs_root();
+        Bed {
+            dir: tempfile::tempdir().unwrap(),
         }
-        let dir = tempfile::tempdir().unwrap();
-        Some(Bed { dir })
     }
 
     fn state(&self) -> std::path::PathBuf {
@@ -146,8 +146,9 @@ fn names(calls: &[String]) -> Vec<&str> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_job_runs_in_order_and_leaves_nothing() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["echo", "hi"]);
     let mut d = FakeDaemon::default();
     d.output = vec![chunk_out("one\n"), chunk_err("oops\n"), chunk_out("two\n")];
@@ -189,8 +190,9 @@ async fn a_job_runs_in_order_and_leaves_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn stdin_reaches_the_job_and_is_closed_at_its_end() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["cat"]);
     let mut d = FakeDaemon::default();
     // The job runs until it is told to stop, so the feeder has all the time it needs.
@@ -212,8 +214,9 @@ async fn stdin_reaches_the_job_and_is_closed_at_its_end() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_tty_jobs_stdin_stays_open_after_jobdocks_input_ends() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let mut p = plan(&bed.state(), &["sh"]);
     p.tty = true;
     let mut d = FakeDaemon::default();
@@ -229,8 +232,9 @@ async fn a_tty_jobs_stdin_stays_open_after_jobdocks_input_ends() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn the_cidfile_holds_the_id_while_the_job_runs() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let cidfile = files::cidfile_path(&bed.state(), &p.name);
     let mut d = FakeDaemon::default();
@@ -250,8 +254,9 @@ async fn the_cidfile_holds_the_id_while_the_job_runs() {
 
 /// Every step that can fail: the error is reported, and whatever exists is removed.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn each_failing_step_is_reported_and_cleaned_up() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let cases = [
         (
             "image_exists",
@@ -293,8 +298,9 @@ async fn each_failing_step_is_reported_and_cleaned_up() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_unsafe_state_dir_is_the_sites_to_fix_and_nothing_is_created() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     std::fs::create_dir(bed.state()).unwrap();
     std::fs::set_permissions(
@@ -312,8 +318,9 @@ async fn an_unsafe_state_dir_is_the_sites_to_fix_and_nothing_is_created() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_failed_run_and_a_failed_cleanup_are_both_reported() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::failing("start", ErrorKind::Status(500), "start broke");
     d.fail.insert(
@@ -331,8 +338,9 @@ async fn a_failed_run_and_a_failed_cleanup_are_both_reported() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_failed_cleanup_after_a_good_run_keeps_the_jobs_code() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::failing("remove", ErrorKind::Timeout, "no answer");
     d.exit = Some(0);
@@ -346,8 +354,9 @@ async fn a_failed_cleanup_after_a_good_run_keeps_the_jobs_code() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_name_conflict_is_reported_and_the_other_container_left_alone() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let d = FakeDaemon::failing("create", ErrorKind::Conflict, "name in use");
     let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
@@ -356,8 +365,9 @@ async fn a_name_conflict_is_reported_and_the_other_container_left_alone() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn start_errors_for_the_command_map_to_127_and_126() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let cases = [
         (
             "exec: \"nosuch\": executable file not found in $PATH",
@@ -385,8 +395,9 @@ async fn start_errors_for_the_command_map_to_127_and_126() {
 /// Issue 12.8: a device job whose locked-memory limit dockerd may not grant fails as the site's
 /// error (78), naming devices.memlock, and the container is removed.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_limit_dockerd_may_not_grant_is_the_sites_error() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let mut p = plan(&bed.state(), &["true"]);
     p.devices = vec!["/dev/null".into()];
     p.ulimits = vec![crate::plan::Ulimit {
@@ -412,8 +423,9 @@ async fn a_limit_dockerd_may_not_grant_is_the_sites_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_image_without_the_shell_the_job_file_needs_is_explained() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let mut p = plan(&bed.state(), &["true"]);
     p.entrypoint = Some(vec!["/bin/sh".into()]);
     p.cmd = Some(vec!["/home/jdalice/.lsbatch/job".into()]);
@@ -432,8 +444,9 @@ async fn an_image_without_the_shell_the_job_file_needs_is_explained() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_error_mid_stream_ends_the_run_and_removes_the_container() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["yes"]);
     let mut d = FakeDaemon::default();
     d.exit = None;
@@ -448,8 +461,9 @@ async fn an_error_mid_stream_ends_the_run_and_removes_the_container() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["yes"]);
     let state = bed.state();
     let mut d = FakeDaemon::default();
@@ -501,8 +515,9 @@ async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
 }
 
 #[tokio::test(start_paused = true)]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn stop_signals_are_forwarded_then_the_job_is_killed_after_the_grace_period() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["sleep", "100"]);
     let mut d = FakeDaemon::default();
     d.exit = None;
@@ -523,8 +538,9 @@ async fn stop_signals_are_forwarded_then_the_job_is_killed_after_the_grace_perio
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_forwarded_term_ends_a_job_that_does_not_trap_it() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["sleep", "100"]);
     let mut d = FakeDaemon::default();
     d.exit = None;
@@ -541,8 +557,9 @@ async fn a_forwarded_term_ends_a_job_that_does_not_trap_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn suspend_and_resume_pause_the_container_and_a_stop_resumes_it_first() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["sleep", "100"]);
     let mut d = FakeDaemon::default();
     d.exit = None;
@@ -569,8 +586,9 @@ async fn suspend_and_resume_pause_the_container_and_a_stop_resumes_it_first() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::default();
     *d.image_present.borrow_mut() = false;
@@ -616,8 +634,9 @@ async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_oom_kill_is_explained_with_the_limit() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["hog"]);
     let mut d = FakeDaemon::default();
     d.exit = Some(137);
@@ -633,8 +652,9 @@ async fn an_oom_kill_is_explained_with_the_limit() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn pull_policies() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     // (policy, image present, pulls, error)
     let cases = [
         (PullPolicy::Missing, true, 0, false),
@@ -658,8 +678,9 @@ async fn pull_policies() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     // A rate limit is the node's trouble, retried; a missing image is the job's (64): a typo
     // requeued would fail forever.
     for (message, attempts, blame) in [
@@ -684,8 +705,9 @@ async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn concurrent_jobs_share_one_pull_of_a_missing_image() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let state = bed.state();
     files::ensure_private_dir("engine.state_dir", &state).unwrap();
     let mut d = FakeDaemon::default();
@@ -772,8 +794,9 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
 // ---- issue 11: private images, the pull lock, leftovers --
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_private_image_the_user_may_not_have_is_refused_before_anything_is_made() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::default();
     d.repo_digests = vec![format!("jobdock-test/busybox@sha256:{}", "a".repeat(64))];
@@ -790,8 +813,9 @@ async fn a_private_image_the_user_may_not_have_is_refused_before_anything_is_mad
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn the_container_is_made_of_the_digest_the_registry_confirmed() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::default();
     let digest = format!("sha256:{}", "b".repeat(64));
@@ -807,8 +831,9 @@ async fn the_container_is_made_of_the_digest_the_registry_confirmed() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_stuck_pull_lock_holder_is_not_waited_for() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let state = bed.state();
     files::ensure_private_dir("engine.state_dir", &state).unwrap();
     let image = crate::image::ImageRef::parse("jobdock-test/busybox").unwrap();
@@ -875,8 +900,9 @@ async fn a_stuck_pull_lock_holder_is_not_waited_for() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn staging_is_made_after_the_pull_and_says_whose_it_is() {
-    let Some(bed) = Bed::new() else { return };
+    let bed = Bed::new();
     let p = plan(&bed.state(), &["true"]);
     let mut d = FakeDaemon::default();
     d.exit = None;

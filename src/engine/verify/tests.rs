@@ -453,12 +453,9 @@ async fn run_on(d: &FakeDaemon, plan: &ContainerPlan, host: &FakeHost) -> Ran {
 }
 
 /// A root-owned private state dir (the engine refuses others), or `None` when not root.
-fn state_dir() -> Option<tempfile::TempDir> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the state dir must be root-owned, run as root");
-        return None;
-    }
-    Some(tempfile::tempdir().unwrap())
+fn state_dir() -> tempfile::TempDir {
+    crate::needs_root();
+    tempfile::tempdir().unwrap()
 }
 
 fn names(calls: &[String]) -> Vec<&str> {
@@ -466,8 +463,9 @@ fn names(calls: &[String]) -> Vec<&str> {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_honest_daemon_and_host_run_the_job() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut d = FakeDaemon::default();
     d.output = vec![chunk_out("ran\n")];
@@ -503,8 +501,9 @@ async fn an_honest_daemon_and_host_run_the_job() {
 /// dockerd made something else than was asked: the job never starts, the container is removed,
 /// and it is the node's problem (75), not the job's.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_container_changed_by_the_daemon_is_removed_before_it_starts() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let tampers: [(fn(&mut Effective), &str); 3] = [
         (|e| e.privileged = true, "Privileged is true"),
@@ -532,8 +531,9 @@ async fn a_container_changed_by_the_daemon_is_removed_before_it_starts() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_image_workdir_under_proc_is_refused_when_the_plan_sets_none() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let mut p = plan_in(&dir.path().join("state"));
     p.working_dir = None;
     for workdir in ["/proc/self/fd/7", "/proc", "/sys/kernel", "/dev/shm"] {
@@ -564,8 +564,9 @@ async fn an_image_workdir_under_proc_is_refused_when_the_plan_sets_none() {
 /// After (dockerd already has the pinned directory, so the swap gains nothing): refused all the
 /// same, before start, and the container removed. Both are refusals of the job (64).
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let etc = FileId { dev: 42, ino: 1 };
     for now in [Some(etc), None] {
@@ -602,8 +603,9 @@ async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts()
 /// dockerd never sees the user's path, only the staging mount of the directory checked; the
 /// staging mounts are gone once the job runs, and nothing is left in the state directory.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn dockerd_gets_the_pinned_directory_not_the_users_path() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let state = dir.path().join("state");
     let p = plan_in(&state);
     let host = honest_host(&p);
@@ -628,8 +630,9 @@ async fn dockerd_gets_the_pinned_directory_not_the_users_path() {
 /// After start: the job runs with credentials the plan does not allow (a runtime that ignored
 /// part of the request). It is killed and removed, and nothing it printed is passed on.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_job_running_with_other_credentials_is_killed_and_its_output_dropped() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut host = honest_host(&p);
     host.status = Some(good_status(&p).replace("NoNewPrivs:\t1", "NoNewPrivs:\t0"));
@@ -648,8 +651,9 @@ async fn a_job_running_with_other_credentials_is_killed_and_its_output_dropped()
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_container_that_got_another_directory_is_killed() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let etc = FileId { dev: 42, ino: 1 };
     // The host path still names the checked directory, the container has another one: not the
@@ -665,8 +669,9 @@ async fn a_container_that_got_another_directory_is_killed() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_job_that_ended_before_the_check_is_not_a_failure() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut host = honest_host(&p);
     host.status = None;
@@ -703,8 +708,9 @@ fn image_groups_named_like_the_jobs_gids_are_found() {
 /// A hostile image's /etc/group would give the job root's group for one of its own (dockerd reads
 /// the image's file, not the one jobdock mounts): refused before start, as a refusal of the job.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_image_group_file_that_would_remap_the_jobs_groups_is_refused() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let files = [
         (
@@ -764,8 +770,9 @@ fn staging_paths_of(p: &ContainerPlan) -> Vec<PathBuf> {
 /// namespace) but dockerd sees the empty directories under them. Caught after create, before the
 /// job can run with an empty home however quickly it would end; the node's problem (78).
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_staging_mount_dockerd_does_not_see_stops_the_job_before_it_starts() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let empty = FileId { dev: 7, ino: 99 };
     let mut host = honest_host(&p);
@@ -797,8 +804,9 @@ async fn a_staging_mount_dockerd_does_not_see_stops_the_job_before_it_starts() {
 /// Where jobdock cannot mount into dockerd's namespace (a kernel without open_tree, dockerd's
 /// namespace unknown), nothing is created: refused before create, for the admin (78).
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_daemon_namespace_jobdock_cannot_reach_is_refused_before_create() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut host = honest_host(&p);
     host.namespace_error = Some(
@@ -824,8 +832,9 @@ async fn a_daemon_namespace_jobdock_cannot_reach_is_refused_before_create() {
 /// The identity files go to dockerd by path: a staging directory that is another directory in
 /// dockerd's namespace (a state_dir in the job's private /tmp) is refused before create.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn a_staging_directory_that_is_another_one_to_dockerd_is_refused_before_create() {
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut host = honest_host(&p);
     host.daemon_sees
@@ -845,9 +854,10 @@ async fn a_staging_directory_that_is_another_one_to_dockerd_is_refused_before_cr
 /// entrypoint check (dockerd mounts the container's mounts to answer that one), naming the image,
 /// the target and the symlink; both containers removed.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_image_symlink_at_a_mount_point_is_refused_before_start() {
     use crate::engine::daemon::PathKind::{Directory, Regular, Symlink};
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let mut p = plan_in(&dir.path().join("state"));
     p.entrypoint = Some(vec!["/bin/sh".into()]);
     type Image = Vec<(&'static str, crate::engine::daemon::PathKind)>;
@@ -924,9 +934,10 @@ async fn an_image_symlink_at_a_mount_point_is_refused_before_start() {
 /// dockerd's own files that leads elsewhere (`/etc/resolv.conf -> ../run/...`) is the image's
 /// business.
 #[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn ordinary_mount_points_pass_and_each_path_is_asked_once() {
     use crate::engine::daemon::PathKind::{Directory, Regular, Symlink};
-    let Some(dir) = state_dir() else { return };
+    let dir = state_dir();
     let p = plan_in(&dir.path().join("state"));
     let mut d = FakeDaemon::default();
     d.image_paths = [
