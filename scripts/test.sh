@@ -18,6 +18,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo build --release (the LSF and Slurm suites install it, as sites do)"
+cargo build --release --quiet
 echo "== cargo test"
 # The integration tests must not skip: their prerequisites come from the test bed above, and
 # with CI set a missing one fails its test.

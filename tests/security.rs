@@ -305,6 +305,8 @@ impl Setuid {
     fn new() -> Setuid {
         let dir = util::trusted_tempdir();
         let path = dir.path().join("jobdock");
+        // The debug build: some of these tests hold it between create and its checks
+        // (JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS); the LSF and Slurm suites use the release build.
         std::fs::copy(BIN, &path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
         Setuid {

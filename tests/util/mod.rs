@@ -141,13 +141,38 @@ pub(crate) fn with_installed_jobdock(what: &str, present: bool) -> bool {
 /// jobdock as a site installs it (contrib/install.sh): setuid root in /usr/local/bin.
 pub(crate) const INSTALLED: &str = "/usr/local/bin/jobdock";
 
-/// Installs the jobdock under test with contrib/install.sh, once per test binary.
+/// The release build of the jobdock under test, as sites install it (no debug-only test hooks):
+/// built here, once per test binary (a no-op when scripts/test.sh has just built it), so it is
+/// never older than the source under test.
+pub(crate) fn release_binary() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--bin", "jobdock"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build --release");
+        assert!(
+            out.status.success(),
+            "cargo build --release failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        target.join("release/jobdock")
+    })
+}
+
+/// Installs the release build of the jobdock under test with contrib/install.sh, once per test
+/// binary.
 pub(crate) fn install_jobdock() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
         let out = Command::new(script)
-            .arg(BIN)
+            .arg(release_binary())
             .output()
             .expect("run contrib/install.sh");
         assert!(
