@@ -356,95 +356,84 @@ impl Daemon for FakeDaemon {
 
 /// What dockerd stores for a container created from `plan`, as 20.10 reports it in an inspect.
 pub(super) fn stored(plan: &ContainerPlan) -> Effective {
-    // Taken from the create body, so that a fake run fails when body.rs stops sending them.
+    // Everything the job sets comes from the create body, as dockerd would store it: a fake run
+    // fails when body.rs stops sending a field. dockerd adds only its own defaults (the image's
+    // id, masked and read-only paths, the mounts' default propagation).
     let body = crate::engine::body::create_body(plan);
+    let hc = body.host_config.clone().unwrap_or_default();
+    let text = |v: Option<String>| v.unwrap_or_default();
+    let list = |v: Option<Vec<String>>| v.unwrap_or_default();
     Effective {
+        image: "sha256:0123".into(),
+        user: text(body.user.clone()),
+        working_dir: text(body.working_dir.clone()),
+        group_add: list(hc.group_add),
+        cap_add: list(hc.cap_add),
+        cap_drop: list(hc.cap_drop),
+        privileged: hc.privileged.unwrap_or(false),
+        security_opt: list(hc.security_opt),
+        pid_mode: text(hc.pid_mode),
+        userns_mode: text(hc.userns_mode),
+        uts_mode: text(hc.uts_mode),
+        ipc_mode: text(hc.ipc_mode),
+        network_mode: text(hc.network_mode),
+        cgroup_parent: text(hc.cgroup_parent),
+        binds: list(hc.binds),
+        volumes_from: list(hc.volumes_from),
+        mounts: hc
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| MountSeen {
+                typ: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                source: text(m.source),
+                destination: text(m.target),
+                rw: !m.read_only.unwrap_or(false),
+                propagation: m
+                    .bind_options
+                    .and_then(|b| b.propagation)
+                    .map_or_else(|| "rprivate".into(), |p| p.to_string()),
+            })
+            .collect(),
+        devices: hc
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DeviceSeen {
+                on_host: text(d.path_on_host),
+                in_container: text(d.path_in_container),
+                permissions: text(d.cgroup_permissions),
+            })
+            .collect(),
+        device_cgroup_rules: list(hc.device_cgroup_rules),
+        device_requests: hc
+            .device_requests
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.device_ids.unwrap_or_default())
+            .collect(),
+        sysctls: hc.sysctls.unwrap_or_default().into_iter().collect(),
+        masked_paths: vec!["/proc/kcore".into(), "/sys/firmware".into()],
+        readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
+        oom_score_adj: hc.oom_score_adj.unwrap_or(0),
+        oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+        memory: hc.memory.unwrap_or(0),
+        memory_swap: hc.memory_swap.unwrap_or(0),
+        pids_limit: hc.pids_limit.unwrap_or(0),
+        ulimits: hc
+            .ulimits
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (text(u.name), u.soft.unwrap_or(0), u.hard.unwrap_or(0)))
+            .collect(),
+        init: hc.init.unwrap_or(false),
+        log_driver: hc.log_config.and_then(|l| l.typ).unwrap_or_default(),
         healthcheck: body.healthcheck.and_then(|h| h.test).unwrap_or_default(),
-        init: body
-            .host_config
-            .as_ref()
-            .and_then(|h| h.init)
-            .unwrap_or(false),
-        log_driver: body
-            .host_config
-            .as_ref()
-            .and_then(|h| h.log_config.as_ref())
-            .and_then(|l| l.typ.clone())
-            .unwrap_or_default(),
-        restart_policy: body
-            .host_config
-            .as_ref()
-            .and_then(|h| h.restart_policy.as_ref())
+        restart_policy: hc
+            .restart_policy
             .and_then(|r| r.name)
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        image: "sha256:0123".into(),
-        user: format!("{}:{}", plan.user.0, plan.user.1),
-        working_dir: plan
-            .working_dir
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
-        group_add: plan.group_add.iter().map(u32::to_string).collect(),
-        cap_add: plan.cap_add.iter().map(|c| c.docker_name()).collect(),
-        cap_drop: body
-            .host_config
-            .as_ref()
-            .and_then(|h| h.cap_drop.clone())
-            .unwrap_or_default(),
-        privileged: body
-            .host_config
-            .as_ref()
-            .and_then(|h| h.privileged)
-            .unwrap_or(false),
-        security_opt: plan.security_opt.clone(),
-        pid_mode: String::new(),
-        userns_mode: String::new(),
-        uts_mode: String::new(),
-        ipc_mode: plan.ipc.clone(),
-        network_mode: plan.network.clone(),
-        cgroup_parent: plan.cgroup_parent.clone().unwrap_or_default(),
-        binds: Vec::new(),
-        volumes_from: Vec::new(),
-        mounts: plan
-            .mounts
-            .iter()
-            .map(|m| MountSeen {
-                typ: "bind".into(),
-                source: m.source.display().to_string(),
-                destination: m.target.display().to_string(),
-                rw: !m.readonly,
-                propagation: "rprivate".into(),
-            })
-            .collect(),
-        devices: plan
-            .devices
-            .iter()
-            .map(|d| DeviceSeen {
-                on_host: d.display().to_string(),
-                in_container: d.display().to_string(),
-                permissions: "rwm".into(),
-            })
-            .collect(),
-        device_cgroup_rules: Vec::new(),
-        device_requests: if plan.gpus.is_empty() {
-            Vec::new()
-        } else {
-            vec![plan.gpus.clone()]
-        },
-        sysctls: BTreeMap::new(),
-        masked_paths: vec!["/proc/kcore".into(), "/sys/firmware".into()],
-        readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
-        oom_score_adj: 0,
-        oom_kill_disable: false,
-        memory: plan.memory.api(),
-        memory_swap: plan.memory.api(),
-        pids_limit: plan.pids_limit,
-        ulimits: plan
-            .ulimits
-            .iter()
-            .map(|u| (u.name.to_string(), u.soft, u.hard))
-            .collect(),
     }
 }
 
