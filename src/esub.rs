@@ -187,7 +187,7 @@ pub fn decide(
 pub struct SubmitProbe;
 
 impl HostProbe for SubmitProbe {
-    fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+    fn resolve(&self, path: &Path) -> Result<Resolved, crate::probe::ProbeError> {
         Ok(Resolved {
             path: crate::overrides::paths::normalize(path),
             kind: Kind::Dir,
@@ -196,7 +196,7 @@ impl HostProbe for SubmitProbe {
         })
     }
 
-    fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, crate::probe::ProbeError> {
         let caller = crate::identity::Caller::current();
         crate::probe::AsUser {
             uid: caller.real_uid,

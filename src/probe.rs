@@ -52,11 +52,69 @@ pub struct Resolved {
     pub owner: Option<u32>,
 }
 
+/// Why a probe could not answer, with the words for the user (`path: reason`) and the kind a
+/// caller may act on: a path that does not exist is no news where nothing was promised there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ProbeError {
+    pub kind: ProbeErrorKind,
+    pub message: String,
+}
+
+/// What went wrong, as far as a caller cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum ProbeErrorKind {
+    /// Nothing is there (ENOENT).
+    NotFound,
+    /// The user may not reach it (EACCES, EPERM).
+    Denied,
+    /// Anything else: not a directory, a symlink on the way, too large, the probe itself failed.
+    Other,
+}
+
+impl ProbeError {
+    /// `what: io error`, of the kind the error is.
+    pub fn io(what: impl std::fmt::Display, e: &std::io::Error) -> ProbeError {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ProbeErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => ProbeErrorKind::Denied,
+            _ => ProbeErrorKind::Other,
+        };
+        ProbeError {
+            kind,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> ProbeError {
+        ProbeError {
+            kind: ProbeErrorKind::Other,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ProbeErrorKind::NotFound
+    }
+}
+
+impl From<ProbeError> for String {
+    fn from(e: ProbeError) -> String {
+        e.message
+    }
+}
+
+impl From<String> for ProbeError {
+    fn from(message: String) -> ProbeError {
+        ProbeError::other(message)
+    }
+}
+
 pub trait HostProbe {
     /// Resolves `path` as the job user; `Err` if the user cannot reach it.
-    fn resolve(&self, path: &Path) -> Result<Resolved, String>;
+    fn resolve(&self, path: &Path) -> Result<Resolved, ProbeError>;
     /// Reads a regular file as the job user, refusing anything larger than `max` bytes.
-    fn read_file(&self, path: &Path, max: u64) -> Result<String, String>;
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, ProbeError>;
     /// Host device nodes matching a glob from the site config (`/dev/infiniband/*`).
     fn devices(&self, glob: &str) -> Vec<PathBuf>;
 }
@@ -105,7 +163,7 @@ impl<'a> Recording<'a> {
 }
 
 impl HostProbe for Recording<'_> {
-    fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+    fn resolve(&self, path: &Path) -> Result<Resolved, ProbeError> {
         let r = self.inner.resolve(path)?;
         let mut seen = self.seen.borrow_mut();
         let now = match seen.get(&r.path) {
@@ -117,7 +175,7 @@ impl HostProbe for Recording<'_> {
         Ok(r)
     }
 
-    fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, ProbeError> {
         self.inner.read_file(path, max)
     }
 
@@ -138,8 +196,8 @@ impl AsUser {
     /// user (identity comes from the real uid), so `f` runs in-process.
     fn run<T: Serialize + DeserializeOwned>(
         &self,
-        f: impl FnOnce() -> Result<T, String>,
-    ) -> Result<T, String> {
+        f: impl FnOnce() -> Result<T, ProbeError>,
+    ) -> Result<T, ProbeError> {
         if !nix::unistd::geteuid().is_root() {
             return f();
         }
@@ -148,11 +206,11 @@ impl AsUser {
 }
 
 impl HostProbe for AsUser {
-    fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+    fn resolve(&self, path: &Path) -> Result<Resolved, ProbeError> {
         self.run(|| resolve_here(path))
     }
 
-    fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+    fn read_file(&self, path: &Path, max: u64) -> Result<String, ProbeError> {
         self.run(|| read_here(path, max))
     }
 
@@ -168,9 +226,9 @@ impl HostProbe for AsUser {
     }
 }
 
-fn resolve_here(path: &Path) -> Result<Resolved, String> {
+fn resolve_here(path: &Path) -> Result<Resolved, ProbeError> {
     use nix::sys::stat::SFlag;
-    let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| ProbeError::io(path.display(), &e))?;
     // The real path has no symlink in it; open it again refusing any, so that what is described
     // (kind, identity) is what that path names, not what a symlink swapped in meanwhile points to.
     let fd = open_no_symlinks(&canonical).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -182,8 +240,12 @@ fn resolve_here(path: &Path) -> Result<Resolved, String> {
     };
     if kind == Kind::Dir {
         // Mounting needs the user to be able to enter it, not just see it.
-        nix::unistd::access(&canonical, nix::unistd::AccessFlags::X_OK)
-            .map_err(|e| format!("{}: cannot enter: {e}", path.display()))?;
+        nix::unistd::access(&canonical, nix::unistd::AccessFlags::X_OK).map_err(|e| {
+            ProbeError::io(
+                format_args!("{}: cannot enter", path.display()),
+                &std::io::Error::from(e),
+            )
+        })?;
     }
     Ok(Resolved {
         path: canonical,
@@ -224,7 +286,7 @@ pub fn open_no_symlinks(path: &Path) -> Result<std::os::fd::OwnedFd, String> {
     Ok(fd)
 }
 
-fn read_here(path: &Path, max: u64) -> Result<String, String> {
+fn read_here(path: &Path, max: u64) -> Result<String, ProbeError> {
     use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display();
     // O_NONBLOCK: a FIFO must not hang jobdock; it is refused below as not a regular file.
@@ -232,21 +294,25 @@ fn read_here(path: &Path, max: u64) -> Result<String, String> {
         .read(true)
         .custom_flags(libc_flags::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| ProbeError::io(&shown, &e))?;
+    let meta = file.metadata().map_err(|e| ProbeError::io(&shown, &e))?;
     if !meta.is_file() {
-        return Err(format!("{shown}: not a regular file"));
+        return Err(ProbeError::other(format!("{shown}: not a regular file")));
     }
     if meta.len() > max {
-        return Err(format!("{shown}: larger than {max} bytes"));
+        return Err(ProbeError::other(format!(
+            "{shown}: larger than {max} bytes"
+        )));
     }
     let mut text = String::new();
     Read::by_ref(&mut file)
         .take(max + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| ProbeError::io(&shown, &e))?;
     if text.len() as u64 > max {
-        return Err(format!("{shown}: larger than {max} bytes"));
+        return Err(ProbeError::other(format!(
+            "{shown}: larger than {max} bytes"
+        )));
     }
     Ok(text)
 }
@@ -306,8 +372,8 @@ fn as_user<T: Serialize + DeserializeOwned>(
     uid: u32,
     gid: u32,
     groups: &[u32],
-    f: impl FnOnce() -> Result<T, String>,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, ProbeError>,
+) -> Result<T, ProbeError> {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, setresgid, setresuid};
 
@@ -323,9 +389,11 @@ fn as_user<T: Serialize + DeserializeOwned>(
                 .and_then(|_| {
                     setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
                 });
-            let result: Result<T, String> = match dropped {
+            let result: Result<T, ProbeError> = match dropped {
                 Ok(()) => f(),
-                Err(e) => Err(format!("cannot switch to uid {uid}: {e}")),
+                Err(e) => Err(ProbeError::other(format!(
+                    "cannot switch to uid {uid}: {e}"
+                ))),
             };
             let mut out = std::fs::File::from(write_end);
             let ok = serde_json::to_writer(&mut out, &result).is_ok() && out.flush().is_ok();
@@ -339,7 +407,7 @@ fn as_user<T: Serialize + DeserializeOwned>(
             let status = waitpid(child, None).map_err(|e| format!("waitpid: {e}"))?;
             read.map_err(|e| format!("reading from the probe: {e}"))?;
             if status != WaitStatus::Exited(child, 0) {
-                return Err(format!("the probe running as uid {uid} failed: {status:?}"));
+                return Err(format!("the probe running as uid {uid} failed: {status:?}").into());
             }
             serde_json::from_slice(&buf).map_err(|e| format!("probe answer: {e}"))?
         }
@@ -419,19 +487,19 @@ pub(crate) mod fake {
     }
 
     impl HostProbe for FakeProbe {
-        fn resolve(&self, path: &Path) -> Result<Resolved, String> {
-            self.paths
-                .get(path)
-                .cloned()
-                .ok_or_else(|| format!("{}: No such file or directory", path.display()))
+        fn resolve(&self, path: &Path) -> Result<Resolved, ProbeError> {
+            self.paths.get(path).cloned().ok_or_else(|| ProbeError {
+                kind: ProbeErrorKind::NotFound,
+                message: format!("{}: No such file or directory", path.display()),
+            })
         }
-        fn read_file(&self, path: &Path, max: u64) -> Result<String, String> {
+        fn read_file(&self, path: &Path, max: u64) -> Result<String, ProbeError> {
             let text = self
                 .files
                 .get(path)
                 .ok_or_else(|| format!("{}: not a regular file", path.display()))?;
             if text.len() as u64 > max {
-                return Err(format!("{}: larger than {max} bytes", path.display()));
+                return Err(format!("{}: larger than {max} bytes", path.display()).into());
             }
             Ok(text.clone())
         }
@@ -444,6 +512,35 @@ pub(crate) mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller acts on the kind, never on the message's words (auth.rs once matched "No such
+    /// file or directory"; the planner's tmpdir check too).
+    #[test]
+    fn errors_say_their_kind() {
+        let missing = resolve_here(Path::new("/nonexistent/jobdock-probe")).unwrap_err();
+        assert_eq!(missing.kind, ProbeErrorKind::NotFound, "{missing}");
+        assert!(
+            missing.message.starts_with("/nonexistent/jobdock-probe: "),
+            "{missing}"
+        );
+        let denied = ProbeError::io(
+            "/x",
+            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(denied.kind, ProbeErrorKind::Denied);
+        let not_file = read_here(Path::new("/"), 10).unwrap_err();
+        assert_eq!(not_file.kind, ProbeErrorKind::Other, "{not_file}");
+        // Through the forked probe, the kind survives the trip.
+        let here = AsUser {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            groups: Vec::new(),
+        };
+        let e = here
+            .resolve(Path::new("/nonexistent/jobdock-probe"))
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
 
     #[test]
     fn wildcards() {
@@ -472,11 +569,17 @@ mod tests {
         let f = dir.path().join("env");
         std::fs::write(&f, "A=1\n").unwrap();
         assert_eq!(read_here(&f, 100).unwrap(), "A=1\n");
-        assert!(read_here(&f, 2).unwrap_err().contains("larger than"));
+        assert!(
+            read_here(&f, 2)
+                .unwrap_err()
+                .message
+                .contains("larger than")
+        );
         assert!(read_here(dir.path(), 100).is_err());
         assert!(
             read_here(Path::new("/dev/null"), 100)
                 .unwrap_err()
+                .message
                 .contains("not a regular file")
         );
     }
@@ -526,7 +629,7 @@ mod tests {
     struct Flipping(std::cell::Cell<u64>);
 
     impl HostProbe for Flipping {
-        fn resolve(&self, path: &Path) -> Result<Resolved, String> {
+        fn resolve(&self, path: &Path) -> Result<Resolved, ProbeError> {
             self.0.set(self.0.get() + 1);
             Ok(Resolved {
                 path: path.to_path_buf(),
@@ -538,8 +641,8 @@ mod tests {
                 owner: None,
             })
         }
-        fn read_file(&self, _: &Path, _: u64) -> Result<String, String> {
-            Err("no".into())
+        fn read_file(&self, _: &Path, _: u64) -> Result<String, ProbeError> {
+            Err(ProbeError::other("no"))
         }
         fn devices(&self, _: &str) -> Vec<PathBuf> {
             Vec::new()

@@ -64,7 +64,7 @@ pub fn read(probe: &dyn HostProbe, home: &Path) -> Credentials {
     let path = home.join(".docker/config.json");
     let text = match probe.read_file(&path, MAX_CONFIG) {
         Ok(text) => text,
-        Err(e) if e.contains("No such file or directory") => return Credentials::default(),
+        Err(e) if e.is_not_found() => return Credentials::default(),
         Err(e) => {
             tracing::warn!("registry credentials not read: {e}");
             return Credentials::default();

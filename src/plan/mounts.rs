@@ -10,7 +10,7 @@ use crate::identity::Identity;
 use crate::job::{Env, JobContext};
 use crate::overrides::paths::{self, Strictness};
 use crate::overrides::{self, Refusal, Setting};
-use crate::probe::{HostProbe, Kind};
+use crate::probe::{HostProbe, Kind, ProbeError};
 
 use super::{MountPlan, PlanError, SCRIPT_TARGET, Staging};
 
@@ -71,7 +71,7 @@ pub(super) fn mounts(
         Some(tmp) => match job_tmpdir(probe, tmp, who.uid) {
             Ok(real) => Some((paths::normalize(tmp), real)),
             // Nothing where the scheduler's convention would put one: the site has none.
-            Err(reason) if ctx.tmpdir_by_convention && reason.contains(ABSENT) => {
+            Err(reason) if ctx.tmpdir_by_convention && reason.is_not_found() => {
                 tracing::debug!("no job tmpdir at {}: {reason}", tmp.display());
                 None
             }
@@ -261,23 +261,20 @@ fn user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<PathBuf, String> {
     Ok(real.path)
 }
 
-/// How a probe says a path does not exist (the OS's words for ENOENT).
-const ABSENT: &str = "No such file or directory";
-
 /// The job's tmpdir: a directory the user reaches, as `user_dir`, and owns (a directory named
 /// like a job's, made by someone else before the job, would otherwise become the job's /tmp).
-fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, String> {
+fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, ProbeError> {
     paths::check_host_path(dir, Strictness::UserPath)?;
     let real = probe.resolve(dir)?;
     if real.kind != Kind::Dir {
-        return Err("not a directory".into());
+        return Err(ProbeError::other("not a directory"));
     }
     paths::check_host_path(&real.path, Strictness::UserPath)
-        .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
+        .map_err(|e| ProbeError::other(format!("resolves to {}: {e}", real.path.display())))?;
     match real.owner {
-        Some(owner) if owner != uid => Err(format!(
+        Some(owner) if owner != uid => Err(ProbeError::other(format!(
             "owned by uid {owner}, not by the job's user (uid {uid})"
-        )),
+        ))),
         _ => Ok(real.path),
     }
 }
