@@ -6,7 +6,7 @@ use std::str::FromStr;
 /// A size in bytes, written as Docker and schedulers write it: `4g`, `4096m`, `512k`, `1.5G`,
 /// `65536` (bytes). Units are binary (k = 1024), case-insensitive, with an optional `b`/`ib`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
+pub struct ByteSize(u64);
 
 impl ByteSize {
     pub const KIB: u64 = 1024;
@@ -15,15 +15,32 @@ impl ByteSize {
     /// The largest size Docker's API can carry (it takes sizes as i64).
     pub const MAX: u64 = i64::MAX as u64;
 
-    /// `bytes`, if Docker's API can carry it.
-    pub fn new(bytes: u64) -> Option<ByteSize> {
-        (bytes <= Self::MAX).then_some(ByteSize(bytes))
+    /// `bytes`, if Docker's API can carry it: a `ByteSize` never holds more than `MAX`.
+    pub const fn new(bytes: u64) -> Option<ByteSize> {
+        if bytes <= Self::MAX {
+            Some(ByteSize(bytes))
+        } else {
+            None
+        }
     }
 
-    /// The size as the Engine API spells it. Never negative: a size above `MAX` (made without
-    /// `new`) is carried as `MAX`, not wrapped to -1 ("no limit").
+    /// `bytes`, which the caller knows to be at most `MAX` (a constant, a test's literal);
+    /// panics otherwise (at compile time in a constant).
+    #[track_caller]
+    pub const fn exact(bytes: u64) -> ByteSize {
+        assert!(bytes <= Self::MAX, "a ByteSize is at most i64::MAX bytes");
+        ByteSize(bytes)
+    }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The size as the Engine API spells it, an i64: always in range, never the -1 ("no limit")
+    /// that `as i64` once made of u64::MAX.
     pub fn api(self) -> i64 {
-        i64::try_from(self.0).unwrap_or(i64::MAX)
+        i64::try_from(self.0).expect("a ByteSize is at most i64::MAX bytes")
     }
 }
 

@@ -118,7 +118,7 @@ impl Memlock {
     pub fn rlimit(self) -> i64 {
         match self {
             Memlock::Unlimited => -1,
-            Memlock::Bytes(b) => i64::try_from(b.0).unwrap_or(-1),
+            Memlock::Bytes(b) => b.api(),
         }
     }
 
@@ -126,7 +126,7 @@ impl Memlock {
     pub fn config_text(self) -> String {
         match self {
             Memlock::Unlimited => "unlimited".into(),
-            Memlock::Bytes(b) => size_text(b.0),
+            Memlock::Bytes(b) => size_text(b.bytes()),
         }
     }
 }
@@ -154,7 +154,7 @@ impl<'de> Deserialize<'de> for Memlock {
             // -1, as dockerd and `--ulimit` write unlimited.
             Raw::Number(-1) => Ok(Memlock::Unlimited),
             Raw::Number(n) => u64::try_from(n)
-                .map(|n| Memlock::Bytes(ByteSize(n)))
+                .map(|n| Memlock::Bytes(ByteSize::exact(n)))
                 .map_err(|_| {
                     serde::de::Error::custom(format!(
                         "{n} is not \"unlimited\" (or -1) or a size (examples: 64g, 512m, 65536)"
@@ -237,9 +237,9 @@ impl Default for SiteConfig {
                 memlock: Memlock::Unlimited,
             },
             limits: Limits {
-                memory: ByteSize(4 * ByteSize::GIB),
+                memory: ByteSize::exact(4 * ByteSize::GIB),
                 pids: 8192,
-                shm_size_max: ByteSize(16 * ByteSize::GIB),
+                shm_size_max: ByteSize::exact(16 * ByteSize::GIB),
             },
             network: ModeChoice {
                 default: "bridge".into(),
@@ -702,7 +702,7 @@ impl Raw {
         }
         if let Some(memlock) = self.devices.memlock {
             if let Memlock::Bytes(b) = memlock
-                && b.0 < 64 * ByteSize::KIB
+                && b.bytes() < 64 * ByteSize::KIB
             {
                 bad(
                     "devices.memlock",
@@ -716,7 +716,7 @@ impl Raw {
         }
 
         if let Some(memory) = self.limits.memory {
-            if memory.0 < 6 * ByteSize::MIB {
+            if memory.bytes() < 6 * ByteSize::MIB {
                 bad(
                     "limits.memory",
                     format!("{memory} is below Docker's minimum of 6 MiB"),
@@ -900,7 +900,7 @@ mod tests {
     fn empty_config_is_the_hardened_default() {
         assert_eq!(SiteConfig::parse("").unwrap(), SiteConfig::default());
         let d = SiteConfig::default();
-        assert_eq!(d.limits.memory, ByteSize(4 * ByteSize::GIB));
+        assert_eq!(d.limits.memory, ByteSize::exact(4 * ByteSize::GIB));
         assert_eq!(d.security.cap_add, Capability::DEFAULT_ALLOW);
         assert!(d.mounts.allowed_roots.is_empty());
         assert!(d.ports.range.is_none());
@@ -1039,9 +1039,15 @@ mod tests {
             ("\"unlimited\"", Ok(Memlock::Unlimited)),
             ("\"Unlimited\"", Ok(Memlock::Unlimited)),
             ("-1", Ok(Memlock::Unlimited)),
-            ("\"8m\"", Ok(Memlock::Bytes(ByteSize(8 * ByteSize::MIB)))),
-            ("\"64g\"", Ok(Memlock::Bytes(ByteSize(64 * ByteSize::GIB)))),
-            ("65536", Ok(Memlock::Bytes(ByteSize(65536)))),
+            (
+                "\"8m\"",
+                Ok(Memlock::Bytes(ByteSize::exact(8 * ByteSize::MIB))),
+            ),
+            (
+                "\"64g\"",
+                Ok(Memlock::Bytes(ByteSize::exact(64 * ByteSize::GIB))),
+            ),
+            ("65536", Ok(Memlock::Bytes(ByteSize::exact(65536)))),
             ("\"lots\"", Err("is not \"unlimited\"")),
             ("-2", Err("is not \"unlimited\"")),
             ("\"4k\"", Err("below the kernel's default of 64 KiB")),
@@ -1062,10 +1068,10 @@ mod tests {
         }
         let cases = [
             (Memlock::Unlimited, "unlimited", -1),
-            (Memlock::Bytes(ByteSize(8 << 20)), "8m", 8 << 20),
-            (Memlock::Bytes(ByteSize(3 << 30)), "3g", 3 << 30),
-            (Memlock::Bytes(ByteSize(65536)), "64k", 65536),
-            (Memlock::Bytes(ByteSize(100_000)), "100000", 100_000),
+            (Memlock::Bytes(ByteSize::exact(8 << 20)), "8m", 8 << 20),
+            (Memlock::Bytes(ByteSize::exact(3 << 30)), "3g", 3 << 30),
+            (Memlock::Bytes(ByteSize::exact(65536)), "64k", 65536),
+            (Memlock::Bytes(ByteSize::exact(100_000)), "100000", 100_000),
         ];
         for (m, text, rlimit) in cases {
             assert_eq!((m.config_text().as_str(), m.rlimit()), (text, rlimit));

@@ -382,8 +382,8 @@ impl<'a> Shown<'a> {
         format!(
             "{done}/{} layers, {} of {}",
             self.layers.len(),
-            ByteSize(current),
-            ByteSize(total)
+            ByteSize::exact(current),
+            ByteSize::exact(total)
         )
     }
 

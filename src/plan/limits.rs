@@ -68,7 +68,7 @@ pub(super) fn limits(
     let shm_size = match get("SHM_SIZE")? {
         Some(s) => {
             let size: ByteSize = s.value.parse().map_err(|e: String| s.refuse(e))?;
-            if size.0 == 0 || size > config.limits.shm_size_max {
+            if size.bytes() == 0 || size > config.limits.shm_size_max {
                 return Err(s
                     .refuse(format!(
                         "must be between 1 byte and {} (limits.shm_size_max)",
@@ -127,17 +127,17 @@ pub(super) fn limits(
         (Some(bytes), Some(limit)) => bytes.min(limit),
         (Some(bytes), None) => bytes,
         (None, Some(limit)) => limit,
-        (None, None) => config.limits.memory.0,
+        (None, None) => config.limits.memory.bytes(),
     };
     if memory < 6 * ByteSize::MIB {
         return Err(PlanError::Path {
             what: "job memory allocation",
-            path: ByteSize(memory).to_string(),
+            path: ByteSize::exact(memory).to_string(),
             reason: "below Docker's minimum of 6 MiB".into(),
         });
     }
     // Every source is bounded (the job adapters and the cgroup's limit parser): the type says so.
-    let memory = ByteSize::new(memory).unwrap_or(ByteSize(ByteSize::MAX));
+    let memory = ByteSize::new(memory).unwrap_or(ByteSize::exact(ByteSize::MAX));
     let cpuset_cpus = snap.cpus_allowed.clone().filter(|_| in_job);
     let nano_cpus = ctx
         .cpus
@@ -222,7 +222,7 @@ mod tests {
             &mut Vec::new(),
         )
         .unwrap();
-        assert_eq!(l.memory, ByteSize(ByteSize::GIB));
+        assert_eq!(l.memory, ByteSize::exact(ByteSize::GIB));
         assert_eq!(
             l.nano_cpus,
             Some(8_000_000_000),
@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(l.cpuset_cpus, None);
         assert_eq!(
             l.memory,
-            ByteSize(ByteSize::GIB),
+            ByteSize::exact(ByteSize::GIB),
             "its own claim, never above its cgroup's"
         );
     }
@@ -289,6 +289,6 @@ mod tests {
             &mut Vec::new(),
         )
         .unwrap();
-        assert_eq!(l.shm_size, Some(ByteSize(ByteSize::GIB)));
+        assert_eq!(l.shm_size, Some(ByteSize::exact(ByteSize::GIB)));
     }
 }

@@ -167,11 +167,11 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         );
     }
     line(
-        vec!["--memory".into(), memory.0.to_string()],
+        vec!["--memory".into(), memory.bytes().to_string()],
         "the job's memory allocation (or limits.memory)",
     );
     line(
-        vec!["--memory-swap".into(), memory.0.to_string()],
+        vec!["--memory-swap".into(), memory.bytes().to_string()],
         "equal to --memory: no swap",
     );
     if let Some(n) = nano_cpus {
@@ -223,7 +223,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     );
     if let Some(s) = shm_size {
         line(
-            vec!["--shm-size".into(), s.0.to_string()],
+            vec!["--shm-size".into(), s.bytes().to_string()],
             "LSB_DOCKER_SHM_SIZE",
         );
     }

@@ -209,7 +209,7 @@ fn a_plain_lsf_job_is_hardened_by_default() {
             .collect::<Vec<_>>()
     );
     assert_eq!(p.security_opt, ["no-new-privileges"]);
-    assert_eq!(p.memory, ByteSize(4 * ByteSize::GIB));
+    assert_eq!(p.memory, ByteSize::exact(4 * ByteSize::GIB));
     assert_eq!(p.nano_cpus, Some(2_000_000_000));
     assert_eq!(p.pids_limit, 8192);
     assert_eq!(p.devices.len(), 2);
@@ -280,7 +280,7 @@ fn the_job_cgroup_decides_memory_and_cpus() {
     let gib = ByteSize::GIB;
     // No allocation in the environment: the cgroup's limit, not the site default.
     let p = build_with(&slurm, Some(10 * gib), Some("0-3"), &site());
-    assert_eq!(p.memory, ByteSize(10 * gib));
+    assert_eq!(p.memory, ByteSize::exact(10 * gib));
     assert_eq!(p.cpuset_cpus.as_deref(), Some("0-3"));
     assert_eq!(
         p.cgroup_parent.as_deref(),
@@ -299,7 +299,7 @@ fn the_job_cgroup_decides_memory_and_cpus() {
     ];
     assert_eq!(
         build_with(&forged, Some(2 * gib), None, &site()).memory,
-        ByteSize(2 * gib)
+        ByteSize::exact(2 * gib)
     );
     // Neither: the site default.
     assert_eq!(
@@ -534,7 +534,7 @@ fn slurm_step_plan() {
     assert_eq!(p.name, "jobdock-slurm-4567-4242");
     assert_eq!(p.labels["jobdock.job"], "4567");
     assert_eq!(p.labels["jobdock.step"], "0.1");
-    assert_eq!(p.memory, ByteSize(2 * ByteSize::GIB));
+    assert_eq!(p.memory, ByteSize::exact(2 * ByteSize::GIB));
     assert_eq!(p.nano_cpus, Some(4_000_000_000));
     assert_eq!(p.gpus, ["2", "3"]);
     assert_eq!(p.env["CUDA_VISIBLE_DEVICES"], "0,1");
@@ -678,7 +678,7 @@ fn overrides_accepted() {
     );
     assert!(!find("/lab").readonly);
     assert_eq!((p.network.as_str(), p.ipc.as_str()), ("host", "shareable"));
-    assert_eq!(p.shm_size, Some(ByteSize(16 * ByteSize::GIB)));
+    assert_eq!(p.shm_size, Some(ByteSize::exact(16 * ByteSize::GIB)));
     assert_eq!(p.working_dir, Some("/data".into()));
     assert_eq!(p.env["OMP_NUM_THREADS"], "8");
     assert_eq!(
@@ -1431,7 +1431,7 @@ fn the_job_keeps_its_own_resource_limits() {
         (
             "devices: memlock as devices.memlock says, even below the job's",
             vec![u("memlock", -1, -1)],
-            Some(Memlock::Bytes(ByteSize(8 << 20))),
+            Some(Memlock::Bytes(ByteSize::exact(8 << 20))),
             vec![u("memlock", 8 << 20, 8 << 20)],
         ),
         (
@@ -1457,7 +1457,7 @@ fn the_job_keeps_its_own_resource_limits() {
     }
     // Through the planner, with devices and devices.memlock = "8m", in both renderings.
     let mut cfg = site();
-    cfg.devices.memlock = Memlock::Bytes(ByteSize(8 << 20));
+    cfg.devices.memlock = Memlock::Bytes(ByteSize::exact(8 << 20));
     let p = plan_cfg(&cfg, &[], &["true"]).unwrap();
     assert!(!p.devices.is_empty());
     let memlock = p.ulimits.iter().find(|u| u.name == "memlock").unwrap();
@@ -1495,10 +1495,10 @@ fn the_job_keeps_its_own_resource_limits() {
 #[test]
 fn memory_from_the_allocation_else_the_site_default() {
     let mut cfg = site();
-    cfg.limits.memory = ByteSize(8 * ByteSize::GIB);
+    cfg.limits.memory = ByteSize::exact(8 * ByteSize::GIB);
     assert_eq!(
         plan_cfg(&cfg, &[], &["true"]).unwrap().memory,
-        ByteSize(8 * ByteSize::GIB)
+        ByteSize::exact(8 * ByteSize::GIB)
     );
     let s = snap(&[
         ("SLURM_JOB_ID", "1"),
