@@ -375,15 +375,16 @@ impl<'a> Shown<'a> {
 
     fn summary(&self) -> String {
         let done = self.layers.values().filter(|l| l.2).count();
-        let (current, total) = self
-            .layers
-            .values()
-            .fold((0, 0), |(c, t), l| (c + l.0, t + l.1));
+        let (current, total) = self.layers.values().fold((0u64, 0u64), |(c, t), l| {
+            (c.saturating_add(l.0), t.saturating_add(l.1))
+        });
+        // What dockerd reports, shown; a count no ByteSize can hold is shown as bytes.
+        let shown = |n: u64| ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string());
         format!(
             "{done}/{} layers, {} of {}",
             self.layers.len(),
-            ByteSize::exact(current),
-            ByteSize::exact(total)
+            shown(current),
+            shown(total)
         )
     }
 
