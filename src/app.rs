@@ -2,7 +2,6 @@
 //! the engine. Reads a snapshot once, plans, then prints or runs; maps every failure to one exit
 //! code from `exit`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Command, JobArgs};
@@ -425,7 +424,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             .unwrap_or(1),
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         token: random_token()
-            .map_err(|e| AppError::Internal(format!("reading /dev/urandom: {e}")))?,
+            .map_err(|e| AppError::Internal(format!("getrandom: {e}")))?,
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: cpus_allowed(),
@@ -660,9 +659,10 @@ fn cpu_list(cpus: &[usize]) -> String {
     parts.join(",")
 }
 
-fn random_token() -> std::io::Result<String> {
+/// 96 random bits from the kernel (getrandom(2): no /dev/urandom to open, or to be missing).
+fn random_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 12];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
