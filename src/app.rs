@@ -423,8 +423,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
-        token: random_token()
-            .map_err(|e| AppError::Internal(format!("getrandom: {e}")))?,
+        token: random_token().map_err(|e| AppError::Internal(format!("getrandom: {e}")))?,
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: cpus_allowed(),

@@ -51,23 +51,35 @@ fn write_failed(what: &'static str, path: &Path, e: std::io::Error) -> FileError
 }
 
 /// Makes sure `dir` is a directory only root can write: created 0700 if missing; refused if it is
-/// a symlink, not a directory, not owned by root, or writable by group or others.
+/// a symlink, not a directory, not owned by root, or writable by group or others. Another job may
+/// remove an empty shared directory (`mounts/`) between the creation and the check: then again.
 pub(super) fn ensure_private_dir(what: &'static str, dir: &Path) -> Result<(), FileError> {
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(fail(what, dir, e)),
+    for attempt in 0.. {
+        match DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(what, dir, e)),
+        }
+        match crate::trust::check(dir, crate::trust::Expect::Dir, crate::trust::Above::Nothing) {
+            Ok(()) => return Ok(()),
+            Err(crate::trust::NotRootsAlone::Unreadable { .. })
+                if attempt < 3 && std::fs::symlink_metadata(dir).is_err() =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // The walker's words, less the path, which `fail` puts first.
+                let text = e.to_string();
+                let reason = text
+                    .strip_prefix(&format!("{} ", dir.display()))
+                    .or_else(|| text.strip_prefix(&format!("{}: ", dir.display())))
+                    .unwrap_or(&text)
+                    .to_string();
+                return Err(fail(what, dir, reason));
+            }
+        }
     }
-    crate::trust::check(dir, crate::trust::Expect::Dir, crate::trust::Above::Nothing).map_err(|e| {
-        // The walker's words, less the path, which `fail` puts first.
-        let text = e.to_string();
-        let reason = text
-            .strip_prefix(&format!("{} ", dir.display()))
-            .or_else(|| text.strip_prefix(&format!("{}: ", dir.display())))
-            .unwrap_or(&text)
-            .to_string();
-        fail(what, dir, reason)
-    })
+    unreachable!("the loop returns")
 }
 
 /// Creates `path` with `contents`, mode exactly `mode`: fails if anything exists there, and never
