@@ -30,22 +30,8 @@ impl Drop for RawMode<'_> {
 
 /// The terminal's (rows, columns), if `fd` is a terminal that knows its size.
 pub(super) fn size(fd: impl AsFd) -> Option<(u16, u16)> {
-    let mut ws = nix::libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the valid, exclusively borrowed `ws`.
-    let rc = unsafe {
-        nix::libc::ioctl(
-            fd.as_fd().as_raw_fd(),
-            nix::libc::TIOCGWINSZ,
-            &mut ws as *mut nix::libc::winsize,
-        )
-    };
-    (rc == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+    let ws = rustix::termios::tcgetwinsize(fd).ok()?;
+    (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 #[cfg(test)]
