@@ -13,6 +13,11 @@ use crate::probe::FileId;
 /// Paths are jobdock's (its mount namespace: what the user sees, and the probe checked) unless a
 /// method says they are dockerd's; the two differ under Slurm's job_container/tmpfs (`mountns`).
 pub(super) trait Host {
+    /// A pause between create and the checks, for tests that change a mount source in that
+    /// window deterministically: none on a real host but a debug build's (see `RealHost`).
+    fn pause_before_checks(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// What `path` names now, following symlinks as dockerd does when it mounts it.
     fn stat(&self, path: &Path) -> io::Result<FileId>;
     /// What `path` names to dockerd: in its mount namespace (`stat` when jobdock shares it).
@@ -76,6 +81,19 @@ impl RealHost {
 }
 
 impl Host for RealHost {
+    /// Debug builds only: `JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS` (at most 30 s), for the
+    /// integration tests' swap of a mount source between create and the checks. A release build
+    /// has no such variable.
+    fn pause_before_checks(&self) -> Option<std::time::Duration> {
+        if !cfg!(debug_assertions) {
+            return None;
+        }
+        std::env::var("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| std::time::Duration::from_millis(ms.min(30_000)))
+    }
+
     fn stat(&self, path: &Path) -> io::Result<FileId> {
         Ok(FileId::of(&nix::sys::stat::stat(path)?))
     }

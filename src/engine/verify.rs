@@ -26,8 +26,9 @@ pub(super) async fn created<D: Daemon>(
     id: &str,
     host: &dyn Host,
 ) -> Result<(), EngineError> {
-    #[cfg(debug_assertions)]
-    test_delay().await;
+    if let Some(pause) = host.pause_before_checks() {
+        tokio::time::sleep(pause).await;
+    }
     let state = d
         .inspect(id)
         .await
@@ -97,19 +98,6 @@ pub(super) async fn created<D: Daemon>(
         }
     }
     Ok(())
-}
-
-/// Debug builds only: waits `JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS` (at most 30 s) between create and
-/// the checks, so that tests can swap a mount source in that window deterministically. Release
-/// builds have no such variable.
-#[cfg(debug_assertions)]
-async fn test_delay() {
-    if let Some(ms) = std::env::var("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(ms.min(30_000))).await;
-    }
 }
 
 /// Largest image `/etc/group` jobdock reads.
