@@ -27,11 +27,22 @@ pub struct PasswdEntry {
 
 /// The host's user and group database (NSS), behind a seam so tests can use a fake.
 pub trait UserDb {
-    fn user_by_uid(&self, uid: u32) -> Result<Option<PasswdEntry>, String>;
-    fn user_by_name(&self, name: &str) -> Result<Option<PasswdEntry>, String>;
+    fn user_by_uid(&self, uid: u32) -> Result<Option<PasswdEntry>, NssError>;
+    fn user_by_name(&self, name: &str) -> Result<Option<PasswdEntry>, NssError>;
     /// All groups of the user, as `getgrouplist(3)` returns them (the primary gid included).
-    fn group_list(&self, name: &str, gid: u32) -> Result<Vec<u32>, String>;
-    fn group_name(&self, gid: u32) -> Result<Option<String>, String>;
+    fn group_list(&self, name: &str, gid: u32) -> Result<Vec<u32>, NssError>;
+    fn group_name(&self, gid: u32) -> Result<Option<String>, NssError>;
+}
+
+/// Why the user or group database did not answer (an entry that does not exist is `Ok(None)`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NssError {
+    /// The lookup failed: NSS's errno (EIO, EAGAIN from an unreachable directory, ...).
+    #[error("{0}")]
+    Errno(nix::errno::Errno),
+    /// A name no C library call can take.
+    #[error("{0:?} contains a NUL byte")]
+    Nul(String),
 }
 
 /// The ids of the process that runs jobdock, as the kernel reports them.
@@ -111,9 +122,9 @@ pub fn resolve(
     db: &dyn UserDb,
 ) -> Result<Identity, IdentityError> {
     let lookup_err = |what: String| {
-        move |reason: String| IdentityError::Lookup {
+        move |reason: NssError| IdentityError::Lookup {
             what: what.clone(),
-            reason,
+            reason: reason.to_string(),
         }
     };
     let (source, entry, gid) = if !caller.is_root() {
@@ -284,21 +295,22 @@ pub(crate) mod fake {
     }
 
     impl UserDb for FakeDb {
-        fn user_by_uid(&self, uid: u32) -> Result<Option<PasswdEntry>, String> {
+        fn user_by_uid(&self, uid: u32) -> Result<Option<PasswdEntry>, NssError> {
             Ok(self.users.iter().find(|u| u.uid == uid).cloned())
         }
-        fn user_by_name(&self, name: &str) -> Result<Option<PasswdEntry>, String> {
+        fn user_by_name(&self, name: &str) -> Result<Option<PasswdEntry>, NssError> {
             Ok(self.users.iter().find(|u| u.name == name).cloned())
         }
-        fn group_list(&self, name: &str, gid: u32) -> Result<Vec<u32>, String> {
+        fn group_list(&self, name: &str, gid: u32) -> Result<Vec<u32>, NssError> {
             if self.fail == Some("group_list") {
-                return Err("sssd is not answering".into());
+                // What glibc reports when sssd does not answer.
+                return Err(NssError::Errno(nix::errno::Errno::EAGAIN));
             }
             let mut g = self.memberships.get(name).cloned().unwrap_or_default();
             g.push(gid);
             Ok(g)
         }
-        fn group_name(&self, gid: u32) -> Result<Option<String>, String> {
+        fn group_name(&self, gid: u32) -> Result<Option<String>, NssError> {
             Ok(self.groups.get(&gid).cloned())
         }
     }
