@@ -16,9 +16,29 @@ pub struct ImageRef {
     pub digest: Option<String>,
 }
 
+/// Why a text is not an image reference, as Docker's grammar has it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a valid image reference: {why}")]
+pub struct ImageRefError {
+    pub text: String,
+    /// The rule it breaks.
+    pub why: &'static str,
+}
+
+impl From<ImageRefError> for String {
+    fn from(e: ImageRefError) -> String {
+        e.to_string()
+    }
+}
+
 impl ImageRef {
-    pub fn parse(text: &str) -> Result<ImageRef, String> {
-        let fail = |why: &str| Err(format!("{text:?} is not a valid image reference: {why}"));
+    pub fn parse(text: &str) -> Result<ImageRef, ImageRefError> {
+        let fail = |why: &'static str| {
+            Err(ImageRefError {
+                text: text.to_string(),
+                why,
+            })
+        };
         if text.is_empty() {
             return fail("empty");
         }

@@ -401,7 +401,7 @@ fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, Plan
     let source_ = format!("{source} {text:?}");
     let image = ImageRef::parse(&text).map_err(|reason| PlanError::Image {
         source_: source_.clone(),
-        reason,
+        reason: reason.to_string(),
     })?;
     let allowed = &config.images.allowed_registries;
     if !allowed.is_empty() && !allowed.iter().any(|r| r == image.registry()) {
