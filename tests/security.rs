@@ -2708,7 +2708,24 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
         !dockerds_mounts().contains(&staged),
         "a staging mount is left in dockerd's namespace"
     );
-    assert!(containers_of(&job).is_empty());
+    let left = containers_of(&job);
+    assert!(
+        left.is_empty(),
+        "containers left after cleanup: {}\ncleanup said: {}{}",
+        String::from_utf8_lossy(
+            &docker(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=jobdock.job={job}"),
+                "--format",
+                "{{.ID}} {{.Names}} {{.Status}} {{.CreatedAt}}",
+            ])
+            .stdout
+        ),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let left: Vec<String> = std::fs::read_dir(Path::new(SITE_STATE).join("mounts"))
         .map(|d| {
             d.flatten()
