@@ -26,6 +26,9 @@ pub struct Report {
     pub files: Vec<PathBuf>,
 }
 
+/// How many times cleanup lists a job's containers, until none of the caller's is left.
+const CLEANUP_ROUNDS: u32 = 5;
+
 pub(super) async fn clean_job<D: Daemon>(
     d: &D,
     job: &str,
@@ -36,24 +39,41 @@ pub(super) async fn clean_job<D: Daemon>(
     let mut report = Report::default();
     let mut problems = Vec::new();
     let mut names = Vec::new();
-    let found = d
-        .list_by_label("jobdock.job", job)
-        .await
-        .map_err(|e| EngineError::daemon("listing the job's containers", e))?;
     let mut others = 0;
-    for c in found {
-        let owner = c.labels.get("jobdock.uid").map(String::as_str);
-        // Anyone can label a container with any job id; a user's cleanup acts on theirs only,
-        // and says nothing about the others (root's, the epilog's, removes them all).
-        if caller_uid != 0 && owner != Some(caller_uid.to_string().as_str()) {
-            others += 1;
-            continue;
+    // A jobdock killed while dockerd was creating its container: the container is listed before
+    // its creation is done, a removal then finds no such container, and the creation completes
+    // after. So list again until nothing of the caller's is left (a few rounds, briefly).
+    for round in 0..CLEANUP_ROUNDS {
+        let found = d
+            .list_by_label("jobdock.job", job)
+            .await
+            .map_err(|e| EngineError::daemon("listing the job's containers", e))?;
+        others = 0;
+        let mut removed_any = false;
+        for c in found {
+            let owner = c.labels.get("jobdock.uid").map(String::as_str);
+            // Anyone can label a container with any job id; a user's cleanup acts on theirs
+            // only, and says nothing about the others (root's, the epilog's, removes them all).
+            if caller_uid != 0 && owner != Some(caller_uid.to_string().as_str()) {
+                others += 1;
+                continue;
+            }
+            removed_any = true;
+            match remove_container(d, &c.id).await {
+                Ok(()) if !names.contains(&c.name) => report.containers.push(c.name.clone()),
+                Ok(()) => {}
+                Err(e) => problems.push(format!("container {}: {e}", c.name)),
+            }
+            if !names.contains(&c.name) {
+                names.push(c.name);
+            }
         }
-        match remove_container(d, &c.id).await {
-            Ok(()) => report.containers.push(c.name.clone()),
-            Err(e) => problems.push(format!("container {}: {e}", c.name)),
+        if !removed_any || !problems.is_empty() {
+            break;
         }
-        names.push(c.name);
+        if round + 1 < CLEANUP_ROUNDS {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
     if others > 0 {
         tracing::debug!("{others} container(s) labelled with job {job} are not the caller's");
@@ -257,6 +277,35 @@ mod tests {
         );
         let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
         assert_eq!(report.containers, ["jobdock-lsf-212-2"], "root removes all");
+    }
+
+    /// A jobdock killed while dockerd was creating its container: the container is listed, its
+    /// removal finds no such container (creation not done), then it exists. Cleanup lists again
+    /// and removes it (it happened under the full suite's load).
+    #[tokio::test(start_paused = true)]
+    async fn a_container_whose_creation_ends_after_its_removal_is_removed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = crate::engine::fake::FakeHost::default();
+        let dirs = Dirs {
+            state_dir: dir.path(),
+            cidfile_dir: dir.path(),
+            host: &host,
+        };
+        let mut d = FakeDaemon::default();
+        d.containers = vec![Found {
+            id: "1".into(),
+            name: "jobdock-lsf-212-77".into(),
+            labels: [("jobdock.job", "212"), ("jobdock.uid", "2001")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }];
+        d.created_late.borrow_mut().push("1".into());
+        let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
+        assert_eq!(report.containers, ["jobdock-lsf-212-77"]);
+        let removes = d.calls().iter().filter(|c| c.starts_with("remove")).count();
+        assert_eq!(removes, 2, "removed again once it existed");
+        assert_eq!(*d.removed.borrow(), ["1"]);
     }
 
     #[tokio::test]

@@ -99,6 +99,11 @@ pub(super) struct FakeDaemon {
     pub oom_killed: bool,
     pub missing_paths: Vec<&'static str>,
     pub containers: Vec<Found>,
+    /// Containers removed (`remove`): no longer listed, as with dockerd.
+    pub removed: RefCell<Vec<String>>,
+    /// Containers whose creation finishes only after the first removal of them (a jobdock killed
+    /// while dockerd was still creating its container): listed again after it.
+    pub created_late: RefCell<Vec<String>>,
     /// Files in the image (`read_file`), by path.
     pub image_files: BTreeMap<&'static str, ContainerFile>,
     /// What paths in the image are (`stat_path`); any other is missing.
@@ -131,6 +136,8 @@ impl Default for FakeDaemon {
             oom_killed: false,
             missing_paths: Vec::new(),
             containers: Vec::new(),
+            removed: RefCell::new(Vec::new()),
+            created_late: RefCell::new(Vec::new()),
             image_files: BTreeMap::new(),
             image_paths: BTreeMap::new(),
             tamper: None,
@@ -340,7 +347,15 @@ impl Daemon for FakeDaemon {
     }
 
     async fn remove(&self, id: &str) -> Result<(), DaemonError> {
-        self.call("remove", id)
+        self.call("remove", id)?;
+        let mut late = self.created_late.borrow_mut();
+        if let Some(i) = late.iter().position(|l| l == id) {
+            // Not yet created when asked: dockerd answers "no such container", and creates it.
+            late.remove(i);
+            return Err(DaemonError::new(ErrorKind::NotFound, "No such container"));
+        }
+        self.removed.borrow_mut().push(id.to_string());
+        Ok(())
     }
 
     async fn list_by_label(&self, key: &str, value: &str) -> Result<Vec<Found>, DaemonError> {
@@ -349,6 +364,7 @@ impl Daemon for FakeDaemon {
             .containers
             .iter()
             .filter(|c| c.labels.get(key).map(String::as_str) == Some(value))
+            .filter(|c| !self.removed.borrow().contains(&c.id))
             .cloned()
             .collect())
     }
