@@ -288,6 +288,89 @@ fn first_entry(tar: &[u8], max: u64) -> ContainerFile {
     }
 }
 
+/// What an inspect shows beside the host config: the image's id, the config's user, working
+/// directory and health check, and the container's mounts as dockerd made them.
+pub(super) struct Seen {
+    pub image: String,
+    pub user: String,
+    pub working_dir: String,
+    pub healthcheck: Vec<String>,
+    pub mounts: Vec<MountSeen>,
+}
+
+/// The security-relevant fields of a container as dockerd stores them: its host config and what
+/// `seen` adds. One mapping for the real inspect and the fake daemon's stored container.
+pub(super) fn effective(hc: HostConfig, seen: Seen) -> Effective {
+    Effective {
+        image: seen.image,
+        user: seen.user,
+        working_dir: seen.working_dir,
+        group_add: hc.group_add.unwrap_or_default(),
+        cap_add: hc.cap_add.unwrap_or_default(),
+        cap_drop: hc.cap_drop.unwrap_or_default(),
+        privileged: hc.privileged.unwrap_or(false),
+        security_opt: hc.security_opt.unwrap_or_default(),
+        pid_mode: hc.pid_mode.unwrap_or_default(),
+        userns_mode: hc.userns_mode.unwrap_or_default(),
+        uts_mode: hc.uts_mode.unwrap_or_default(),
+        ipc_mode: hc.ipc_mode.unwrap_or_default(),
+        network_mode: hc.network_mode.unwrap_or_default(),
+        cgroup_parent: hc.cgroup_parent.unwrap_or_default(),
+        binds: hc.binds.unwrap_or_default(),
+        volumes_from: hc.volumes_from.unwrap_or_default(),
+        mounts: seen.mounts,
+        devices: hc
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DeviceSeen {
+                on_host: d.path_on_host.unwrap_or_default(),
+                in_container: d.path_in_container.unwrap_or_default(),
+                permissions: d.cgroup_permissions.unwrap_or_default(),
+            })
+            .collect(),
+        device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
+        device_requests: hc
+            .device_requests
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.device_ids.unwrap_or_default())
+            .collect(),
+        sysctls: hc.sysctls.unwrap_or_default().into_iter().collect(),
+        masked_paths: hc.masked_paths.unwrap_or_default(),
+        readonly_paths: hc.readonly_paths.unwrap_or_default(),
+        oom_score_adj: hc.oom_score_adj.unwrap_or(0),
+        oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+        memory: hc.memory.unwrap_or(0),
+        memory_swap: hc.memory_swap.unwrap_or(0),
+        pids_limit: hc.pids_limit.unwrap_or(0),
+        healthcheck: seen.healthcheck,
+        init: hc.init.unwrap_or(false),
+        log_driver: hc
+            .log_config
+            .as_ref()
+            .and_then(|l| l.typ.clone())
+            .unwrap_or_default(),
+        restart_policy: hc
+            .restart_policy
+            .and_then(|r| r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        ulimits: hc
+            .ulimits
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name.unwrap_or_default(),
+                    u.soft.unwrap_or(0),
+                    u.hard.unwrap_or(0),
+                )
+            })
+            .collect(),
+    }
+}
+
 impl Docker {
     /// What dockerd says of itself, for `jobdock doctor`.
     pub(super) async fn describe_self(&self) -> Result<crate::doctor::Daemon, DaemonError> {
@@ -587,85 +670,27 @@ impl Daemon for Docker {
         let state = info.state.unwrap_or_default();
         let config = info.config.unwrap_or_default();
         let hc = info.host_config.unwrap_or_default();
-        let effective = Effective {
-            image: info.image.unwrap_or_default(),
-            user: config.user.unwrap_or_default(),
-            working_dir: config.working_dir.unwrap_or_default(),
-            group_add: hc.group_add.unwrap_or_default(),
-            cap_add: hc.cap_add.unwrap_or_default(),
-            cap_drop: hc.cap_drop.unwrap_or_default(),
-            privileged: hc.privileged.unwrap_or(false),
-            security_opt: hc.security_opt.unwrap_or_default(),
-            pid_mode: hc.pid_mode.unwrap_or_default(),
-            userns_mode: hc.userns_mode.unwrap_or_default(),
-            uts_mode: hc.uts_mode.unwrap_or_default(),
-            ipc_mode: hc.ipc_mode.unwrap_or_default(),
-            network_mode: hc.network_mode.unwrap_or_default(),
-            cgroup_parent: hc.cgroup_parent.unwrap_or_default(),
-            binds: hc.binds.unwrap_or_default(),
-            volumes_from: hc.volumes_from.unwrap_or_default(),
-            mounts: info
-                .mounts
-                .unwrap_or_default()
-                .into_iter()
-                .map(|m| MountSeen {
-                    typ: m.typ.unwrap_or_default(),
-                    source: m.source.unwrap_or_default(),
-                    destination: m.destination.unwrap_or_default(),
-                    rw: m.rw.unwrap_or(false),
-                    propagation: m.propagation.unwrap_or_default(),
-                })
-                .collect(),
-            devices: hc
-                .devices
-                .unwrap_or_default()
-                .into_iter()
-                .map(|d| DeviceSeen {
-                    on_host: d.path_on_host.unwrap_or_default(),
-                    in_container: d.path_in_container.unwrap_or_default(),
-                    permissions: d.cgroup_permissions.unwrap_or_default(),
-                })
-                .collect(),
-            device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
-            device_requests: hc
-                .device_requests
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.device_ids.unwrap_or_default())
-                .collect(),
-            sysctls: hc.sysctls.unwrap_or_default().into_iter().collect(),
-            masked_paths: hc.masked_paths.unwrap_or_default(),
-            readonly_paths: hc.readonly_paths.unwrap_or_default(),
-            oom_score_adj: hc.oom_score_adj.unwrap_or(0),
-            oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
-            memory: hc.memory.unwrap_or(0),
-            memory_swap: hc.memory_swap.unwrap_or(0),
-            pids_limit: hc.pids_limit.unwrap_or(0),
-            healthcheck: config.healthcheck.and_then(|h| h.test).unwrap_or_default(),
-            init: hc.init.unwrap_or(false),
-            log_driver: hc
-                .log_config
-                .as_ref()
-                .and_then(|l| l.typ.clone())
-                .unwrap_or_default(),
-            restart_policy: hc
-                .restart_policy
-                .and_then(|r| r.name)
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            ulimits: hc
-                .ulimits
-                .unwrap_or_default()
-                .into_iter()
-                .map(|u| {
-                    (
-                        u.name.unwrap_or_default(),
-                        u.soft.unwrap_or(0),
-                        u.hard.unwrap_or(0),
-                    )
-                })
-                .collect(),
-        };
+        let effective = effective(
+            hc,
+            Seen {
+                image: info.image.unwrap_or_default(),
+                user: config.user.unwrap_or_default(),
+                working_dir: config.working_dir.unwrap_or_default(),
+                healthcheck: config.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+                mounts: info
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| MountSeen {
+                        typ: m.typ.unwrap_or_default(),
+                        source: m.source.unwrap_or_default(),
+                        destination: m.destination.unwrap_or_default(),
+                        rw: m.rw.unwrap_or(false),
+                        propagation: m.propagation.unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+        );
         Ok(ContainerState {
             running: state.running.unwrap_or(false),
             paused: state.paused.unwrap_or(false),

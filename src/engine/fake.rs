@@ -14,8 +14,8 @@ use tokio::io::AsyncWrite;
 
 use crate::engine::auth::RegistryAuth;
 use crate::engine::daemon::{
-    Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, DeviceSeen, Effective,
-    ErrorKind, Found, LocalImage, MountSeen, PathKind, Progress,
+    Attached, Chunk, ContainerFile, ContainerState, Daemon, DaemonError, Effective, ErrorKind,
+    Found, LocalImage, MountSeen, PathKind, Progress,
 };
 use crate::engine::host::{BindError, Host};
 use crate::image::ImageRef;
@@ -372,85 +372,39 @@ impl Daemon for FakeDaemon {
 
 /// What dockerd stores for a container created from `plan`, as 20.10 reports it in an inspect.
 pub(super) fn stored(plan: &ContainerPlan) -> Effective {
-    // Everything the job sets comes from the create body, as dockerd would store it: a fake run
-    // fails when body.rs stops sending a field. dockerd adds only its own defaults (the image's
-    // id, masked and read-only paths, the mounts' default propagation).
+    // The create body, stored as dockerd 20.10 stores it and read back through the one mapping
+    // the real inspect uses: a fake run fails when body.rs stops sending a field. dockerd adds its
+    // own masked and read-only paths, the image's id, and reports mounts as it made them.
     let body = crate::engine::body::create_body(plan);
-    let hc = body.host_config.clone().unwrap_or_default();
-    let text = |v: Option<String>| v.unwrap_or_default();
-    let list = |v: Option<Vec<String>>| v.unwrap_or_default();
-    Effective {
-        image: "sha256:0123".into(),
-        user: text(body.user.clone()),
-        working_dir: text(body.working_dir.clone()),
-        group_add: list(hc.group_add),
-        cap_add: list(hc.cap_add),
-        cap_drop: list(hc.cap_drop),
-        privileged: hc.privileged.unwrap_or(false),
-        security_opt: list(hc.security_opt),
-        pid_mode: text(hc.pid_mode),
-        userns_mode: text(hc.userns_mode),
-        uts_mode: text(hc.uts_mode),
-        ipc_mode: text(hc.ipc_mode),
-        network_mode: text(hc.network_mode),
-        cgroup_parent: text(hc.cgroup_parent),
-        binds: list(hc.binds),
-        volumes_from: list(hc.volumes_from),
-        mounts: hc
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| MountSeen {
-                typ: m.typ.map(|t| t.to_string()).unwrap_or_default(),
-                source: text(m.source),
-                destination: text(m.target),
-                rw: !m.read_only.unwrap_or(false),
-                propagation: m
-                    .bind_options
-                    .and_then(|b| b.propagation)
-                    .map_or_else(|| "rprivate".into(), |p| p.to_string()),
-            })
-            .collect(),
-        devices: hc
-            .devices
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| DeviceSeen {
-                on_host: text(d.path_on_host),
-                in_container: text(d.path_in_container),
-                permissions: text(d.cgroup_permissions),
-            })
-            .collect(),
-        device_cgroup_rules: list(hc.device_cgroup_rules),
-        device_requests: hc
-            .device_requests
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.device_ids.unwrap_or_default())
-            .collect(),
-        sysctls: hc.sysctls.unwrap_or_default().into_iter().collect(),
-        masked_paths: vec!["/proc/kcore".into(), "/sys/firmware".into()],
-        readonly_paths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
-        oom_score_adj: hc.oom_score_adj.unwrap_or(0),
-        oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
-        memory: hc.memory.unwrap_or(0),
-        memory_swap: hc.memory_swap.unwrap_or(0),
-        pids_limit: hc.pids_limit.unwrap_or(0),
-        ulimits: hc
-            .ulimits
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| (text(u.name), u.soft.unwrap_or(0), u.hard.unwrap_or(0)))
-            .collect(),
-        init: hc.init.unwrap_or(false),
-        log_driver: hc.log_config.and_then(|l| l.typ).unwrap_or_default(),
-        healthcheck: body.healthcheck.and_then(|h| h.test).unwrap_or_default(),
-        restart_policy: hc
-            .restart_policy
-            .and_then(|r| r.name)
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-    }
+    let mut hc = body.host_config.clone().unwrap_or_default();
+    hc.masked_paths = Some(vec!["/proc/kcore".into(), "/sys/firmware".into()]);
+    hc.readonly_paths = Some(vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()]);
+    let mounts = hc
+        .mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| MountSeen {
+            typ: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+            source: m.source.unwrap_or_default(),
+            destination: m.target.unwrap_or_default(),
+            rw: !m.read_only.unwrap_or(false),
+            propagation: m
+                .bind_options
+                .and_then(|b| b.propagation)
+                .map_or_else(|| "rprivate".into(), |p| p.to_string()),
+        })
+        .collect();
+    crate::engine::docker::effective(
+        hc,
+        crate::engine::docker::Seen {
+            image: "sha256:0123".into(),
+            user: body.user.clone().unwrap_or_default(),
+            working_dir: body.working_dir.clone().unwrap_or_default(),
+            healthcheck: body.healthcheck.and_then(|h| h.test).unwrap_or_default(),
+            mounts,
+        },
+    )
 }
 
 /// The host as the fake job's: what paths name, the job's `/proc/<pid>/status`, and what the
