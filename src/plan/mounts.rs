@@ -10,7 +10,7 @@ use crate::identity::Identity;
 use crate::job::{Env, JobContext};
 use crate::overrides::paths::{self, Strictness};
 use crate::overrides::{self, Refusal, Setting};
-use crate::probe::{HostProbe, Kind, ProbeError};
+use crate::probe::{HostProbe, Kind, ProbeError, Resolved};
 
 use super::{MountPlan, PlanError, SCRIPT_TARGET, Staging};
 
@@ -251,19 +251,13 @@ pub(super) fn mounts(
 
 /// Resolves a directory the job names, as the user, refusing sensitive host paths.
 fn user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<PathBuf, String> {
-    paths::check_host_path(dir, Strictness::UserPath)?;
-    let real = probe.resolve(dir)?;
-    if real.kind != Kind::Dir {
-        return Err("not a directory".into());
-    }
-    paths::check_host_path(&real.path, Strictness::UserPath)
-        .map_err(|e| format!("resolves to {}: {e}", real.path.display()))?;
-    Ok(real.path)
+    resolve_user_dir(probe, dir)
+        .map(|real| real.path)
+        .map_err(String::from)
 }
 
-/// The job's tmpdir: a directory the user reaches, as `user_dir`, and owns (a directory named
-/// like a job's, made by someone else before the job, would otherwise become the job's /tmp).
-fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, ProbeError> {
+/// `user_dir`'s check, with what the probe found (the owner, for `job_tmpdir`) and why not.
+fn resolve_user_dir(probe: &dyn HostProbe, dir: &Path) -> Result<Resolved, ProbeError> {
     paths::check_host_path(dir, Strictness::UserPath)?;
     let real = probe.resolve(dir)?;
     if real.kind != Kind::Dir {
@@ -271,6 +265,13 @@ fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, Pr
     }
     paths::check_host_path(&real.path, Strictness::UserPath)
         .map_err(|e| ProbeError::other(format!("resolves to {}: {e}", real.path.display())))?;
+    Ok(real)
+}
+
+/// The job's tmpdir: a directory the user reaches, as `user_dir`, and owns (a directory named
+/// like a job's, made by someone else before the job, would otherwise become the job's /tmp).
+fn job_tmpdir(probe: &dyn HostProbe, dir: &Path, uid: u32) -> Result<PathBuf, ProbeError> {
+    let real = resolve_user_dir(probe, dir)?;
     match real.owner {
         Some(owner) if owner != uid => Err(ProbeError::other(format!(
             "owned by uid {owner}, not by the job's user (uid {uid})"
