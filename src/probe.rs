@@ -353,6 +353,16 @@ pub fn expand_glob(glob: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Whether `glob` matches `path` as `expand_glob` would find it: component by component, `*` and
+/// `?` within a component (the site config's check of device globs against forbidden devices).
+pub fn glob_matches(glob: &str, path: &str) -> bool {
+    let (g, p): (Vec<&str>, Vec<&str>) = (glob.split('/').collect(), path.split('/').collect());
+    g.len() == p.len()
+        && g.iter()
+            .zip(&p)
+            .all(|(g, p)| wildcard(g.as_bytes(), p.as_bytes()))
+}
+
 fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.first(), name.first()) {
         (None, None) => true,

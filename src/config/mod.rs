@@ -688,7 +688,10 @@ impl Raw {
                         "devices.paths",
                         format!("{g:?}: `**` is not a glob jobdock knows (`*` is one component)"),
                     );
-                } else if let Some(danger) = DANGEROUS_DEVICES.iter().find(|d| glob_matches(g, d)) {
+                } else if let Some(danger) = DANGEROUS_DEVICES
+                    .iter()
+                    .find(|d| crate::probe::glob_matches(g, d))
+                {
                     bad(
                         "devices.paths",
                         format!(
@@ -837,24 +840,6 @@ const DANGEROUS_DEVICES: &[&str] = &[
 
 /// SELinux domains that confine nothing (`spc_t`: "super privileged container").
 const UNCONFINED_SELINUX_TYPES: &[&str] = &["spc_t", "unconfined_t", "kernel_t", "init_t"];
-
-/// Whether `glob` (`*` and `?` within a component, as jobdock expands it) matches `path`.
-fn glob_matches(glob: &str, path: &str) -> bool {
-    fn component(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => component(&p[1..], s) || (!s.is_empty() && component(p, &s[1..])),
-            (Some(b'?'), Some(_)) => component(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => component(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    let (g, p): (Vec<&str>, Vec<&str>) = (glob.split('/').collect(), path.split('/').collect());
-    g.len() == p.len()
-        && g.iter()
-            .zip(&p)
-            .all(|(g, p)| component(g.as_bytes(), p.as_bytes()))
-}
 
 fn validate_modes(
     table: &str,
