@@ -513,20 +513,23 @@ EOF
   return 0
 }
 
-# A docker-registry serving our config whose pid file got lost.
-find_registry_pid() {
-  local pid
-  pid=$(pidfile_pid "$REGISTRY_PIDFILE")
+# The docker-registry serving config $2, by its pid file $1 or, when that got lost, by its
+# command line (the pid file is then written again).
+find_registry_pid_of() {
+  local pidfile=$1 config=$2 pid
+  pid=$(pidfile_pid "$pidfile")
   if pid_is "$pid" docker-registry; then printf '%s' "$pid"; return 0; fi
   for pid in $(pgrep -x docker-registry 2>/dev/null || true); do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$REGISTRY_CONFIG"; then
-      printf '%s' "$pid" >"$REGISTRY_PIDFILE"
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$config"; then
+      printf '%s' "$pid" >"$pidfile"
       printf '%s' "$pid"
       return 0
     fi
   done
   return 0
 }
+
+find_registry_pid() { find_registry_pid_of "$REGISTRY_PIDFILE" "$REGISTRY_CONFIG"; }
 
 start_registry() {
   local chuid=() offset deadline pid
@@ -632,20 +635,7 @@ EOF
   return "$changed"
 }
 
-# A docker-registry serving the private registry's config whose pid file got lost.
-find_auth_registry_pid() {
-  local pid
-  pid=$(pidfile_pid "$AUTH_REGISTRY_PIDFILE")
-  if pid_is "$pid" docker-registry; then printf '%s' "$pid"; return 0; fi
-  for pid in $(pgrep -x docker-registry 2>/dev/null || true); do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$AUTH_REGISTRY_CONFIG"; then
-      printf '%s' "$pid" >"$AUTH_REGISTRY_PIDFILE"
-      printf '%s' "$pid"
-      return 0
-    fi
-  done
-  return 0
-}
+find_auth_registry_pid() { find_registry_pid_of "$AUTH_REGISTRY_PIDFILE" "$AUTH_REGISTRY_CONFIG"; }
 
 ensure_auth_registry() {
   local changed=0 pid chuid=() offset deadline
