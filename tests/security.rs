@@ -2736,3 +2736,53 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+// ---- issue 12.5-12.7: refusals as a user meets them, through the setuid binary -----------------
+
+/// What a user gets wrong, refused through setuid jobdock as jdalice, each as the job's error
+/// (64, never the requeue code 75 or clap's 2) naming what to fix, and no container made: a
+/// misspelt override, a Slurm size beyond what the API carries, an image the registry does not
+/// have, a flag that does not exist.
+#[test]
+fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let cases: Vec<(Job, &str)> = vec![
+        (
+            setuid
+                .run(ALICE, BUSYBOX, &["true"])
+                .env("LSB_DOCKER_VOLUME", "/scratch/jdalice:/data"),
+            "did you mean LSB_DOCKER_VOLUMES?",
+        ),
+        (
+            {
+                // A Slurm job's variables only (the harness gives every job an LSB_JOBID).
+                let mut job = setuid
+                    .run(ALICE, BUSYBOX, &["true"])
+                    .env("SLURM_JOB_ID", "77")
+                    .env("SLURM_MEM_PER_NODE", "18446744073709551615");
+                job.env.remove("LSB_JOBID");
+                job
+            },
+            "SLURM_MEM_PER_NODE=\"18446744073709551615\": is more than Docker can take",
+        ),
+        (
+            setuid.run(
+                ALICE,
+                "127.0.0.1:5000/jobdock-test/no-such-image:1",
+                &["true"],
+            ),
+            "the registry refuses it",
+        ),
+        (
+            setuid.by(ALICE, &["run", "--no-such-flag", "--", "true"]),
+            "--no-such-flag",
+        ),
+    ];
+    for (job, want) in cases {
+        job.output().code(64).stderr_has(want);
+        assert!(containers_of(&job.id).is_empty(), "a container was made");
+    }
+}
