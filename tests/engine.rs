@@ -402,6 +402,14 @@ fn memory_and_pids_limits_are_in_force() {
         .code(137)
         .stderr_has("jobdock: killed: out of memory (limit 48.0 MiB)");
     assert!(containers_of(&hog.id).is_empty());
+
+    // A SIGKILL that is not the kernel's: dockerd's event log (asked when its OOM flag is unset)
+    // has no oom event for it, so nothing is said of memory.
+    let killed = bed.run(IMAGE, &["sh", "-c", "kill -9 $$"]).output();
+    killed.code(137);
+    if killed.stderr.contains("out of memory") {
+        killed.fail("a job that killed itself was said to be out of memory");
+    }
 }
 
 #[test]

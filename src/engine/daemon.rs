@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -256,6 +257,11 @@ pub(super) trait Daemon {
     async fn unpause(&self, id: &str) -> Result<(), DaemonError>;
     async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), DaemonError>;
     async fn inspect(&self, id: &str) -> Result<ContainerState, DaemonError>;
+    /// Whether dockerd logged an `oom` event for the container in the last minute, waiting up to
+    /// `late` for one still on its way. dockerd 20.10 sets `State.OOMKilled` only when the
+    /// kernel's OOM notice reaches it before the exit does; one that arrives after is only logged
+    /// as an event (moby's libcontainerd keeps the flag from the event order).
+    async fn oom_event(&self, id: &str, late: Duration) -> Result<bool, DaemonError>;
     /// Removes the container in any state, with its anonymous volumes (`force=true&v=true`).
     async fn remove(&self, id: &str) -> Result<(), DaemonError>;
     /// Every container, in any state, with label `key=value`.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
@@ -12,8 +12,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions,
-    CreateImageOptions, DownloadFromContainerOptions, KillContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, ResizeContainerTTYOptions, WaitContainerOptions,
+    CreateImageOptions, DownloadFromContainerOptions, EventsOptions, KillContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, ResizeContainerTTYOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -202,6 +202,10 @@ fn denied(e: &BollardError) -> bool {
     }
     false
 }
+
+/// How far back `oom_event` looks: the job has just ended, and dockerd keeps only its last 256
+/// events in memory.
+const OOM_LOOKBACK: Duration = Duration::from_secs(60);
 
 fn daemon_error(e: BollardError) -> DaemonError {
     let kind = match &e {
@@ -700,6 +704,31 @@ impl Daemon for Docker {
             pid: state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
             effective,
         })
+    }
+
+    async fn oom_event(&self, id: &str, late: Duration) -> Result<bool, DaemonError> {
+        // Timestamps as dockerd parses them: seconds since the epoch, with nanoseconds.
+        let stamp = |t: SystemTime| {
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let now = SystemTime::now();
+        let options = EventsOptions {
+            since: Some(stamp(now - OOM_LOOKBACK)),
+            // The stream ends at `until`: events logged until then, late ones included.
+            until: Some(stamp(now + late)),
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("container".to_string(), vec![id.to_string()]),
+                ("event".to_string(), vec!["oom".to_string()]),
+            ])),
+        };
+        let mut events = self.api.events(Some(options));
+        match events.next().await {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(daemon_error(e)),
+            None => Ok(false),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), DaemonError> {

@@ -97,6 +97,9 @@ pub(super) struct FakeDaemon {
     /// Signals that do not end the job (it traps them).
     pub trapped: Vec<&'static str>,
     pub oom_killed: bool,
+    /// An `oom` event logged for the job (one that reached dockerd after its exit, so
+    /// `oom_killed` stays false).
+    pub oom_event: bool,
     pub missing_paths: Vec<&'static str>,
     pub containers: Vec<Found>,
     /// Containers removed (`remove`): no longer listed, as with dockerd.
@@ -134,6 +137,7 @@ impl Default for FakeDaemon {
             exit: Some(0),
             trapped: Vec::new(),
             oom_killed: false,
+            oom_event: false,
             missing_paths: Vec::new(),
             containers: Vec::new(),
             removed: RefCell::new(Vec::new()),
@@ -344,6 +348,11 @@ impl Daemon for FakeDaemon {
             effective,
             ..Default::default()
         })
+    }
+
+    async fn oom_event(&self, _id: &str, _late: Duration) -> Result<bool, DaemonError> {
+        self.call("oom_event", "")?;
+        Ok(self.oom_event)
     }
 
     async fn remove(&self, id: &str) -> Result<(), DaemonError> {

@@ -36,6 +36,10 @@ use crate::plan::ContainerPlan;
 /// rest (dockerd closes the stream when the job's stdout and stderr close; this is a safety net).
 const DRAIN_IDLE: Duration = Duration::from_secs(30);
 
+/// How long a job killed by SIGKILL waits for an `oom` event that dockerd has not logged yet (the
+/// kernel's notice travels from the shim through containerd apart from the exit).
+const LATE_OOM_EVENT: Duration = Duration::from_millis(300);
+
 pub(super) struct Settings<'a> {
     pub pull: PullSettings<'a>,
     /// Whether the job's user may have the image.
@@ -338,13 +342,24 @@ async fn supervise<D: Daemon>(
     if !pump_done {
         drain(&mut pump, &pumping.activity).await;
     }
-    let state = match d.inspect(id).await {
+    let mut state = match d.inspect(id).await {
         Ok(state) => Some(state),
         Err(e) => {
             tracing::warn!("inspecting the finished job: {e}");
             None
         }
     };
+    // A SIGKILL jobdock did not send, without dockerd's OOM flag: the kernel's OOM notice may
+    // have reached dockerd after the exit, which only its event log then records.
+    if let Some(s) = state
+        .as_mut()
+        .filter(|s| status == 137 && !killed && !s.oom_killed)
+    {
+        match d.oom_event(id, LATE_OOM_EVENT).await {
+            Ok(seen) => s.oom_killed = seen,
+            Err(e) => tracing::warn!("asking dockerd whether the job ran out of memory: {e}"),
+        }
+    }
     Ok(outcome(
         plan,
         s.grace,

@@ -654,6 +654,33 @@ async fn an_oom_kill_is_explained_with_the_limit() {
 
 #[tokio::test]
 #[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
+async fn an_oom_kill_dockerd_logged_after_the_exit_is_explained_too() {
+    let bed = Bed::new();
+    let p = plan(&bed.state(), &["hog"]);
+    let mut d = FakeDaemon::default();
+    d.exit = Some(137);
+    d.oom_event = true;
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    assert_eq!(
+        ran.result.unwrap(),
+        Outcome {
+            code: 137,
+            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()]
+        }
+    );
+    // Other ends never ask: the event log is read for an unexplained SIGKILL only.
+    for exit in [0, 1, 143] {
+        let mut d = FakeDaemon::default();
+        d.exit = Some(exit);
+        d.oom_event = true;
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        assert!(!names(&ran.calls).contains(&"oom_event"), "exit {exit}");
+        assert_eq!(ran.result.unwrap().messages, Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn pull_policies() {
     let bed = Bed::new();
     // (policy, image present, pulls, error)
