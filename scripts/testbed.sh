@@ -27,6 +27,14 @@ DOCKER_PACKAGES=(docker.io)
 BASE_PACKAGES=(busybox-static docker-registry curl apache2-utils)   # htpasswd: the private registry
 POLICY_RC_D=/usr/sbin/policy-rc.d     # keeps package postinst from starting daemons
 
+# A syslog daemon, as on a site's node: it makes /dev/log, where jobdock sends each job's audit
+# record (authpriv: /var/log/auth.log), which the tests read back.
+SYSLOG_PACKAGES=(rsyslog)
+RSYSLOGD_BIN=/usr/sbin/rsyslogd
+RSYSLOGD_PIDFILE=/run/rsyslogd.pid
+SYSLOG_SOCKET=/dev/log
+AUTH_LOG=/var/log/auth.log
+
 DOCKERD_BIN=/usr/sbin/dockerd
 DOCKER_SOCK=/var/run/docker.sock
 DOCKER_PIDFILE=/var/run/docker.pid    # written by dockerd itself
@@ -308,6 +316,33 @@ ensure_dockerd() {
 }
 
 # ------------------------------------------------------------------ images --
+# ------------------------------------------------------------------ syslog --
+syslog_answers() {
+  [[ -S $SYSLOG_SOCKET ]] && logger --socket-errors=on -u "$SYSLOG_SOCKET" -p authpriv.debug "testbed: syslog check" 2>/dev/null
+}
+
+ensure_syslog() {
+  local pid
+  ensure_packages "${SYSLOG_PACKAGES[@]}"
+  pid=$(pidfile_pid "$RSYSLOGD_PIDFILE")
+  if pid_is "$pid" rsyslogd && syslog_answers; then
+    say "syslog running (pid $pid, $SYSLOG_SOCKET)"
+    return 0
+  fi
+  # A session's end leaves the pid file and the socket behind.
+  stop_pid "$pid" rsyslogd rsyslogd 10
+  rm -f "$RSYSLOGD_PIDFILE"
+  [[ -S $SYSLOG_SOCKET ]] && rm -f "$SYSLOG_SOCKET"
+  "$RSYSLOGD_BIN" -i "$RSYSLOGD_PIDFILE" || die "rsyslogd did not start"
+  local i
+  for ((i = 0; i < 50; i++)); do
+    syslog_answers && break
+    sleep 0.1
+  done
+  syslog_answers || die "rsyslogd started but nothing answers on $SYSLOG_SOCKET"
+  say "syslog started (pid $(pidfile_pid "$RSYSLOGD_PIDFILE"), $SYSLOG_SOCKET -> $AUTH_LOG)"
+}
+
 image_exists() { dk image inspect "$1" >/dev/null 2>&1; }
 
 # Scratch space, removed on exit. Call outside $(...) so the cleanup is registered.
@@ -832,6 +867,7 @@ cmd_up() {
   ensure_auth_registry
   ensure_auth_registry_logins
   ensure_site
+  ensure_syslog
   summary
   say "up done in $((SECONDS - start))s"
 }

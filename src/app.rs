@@ -3,6 +3,7 @@
 //! code from `exit`.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::cli::{Cli, Command, JobArgs};
 use crate::config::{self, ConfigError, SiteConfig};
@@ -12,6 +13,7 @@ use crate::exit;
 use crate::identity::{self, Caller, IdentityError};
 use crate::job::cgroup::JobCgroup;
 use crate::job::{self, Env, JobError};
+use crate::logging;
 use crate::plan::{self, ContainerPlan, PlanError, Request, Snapshot};
 use crate::probe::{AsUser, HostProbe};
 
@@ -71,6 +73,7 @@ impl AppError {
 
 /// Runs the command line; returns the process exit code.
 pub fn main(cli: Cli) -> u8 {
+    let started = Instant::now();
     let env = env_snapshot();
     let level = cli
         .log_level
@@ -81,21 +84,17 @@ pub fn main(cli: Cli) -> u8 {
                 .ok()
                 .flatten()?;
             crate::overrides::parse_log_level(&s).ok()
-        })
-        .unwrap_or(tracing::Level::WARN);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_ansi(nix::unistd::isatty(std::io::stderr()).unwrap_or(false))
-        .init();
+        });
+    logging::init(level);
     if let Some(l) = cli
         .log_level
         .as_deref()
         .filter(|l| crate::overrides::parse_level_name(l).is_none())
     {
-        eprintln!("jobdock: --log-level {l:?}: must be error, warn, info, debug or trace");
+        logging::say(&format!(
+            "--log-level {l:?}: must be {}",
+            logging::LEVEL_NAMES
+        ));
         return exit::REFUSED;
     }
 
@@ -106,8 +105,11 @@ pub fn main(cli: Cli) -> u8 {
             print_plan(&p.plan, &p.config, json);
             0
         }),
-        Command::Run(job) => prepare(&job, env, false).and_then(run),
-        Command::LsfStarter { config, words } => lsf_starter(config, words, env),
+        Command::Run(job) => {
+            let record = logging::AuditRecord::start("run", &env);
+            audited(record, prepare(&job, env, false), started)
+        }
+        Command::LsfStarter { config, words } => lsf_starter(config, words, env, started),
         Command::Cleanup { config, job } => cleanup(config, &env, job),
         Command::Esub { application, queue } => {
             Ok(esub(&env, &esub::Routing { application, queue }))
@@ -116,7 +118,7 @@ pub fn main(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("jobdock: {e}");
+            logging::say(&e.to_string());
             e.exit_code()
         }
     }
@@ -205,6 +207,13 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
             .map(|g| (g.clone(), crate::probe::expand_glob(g).len()))
             .collect(),
         device_memlock: u64::try_from(config.devices.memlock.rlimit()).ok(),
+        audit_socket: (config.logging.audit == config::AuditTarget::Syslog).then(|| {
+            let socket = config.logging.syslog_socket.clone();
+            let listening = std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.connect(&socket))
+                .map_err(|e| e.to_string());
+            (socket, listening)
+        }),
     };
     let findings = crate::doctor::judge(&facts);
     for f in &findings {
@@ -289,7 +298,12 @@ fn check_own_binary() -> Result<(), String> {
 }
 
 /// `jobdock lsf-starter`: the job's exact command from its LSF job file, run in a container.
-fn lsf_starter(config: Option<PathBuf>, words: Vec<String>, env: Env) -> Result<u8, AppError> {
+fn lsf_starter(
+    config: Option<PathBuf>,
+    words: Vec<String>,
+    env: Env,
+    started: Instant,
+) -> Result<u8, AppError> {
     if !words.is_empty() {
         return Err(AppError::Site(format!(
             "lsf-starter was given the words {words:?}: the shell has already split the user's command; \
@@ -303,7 +317,8 @@ fn lsf_starter(config: Option<PathBuf>, words: Vec<String>, env: Env) -> Result<
         user: None,
         command: Vec::new(),
     };
-    prepare(&args, env, true).and_then(run)
+    let record = logging::AuditRecord::start("lsf-starter", &env);
+    audited(record, prepare(&args, env, true), started)
 }
 
 /// A plan with what running it needs besides: the site config and the job user's probe.
@@ -314,17 +329,66 @@ struct Prepared {
     home: PathBuf,
 }
 
-/// Runs a prepared job; its exit code is jobdock's.
-fn run(p: Prepared) -> Result<u8, AppError> {
+/// Runs a prepared job (or reports why it could not be prepared); its exit code is jobdock's.
+/// Either way one audit record says who ran what and how it ended.
+fn audited(
+    mut record: logging::AuditRecord,
+    prepared: Result<Prepared, AppError>,
+    started: Instant,
+) -> Result<u8, AppError> {
+    let result = prepared.and_then(|p| {
+        describe(&mut record, &p.plan);
+        run(p)
+    });
+    match &result {
+        Ok(outcome) => {
+            record.exit = outcome.code;
+            record.digest.clone_from(&outcome.image);
+            record.error = outcome.messages.join("; ");
+        }
+        Err(e) => {
+            record.exit = e.exit_code();
+            record.error = e.to_string();
+        }
+    }
+    record.duration = started.elapsed();
+    logging::audit(&record);
+    result.map(|outcome| outcome.code)
+}
+
+/// What the audit record says of the plan.
+fn describe(record: &mut logging::AuditRecord, plan: &ContainerPlan) {
+    record.user = plan.env.get("USER").cloned().unwrap_or_default();
+    record.uid = plan.user.0;
+    record.job = plan.labels.get("jobdock.job").cloned().unwrap_or_default();
+    record.image = plan.image.to_string();
+    record.mounts = plan
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.readonly { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", m.source.display(), m.target.display())
+        })
+        .collect();
+    record.devices = plan
+        .devices
+        .iter()
+        .map(|d| d.display().to_string())
+        .chain(plan.gpus.iter().map(|g| format!("gpu:{g}")))
+        .collect();
+}
+
+/// Runs a prepared job, telling the user what they should know of how it ended.
+fn run(p: Prepared) -> Result<engine::Outcome, AppError> {
     tracing::debug!("plan:\n{}", plan::render::docker_run_text(&p.plan));
     // Read as the job user, here: the probe forks, which must happen before the engine's threads.
     // Needed whatever the pull policy: a private image runs only for users its registry accepts.
     let credentials = engine::auth::read(&p.probe, &p.home);
     let outcome = engine::execute(&p.plan, &p.config.engine, &credentials)?;
     for message in &outcome.messages {
-        eprintln!("jobdock: {message}");
+        logging::say(message);
     }
-    Ok(outcome.code)
+    Ok(outcome)
 }
 
 /// `jobdock cleanup`: every container and file of one job (by default, the job it runs in).
@@ -360,7 +424,7 @@ fn esub(env: &Env, routing: &esub::Routing) -> u8 {
     match esub_changes(env, routing) {
         Ok(()) => 0,
         Err(message) => {
-            eprintln!("jobdock: job rejected: {message}");
+            logging::say(&format!("job rejected: {message}"));
             abort
         }
     }
@@ -491,18 +555,20 @@ fn load_config(flag: Option<PathBuf>, env: &Env, caller: Caller) -> Result<SiteC
     let chosen = flag.map(|p| (p, "--config")).or(env
         .get("JOBDOCK_CONFIG")
         .map(|p| (PathBuf::from(p), "JOBDOCK_CONFIG")));
-    match chosen {
-        Some((path, _)) if caller.is_root() => Ok(SiteConfig::load(&path, true)?),
-        Some((_, "--config")) => Err(AppError::ConfigNotRoot),
+    let config = match chosen {
+        Some((path, _)) if caller.is_root() => SiteConfig::load(&path, true)?,
+        Some((_, "--config")) => return Err(AppError::ConfigNotRoot),
         Some((path, var)) => {
             tracing::warn!(
                 "{var}={}: ignored, only root may choose the site config",
                 path.display()
             );
-            Ok(SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?)
+            SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?
         }
-        None => Ok(SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?),
-    }
+        None => SiteConfig::load(Path::new(config::DEFAULT_PATH), false)?,
+    };
+    logging::configure(&config.logging);
+    Ok(config)
 }
 
 fn print_plan(plan: &ContainerPlan, config: &SiteConfig, json: bool) {

@@ -74,6 +74,8 @@ pub struct Facts {
     pub device_globs: Vec<(String, usize)>,
     /// `devices.memlock` in bytes (`None`: unlimited).
     pub device_memlock: Option<u64>,
+    /// With `logging.audit = "syslog"`: the socket, and whether something listens on it.
+    pub audit_socket: Option<(PathBuf, Result<(), String>)>,
 }
 
 /// The findings, one per check, in a stable order.
@@ -236,6 +238,23 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
         };
         say(level, "devices", detail);
     }
+    match &f.audit_socket {
+        Some((socket, Ok(()))) => say(
+            Level::Ok,
+            "audit",
+            format!("job records go to syslog at {}", socket.display()),
+        ),
+        Some((socket, Err(why))) => say(
+            Level::Fail,
+            "audit",
+            format!(
+                "job records cannot reach syslog at {} (logging.syslog_socket): {why}; they are \
+                 lost until a syslog daemon listens there",
+                socket.display()
+            ),
+        ),
+        None => {}
+    }
     out
 }
 
@@ -396,7 +415,29 @@ mod tests {
             allowed_roots: vec![("/gpfs".into(), true)],
             device_globs: vec![("/dev/infiniband/*".into(), 2)],
             device_memlock: None,
+            audit_socket: Some(("/dev/log".into(), Ok(()))),
         }
+    }
+
+    /// Issue 18.1: records that cannot reach syslog are the node's fault, named with the key.
+    #[test]
+    fn an_audit_socket_nobody_listens_on_fails() {
+        let mut f = healthy();
+        assert!(
+            judge(&f)
+                .iter()
+                .any(|x| x.check == "audit" && x.level == Level::Ok)
+        );
+        f.audit_socket = Some((
+            "/dev/log".into(),
+            Err("No such file or directory (os error 2)".into()),
+        ));
+        let found = judge(&f);
+        let audit = found.iter().find(|x| x.check == "audit").unwrap();
+        assert_eq!(audit.level, Level::Fail);
+        assert!(audit.detail.contains("logging.syslog_socket"), "{audit:?}");
+        f.audit_socket = None;
+        assert!(!judge(&f).iter().any(|x| x.check == "audit"));
     }
 
     /// Issue 12.8: a devices.memlock within dockerd's own limit passes without CAP_SYS_RESOURCE.

@@ -17,6 +17,7 @@ pub mod exit;
 pub mod identity;
 pub mod image;
 pub mod job;
+pub mod logging;
 pub mod overrides;
 pub mod plan;
 pub mod probe;

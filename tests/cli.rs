@@ -189,10 +189,17 @@ fn an_ordinary_user_cannot_choose_the_config() {
         .cwd("/home/jdalice")
         .user(ALICE.1)
         .run();
-    // Whatever /etc/jobdock/wrapper.toml allows, it is not the test config's /home root.
+    // Whatever /etc/jobdock/wrapper.toml allows, it is not the test config's /home root. Each
+    // of jobdock's lines says it is jobdock's (issue 18.1), warnings with their level.
     out.code(64)
-        .stderr_has("JOBDOCK_CONFIG")
+        .stderr_has("jobdock: warning: JOBDOCK_CONFIG=")
         .stderr_has("LSB_DOCKER_VOLUMES=\"/home/jdalice:/h\"");
+    for line in out.stderr.lines() {
+        assert!(
+            line.starts_with("jobdock: "),
+            "{line:?} is not marked as jobdock's"
+        );
+    }
 }
 
 #[test]

@@ -2786,3 +2786,72 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
         assert!(containers_of(&job.id).is_empty(), "a container was made");
     }
 }
+
+// ---- issue 18: the audit record --
+
+/// Lines of the node's syslog (authpriv, where rsyslog puts jobdock's records) naming `job`,
+/// once jobdock's record for it has arrived (rsyslog writes asynchronously).
+fn audit_records(job: &str) -> Vec<String> {
+    let field = format!(" job={job} ");
+    for _ in 0..100 {
+        let log = std::fs::read_to_string("/var/log/auth.log").unwrap_or_default();
+        let found: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(" jobdock[") && l.contains(&field))
+            .map(str::to_string)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Vec::new()
+}
+
+/// Issue 18.1: every job leaves one record in the node's syslog, through the installed setuid
+/// binary as an ordinary user: who, which job, the image and the digest that ran, the mounts,
+/// the exit code and duration; a job jobdock refused leaves one with the rule it broke. What a
+/// user puts in a variable cannot add a field or a line to it.
+#[test]
+fn each_job_leaves_one_audit_record_in_syslog() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let ran = setuid.run(ALICE, BUSYBOX, &["sh", "-c", "exit 3"]);
+    ran.output().code(3);
+    let records = audit_records(&ran.id);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    for want in [
+        "action=run user=jdalice uid=2001 ",
+        &format!(" image={BUSYBOX}"),
+        ":/home/jdalice:rw",
+        " exit=3 duration=",
+    ] {
+        assert!(r.contains(want), "no {want:?} in {r}");
+    }
+    assert!(!r.contains(" error="), "{r}");
+    let digest = r.split(" digest=").nth(1).and_then(|d| d.split(' ').next());
+    assert!(
+        digest.is_some_and(|d| d.contains("sha256:")),
+        "no image digest in {r}"
+    );
+
+    let refused = setuid.run(ALICE, BUSYBOX, &["true"]).env(
+        "LSB_DOCKER_VOLUME",
+        "/scratch/jdalice:/data\nexit=0 user=root",
+    );
+    refused.output().code(64);
+    let records = audit_records(&refused.id);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    for want in [
+        "action=run user=jdalice uid=2001 ",
+        " exit=64 ",
+        "did you mean LSB_DOCKER_VOLUMES?",
+    ] {
+        assert!(r.contains(want), "no {want:?} in {r}");
+    }
+    assert!(!r.contains("\nexit=0") && !r.contains(" exit=0 "), "{r}");
+}

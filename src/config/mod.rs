@@ -30,6 +30,7 @@ pub struct SiteConfig {
     pub ports: Ports,
     pub overrides: Overrides,
     pub env: EnvPolicy,
+    pub logging: Logging,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,6 +207,35 @@ pub struct EnvPolicy {
     pub set: BTreeMap<String, String>,
 }
 
+/// `[logging]`: jobdock's own messages and its audit record (src/logging.rs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logging {
+    /// The level shown when the user asks for none (`--log-level`, LSB_DOCKER_RUN_LOGLEVEL).
+    pub level: tracing::Level,
+    pub format: LogFormat,
+    /// Where the one-line record of each job goes.
+    pub audit: AuditTarget,
+    /// The syslog socket (`/dev/log`: journald's or rsyslog's).
+    pub syslog_socket: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `jobdock: warning: ...`
+    Short,
+    /// `2026-12-01T22:52:01.123Z jobdock[1234]: warning: ...`
+    Long,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditTarget {
+    Syslog,
+    Stderr,
+    None,
+}
+
 impl Default for SiteConfig {
     fn default() -> Self {
         SiteConfig {
@@ -256,6 +286,12 @@ impl Default for SiteConfig {
             env: EnvPolicy {
                 drop: Vec::new(),
                 set: BTreeMap::new(),
+            },
+            logging: Logging {
+                level: tracing::Level::WARN,
+                format: LogFormat::Short,
+                audit: AuditTarget::Syslog,
+                syslog_socket: PathBuf::from("/dev/log"),
             },
         }
     }
@@ -424,6 +460,7 @@ struct Raw {
     ports: RawPorts,
     overrides: RawOverrides,
     env: RawEnv,
+    logging: RawLogging,
 }
 
 #[derive(Default, Deserialize)]
@@ -493,6 +530,15 @@ struct RawPorts {
 #[serde(default)]
 struct RawOverrides {
     cgroup_parents: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawLogging {
+    level: Option<String>,
+    format: Option<LogFormat>,
+    audit: Option<AuditTarget>,
+    syslog_socket: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -809,6 +855,26 @@ impl Raw {
                 }
             }
             c.env.set = set;
+        }
+        if let Some(level) = self.logging.level {
+            match crate::overrides::parse_level_name(&level) {
+                Some(l) => c.logging.level = l,
+                None => bad(
+                    "logging.level",
+                    format!("{level:?} is not {}", crate::logging::LEVEL_NAMES),
+                ),
+            }
+        }
+        c.logging.format = self.logging.format.unwrap_or(c.logging.format);
+        c.logging.audit = self.logging.audit.unwrap_or(c.logging.audit);
+        if let Some(socket) = self.logging.syslog_socket {
+            if !socket.is_absolute() {
+                bad(
+                    "logging.syslog_socket",
+                    format!("{} is not an absolute path", socket.display()),
+                );
+            }
+            c.logging.syslog_socket = socket;
         }
         c
     }

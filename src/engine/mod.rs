@@ -41,6 +41,9 @@ pub use files::FileError;
 pub struct Outcome {
     pub code: u8,
     pub messages: Vec<String>,
+    /// The image that ran: `repository@sha256:...` when its registry confirmed it for the user,
+    /// else its local id (`sha256:...`). For the audit record.
+    pub image: String,
 }
 
 #[derive(Debug, thiserror::Error)]

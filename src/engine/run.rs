@@ -115,11 +115,13 @@ async fn run_job<D: Daemon>(
     leftovers: &mut Leftovers,
 ) -> Result<Outcome, EngineError> {
     // Until the job runs, a stop signal abandons the setup (the cleanup still runs).
-    let (id, attached) = tokio::select! {
+    let (id, attached, image) = tokio::select! {
         started = start(d, plan, s, leftovers) => started?,
         signal = stop_requested(signals) => return Err(EngineError::Interrupted { signal }),
     };
-    supervise(d, plan, s, &id, attached, signals, io).await
+    let mut outcome = supervise(d, plan, s, &id, attached, signals, io).await?;
+    outcome.image = image;
+    Ok(outcome)
 }
 
 /// Waits for a signal that asks jobdock to stop; the others mean nothing before the job runs.
@@ -138,9 +140,12 @@ async fn start<D: Daemon>(
     plan: &ContainerPlan,
     s: &Settings<'_>,
     leftovers: &mut Leftovers,
-) -> Result<(String, Attached), EngineError> {
+) -> Result<(String, Attached, String), EngineError> {
     let local = pull::ensure_image(d, &plan.image, &s.pull).await?;
     let confirmed = access::check(d, &plan.image, &local, &s.access).await?;
+    let ran = confirmed
+        .as_ref()
+        .map_or_else(|| local.id.clone(), ToString::to_string);
 
     cleanup::sweep_stale(s.state_dir, s.host);
     leftovers.staging = Some(Staging::create(plan, s.state_dir)?);
@@ -208,7 +213,7 @@ async fn start<D: Daemon>(
     if let Err(e) = staged.release() {
         tracing::warn!("staging mounts: {e}");
     }
-    Ok((id, attached))
+    Ok((id, attached, ran))
 }
 
 /// `dir` is the very directory to dockerd (in its mount namespace) that it is to jobdock.
@@ -396,7 +401,11 @@ fn outcome(
             sig.name()
         ));
     }
-    Outcome { code, messages }
+    Outcome {
+        code,
+        messages,
+        image: String::new(),
+    }
 }
 
 /// A daemon call whose failure is reported but changes nothing (the job may have just exited).

@@ -339,7 +339,7 @@ fn shown_range(r: (u16, u16)) -> String {
 /// `CRITICAL`, `ERROR`, `WARNING`, `INFO`, `DEBUG` (the RIS names) -> a tracing level.
 pub fn parse_log_level(s: &Setting) -> Result<tracing::Level, Refusal> {
     parse_level_name(&s.value)
-        .ok_or_else(|| s.refuse("must be CRITICAL, ERROR, WARNING, INFO or DEBUG"))
+        .ok_or_else(|| s.refuse(format!("must be {}", crate::logging::LEVEL_NAMES)))
 }
 
 pub fn parse_level_name(text: &str) -> Option<tracing::Level> {

@@ -896,7 +896,12 @@ fn overrides_refused() {
             &no_ports,
         ),
         ("LSB_DOCKER_PORTS", "8001:80:tcp", "is not PORT", &site()),
-        ("LSB_DOCKER_RUN_LOGLEVEL", "LOUD", "CRITICAL", &site()),
+        (
+            "LSB_DOCKER_RUN_LOGLEVEL",
+            "LOUD",
+            "critical, error, warning",
+            &site(),
+        ),
         (
             "LSB_DOCKER_RUN_RAW_ARGS",
             "perhaps",

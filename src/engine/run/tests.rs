@@ -158,7 +158,8 @@ async fn a_job_runs_in_order_and_leaves_nothing() {
         ran.result.unwrap(),
         Outcome {
             code: 3,
-            messages: vec![]
+            messages: vec![],
+            image: "sha256:0123".into(),
         }
     );
     assert_eq!(
@@ -647,7 +648,8 @@ async fn an_oom_kill_is_explained_with_the_limit() {
         ran.result.unwrap(),
         Outcome {
             code: 137,
-            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()]
+            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()],
+            image: "sha256:0123".into(),
         }
     );
 }
@@ -665,7 +667,8 @@ async fn an_oom_kill_dockerd_logged_after_the_exit_is_explained_too() {
         ran.result.unwrap(),
         Outcome {
             code: 137,
-            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()]
+            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()],
+            image: "sha256:0123".into(),
         }
     );
     // Other ends never ask: the event log is read for an unexplained SIGKILL only.
