@@ -92,6 +92,14 @@ pub fn say(message: &str) {
     eprintln!("{}{message}", prefix());
 }
 
+/// Something the user should see at the default level that is not a warning (a pull starting
+/// and ending): shown unless the level is `error`.
+pub fn notice(message: &str) {
+    if LEVEL.load(Ordering::Relaxed) >= level_rank(Level::WARN) {
+        say(message);
+    }
+}
+
 struct Lines;
 
 impl<S, N> FormatEvent<S, N> for Lines

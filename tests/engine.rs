@@ -909,9 +909,13 @@ fn pulls_follow_the_policy() {
         );
     }
 
-    // `always`: one pull, even though the image is present.
+    // `always`: one pull, even though the image is present. Without a terminal the pull says
+    // when it starts and how it ended, at the default level (issue 18.2).
     let offset = log_size();
-    always.run(REMOTE, &["true"]).output().code(0);
+    let out = always.run(REMOTE, &["true"]).output();
+    out.code(0)
+        .stderr_has(&format!("jobdock: pulling {REMOTE}:latest\n"))
+        .stderr_has(&format!("jobdock: pulled {REMOTE}:latest (sha256:"));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(pulls(offset).len(), 1, "{:?}", manifest_requests(offset));
 }

@@ -198,15 +198,9 @@ async fn pull_with_retries<D: Daemon>(
         let mut shown = Shown::new(image, s.live);
         let mut update = |p: &Progress| shown.update(p);
         let result = tokio::time::timeout_at(deadline, d.pull(image, s.auth, &mut update)).await;
-        shown.finish();
+        shown.finish(matches!(result, Ok(Ok(()))));
         match result {
-            Ok(Ok(())) => {
-                tracing::info!(
-                    "pulled {image} in {:.1}s",
-                    shown.started.elapsed().as_secs_f64()
-                );
-                return Ok(());
-            }
+            Ok(Ok(())) => return Ok(()),
             Err(_) => {
                 return Err(failed(format!(
                     "not done within {}s (engine.pull_timeout_secs)",
@@ -301,23 +295,36 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// What the user sees of a pull: on a terminal a progress bar per layer (bytes of bytes),
-/// otherwise a log line when the pull starts and every `LOG_EVERY`.
+/// What the user sees of a pull, so a long one never looks like a hung job: a line when it
+/// starts and one when it ends (with the digest and the time), at the default level; between
+/// them, on a terminal a bar per layer (bytes of bytes, then "already exists", "extracting" or
+/// "done"), otherwise a summary line every `LOG_EVERY`.
 struct Shown<'a> {
     image: &'a ImageRef,
     live: bool,
     started: Instant,
     last: Instant,
-    /// Per layer: (bytes done, bytes total, finished).
-    layers: BTreeMap<String, (u64, u64, bool)>,
+    layers: BTreeMap<String, Layer>,
+    /// The manifest digest dockerd reports at the end (`Digest: sha256:...`).
+    digest: Option<String>,
     /// The terminal's bars, one per layer (live only).
     bars: BTreeMap<String, indicatif::ProgressBar>,
     multi: Option<indicatif::MultiProgress>,
 }
 
+/// One layer of a pull, as dockerd last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Layer {
+    current: u64,
+    total: u64,
+    finished: bool,
+    /// What is happening to it, as the bar says.
+    doing: &'static str,
+}
+
 impl<'a> Shown<'a> {
     fn new(image: &'a ImageRef, live: bool) -> Self {
-        tracing::info!("pulling {image}");
+        crate::logging::notice(&format!("pulling {image}"));
         let now = Instant::now();
         Shown {
             image,
@@ -325,6 +332,7 @@ impl<'a> Shown<'a> {
             started: now,
             last: now,
             layers: BTreeMap::new(),
+            digest: None,
             bars: BTreeMap::new(),
             multi: live.then(|| {
                 indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
@@ -333,66 +341,61 @@ impl<'a> Shown<'a> {
     }
 
     fn update(&mut self, p: &Progress) {
-        if let Some(layer) = &p.layer {
+        if let Some(digest) = p.status.strip_prefix("Digest: ") {
+            self.digest = Some(digest.trim().to_string());
+        }
+        // "Pulling from <repo>" and digest lines carry an id too, but are not layers.
+        let doing = match p.status.as_str() {
+            "Pulling fs layer" | "Waiting" => "waiting",
+            "Downloading" => "downloading",
+            "Verifying Checksum" | "Download complete" => "downloaded",
+            "Extracting" => "extracting",
+            "Pull complete" => "done",
+            "Already exists" => "already exists",
+            _ => "",
+        };
+        if let Some(layer) = p.layer.as_ref().filter(|_| !doing.is_empty()) {
             let entry = self.layers.entry(layer.clone()).or_default();
-            match p.status.as_str() {
-                "Downloading" => {
-                    entry.0 = p.current.unwrap_or(entry.0);
-                    entry.1 = p.total.unwrap_or(entry.1);
+            entry.doing = doing;
+            match doing {
+                // Extraction reports its own bytes of the same layer: shown, not added.
+                "downloading" | "extracting" => {
+                    entry.current = p.current.unwrap_or(entry.current);
+                    entry.total = p.total.unwrap_or(entry.total);
                 }
-                "Download complete" => entry.0 = entry.1,
-                "Pull complete" | "Already exists" => {
-                    entry.0 = entry.1;
-                    entry.2 = true;
+                "downloaded" => entry.current = entry.total,
+                "done" | "already exists" => {
+                    entry.current = entry.total;
+                    entry.finished = true;
                 }
                 _ => {}
             }
-        }
-        // "Pulling from <repo>" and digest lines carry an id too, but are not layers.
-        let layer_status = [
-            "Pulling fs layer",
-            "Waiting",
-            "Downloading",
-            "Verifying Checksum",
-            "Download complete",
-            "Extracting",
-            "Pull complete",
-            "Already exists",
-        ];
-        if self.live {
-            if let Some(layer) = p
-                .layer
-                .as_ref()
-                .filter(|_| layer_status.contains(&p.status.as_str()))
-            {
+            if self.live {
                 self.draw(layer);
             }
-        } else if self.last.elapsed() >= LOG_EVERY {
+        }
+        if !self.live && self.last.elapsed() >= LOG_EVERY {
             self.last = Instant::now();
-            tracing::info!("pulling {}: {}", self.image, self.summary());
+            crate::logging::notice(&format!("pulling {}: {}", self.image, self.summary()));
         }
     }
 
     fn summary(&self) -> String {
-        let done = self.layers.values().filter(|l| l.2).count();
+        let done = self.layers.values().filter(|l| l.finished).count();
         let (current, total) = self.layers.values().fold((0u64, 0u64), |(c, t), l| {
-            (c.saturating_add(l.0), t.saturating_add(l.1))
+            (c.saturating_add(l.current), t.saturating_add(l.total))
         });
-        // What dockerd reports, shown; a count no ByteSize can hold is shown as bytes.
-        let shown = |n: u64| ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string());
         format!(
             "{done}/{} layers, {} of {}",
             self.layers.len(),
-            shown(current),
-            shown(total)
+            bytes(current),
+            bytes(total)
         )
     }
 
     /// Redraws `layer`'s bar, creating it on the layer's first event.
     fn draw(&mut self, layer: &str) {
-        let (Some(multi), Some(&(current, total, finished))) =
-            (&self.multi, self.layers.get(layer))
-        else {
+        let (Some(multi), Some(l)) = (&self.multi, self.layers.get(layer)) else {
             return;
         };
         let bar = self.bars.entry(layer.to_string()).or_insert_with(|| {
@@ -402,21 +405,53 @@ impl<'a> Shown<'a> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> ");
             let bar = multi.add(indicatif::ProgressBar::new(0).with_style(style));
-            bar.set_prefix(layer.chars().take(12).collect::<String>());
+            let repository = self.image.repository();
+            bar.set_prefix(format!(
+                "{} {}",
+                repository.rsplit('/').next().unwrap_or_default(),
+                layer.chars().take(12).collect::<String>()
+            ));
             bar
         });
-        bar.set_length(total);
-        bar.set_position(current);
-        if finished && !bar.is_finished() {
-            bar.finish_with_message("done");
+        bar.set_length(l.total);
+        bar.set_position(l.current);
+        if l.finished {
+            if !bar.is_finished() {
+                bar.finish_with_message(l.doing);
+            }
+        } else {
+            bar.set_message(l.doing);
         }
     }
 
-    fn finish(&mut self) {
+    /// Closes the bars and says how the pull ended (`ok`: it did).
+    fn finish(&mut self, ok: bool) {
         for bar in self.bars.values() {
             bar.finish();
         }
+        if ok {
+            let (_, total) = self
+                .layers
+                .values()
+                .filter(|l| l.doing != "already exists")
+                .fold((0u64, 0u64), |(c, t), l| (c, t.saturating_add(l.total)));
+            crate::logging::notice(&format!(
+                "pulled {}{} in {:.1}s ({} downloaded)",
+                self.image,
+                self.digest
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                self.started.elapsed().as_secs_f64(),
+                bytes(total)
+            ));
+        }
     }
+}
+
+/// A count of bytes dockerd reported; one no ByteSize can hold is shown as bytes.
+fn bytes(n: u64) -> String {
+    ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string())
 }
 
 #[cfg(test)]
@@ -571,8 +606,24 @@ mod tests {
             (shown.bars["aaaa"].position(), shown.bars["aaaa"].length()),
             (1024, Some(4096))
         );
+        assert_eq!(shown.bars["aaaa"].prefix(), "x aaaa", "the bar names the image");
+        shown.update(&p("aaaa", "Extracting", Some(512), Some(4096)));
+        assert_eq!(shown.bars["aaaa"].message(), "extracting");
+        assert_eq!(shown.bars["aaaa"].position(), 512);
         shown.update(&p("aaaa", "Pull complete", None, None));
         assert!(shown.bars["aaaa"].is_finished() && !shown.bars["bbbb"].is_finished());
         assert_eq!(shown.bars["aaaa"].position(), 4096);
+        assert_eq!(shown.bars["aaaa"].message(), "done");
+        // A layer the node has: said so, not `0 B/0 B done`.
+        shown.update(&p("cccc", "Already exists", None, None));
+        assert!(shown.bars["cccc"].is_finished());
+        assert_eq!(shown.bars["cccc"].message(), "already exists");
+        shown.update(&Progress {
+            layer: None,
+            status: "Digest: sha256:abc".into(),
+            current: None,
+            total: None,
+        });
+        assert_eq!(shown.digest.as_deref(), Some("sha256:abc"));
     }
 }
