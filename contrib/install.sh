@@ -16,6 +16,9 @@
 #   prolog become $SLURM_CONFDIR/jobdock-epilog and jobdock-prolog (root, 0755).
 # - LSF: where LSF_SERVERDIR is set, contrib/lsf/esub.docker becomes $LSF_SERVERDIR/esub.docker.
 #   Each installed script names $PREFIX/bin/jobdock.
+# - The manual page and bash completion, written by the installed jobdock itself (`jobdock man`,
+#   `jobdock completions bash`): $PREFIX/share/man/man1/jobdock.1 and
+#   $PREFIX/share/bash-completion/completions/jobdock.
 # - Then `jobdock check-config` (an invalid config fails the install) and, on the live node,
 #   `jobdock doctor`, whose findings are shown but do not fail the install (a node is often
 #   installed before dockerd is set up); fix what it reports before running jobs.
@@ -78,6 +81,19 @@ else
     say "$destdir$confdir/wrapper.toml installed from wrapper.toml.example: review it; unlike the built-in defaults it allows volumes under /gpfs and /scratch (mounts.allowed_roots), /dev/infiniband/* (devices.paths) and published ports 8000-8999 (ports.range)"
 fi
 "$destdir$jobdock" check-config "$destdir$confdir/wrapper.toml"
+
+# Written by the binary just installed, so the page always matches it. Copy then rename.
+man_dir=$destdir$prefix/share/man/man1
+completion_dir=$destdir$prefix/share/bash-completion/completions
+install -d -o root -g root -m 0755 "$man_dir" "$completion_dir"
+"$destdir$jobdock" man >"$man_dir/jobdock.1.new"
+chmod 0644 "$man_dir/jobdock.1.new"
+mv -f "$man_dir/jobdock.1.new" "$man_dir/jobdock.1"
+say "$man_dir/jobdock.1 (man jobdock)"
+"$destdir$jobdock" completions bash >"$completion_dir/jobdock.new"
+chmod 0644 "$completion_dir/jobdock.new"
+mv -f "$completion_dir/jobdock.new" "$completion_dir/jobdock"
+say "$completion_dir/jobdock (bash completion)"
 
 slurm=
 if [ -d "$destdir$slurm_confdir" ]; then

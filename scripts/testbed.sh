@@ -24,7 +24,7 @@ PUSH_LOG=$TESTBED_LOG_DIR/push.log
 USERS_LOG=$TESTBED_LOG_DIR/users.log
 
 DOCKER_PACKAGES=(docker.io)
-BASE_PACKAGES=(busybox-static docker-registry curl apache2-utils)   # htpasswd: the private registry
+BASE_PACKAGES=(busybox-static docker-registry curl apache2-utils man-db)   # htpasswd: the private registry; man: the page test
 POLICY_RC_D=/usr/sbin/policy-rc.d     # keeps package postinst from starting daemons
 
 # A syslog daemon, as on a site's node: it makes /dev/log, where jobdock sends each job's audit

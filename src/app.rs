@@ -114,6 +114,19 @@ pub fn main(cli: Cli) -> u8 {
         Command::Esub { application, queue } => {
             Ok(esub(&env, &esub::Routing { application, queue }))
         }
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut crate::cli::command(), "jobdock", &mut script);
+            print_all(&script, "the completion script")
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(crate::cli::command())
+                .render(&mut page)
+                .map_err(|e| AppError::Internal(format!("rendering the manual page: {e}")))?;
+            print_all(&page, "the manual page")
+        }
     });
     match result {
         Ok(code) => code,
@@ -121,6 +134,17 @@ pub fn main(cli: Cli) -> u8 {
             logging::say(&e.to_string());
             e.exit_code()
         }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8], what: &str) -> Result<u8, AppError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(AppError::Internal(format!("writing {what}: {e}"))),
     }
 }
 
@@ -271,7 +295,9 @@ fn privileges(command: &Command) -> Result<(), AppError> {
         Command::Plan { .. }
         | Command::CheckConfig { .. }
         | Command::Esub { .. }
-        | Command::Doctor { .. } => {
+        | Command::Doctor { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
             let (rgid, _) = (getgid(), getegid());
             setresgid(rgid, rgid, rgid)
                 .and_then(|()| setresuid(ruid, ruid, ruid))

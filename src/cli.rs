@@ -2,7 +2,20 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// `0.1.0 (v0.1.0-123-gabcdef012345)`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JOBDOCK_COMMIT"), ")");
+
+/// The command line jobdock parses, documents (`--help`, `jobdock man`) and completes: the derive
+/// below, with the variables users may set after the help of `jobdock`, `run` and `plan`.
+pub fn command() -> clap::Command {
+    let variables = crate::overrides::help_text();
+    Cli::command()
+        .after_long_help(variables.clone())
+        .mut_subcommand("run", |c| c.after_long_help(variables.clone()))
+        .mut_subcommand("plan", |c| c.after_long_help(variables))
+}
 
 /// Run HPC batch jobs in hardened Docker containers, as the job's own user.
 ///
@@ -10,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
 /// epilog) or by users inside their jobs. Users adjust the container only through documented
 /// LSB_DOCKER_* variables, each checked against the site policy in /etc/jobdock/wrapper.toml.
 #[derive(Debug, Parser)]
-#[command(name = "jobdock", version, propagate_version = true)]
+#[command(name = "jobdock", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Log verbosity: error, warn, info, debug or trace (also CRITICAL/WARNING as in
     /// LSB_DOCKER_RUN_LOGLEVEL). Default: warn.
@@ -89,6 +102,14 @@ pub enum Command {
         /// The config to check (default: /etc/jobdock/wrapper.toml).
         path: Option<PathBuf>,
     },
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout,
+    /// e.g. `jobdock completions bash > /usr/share/bash-completion/completions/jobdock`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g. `jobdock man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -116,11 +137,30 @@ pub struct JobArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// Issue 18.4: `--help` lists every variable a user may set, and the version names a commit.
+    #[test]
+    fn long_help_lists_every_variable() {
+        for name in [vec![], vec!["run"], vec!["plan"]] {
+            let mut c = command();
+            let mut c = name
+                .iter()
+                .fold(&mut c, |c, n| c.find_subcommand_mut(n).unwrap())
+                .clone();
+            let help = c.render_long_help().to_string();
+            for var in crate::overrides::override_names() {
+                assert!(
+                    help.contains(&format!("LSB_DOCKER_{var} ")),
+                    "{name:?}: no {var}"
+                );
+            }
+        }
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")) && VERSION.ends_with(')'));
     }
 
     #[test]

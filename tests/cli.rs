@@ -470,6 +470,48 @@ fn usage_errors_exit_64_and_help_exits_0() {
     }
 }
 
+/// Issue 18.4: the manual page renders with man(1) without a complaint and documents every
+/// variable; the completion scripts are valid shell; `--version` names the commit.
+#[test]
+fn the_manual_page_completions_and_version_come_from_the_command_line() {
+    let page = Run::new(&["man"]).run();
+    page.code(0);
+    let dir = tempfile::tempdir().unwrap();
+    let roff = dir.path().join("jobdock.1");
+    std::fs::write(&roff, &page.stdout).unwrap();
+    let shown = Run::program(
+        "/usr/bin/man",
+        &["-l", "--warnings", roff.to_str().unwrap()],
+    )
+    .env("MANWIDTH", "100")
+    .run();
+    shown.code(0);
+    assert_eq!(shown.stderr, "", "man warns about the page");
+    for want in [
+        "SUBCOMMANDS",
+        "lsf-starter",
+        "LSB_DOCKER_VOLUMES",
+        "LSB_DOCKER_CGROUP",
+    ] {
+        assert!(shown.stdout.contains(want), "the page lacks {want}");
+    }
+    let bash = Run::new(&["completions", "bash"]).run();
+    bash.code(0);
+    let script = dir.path().join("jobdock.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    Run::program("/bin/bash", &["-n", script.to_str().unwrap()])
+        .run()
+        .code(0);
+    assert!(bash.stdout.contains("lsf-starter") && bash.stdout.contains("--log-level"));
+    let version = Run::new(&["--version"]).run();
+    version.code(0);
+    let text = version.stdout.trim();
+    assert!(
+        text.starts_with("jobdock 0.") && text.ends_with(')') && !text.contains("(unknown)"),
+        "{text}"
+    );
+}
+
 /// `plan --json` names every mount by its host source, with where a checked one is staged; the
 /// create body names the staging mounts (issue 12.10).
 #[test]
@@ -569,6 +611,16 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755), "{hook}");
     }
+    // The manual page and the completion, written by the binary installed (issue 18.4).
+    let page = std::fs::read_to_string(dest.join("opt/jobdock/share/man/man1/jobdock.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") && page.contains("LSB_DOCKER_VOLUMES"),
+        "{page}"
+    );
+    let completion =
+        std::fs::read_to_string(dest.join("opt/jobdock/share/bash-completion/completions/jobdock"))
+            .unwrap();
+    assert!(completion.contains("_jobdock()"), "{completion}");
     for want in [
         "Epilog=/etc/slurm/jobdock-epilog",
         "scontrol reconfigure",

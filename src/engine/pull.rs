@@ -606,7 +606,11 @@ mod tests {
             (shown.bars["aaaa"].position(), shown.bars["aaaa"].length()),
             (1024, Some(4096))
         );
-        assert_eq!(shown.bars["aaaa"].prefix(), "x aaaa", "the bar names the image");
+        assert_eq!(
+            shown.bars["aaaa"].prefix(),
+            "x aaaa",
+            "the bar names the image"
+        );
         shown.update(&p("aaaa", "Extracting", Some(512), Some(4096)));
         assert_eq!(shown.bars["aaaa"].message(), "extracting");
         assert_eq!(shown.bars["aaaa"].position(), 512);

@@ -13,22 +13,75 @@ pub mod paths;
 /// Every override jobdock reads, by suffix. Any other `LSB_DOCKER_*`/`LSF_DOCKER_*` variable is
 /// refused (`check_names`): a misspelt one (`LSB_DOCKER_VOLUME`) would otherwise run the job
 /// without what it asked for. (`LSB_DOCKER_PLACE_HOLDER` is a command word, not a variable.)
-pub const OVERRIDES: &[&str] = &[
-    "VOLUMES",
-    "NETWORK",
-    "IPC",
-    "SHM_SIZE",
-    "ENTRYPOINT",
-    "WORKDIR",
-    "ENV_FILE",
-    "PRESERVE_ENVIRONMENT",
-    "ADD_HOST",
-    "ADD_HOST_FILE",
-    "PORTS",
-    "RUN_LOGLEVEL",
-    "RUN_RAW_ARGS",
-    "CGROUP",
+pub const OVERRIDES: &[(&str, &str)] = &[
+    (
+        "VOLUMES",
+        "bind mounts, SRC[:DST][:ro] separated by spaces, under the site's allowed roots",
+    ),
+    (
+        "NETWORK",
+        "network mode (bridge, host, none: as the site allows)",
+    ),
+    (
+        "IPC",
+        "IPC namespace mode (private, shareable: as the site allows)",
+    ),
+    (
+        "SHM_SIZE",
+        "size of /dev/shm (4g), at most the site's limits.shm_size_max",
+    ),
+    ("ENTRYPOINT", "the program that runs the command (one path)"),
+    ("WORKDIR", "the working directory in the container"),
+    (
+        "ENV_FILE",
+        "files of NAME=value lines for the container's environment",
+    ),
+    (
+        "PRESERVE_ENVIRONMENT",
+        "pass the job's environment into the container (default true)",
+    ),
+    (
+        "ADD_HOST",
+        "/etc/hosts entries HOST:IP, separated by spaces",
+    ),
+    ("ADD_HOST_FILE", "files of HOST:IP lines for /etc/hosts"),
+    (
+        "PORTS",
+        "published ports (8001, 8001:80, 8001-8010/udp) within the site's ports.range",
+    ),
+    (
+        "RUN_LOGLEVEL",
+        "jobdock's verbosity: critical, error, warning, info, debug (prints the plan), trace",
+    ),
+    (
+        "RUN_RAW_ARGS",
+        "true: run the image's own entrypoint, with LSB_DOCKER_PLACE_HOLDER as the command",
+    ),
+    (
+        "CGROUP",
+        "cgroup parent, one of the site's overrides.cgroup_parents",
+    ),
 ];
+
+/// The names of `OVERRIDES`.
+pub fn override_names() -> impl Iterator<Item = &'static str> {
+    OVERRIDES.iter().map(|(name, _)| *name)
+}
+
+/// The variables users may set, for `--help` and the man page: one line each.
+pub fn help_text() -> String {
+    let mut text = String::from(
+        "Variables (LSB_DOCKER_<X>; LSF_DOCKER_<X> is an alias), each checked against the site \
+         policy in /etc/jobdock/wrapper.toml:\n",
+    );
+    for (name, about) in OVERRIDES {
+        text.push_str(&format!("  LSB_DOCKER_{name:<21} {about}\n"));
+    }
+    text.push_str(
+        "Any other LSB_DOCKER_* or LSF_DOCKER_* variable is refused (exit 64), naming the closest.",
+    );
+    text
+}
 
 /// IBM LSF's own docker settings that jobdock does not take: refused with what to do instead.
 const NOT_TAKEN: &[(&str, &str)] = &[
@@ -69,22 +122,23 @@ pub fn check_names(env: &Env) -> Result<(), Refusal> {
         else {
             continue;
         };
-        if OVERRIDES.contains(&suffix) {
+        if override_names().any(|o| o == suffix) {
             continue;
         }
         let prefix = &var[..var.len() - suffix.len()];
         let rule = match NOT_TAKEN.iter().find(|(name, _)| *name == suffix) {
             Some((_, instead)) => format!("jobdock does not take this LSF setting: {instead}"),
             None => {
-                let closest = OVERRIDES
-                    .iter()
+                let closest = override_names()
                     .min_by_key(|o| edit_distance(suffix, o))
                     .filter(|o| edit_distance(suffix, o) <= 3);
                 match closest {
                     Some(o) => format!("no such setting; did you mean {prefix}{o}?"),
                     None => format!(
                         "no such setting; the settings are {prefix}{}",
-                        OVERRIDES.join(&format!(", {prefix}"))
+                        override_names()
+                            .collect::<Vec<_>>()
+                            .join(&format!(", {prefix}"))
                     ),
                 }
             }

@@ -1885,10 +1885,10 @@ mod properties {
         /// source outside the allowed roots, the user's own directories and jobdock's files.
         #[test]
         fn invariants_hold_for_any_overrides(
-            var in prop::sample::select(overrides::OVERRIDES.to_vec()),
+            var in prop::sample::select(overrides::override_names().collect::<Vec<_>>()),
             alias in any::<bool>(),
             value in hostile(),
-            var2 in prop::sample::select(overrides::OVERRIDES.to_vec()),
+            var2 in prop::sample::select(overrides::override_names().collect::<Vec<_>>()),
             value2 in hostile(),
         ) {
             let prefix = if alias { "LSF_DOCKER_" } else { "LSB_DOCKER_" };
