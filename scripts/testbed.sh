@@ -95,6 +95,10 @@ IMAGE_HOSTILE_ENTRYPOINT=jobdock-test/hostile-entrypoint:latest
 IMAGE_HEALTHCHECK=jobdock-test/healthcheck:latest
 HEALTHCHECK_RECIPE='FROM jobdock-test/busybox:latest
 HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD ["/bin/sh", "-c", "id > /tmp/healthcheck-ran"]'
+# An image with a harmless ENTRYPOINT, which jobdock skips unless the user asks for raw mode.
+IMAGE_ENTRYPOINT=jobdock-test/entrypoint:latest
+ENTRYPOINT_RECIPE='FROM jobdock-test/busybox:latest
+ENTRYPOINT ["/bin/echo", "the image entrypoint ran with:"]'
 HOSTILE_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile/escalate.c
 HOSTILE_PACKAGES=(gcc libc6-dev libcap2-bin)
 HOSTILE_LABEL=jobdock.testbed.hostile        # its value: a digest of what the images are made of
@@ -316,6 +320,21 @@ ensure_dockerd() {
 }
 
 # ------------------------------------------------------------------ images --
+ensure_entrypoint_image() {
+  local rebuild=$1 digest dir
+  digest=$(sha256sum <<<"$ENTRYPOINT_RECIPE" | cut -c1-16)
+  if ((rebuild == 0)) && [[ $(dk image inspect -f '{{index .Config.Labels "jobdock.testbed.recipe"}}' "$IMAGE_ENTRYPOINT" 2>/dev/null) == "$digest" ]]; then
+    say "image $IMAGE_ENTRYPOINT present"
+    return 0
+  fi
+  dir=$WORK_DIR/entrypoint
+  rm -rf "$dir"; mkdir -p "$dir"
+  printf '%s\nLABEL jobdock.testbed.recipe=%s\n' "$ENTRYPOINT_RECIPE" "$digest" >"$dir/Dockerfile"
+  DOCKER_BUILDKIT=0 run_logged "$IMAGES_LOG" dk build -q -t "$IMAGE_ENTRYPOINT" "$dir" \
+    || { tail_log "$IMAGES_LOG"; die "building $IMAGE_ENTRYPOINT failed"; }
+  say "image $IMAGE_ENTRYPOINT built"
+}
+
 # ------------------------------------------------------------------ syslog --
 syslog_answers() {
   [[ -S $SYSLOG_SOCKET ]] && logger --socket-errors=on -u "$SYSLOG_SOCKET" -p authpriv.debug "testbed: syslog check" 2>/dev/null
@@ -861,6 +880,7 @@ cmd_up() {
   ensure_images "$rebuild"
   ensure_hostile_images "$rebuild"
   ensure_healthcheck_image "$rebuild"
+  ensure_entrypoint_image "$rebuild"
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users

@@ -412,6 +412,69 @@ fn memory_and_pids_limits_are_in_force() {
     }
 }
 
+/// Issue 18.7: a job without a tmpdir of its own gets a tmpfs of limits.tmp_size as /tmp (the
+/// image's would fill the node's docker disk), where it may build and run programs but no setuid
+/// program or device works; it is held to its size.
+#[test]
+fn a_job_without_a_tmpdir_gets_a_bounded_tmpfs_as_tmp() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "[limits]\ntmp_size = \"8m\"\n");
+    let out = bed
+        .run(
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "grep ' /tmp ' /proc/mounts; stat -c %a /tmp; cp /bin/busybox /tmp/sh && /tmp/sh -c true && echo ran; \
+                 dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>&1 | grep -o 'No space left on device'",
+            ],
+        )
+        .output();
+    out.code(0);
+    let stdout = out.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mount = lines.first().copied().unwrap_or_default();
+    if !(mount.starts_with("tmpfs /tmp tmpfs rw,nosuid,nodev,") && mount.contains("size=8192k")) {
+        out.fail("/tmp is not an 8 MiB tmpfs without setuid and devices");
+    }
+    if lines.get(1) != Some(&"1777") || lines.get(2) != Some(&"ran") {
+        out.fail("/tmp is not world-writable and sticky, or a program there did not run");
+    }
+    if !stdout.contains("No space left on device") {
+        out.fail("16 MiB fit in an 8 MiB /tmp");
+    }
+}
+
+/// Issue 18.7: an image's ENTRYPOINT that jobdock skips is named, with the way to run it
+/// (raw mode), which then runs it with the command.
+#[test]
+fn a_skipped_image_entrypoint_is_named_with_raw_mode() {
+    if !bed_is_up() {
+        return;
+    }
+    let bed = Bed::new("", "");
+    let image = "jobdock-test/entrypoint";
+    let out = bed.run(image, &["echo", "hello"]).output();
+    out.code(0).stderr_has(
+        "jobdock: the image's ENTRYPOINT [\"/bin/echo\", \"the image entrypoint ran with:\"] is not run",
+    );
+    out.stderr_has("LSB_DOCKER_RUN_RAW_ARGS=true");
+    if out.stdout() != "hello\n" {
+        out.fail("the command did not run by itself");
+    }
+    let raw = bed
+        .run(image, &["hello"])
+        .env("LSB_DOCKER_RUN_RAW_ARGS", "true")
+        .output();
+    raw.code(0);
+    if raw.stdout() != "the image entrypoint ran with: hello\n" || raw.stderr.contains("ENTRYPOINT")
+    {
+        raw.fail("raw mode did not run the entrypoint, or still named it");
+    }
+}
+
 #[test]
 fn only_the_planned_mounts_are_visible() {
     if !bed_is_up() {
@@ -498,13 +561,24 @@ fn exit_codes_pass_through() {
         ("success", &["true"], 0, ""),
         ("failure n", &["sh", "-c", "exit 42"], 42, ""),
         ("killed by TERM", &["sh", "-c", "kill -TERM $$"], 143, ""),
-        ("no such command", &["nosuchcommand"], 127, "nosuchcommand"),
-        ("not executable", &["/etc/passwd"], 126, "Permission denied"),
+        // jobdock's explanation, in place of docker-init's `[FATAL tini (7)] exec ...` (18.7).
+        (
+            "no such command",
+            &["nosuchcommand"],
+            127,
+            "jobdock: nosuchcommand: not found in image jobdock-test/busybox:latest (PATH=/usr/local/sbin:",
+        ),
+        (
+            "not executable",
+            &["/etc/passwd"],
+            126,
+            "jobdock: /etc/passwd: not executable in image jobdock-test/busybox:latest",
+        ),
     ];
     for (name, command, code, message) in cases {
         let out = bed.run(IMAGE, command).output();
-        if out.code != Some(code) || !out.stderr.contains(message) {
-            out.fail(&format!("{name}: expected {code} and {message:?}"));
+        if out.code != Some(code) || !out.stderr.contains(message) || out.stderr.contains("tini") {
+            out.fail(&format!("{name}: expected {code} and {message:?}, no tini"));
         }
     }
     assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());

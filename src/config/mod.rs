@@ -178,6 +178,9 @@ pub struct Limits {
     pub pids: i64,
     /// The largest LSB_DOCKER_SHM_SIZE a user may ask for.
     pub shm_size_max: ByteSize,
+    /// The size of the tmpfs that is the container's `/tmp` when the job has no tmpdir of its
+    /// own (its pages count against the job's memory).
+    pub tmp_size: ByteSize,
 }
 
 /// A namespace mode the user may choose (network, IPC), with the default.
@@ -270,6 +273,7 @@ impl Default for SiteConfig {
                 memory: ByteSize::exact(4 * ByteSize::GIB),
                 pids: 8192,
                 shm_size_max: ByteSize::exact(16 * ByteSize::GIB),
+                tmp_size: ByteSize::exact(ByteSize::GIB),
             },
             network: ModeChoice {
                 default: "bridge".into(),
@@ -511,6 +515,7 @@ struct RawLimits {
     memory: Option<ByteSize>,
     pids: Option<i64>,
     shm_size_max: Option<ByteSize>,
+    tmp_size: Option<ByteSize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -783,6 +788,15 @@ impl Raw {
             c.limits.pids = pids;
         }
         c.limits.shm_size_max = self.limits.shm_size_max.unwrap_or(c.limits.shm_size_max);
+        if let Some(tmp) = self.limits.tmp_size {
+            if tmp.bytes() < ByteSize::MIB {
+                bad(
+                    "limits.tmp_size",
+                    format!("{tmp} is too small for a /tmp (at least 1 MiB)"),
+                );
+            }
+            c.limits.tmp_size = tmp;
+        }
 
         validate_modes(
             "network",

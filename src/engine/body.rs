@@ -55,6 +55,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         cpuset_cpus,
         pids_limit,
         shm_size,
+        tmp_tmpfs,
         network,
         ipc,
         ports,
@@ -162,6 +163,9 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         network_mode: Some(network.clone()),
         ipc_mode: Some(ipc.clone()),
         shm_size: shm_size.map(ByteSize::api),
+        tmpfs: Some(crate::plan::tmpfs(*tmp_tmpfs))
+            .filter(|t| !t.is_empty())
+            .map(|t| t.into_iter().collect()),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         extra_hosts: (!extra_hosts.is_empty()).then(|| extra_hosts.clone()),
         cgroup_parent: cgroup_parent.clone(),

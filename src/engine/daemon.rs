@@ -77,6 +77,8 @@ pub(super) struct ContainerState {
     pub error: String,
     /// The host pid of the container's first process (its init) while it runs; 0 otherwise.
     pub pid: u32,
+    /// The container's `PATH` (the image's, as jobdock never sets it); empty when unset.
+    pub path: String,
     /// The container as dockerd made it, for `verify` to compare with the plan.
     pub effective: Effective,
 }
@@ -104,6 +106,8 @@ pub(super) struct Effective {
     pub volumes_from: Vec<String>,
     /// The mounts the container will really get (the inspect's top-level `Mounts`).
     pub mounts: Vec<MountSeen>,
+    /// `HostConfig.Tmpfs`: target and options (not in the top-level `Mounts`).
+    pub tmpfs: BTreeMap<String, String>,
     pub devices: Vec<DeviceSeen>,
     pub device_cgroup_rules: Vec<String>,
     /// Device ids of each device request (GPUs).
@@ -196,6 +200,8 @@ pub(super) struct LocalImage {
     /// `repository@sha256:...` for each registry manifest it was pulled (or pushed) as; empty for
     /// an image built or loaded on the node.
     pub repo_digests: Vec<String>,
+    /// The image's own `ENTRYPOINT` (empty: none).
+    pub entrypoint: Vec<String>,
 }
 
 /// The Engine API calls jobdock makes. `async fn` without `Send` bounds is fine: the engine runs

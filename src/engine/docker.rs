@@ -323,6 +323,7 @@ pub(super) fn effective(hc: HostConfig, seen: Seen) -> Effective {
         binds: hc.binds.unwrap_or_default(),
         volumes_from: hc.volumes_from.unwrap_or_default(),
         mounts: seen.mounts,
+        tmpfs: hc.tmpfs.unwrap_or_default().into_iter().collect(),
         devices: hc
             .devices
             .unwrap_or_default()
@@ -407,6 +408,7 @@ impl Daemon for Docker {
             Ok(info) => Ok(Some(LocalImage {
                 id: info.id.unwrap_or_default(),
                 repo_digests: info.repo_digests.unwrap_or_default(),
+                entrypoint: info.config.and_then(|c| c.entrypoint).unwrap_or_default(),
             })),
             Err(e) => match daemon_error(e) {
                 e if e.kind == ErrorKind::NotFound => Ok(None),
@@ -673,6 +675,13 @@ impl Daemon for Docker {
             .map_err(daemon_error)?;
         let state = info.state.unwrap_or_default();
         let config = info.config.unwrap_or_default();
+        let path = config
+            .env
+            .iter()
+            .flatten()
+            .find_map(|v| v.strip_prefix("PATH="))
+            .unwrap_or_default()
+            .to_string();
         let hc = info.host_config.unwrap_or_default();
         let effective = effective(
             hc,
@@ -702,6 +711,7 @@ impl Daemon for Docker {
             oom_killed: state.oom_killed.unwrap_or(false),
             error: state.error.unwrap_or_default(),
             pid: state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            path,
             effective,
         })
     }

@@ -202,6 +202,7 @@ impl Daemon for FakeDaemon {
         Ok(self.image_present.borrow().then(|| LocalImage {
             id: "sha256:0123".into(),
             repo_digests: self.repo_digests.clone(),
+            entrypoint: Vec::new(),
         }))
     }
 
@@ -345,6 +346,7 @@ impl Daemon for FakeDaemon {
             pid: if running { PID } else { 0 },
             exit_code: self.ended.borrow().unwrap_or(0),
             oom_killed: self.oom_killed,
+            path: "/usr/local/bin:/usr/bin:/bin".into(),
             effective,
             ..Default::default()
         })

@@ -146,6 +146,13 @@ async fn start<D: Daemon>(
     let ran = confirmed
         .as_ref()
         .map_or_else(|| local.id.clone(), ToString::to_string);
+    if plan.entrypoint.is_some() && !local.entrypoint.is_empty() {
+        crate::logging::notice(&format!(
+            "the image's ENTRYPOINT {:?} is not run, jobdock runs the command itself; \
+             LSB_DOCKER_RUN_RAW_ARGS=true runs the image's entrypoint with it",
+            local.entrypoint
+        ));
+    }
 
     cleanup::sweep_stale(s.state_dir, s.host);
     leftovers.staging = Some(Staging::create(plan, s.state_dir)?);
@@ -290,7 +297,14 @@ async fn supervise<D: Daemon>(
 
     let Attached { output, input } = attached;
     let pumping = Arc::new(Pumping::default());
-    let mut pump = tokio::spawn(pump_output(output, stdout, stderr, pumping.clone()));
+    let (status_tx, status_rx) = tokio::sync::oneshot::channel();
+    let mut pump = tokio::spawn(pump_output(
+        output,
+        stdout,
+        stderr,
+        pumping.clone(),
+        status_rx,
+    ));
     let feeder = AbortOnDrop(tokio::spawn(feed_input(stdin, input, !plan.tty)));
 
     let wait = d.wait(id);
@@ -300,6 +314,7 @@ async fn supervise<D: Daemon>(
     let mut killed = false;
     let mut paused = false;
     let mut pump_done = false;
+    let mut exec_failed = None;
     let mut piped_out = false;
     let status = loop {
         tokio::select! {
@@ -308,7 +323,8 @@ async fn supervise<D: Daemon>(
             }
             pumped = &mut pump, if !pump_done => {
                 pump_done = true;
-                joined(pumped).map_err(|e| EngineError::daemon("reading the job's output", e))?;
+                exec_failed = joined(pumped)
+                    .map_err(|e| EngineError::daemon("reading the job's output", e))?;
             }
             Some(sig) = signals.recv() => match sig {
                 Sig::Winch => resize().await,
@@ -344,8 +360,10 @@ async fn supervise<D: Daemon>(
         }
     };
     drop(feeder);
+    // A pump holding what may be docker-init's report of a failed exec needs the status.
+    let _ = status_tx.send(status);
     if !pump_done {
-        drain(&mut pump, &pumping.activity).await;
+        exec_failed = drain(&mut pump, &pumping.activity).await;
     }
     let mut state = match d.inspect(id).await {
         Ok(state) => Some(state),
@@ -370,6 +388,7 @@ async fn supervise<D: Daemon>(
         s.grace,
         status,
         state,
+        exec_failed,
         stopped_by.filter(|_| killed),
     ))
 }
@@ -380,10 +399,32 @@ fn outcome(
     grace: Duration,
     status: i64,
     state: Option<ContainerState>,
+    exec_failed: Option<ExecFailure>,
     killed_after: Option<Sig>,
 ) -> Outcome {
     let code = exit::from_job(status, None);
     let mut messages = Vec::new();
+    if let Some(f) = exec_failed {
+        let path = state
+            .as_ref()
+            .map(|s| s.path.as_str())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("unset");
+        messages.push(if f.reason == "Permission denied" {
+            format!(
+                "{}: not executable in image {} (PATH={path})",
+                f.program, plan.image
+            )
+        } else if f.program.contains('/') {
+            format!("{}: not found in image {}", f.program, plan.image)
+        } else {
+            format!(
+                "{}: not found in image {} (PATH={path}); is it installed there, or elsewhere \
+                 on another PATH (give its full path)?",
+                f.program, plan.image
+            )
+        });
+    }
     if state.is_some_and(|s| s.oom_killed) {
         messages.push(if code == 137 {
             format!("killed: out of memory (limit {})", plan.memory)
@@ -437,17 +478,36 @@ struct Pumping {
 /// filling jobdock's memory. Output nobody can receive any more is discarded, so the job never
 /// blocks. A stream is flushed only when the other one has something to write, which keeps their
 /// order on a shared terminal without waiting for every chunk to be written (BENCHMARKS.md).
+///
+/// When the job's very first output is docker-init's report that it could not exec the command
+/// (`[FATAL tini (7)] exec python3 failed: No such file or directory`), that line is held until
+/// the job's status is known: with 127 or 126 it is replaced by jobdock's own explanation (the
+/// `ExecFailure` returned); otherwise the job printed it itself and it is written as it came.
 async fn pump_output(
     mut output: Output,
     stdout: Box<dyn AsyncWrite + Send + Unpin>,
     stderr: Box<dyn AsyncWrite + Send + Unpin>,
     pumping: Arc<Pumping>,
-) -> Result<(), DaemonError> {
+    status: tokio::sync::oneshot::Receiver<i64>,
+) -> Result<Option<ExecFailure>, DaemonError> {
     let mut stdout = Sink::new("stdout", stdout);
     let mut stderr = Sink::new("stderr", stderr);
+    let mut first = true;
+    let mut held: Option<(bytes::Bytes, ExecFailure)> = None;
     while let Some(chunk) = output.next().await {
         pumping.activity.fetch_add(1, Ordering::Relaxed);
-        match chunk? {
+        let chunk = chunk?;
+        if std::mem::take(&mut first)
+            && let Chunk::Stderr(bytes) = &chunk
+            && let Some(failure) = ExecFailure::parse(bytes)
+        {
+            held = Some((bytes.clone(), failure));
+            continue;
+        }
+        if let Some((bytes, _)) = held.take() {
+            stderr.write(&bytes, &pumping).await;
+        }
+        match chunk {
             Chunk::Stdout(bytes) => {
                 stderr.flush(&pumping).await;
                 stdout.write(&bytes, &pumping).await;
@@ -459,9 +519,41 @@ async fn pump_output(
         }
         pumping.activity.fetch_add(1, Ordering::Relaxed);
     }
+    let mut explained = None;
+    if let Some((bytes, failure)) = held {
+        match status.await {
+            Ok(126 | 127) => explained = Some(failure),
+            _ => stderr.write(&bytes, &pumping).await,
+        }
+    }
     stdout.flush(&pumping).await;
     stderr.flush(&pumping).await;
-    Ok(())
+    Ok(explained)
+}
+
+/// docker-init (tini) could not exec the job's command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ExecFailure {
+    pub program: String,
+    /// strerror's text: `No such file or directory`, `Permission denied`, ...
+    pub reason: String,
+}
+
+impl ExecFailure {
+    /// `[FATAL tini (N)] exec PROGRAM failed: REASON\n`, as one chunk and nothing else.
+    fn parse(bytes: &[u8]) -> Option<ExecFailure> {
+        let line = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let rest = line.strip_prefix("[FATAL tini (")?;
+        let (pid, rest) = rest.split_once(")] exec ")?;
+        let (program, reason) = rest.rsplit_once(" failed: ")?;
+        let plain = |s: &str| !s.is_empty() && !s.contains(['\n', '\r']);
+        (pid.bytes().all(|b| b.is_ascii_digit()) && plain(program) && plain(reason)).then(|| {
+            ExecFailure {
+                program: program.to_string(),
+                reason: reason.to_string(),
+            }
+        })
+    }
 }
 
 /// One of jobdock's output streams; after a write error it discards.
@@ -524,16 +616,18 @@ async fn feed_input(mut stdin: mpsc::Receiver<Vec<u8>>, mut input: Input, close:
     }
 }
 
+type Pumped = Result<Option<ExecFailure>, DaemonError>;
+
 /// Waits for the rest of the output of a job that exited, as long as it keeps coming.
-async fn drain(pump: &mut JoinHandle<Result<(), DaemonError>>, activity: &AtomicU64) {
+async fn drain(pump: &mut JoinHandle<Pumped>, activity: &AtomicU64) -> Option<ExecFailure> {
     loop {
         let before = activity.load(Ordering::Relaxed);
         match tokio::time::timeout(DRAIN_IDLE, &mut *pump).await {
             Ok(pumped) => {
-                if let Err(e) = joined(pumped) {
+                return joined(pumped).unwrap_or_else(|e| {
                     tracing::warn!("the job's output after it exited: {e}");
-                }
-                return;
+                    None
+                });
             }
             Err(_) if activity.load(Ordering::Relaxed) == before => {
                 pump.abort();
@@ -541,16 +635,14 @@ async fn drain(pump: &mut JoinHandle<Result<(), DaemonError>>, activity: &Atomic
                     "the job's output did not end within {}s of its exit; the rest is lost",
                     DRAIN_IDLE.as_secs()
                 );
-                return;
+                return None;
             }
             Err(_) => {}
         }
     }
 }
 
-fn joined(
-    pumped: Result<Result<(), DaemonError>, tokio::task::JoinError>,
-) -> Result<(), DaemonError> {
+fn joined(pumped: Result<Pumped, tokio::task::JoinError>) -> Pumped {
     pumped.unwrap_or_else(|e| Err(DaemonError::new(ErrorKind::Other, e.to_string())))
 }
 

@@ -27,9 +27,11 @@ pub const MAX_USER_FILES: usize = 16;
 pub const MAX_ENV_BYTES: usize = 256 * 1024;
 
 /// The container's environment. Env files are read through `probe` (as the user);
-/// `tmp_inside_tmp` is the job's tmpdir when the container shows it only as `/tmp`.
+/// `tmp_inside_tmp` is the job's tmpdir when the container shows it only as `/tmp`; `image`
+/// goes in front of the user's prompt (`PS1`).
 pub(super) fn environment(
     env: &Env,
+    image: &crate::image::ImageRef,
     config: &SiteConfig,
     ctx: &JobContext,
     who: &Identity,
@@ -72,6 +74,10 @@ pub(super) fn environment(
                 *v = "/tmp".into();
             }
         }
+    }
+    // A prompt that says where the user is: a shell in the container looks like the node's.
+    if let Some(ps1) = container_env.get_mut("PS1") {
+        *ps1 = format!("({image}) {ps1}");
     }
     container_env.insert("HOME".into(), who.home.display().to_string());
     container_env.insert("USER".into(), who.name.clone());

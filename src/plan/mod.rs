@@ -190,6 +190,9 @@ pub struct ContainerPlan {
     pub pids_limit: i64,
     /// `/dev/shm`'s size (`LSB_DOCKER_SHM_SIZE`); `None`: dockerd's 64 MiB.
     pub shm_size: Option<ByteSize>,
+    /// A tmpfs of this size is the container's `/tmp` (`limits.tmp_size`), for a job without a
+    /// tmpdir of its own; see `tmpfs`.
+    pub tmp_tmpfs: Option<ByteSize>,
     /// The network mode (`network.allowed`).
     pub network: String,
     /// The IPC mode (`ipc.allowed`).
@@ -263,6 +266,7 @@ pub fn build(
         mounts,
         working_dir,
         tmp_inside_tmp,
+        tmp_tmpfs,
     } = mounts::mounts(
         config,
         ctx,
@@ -273,8 +277,15 @@ pub fn build(
         probe,
         &mut notes,
     )?;
-    let container_env =
-        environment::environment(env, config, ctx, who, tmp_inside_tmp.as_deref(), probe)?;
+    let container_env = environment::environment(
+        env,
+        &image,
+        config,
+        ctx,
+        who,
+        tmp_inside_tmp.as_deref(),
+        probe,
+    )?;
     let Network {
         network,
         ipc,
@@ -331,6 +342,7 @@ pub fn build(
         cpuset_cpus,
         pids_limit,
         shm_size,
+        tmp_tmpfs,
         network,
         ipc,
         ports,
@@ -342,6 +354,21 @@ pub fn build(
         notes,
         pins,
     })
+}
+
+/// The container's tmpfs mounts (HostConfig.Tmpfs, which unlike a tmpfs in Mounts may allow
+/// exec: jobs build and run programs in /tmp), by target: a world-writable sticky `/tmp` of
+/// `tmp_tmpfs`'s size, without setuid programs or devices.
+pub fn tmpfs(tmp_tmpfs: Option<ByteSize>) -> BTreeMap<String, String> {
+    tmp_tmpfs
+        .map(|size| {
+            (
+                "/tmp".to_string(),
+                format!("rw,exec,nosuid,nodev,size={},mode=1777", size.bytes()),
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// `no-new-privileges` always, and the site's SELinux labels.

@@ -11,6 +11,7 @@ use crate::job::{Env, JobContext};
 use crate::overrides::paths::{self, Strictness};
 use crate::overrides::{self, Refusal, Setting};
 use crate::probe::{HostProbe, Kind, ProbeError, Resolved};
+use crate::units::ByteSize;
 
 use super::{MountPlan, PlanError, SCRIPT_TARGET, Staging};
 
@@ -24,6 +25,9 @@ pub struct Mounts {
     /// The job's tmpdir when it lies under `/tmp`: it is the container's `/tmp` only, and values
     /// naming it are rewritten to `/tmp` (see `environment`).
     pub tmp_inside_tmp: Option<PathBuf>,
+    /// A job without a tmpdir of its own gets a tmpfs of this size (`limits.tmp_size`) as its
+    /// `/tmp`, not the image's, which would fill the node's docker disk without bound.
+    pub tmp_tmpfs: Option<ByteSize>,
 }
 
 /// Every mount of the job, resolved through `probe` (as the user). What is left out, and why,
@@ -242,10 +246,13 @@ pub(super) fn mounts(
         None => work_dir,
     };
 
+    let tmp_tmpfs =
+        (!mounts.iter().any(|m| m.target == Path::new("/tmp"))).then_some(config.limits.tmp_size);
     Ok(Mounts {
         mounts,
         working_dir,
         tmp_inside_tmp,
+        tmp_tmpfs,
     })
 }
 

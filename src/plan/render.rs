@@ -53,6 +53,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         cpuset_cpus,
         pids_limit,
         shm_size,
+        tmp_tmpfs,
         network,
         ipc,
         ports,
@@ -225,6 +226,12 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         line(
             vec!["--shm-size".into(), s.bytes().to_string()],
             "LSB_DOCKER_SHM_SIZE",
+        );
+    }
+    for (target, options) in super::tmpfs(*tmp_tmpfs) {
+        line(
+            vec!["--tmpfs".into(), format!("{target}:{options}")],
+            "the job has no tmpdir of its own: /tmp is a tmpfs of limits.tmp_size",
         );
     }
     for PortPlan {

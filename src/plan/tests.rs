@@ -1608,6 +1608,12 @@ fn adversarial_inputs_are_refused_or_neutralized() {
         ),
         ("TMPDIR", "/etc", Neutral(|p| p.env["TMPDIR"] == "/tmp")),
         ("LOGNAME", "root", Neutral(|p| p.env["LOGNAME"] == "alice")),
+        // The prompt says the shell is in a container (issue 18.7).
+        (
+            "PS1",
+            "\\u@\\h:\\w\\$ ",
+            Neutral(|p| p.env["PS1"] == format!("({}) \\u@\\h:\\w\\$ ", p.image)),
+        ),
         ("CR", "a\rb", Neutral(|p| !p.env.contains_key("CR"))),
         ("1BAD", "x", Neutral(|p| !p.env.contains_key("1BAD"))),
         ("A-B", "x", Neutral(|p| !p.env.contains_key("A-B"))),
@@ -2155,7 +2161,15 @@ fn a_private_tmp_of_the_jobs_user_is_the_containers_tmp() {
         ),
         ("none", host()),
     ] {
-        let (mounts, _) = tmp_mounts(&probe);
+        let (mounts, p) = tmp_mounts(&probe);
         assert_eq!(mounts, [], "{name}");
+        // Without a tmpdir of its own, the job's /tmp is a tmpfs of limits.tmp_size (18.7).
+        assert_eq!(p.tmp_tmpfs, Some(site().limits.tmp_size), "{name}");
+        assert_eq!(
+            crate::plan::tmpfs(p.tmp_tmpfs)["/tmp"],
+            "rw,exec,nosuid,nodev,size=1073741824,mode=1777"
+        );
     }
+    let (_, p) = tmp_mounts(&host().dir_owned_by("/tmp", 2001));
+    assert_eq!(p.tmp_tmpfs, None, "the job's own /tmp is mounted there");
 }

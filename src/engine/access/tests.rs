@@ -29,6 +29,7 @@ fn private_image(d: &mut FakeDaemon) -> (ImageRef, LocalImage) {
     let local = LocalImage {
         id: "sha256:0123".into(),
         repo_digests: d.repo_digests.clone(),
+        ..LocalImage::default()
     };
     (image, local)
 }
@@ -65,6 +66,7 @@ async fn an_image_from_no_registry_needs_no_check() {
     let local = LocalImage {
         id: "sha256:0123".into(),
         repo_digests: Vec::new(),
+        ..LocalImage::default()
     };
     let got = check_as(
         &d,
@@ -246,6 +248,7 @@ async fn the_registry_must_confirm_the_local_digest_itself() {
             format!("mirror.example/lab/secret@{OTHER}"),
             format!("reg.example:5001/lab/secret@{DIGEST}"),
         ],
+        ..LocalImage::default()
     };
     d.registry.insert("", Ok(()));
     let got = check_as(

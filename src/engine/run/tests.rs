@@ -682,6 +682,61 @@ async fn an_oom_kill_dockerd_logged_after_the_exit_is_explained_too() {
     }
 }
 
+/// Issue 18.7: a command the image lacks is explained by jobdock, in place of docker-init's
+/// `[FATAL tini (7)] exec ...`; the same words printed by a job that ran are its own output.
+#[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
+async fn a_command_missing_from_the_image_is_explained_by_jobdock() {
+    let bed = Bed::new();
+    let p = plan(&bed.state(), &["python3"]);
+    let tini = "[FATAL tini (7)] exec python3 failed: No such file or directory\n";
+    let cases = [
+        (
+            127,
+            tini,
+            vec![
+                "python3: not found in image jobdock-test/busybox:latest (PATH=/usr/local/bin:/usr/bin:/bin); is it installed there, or elsewhere on another PATH (give its full path)?",
+            ],
+            "",
+        ),
+        (
+            126,
+            "[FATAL tini (8)] exec /data/run.sh failed: Permission denied\n",
+            vec![
+                "/data/run.sh: not executable in image jobdock-test/busybox:latest (PATH=/usr/local/bin:/usr/bin:/bin)",
+            ],
+            "",
+        ),
+        // A job that ran and printed the words: they are its output, and nothing is explained.
+        (0, tini, vec![], tini),
+        (
+            127,
+            "python3: command not found\n",
+            vec![],
+            "python3: command not found\n",
+        ),
+    ];
+    for (exit, first, messages, stderr) in cases {
+        let mut d = FakeDaemon::default();
+        d.output = vec![chunk_err(first)];
+        d.exit = Some(exit);
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        let outcome = ran.result.unwrap();
+        assert_eq!(outcome.messages, messages, "exit {exit}, {first:?}");
+        assert_eq!(ran.stderr, stderr.as_bytes(), "exit {exit}, {first:?}");
+    }
+    // Held only as the first output: later, it is written where it came.
+    let mut d = FakeDaemon::default();
+    d.output = vec![chunk_out("hi\n"), chunk_err(tini)];
+    d.exit = Some(127);
+    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+    assert_eq!(ran.result.unwrap().messages, Vec::<String>::new());
+    assert_eq!(
+        (ran.stdout.as_slice(), ran.stderr.as_slice()),
+        (&b"hi\n"[..], tini.as_bytes())
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn pull_policies() {
@@ -815,9 +870,16 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
         chunk_err("6 err\n"),
     ];
     let output: Output = Box::pin(futures_util::stream::iter(chunks.map(Ok)));
-    pump_output(output, writer(), writer(), Arc::new(Pumping::default()))
-        .await
-        .unwrap();
+    let (_status_tx, status) = tokio::sync::oneshot::channel();
+    pump_output(
+        output,
+        writer(),
+        writer(),
+        Arc::new(Pumping::default()),
+        status,
+    )
+    .await
+    .unwrap();
     let got = String::from_utf8(log.lock().unwrap().clone()).unwrap();
     assert_eq!(got, "1 out\n2 out\n3 err\n4 out\n5 err\n6 err\n");
 }

@@ -223,6 +223,8 @@ pub(crate) fn compare(plan: &ContainerPlan, e: &Effective) -> Vec<String> {
     let restart_ok =
         e.restart_policy == restart || (restart == "no" && e.restart_policy.is_empty());
     same("RestartPolicy", &e.restart_policy, &restart, restart_ok);
+    let tmpfs = crate::plan::tmpfs(plan.tmp_tmpfs);
+    same("Tmpfs", &e.tmpfs, &tmpfs, e.tmpfs == tmpfs);
     out.extend(compare_mounts(&plan.mounts, &e.mounts));
     out
 }

@@ -324,6 +324,13 @@ fn every_change_to_the_stored_container_is_found() {
             }),
         ),
         (
+            "Tmpfs is",
+            t(|e| {
+                e.tmpfs
+                    .insert("/tmp".into(), "rw,exec,size=1073741824,mode=1777".into());
+            }),
+        ),
+        (
             "of type \"tmpfs\"",
             t(|e| {
                 e.mounts.push(MountSeen {
