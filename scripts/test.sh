@@ -12,6 +12,11 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/testbed.sh up
+# The SPANK plugin, which the Slurm test bed installs: the release build sites install, and the
+# test build whose --jobdock-test-panic proves a panic never takes slurmstepd down.
+echo "== cargo build --release -p jobdock-spank (and its test-hooks build)"
+cargo build --release --quiet -p jobdock-spank
+cargo build --release --quiet -p jobdock-spank --features test-hooks --target-dir target/spank-test-hooks
 bash scripts/slurm-testbed.sh up
 
 echo "== cargo fmt --check"
