@@ -1,4 +1,4 @@
-//! What a task becomes: untouched, or `jobdock run --image IMAGE [--script FILE] -- argv` with the
+//! What a task becomes: untouched, or `jobdock run --image=IMAGE [--script=FILE] -- argv` with the
 //! options as jobdock's overrides in its environment. Pure: the step, argv and environment come
 //! in as slurmstepd gave them; nothing here decides what a value may mean.
 
@@ -60,15 +60,17 @@ pub(crate) fn command(
     let Some((first, rest)) = argv.split_first() else {
         return Err("the task has no command".into());
     };
-    let mut out: Vec<Vec<u8>> = ["jobdock", "run", "--image", image]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect();
+    // `--image=VALUE` in one word: a value that starts with `-` stays a value (which jobdock
+    // then refuses as no image), never a flag.
+    let mut out: Vec<Vec<u8>> = vec![
+        b"jobdock".to_vec(),
+        b"run".to_vec(),
+        format!("--image={image}").into_bytes(),
+    ];
     if batch {
         // The batch script is a file in slurmd's spool, which the container does not see:
         // jobdock reads it as the user and stages it.
-        out.push(b"--script".to_vec());
-        out.push(first.clone());
+        out.push([b"--script=".as_slice(), first].concat());
         out.push(b"--".to_vec());
     } else {
         out.push(b"--".to_vec());
@@ -206,8 +208,7 @@ mod tests {
             [
                 "jobdock",
                 "run",
-                "--image",
-                "busybox",
+                "--image=busybox",
                 "--",
                 "sh",
                 "-c",
@@ -244,10 +245,8 @@ mod tests {
             [
                 "jobdock",
                 "run",
-                "--image",
-                "busybox",
-                "--script",
-                "/var/spool/slurmd/job00042/slurm_script",
+                "--image=busybox",
+                "--script=/var/spool/slurmd/job00042/slurm_script",
                 "--",
                 "arg"
             ]
@@ -278,7 +277,15 @@ mod tests {
         let exec = command(&default, &Values::default(), 0, &argv, &[])
             .unwrap()
             .unwrap();
-        assert_eq!(text(&exec.argv)[3], "site/base");
+        assert_eq!(text(&exec.argv)[2], "--image=site/base");
+        // A value that looks like a flag stays one word: jobdock refuses it as an image.
+        let mut flag = Values::default();
+        set(&mut flag, Opt::Image, Some("--config=/tmp/x")).unwrap();
+        let exec = command(&site(), &flag, 0, &argv, &[]).unwrap().unwrap();
+        assert_eq!(
+            text(&exec.argv)[2..],
+            ["--image=--config=/tmp/x", "--", "id"]
+        );
         assert!(exec.env.is_empty());
         assert_eq!(
             command(&default, &Values::default(), EXTERN_STEP, &argv, &[]),
