@@ -1018,3 +1018,21 @@ fn the_plugin_is_refused_by_another_slurm_version_and_then_nothing_runs() {
         .stderr_has("Plug-in initialization failed");
     assert!(!out.stdout.contains("ran"), "{}", out.report);
 }
+
+/// An option's value from the environment, as Slurm defines it for SPANK options
+/// (`SLURM_SPANK__SLURM_SPANK_OPTION_<plugin>_<option>`), is the option.
+#[test]
+fn container_image_from_the_environment_as_slurm_defines_it() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&["-n1", "sh", "-c", "grep :memory: /proc/self/cgroup"])
+        .env(
+            "SLURM_SPANK__SLURM_SPANK_OPTION_jobdock_container_image",
+            IMAGE,
+        )
+        .run();
+    out.ok();
+    let container = out.stdout.trim().split("/step_0/").nth(1).unwrap_or("");
+    assert_eq!(container.len(), 64, "not in a container{}", out.report);
+}

@@ -15,3 +15,8 @@ mod task;
 /// The exported symbols (public so that they are the shared object's interface).
 #[cfg(not(test))]
 pub mod ffi;
+
+// Every hook catches panics at the C boundary; with panic=abort a panic would take srun or
+// slurmstepd down with it instead.
+#[cfg(panic = "abort")]
+compile_error!("jobdock-spank must be built with panic=unwind: its hooks catch panics");

@@ -194,6 +194,7 @@ mod tests {
         set(&mut v, Opt::Image, Some("busybox")).unwrap();
         set(&mut v, Opt::Mounts, Some("/s/a:/a:ro,/s/b")).unwrap();
         set(&mut v, Opt::NoMountHome, None).unwrap();
+        set(&mut v, Opt::Entrypoint, None).unwrap();
         let argv = bytes(&["sh", "-c", "echo $HOME; id"]);
         let env = bytes(&[
             "SLURM_JOB_ID=5",
@@ -221,8 +222,9 @@ mod tests {
                 "SLURM_JOB_ID=5",
                 "LSB_DOCKER_NETWORK=none",
                 "LSB_DOCKER_VOLUMES=/s/a:/a:ro /s/b",
+                "LSB_DOCKER_RUN_RAW_ARGS=true",
                 "LSB_DOCKER_MOUNT_HOME=false",
-                "JOBDOCK_SPANK_OPTIONS=VOLUMES MOUNT_HOME",
+                "JOBDOCK_SPANK_OPTIONS=VOLUMES RUN_RAW_ARGS MOUNT_HOME",
             ]
         );
     }
