@@ -1036,3 +1036,51 @@ fn container_image_from_the_environment_as_slurm_defines_it() {
     let container = out.stdout.trim().split("/step_0/").nth(1).unwrap_or("");
     assert_eq!(container.len(), 64, "not in a container{}", out.report);
 }
+
+/// contrib/install.sh installs the built plugin (it builds nothing) where the plugstack line it
+/// prints names it, under the PREFIX, root's and not writable by anyone else; a SPANK_PLUGIN that
+/// is not there fails the install. Staged under DESTDIR: the node's own files are not touched.
+#[test]
+fn install_sh_installs_the_built_plugin_where_the_plugstack_line_names_it() {
+    use std::os::unix::fs::MetadataExt;
+    if !require(
+        "root (install.sh installs setuid root)",
+        nix::unistd::geteuid().is_root(),
+    ) {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
+    let root = util::trusted_tempdir();
+    std::fs::create_dir_all(root.path().join("etc/slurm")).unwrap();
+    // Any file stands for the build: install.sh copies it as it is.
+    let built = root.path().join("libjobdock_spank.so");
+    std::fs::write(&built, b"\x7fELF a plugin").unwrap();
+    let install = |plugin: &Path| {
+        Run::program(script, &[util::BIN])
+            .env("DESTDIR", &root.path().display().to_string())
+            .env("PREFIX", "/opt/jobdock")
+            .env("SPANK_PLUGIN", &plugin.display().to_string())
+            .run()
+    };
+    let out = install(&built);
+    out.ok().stdout_has(
+        "required /opt/jobdock/lib/jobdock/jobdock_spank.so jobdock=/opt/jobdock/bin/jobdock enforce=0 sbatch=1",
+    );
+    let so = root.path().join("opt/jobdock/lib/jobdock/jobdock_spank.so");
+    assert_eq!(
+        std::fs::read(&so).unwrap(),
+        b"\x7fELF a plugin",
+        "{}",
+        out.report
+    );
+    let meta = std::fs::metadata(&so).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o644)
+    );
+    let dir = std::fs::metadata(so.parent().unwrap()).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o755));
+    install(&root.path().join("missing.so"))
+        .code(1)
+        .stderr_has("missing.so: no such file");
+}
