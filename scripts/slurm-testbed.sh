@@ -852,6 +852,7 @@ summary() {
   say "slurm:    $(slurm_version); cluster $SLURM_CLUSTER; munged ${munged:-DOWN}, slurmctld ${ctld:-DOWN}, slurmd ${slurmd:-DOWN}"
   say "node:     $(sinfo -h -N -n "$NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
   say "config:   $SLURM_CONF_PATH $CGROUP_CONF; logs $SLURMCTLD_LOG $SLURMD_LOG $MUNGED_LOG"
+  say "spank:    $SPANK_PLUGSTACK: $(grep -c '^required ' "$SPANK_PLUGSTACK" 2>/dev/null || true) plugins ($SPANK_SO, $SPANK_TEST_SO)"
   ctld=$(daemon_pid "$TMPFS_SLURMCTLD_PIDFILE" slurmctld tmpfs)
   slurmd=$(daemon_pid "$TMPFS_SLURMD_PIDFILE" slurmd tmpfs)
   say "tmpfs:    cluster $TMPFS_CLUSTER (SLURM_CONF=$TMPFS_CONF_PATH); slurmctld ${ctld:-DOWN} (port $TMPFS_SLURMCTLD_PORT), slurmd ${slurmd:-DOWN} (port $TMPFS_SLURMD_PORT)"
