@@ -13,7 +13,11 @@
 #   if there is none: an existing site config is never overwritten. jobdock reads no other
 #   config, so the directory cannot be moved (CONFDIR other than /etc/jobdock is refused).
 # - Slurm: where $SLURM_CONFDIR (default /etc/slurm) is a directory, contrib/slurm/epilog and
-#   prolog become $SLURM_CONFDIR/jobdock-epilog and jobdock-prolog (root, 0755).
+#   prolog become $SLURM_CONFDIR/jobdock-epilog and jobdock-prolog (root, 0755), and the SPANK
+#   plugin, built beforehand (`cargo build --release -p jobdock-spank`; SPANK_PLUGIN names another
+#   build), becomes $PREFIX/lib/jobdock/jobdock_spank.so (root, 0644), the path
+#   contrib/slurm/plugstack.conf names. The plugstack line itself is the site's to add (printed
+#   below): it is `required`, and takes effect on the next srun.
 # - LSF: where LSF_SERVERDIR is set, contrib/lsf/esub.docker becomes $LSF_SERVERDIR/esub.docker.
 #   Each installed script names $PREFIX/bin/jobdock.
 # - The manual page and bash completion, written by the installed jobdock itself (`jobdock man`,
@@ -38,6 +42,7 @@ destdir=${DESTDIR:-}
 confdir=/etc/jobdock
 slurm_confdir=${SLURM_CONFDIR:-/etc/slurm}
 lsf_serverdir=${LSF_SERVERDIR:-}
+spank_plugin=${SPANK_PLUGIN:-$here/target/release/libjobdock_spank.so}
 
 [ "$(id -u)" -eq 0 ] || die "run as root"
 [ "${CONFDIR:-$confdir}" = "$confdir" ] ||
@@ -56,6 +61,7 @@ if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
 fi
 
 jobdock=$prefix/bin/jobdock
+spank_so=$prefix/lib/jobdock/jobdock_spank.so
 
 # Copies contrib file $1 to $2 (mode 0755), naming the installed jobdock instead of
 # /usr/local/bin/jobdock; copy then rename, so a hook never runs a half-written file.
@@ -96,10 +102,23 @@ mv -f "$completion_dir/jobdock.new" "$completion_dir/jobdock"
 say "$completion_dir/jobdock (bash completion)"
 
 slurm=
+spank=
 if [ -d "$destdir$slurm_confdir" ]; then
     slurm=yes
     install_script "$here/contrib/slurm/epilog" "$destdir$slurm_confdir/jobdock-epilog"
     install_script "$here/contrib/slurm/prolog" "$destdir$slurm_confdir/jobdock-prolog"
+    if [ -f "$spank_plugin" ]; then
+        install -d -o root -g root -m 0755 "$destdir${spank_so%/*}"
+        # Copy then rename: a running srun or slurmstepd keeps the plugin it loaded.
+        install -o root -g root -m 0644 "$spank_plugin" "$destdir$spank_so.new"
+        mv -f "$destdir$spank_so.new" "$destdir$spank_so"
+        say "$destdir$spank_so (SPANK plugin) from $spank_plugin"
+        spank=yes
+    elif [ -n "${SPANK_PLUGIN:-}" ]; then
+        die "SPANK_PLUGIN=$SPANK_PLUGIN: no such file"
+    else
+        say "no SPANK plugin at $spank_plugin (cargo build --release -p jobdock-spank): srun --container-image not installed"
+    fi
 else
     say "no $destdir$slurm_confdir: not a Slurm node, no epilog installed (SLURM_CONFDIR names another)"
 fi
@@ -120,6 +139,14 @@ if [ -n "$slurm" ]; then
   need slurmctld and every slurmd restarted instead (\`systemctl restart slurmctld\`, then
   \`systemctl restart slurmd\` on each node).
 EOF
+    if [ -n "$spank" ]; then
+        cat <<EOF
+- srun/sbatch --container-image (contrib/slurm/plugstack.conf): on every node and submit host,
+  in plugstack.conf (Debian: $slurm_confdir/plugstack.conf.d/jobdock.conf), the line
+      required $spank_so jobdock=$jobdock enforce=0 sbatch=1
+  then restart slurmd on each node; srun and sbatch read it on their next call.
+EOF
+    fi
 fi
 if [ -n "$lsf_serverdir" ] || [ -z "$slurm" ]; then
     cat <<EOF

@@ -77,6 +77,20 @@ SLURM_WAIT=${SLURM_TESTBED_WAIT:-60}       # seconds for daemons / node to come 
 SLURM_EPILOG=${SLURM_EPILOG:-$REPO_ROOT/contrib/slurm/epilog}
 export -n SLURM_EPILOG
 
+# jobdock's SPANK plugin on the main cluster (srun/sbatch --container-image): the release build
+# where contrib/install.sh puts it, under the plugstack line contrib/slurm/plugstack.conf ships,
+# in a plugstack.conf.d file of its own (Debian's plugstack.conf includes them; the other
+# clusters' slurm.conf live elsewhere and read no plugstack). Next to it the test build
+# (--features test-hooks: plugin_name jobdock_test, only the option --jobdock-test-panic=HOOK).
+# scripts/test.sh builds both first; `up` builds whichever is missing.
+SPANK_BUILD=$REPO_ROOT/target/release/libjobdock_spank.so
+SPANK_TEST_TARGET=$REPO_ROOT/target/spank-test-hooks
+SPANK_TEST_BUILD=$SPANK_TEST_TARGET/release/libjobdock_spank.so
+SPANK_SO=/usr/local/lib/jobdock/jobdock_spank.so
+SPANK_TEST_SO=/usr/local/lib/jobdock-test/jobdock_spank_test.so
+SPANK_PLUGSTACK=$SLURM_CONF_DIR/plugstack.conf.d/jobdock.conf
+SPANK_LOG=$LOG_DIR/slurm-spank-build.log
+
 # The job_container/tmpfs cluster. JobContainerType (and the PrologFlags=Contain
 # it goes with) is cluster-wide in slurm.conf, and Slurm 22.05's tmpfs plugin
 # fails to load on a node that job_container.conf has no BasePath for (later
@@ -457,6 +471,40 @@ ensure_config() {
   fi
 }
 
+# ensure_spank: the plugins and the plugstack line of the main cluster; a change restarts its
+# daemons (slurmd reads its plugin stack when it starts).
+ensure_spank() {
+  local changed=() line
+  make_work_dir
+  if [[ ! -f $SPANK_BUILD ]]; then
+    say "building the SPANK plugin (log: $SPANK_LOG)"
+    run_logged "$SPANK_LOG" cargo build --release --quiet -p jobdock-spank --manifest-path "$REPO_ROOT/Cargo.toml" 8>&-
+  fi
+  if [[ ! -f $SPANK_TEST_BUILD ]]; then
+    say "building the SPANK plugin's test build (log: $SPANK_LOG)"
+    run_logged "$SPANK_LOG" cargo build --release --quiet -p jobdock-spank --features test-hooks \
+      --target-dir "$SPANK_TEST_TARGET" --manifest-path "$REPO_ROOT/Cargo.toml" 8>&-
+  fi
+  install -d -m 0755 "${SPANK_SO%/*}" "${SPANK_TEST_SO%/*}" "${SPANK_PLUGSTACK%/*}"
+  if install_if_changed "$SPANK_BUILD" "$SPANK_SO"; then changed+=("$SPANK_SO"); fi
+  if install_if_changed "$SPANK_TEST_BUILD" "$SPANK_TEST_SO"; then changed+=("$SPANK_TEST_SO"); fi
+  line=$(grep '^required ' "$REPO_ROOT/contrib/slurm/plugstack.conf") \
+    || die "contrib/slurm/plugstack.conf has no 'required' line"
+  [[ $line == "required $SPANK_SO "* ]] || die "contrib/slurm/plugstack.conf does not name $SPANK_SO: $line"
+  {
+    echo '# Written by scripts/slurm-testbed.sh; changes are overwritten.'
+    echo "$line"
+    echo "required $SPANK_TEST_SO"
+  } >"$WORK_DIR/jobdock-plugstack.conf"
+  if install_if_changed "$WORK_DIR/jobdock-plugstack.conf" "$SPANK_PLUGSTACK"; then changed+=("$SPANK_PLUGSTACK"); fi
+  if ((${#changed[@]})); then
+    CONFIG_CHANGED=1
+    say "SPANK plugin installed: ${changed[*]}"
+  else
+    say "SPANK plugin unchanged: $SPANK_SO $SPANK_TEST_SO $SPANK_PLUGSTACK"
+  fi
+}
+
 TMPFS_CONFIG_CHANGED=0
 ensure_tmpfs_config() {
   local changed=()
@@ -804,6 +852,7 @@ summary() {
   say "slurm:    $(slurm_version); cluster $SLURM_CLUSTER; munged ${munged:-DOWN}, slurmctld ${ctld:-DOWN}, slurmd ${slurmd:-DOWN}"
   say "node:     $(sinfo -h -N -n "$NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
   say "config:   $SLURM_CONF_PATH $CGROUP_CONF; logs $SLURMCTLD_LOG $SLURMD_LOG $MUNGED_LOG"
+  say "spank:    $SPANK_PLUGSTACK: $(grep -c '^required ' "$SPANK_PLUGSTACK" 2>/dev/null || true) plugins ($SPANK_SO, $SPANK_TEST_SO)"
   ctld=$(daemon_pid "$TMPFS_SLURMCTLD_PIDFILE" slurmctld tmpfs)
   slurmd=$(daemon_pid "$TMPFS_SLURMD_PIDFILE" slurmd tmpfs)
   say "tmpfs:    cluster $TMPFS_CLUSTER (SLURM_CONF=$TMPFS_CONF_PATH); slurmctld ${ctld:-DOWN} (port $TMPFS_SLURMCTLD_PORT), slurmd ${slurmd:-DOWN} (port $TMPFS_SLURMD_PORT)"
@@ -822,6 +871,7 @@ cmd_up() {
   ensure_munge_key
   ensure_munged
   ensure_config
+  ensure_spank
   use_cluster main
   ensure_slurm
   ensure_tmpfs_config

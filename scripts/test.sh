@@ -12,12 +12,18 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/testbed.sh up
+# The SPANK plugin, which the Slurm test bed installs: the release build sites install, and the
+# test build whose --jobdock-test-panic proves a panic never takes slurmstepd down.
+echo "== cargo build --release -p jobdock-spank (and its test-hooks build)"
+cargo build --release --quiet -p jobdock-spank
+cargo build --release --quiet -p jobdock-spank --features test-hooks --target-dir target/spank-test-hooks
 bash scripts/slurm-testbed.sh up
 
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings (and the plugin's test-hooks build)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p jobdock-spank --features test-hooks --all-targets --quiet -- -D warnings
 echo "== cargo build --release (the LSF and Slurm suites install it, as sites do)"
 cargo build --release --quiet
 echo "== cargo test"
@@ -29,7 +35,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 # The unit tests that need root are #[ignore = "needs root..."] (a developer's plain `cargo test`
 # reports them ignored, never passed); as root, here, they all run.
-cargo test --all-targets --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || status=$?
 
 # The fuzz targets for every parser, briefly (scripts/fuzz.sh runs them for as long as asked):
 # a crash fails the suite and leaves its input in fuzz/artifacts/.

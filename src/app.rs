@@ -341,6 +341,7 @@ fn lsf_starter(
         config,
         image: None,
         user: None,
+        script: None,
         command: Vec::new(),
     };
     let record = logging::AuditRecord::start("lsf-starter", &env);
@@ -556,12 +557,27 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             job::lsf::user_command(&text, starter)
                 .map_err(|e| AppError::Site(format!("{}: {e}", file.display())))?,
         )
+    } else if let Some(file) = &args.script {
+        let text = probe
+            .read_file(file, MAX_JOB_FILE)
+            .map_err(|e| AppError::Refused(format!("--script {}: {e}", file.display())))?;
+        Some(text)
     } else {
         None
     };
+    // A --script runs through its own #! line, with the command words as its arguments.
+    let command = match (&args.script, &script) {
+        (Some(_), Some(text)) => {
+            let mut argv = interpreter(text);
+            argv.push(plan::SCRIPT_TARGET.to_string());
+            argv.extend(args.command.iter().cloned());
+            argv
+        }
+        _ => args.command.clone(),
+    };
     let req = Request {
         image: args.image.clone(),
-        command: args.command.clone(),
+        command,
         script,
     };
     let plan = plan::build(&req, &snap, &config, &ctx, &id, &probe)?;
@@ -574,6 +590,20 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         home: id.home.clone(),
         probe,
     })
+}
+
+/// A script's interpreter as the kernel reads its `#!` line: the program and at most one
+/// argument (the rest of the line); `/bin/sh` without one.
+fn interpreter(script: &str) -> Vec<String> {
+    let line = script.lines().next().unwrap_or("");
+    let Some(rest) = line.strip_prefix("#!").map(str::trim) else {
+        return vec!["/bin/sh".into()];
+    };
+    match rest.split_once([' ', '\t']) {
+        _ if rest.is_empty() => vec!["/bin/sh".into()],
+        Some((program, arg)) => vec![program.into(), arg.trim().into()],
+        None => vec![rest.into()],
+    }
 }
 
 /// The site config: `--config` or `JOBDOCK_CONFIG` for a root caller, the default path otherwise.
@@ -764,5 +794,24 @@ mod tests {
         assert_eq!(super::cpu_list(&[0, 1, 2, 5]), "0-2,5");
         assert_eq!(super::cpu_list(&[3]), "3");
         assert_eq!(super::cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
+    }
+
+    /// A Slurm batch script (`--script`) runs through its own `#!` line, as the kernel reads it.
+    #[test]
+    fn script_interpreters() {
+        let cases: &[(&str, &[&str])] = &[
+            ("#!/bin/bash\necho", &["/bin/bash"]),
+            ("#! /bin/sh -e\n", &["/bin/sh", "-e"]),
+            (
+                "#!/usr/bin/env python3 -u x\n",
+                &["/usr/bin/env", "python3 -u x"],
+            ),
+            ("#!\n", &["/bin/sh"]),
+            ("echo no shebang\n", &["/bin/sh"]),
+            ("", &["/bin/sh"]),
+        ];
+        for (script, want) in cases {
+            assert_eq!(super::interpreter(script), *want, "{script:?}");
+        }
     }
 }

@@ -128,6 +128,12 @@ pub struct JobArgs {
     #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
 
+    /// Run FILE instead of a command: read as the job user (at most 1 MiB), copied into the
+    /// container and run through its `#!` line (default /bin/sh), with COMMAND as its arguments.
+    /// For Slurm batch scripts (the SPANK plugin's `#SBATCH --container-image`).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+
     /// The command to run in the container. Without one, an LSF job runs its job file
     /// (LSB_JOBFILENAME) through /bin/sh.
     #[arg(last = true, value_name = "COMMAND")]

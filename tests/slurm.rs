@@ -468,3 +468,619 @@ fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
         "staging mounts left in dockerd's namespace:\n{mounts}"
     );
 }
+
+// ---- issue 16: srun/sbatch --container-image through jobdock's SPANK plugin ---------------------
+
+/// The plugin where contrib/install.sh puts it, and the main cluster's plugstack file, which
+/// scripts/slurm-testbed.sh writes: contrib/slurm/plugstack.conf's `required` line and the test
+/// build (`--features test-hooks`, only `--jobdock-test-panic=HOOK`).
+const SPANK_SO: &str = "/usr/local/lib/jobdock/jobdock_spank.so";
+const SPANK_PLUGSTACK: &str = "/etc/slurm/plugstack.conf.d/jobdock.conf";
+const SLURMD_LOG: &str = "/var/log/jobdock-testbed/slurm/slurmd.log";
+/// The bounding set of jobdock's capability allowlist (tests/security.rs).
+const SPANK_ALLOWED_CAPS: &str = "0000000000804121";
+
+/// Whether the main cluster runs the plugin as the test bed sets it up.
+fn spank_is_up() -> bool {
+    if !cluster_is_up() {
+        return false;
+    }
+    let conf = std::fs::read_to_string(SPANK_PLUGSTACK).unwrap_or_default();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/slurm/plugstack.conf"
+    ))
+    .unwrap();
+    let line = shipped
+        .lines()
+        .find(|l| l.starts_with("required "))
+        .unwrap();
+    require(
+        "the SPANK plugin on the main cluster's plugstack (scripts/slurm-testbed.sh up)",
+        conf.lines().any(|l| l == line)
+            && conf.contains("jobdock_spank_test.so")
+            && Path::new(SPANK_SO).exists(),
+    )
+}
+
+/// `key:\tvalue` lines of /proc/self/status as the job printed them.
+fn status_value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map_or("", str::trim)
+}
+
+/// What a task reports about itself: ids, capabilities, no-new-privs, memory cgroup and limit.
+const WHO_AND_WHERE: &str = "id; grep -E '^(Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs):' /proc/self/status; \
+     grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+
+/// `srun --container-image=IMG cmd` as an ordinary user gets exactly what
+/// `srun jobdock run --image IMG -- cmd` gives: her ids and groups, no capability, the bounding set
+/// of the allowlist, no-new-privileges, a container in the step's cgroup held to the job's memory.
+#[test]
+fn srun_container_image_runs_the_task_in_a_container_as_the_user() {
+    if !spank_is_up() {
+        return;
+    }
+    let native = srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        "--container-image",
+        IMAGE,
+        "sh",
+        "-c",
+        WHO_AND_WHERE,
+    ])
+    .run();
+    native.ok();
+    let by_hand = srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        INSTALLED,
+        "run",
+        "--image",
+        IMAGE,
+        "--",
+        "sh",
+        "-c",
+        WHO_AND_WHERE,
+    ])
+    .run();
+    by_hand.ok();
+    let out = &native.stdout;
+    assert!(
+        out.starts_with("uid=2001(jdalice) gid=2001(jdalice) groups=2001(jdalice)"),
+        "{}",
+        native.report
+    );
+    for key in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(
+            status_value(out, key),
+            "0000000000000000",
+            "{key}{}",
+            native.report
+        );
+    }
+    assert_eq!(
+        status_value(out, "CapBnd"),
+        SPANK_ALLOWED_CAPS,
+        "{}",
+        native.report
+    );
+    assert_eq!(status_value(out, "NoNewPrivs"), "1", "{}", native.report);
+    // In a container: a cgroup of its own below the step's (plain srun puts the task in
+    // .../step_0/task_0), held to the job's 64M.
+    let cgroup = out.lines().find(|l| l.contains(":memory:")).unwrap_or("");
+    let below_step = cgroup.split("/step_0/").nth(1).unwrap_or("");
+    assert!(
+        cgroup.contains("/uid_2001/job_") && below_step.len() == 64,
+        "not a container in the step's cgroup: {cgroup}{}",
+        native.report
+    );
+    assert_eq!(out.lines().last(), Some("67108864"), "{}", native.report);
+    // Line by line what `srun jobdock run` gives, but the job's own cgroup path.
+    let same = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains(":memory:"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        same(out),
+        same(&by_hand.stdout),
+        "{}{}",
+        native.report,
+        by_hand.report
+    );
+}
+
+/// `srun -n 2`: each task runs in a container of its own, and srun reports each task's exit code.
+#[test]
+fn srun_n2_runs_each_task_in_a_container_with_its_own_exit_code() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&[
+        "-N1",
+        "-n2",
+        "--mem=64M",
+        "--container-image",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo task=$SLURM_PROCID $(grep :memory: /proc/self/cgroup); exit $((SLURM_PROCID + 3))",
+    ])
+    .run();
+    out.code(4)
+        .stderr_has("task 0: Exited with exit code 3")
+        .stderr_has("task 1: Exited with exit code 4");
+    let mut cgroups = Vec::new();
+    for task in ["task=0 ", "task=1 "] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(task))
+            .unwrap_or_else(|| panic!("no {task}{}", out.report));
+        let container = line.split("/step_0/").nth(1).unwrap_or("");
+        assert_eq!(
+            container.len(),
+            64,
+            "not in a container: {line}{}",
+            out.report
+        );
+        cgroups.push(container.to_string());
+    }
+    assert_ne!(cgroups[0], cgroups[1], "one container each{}", out.report);
+}
+
+/// `#SBATCH --container-image` (the shipped line has sbatch=1): the batch script itself runs in a
+/// container, as the user, in the batch step's cgroup, with its arguments and exit code.
+#[test]
+fn sbatch_container_image_runs_the_batch_script_in_a_container() {
+    if !spank_is_up() {
+        return;
+    }
+    let (dir, script) = batch(&format!(
+        "#!/bin/sh\n#SBATCH --mem=64M\n#SBATCH --container-image={IMAGE}\n\
+         echo \"args=$*\"; id -un; grep :memory: /proc/self/cgroup; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes; exit 7\n"
+    ));
+    let output = dir.path().join("out");
+    let out = Run::program(
+        "sbatch",
+        &[
+            "--wait",
+            "-o",
+            &output.display().to_string(),
+            &script.display().to_string(),
+            "one",
+            "two",
+        ],
+    )
+    .user(ALICE.1)
+    .cwd(dir.path())
+    .run();
+    out.code(7);
+    let text = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"args=one two"), "{text}{}", out.report);
+    assert_eq!(lines.get(1), Some(&"jdalice"), "{text}");
+    let container = lines
+        .get(2)
+        .and_then(|l| l.split("/step_batch/").nth(1))
+        .unwrap_or("");
+    assert_eq!(
+        container.len(),
+        64,
+        "not in a container of the batch step: {text}"
+    );
+    assert_eq!(lines.get(3), Some(&"67108864"), "{text}");
+}
+
+/// `--container-mounts` is jobdock's LSB_DOCKER_VOLUMES: an allowed directory is mounted (read-only
+/// when asked), one outside the site's policy is refused, naming the option, and nothing runs.
+#[test]
+fn container_mounts_are_held_to_the_site_policy() {
+    if !spank_is_up() {
+        return;
+    }
+    let data = alices_dir_with_marker("/scratch/jdalice", "scratch-marker");
+    let mounts = format!("{}:/data:ro", data.path().display());
+    let out = srun(&[
+        "-n1",
+        "--container-image",
+        IMAGE,
+        &format!("--container-mounts={mounts}"),
+        "sh",
+        "-c",
+        "cat /data/marker; touch /data/new 2>/dev/null || echo read-only",
+    ])
+    .run();
+    out.ok();
+    assert_eq!(out.stdout, "scratch-marker\nread-only\n", "{}", out.report);
+    for (mounts, rule) in [
+        ("/etc:/x", "which jobs may never see"),
+        ("/home/jdalice:/x", "outside the allowed roots"),
+        ("relative:/x", "must be an absolute host path"),
+    ] {
+        let out = srun(&[
+            "-n1",
+            "--container-image",
+            IMAGE,
+            &format!("--container-mounts={mounts}"),
+            "echo",
+            "ran",
+        ])
+        .run();
+        out.code(64)
+            .stderr_has(&format!("--container-mounts={mounts:?}: "))
+            .stderr_has(rule);
+        assert!(!out.stdout.contains("ran"), "{}", out.report);
+    }
+}
+
+/// The other options are jobdock's overrides too: the working directory, the home mount, the
+/// variables that must reach the container (refused, naming the option, for one jobdock keeps out).
+#[test]
+fn container_options_map_onto_jobdocks_overrides() {
+    if !spank_is_up() {
+        return;
+    }
+    let home = alices_dir_with_marker(HOME, "home-marker");
+    let marker = home.path().join("marker").display().to_string();
+    let probe =
+        format!("pwd; cat {marker} 2>/dev/null || echo no-home; echo \"FOO=$FOO BAR=$BAR\"");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "-n1",
+            "--chdir=/scratch/jdalice",
+            "--container-image",
+            IMAGE,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sh", "-c", &probe]);
+        srun(&args)
+            .env("FOO", "1")
+            .env("BAR", "2")
+            .env("LSB_DOCKER_PRESERVE_ENVIRONMENT", "false")
+            .run()
+    };
+    let out = run(&[]);
+    out.ok();
+    assert_eq!(
+        out.stdout, "/scratch/jdalice\nhome-marker\nFOO= BAR=\n",
+        "{}",
+        out.report
+    );
+    let out = run(&[
+        "--no-container-mount-home",
+        "--container-workdir=/etc",
+        "--container-env=FOO",
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "/etc\nno-home\nFOO=1 BAR=\n", "{}", out.report);
+    let out = run(&["--container-env=FOO,PATH"]);
+    out.code(64)
+        .stderr_has("--container-env=\"FOO PATH\": PATH: it is never passed into a container");
+}
+
+/// What srun can tell before anything runs, it says, naming the option; the job never starts.
+#[test]
+fn option_errors_are_reported_by_srun_with_the_options_name() {
+    if !spank_is_up() {
+        return;
+    }
+    for (args, said) in [
+        (
+            &["--container-image="][..],
+            "--container-image: must not be empty",
+        ),
+        (
+            &["--container-image", IMAGE, "--container-mounts=/a b:/c"],
+            "--container-mounts: a mount may not contain spaces",
+        ),
+        (
+            &["--container-workdir=/tmp"],
+            "the --container-* options need --container-image=IMAGE",
+        ),
+    ] {
+        let mut argv = vec!["-n1"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["echo", "ran"]);
+        let out = srun(&argv).run();
+        assert_ne!(out.code, 0, "{}", out.report);
+        out.stderr_has(said);
+        assert!(
+            !out.stdout.contains("ran") && !out.stderr.contains("allocated resources"),
+            "the job started{}",
+            out.report
+        );
+    }
+}
+
+/// A step without any of the options is Slurm's alone: the task itself in its task cgroup, not a
+/// container (every other test of this file runs through the plugin's stack as well).
+#[test]
+fn steps_without_the_options_are_untouched() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&[
+        "-n1",
+        "--mem=64M",
+        "sh",
+        "-c",
+        "grep :memory: /proc/self/cgroup",
+    ])
+    .run();
+    out.ok();
+    let cgroup = out.stdout.trim();
+    assert!(
+        cgroup.ends_with("/step_0/task_0") || cgroup.ends_with("/step_0"),
+        "{}",
+        out.report
+    );
+}
+
+/// `srun --help` lists every option, with the names users of Slurm container plugins know.
+#[test]
+fn srun_help_lists_the_options() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&["--help"]).run();
+    out.ok();
+    for option in [
+        "--container-image=IMAGE",
+        "--container-mounts=SRC:DST[:ro],...",
+        "--container-workdir=PATH",
+        "--container-env=NAME,...",
+        "--container-entrypoint",
+        "--no-container-entrypoint",
+        "--container-mount-home",
+        "--no-container-mount-home",
+    ] {
+        out.stdout_has(option);
+    }
+}
+
+/// A cancelled job's container is removed; the plugin's slurm_spank_job_epilog ran `jobdock
+/// cleanup` for the job (slurmd's log says so), next to the shipped Epilog.
+#[test]
+fn a_cancelled_container_job_leaves_nothing_after_the_plugins_epilog() {
+    if !spank_is_up() {
+        return;
+    }
+    let (dir, script) = batch(&format!(
+        "#!/bin/sh\n#SBATCH --mem=64M\n#SBATCH --container-image={IMAGE}\nsleep 300\n"
+    ));
+    let out = Run::program(
+        "sbatch",
+        &[
+            "--parsable",
+            "-o",
+            "/dev/null",
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE.1)
+    .cwd(dir.path())
+    .run();
+    out.ok();
+    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    util::wait_until(
+        &format!("job {job}'s container"),
+        Duration::from_secs(60),
+        || !containers_of(&job).is_empty(),
+    );
+    Run::program("scancel", &["--signal=KILL", "--full", &job])
+        .user(ALICE.1)
+        .run()
+        .ok();
+    let said = format!("jobdock: job_epilog: job {job}: ");
+    util::wait_until(
+        &format!("job {job}'s containers gone and the plugin's epilog in {SLURMD_LOG}"),
+        Duration::from_secs(60),
+        || {
+            containers_of(&job).is_empty()
+                && std::fs::read_to_string(SLURMD_LOG).is_ok_and(|l| l.contains(&said))
+        },
+    );
+    let log = std::fs::read_to_string(SLURMD_LOG).unwrap();
+    let line = log.lines().find(|l| l.contains(&said)).unwrap();
+    assert!(line.contains(&format!("cleanup --job {job} ok")), "{line}");
+}
+
+/// A panic inside the plugin (its test build panics on demand) fails what it was part of, cleanly:
+/// srun's option parsing, or the task (with exit code 1, reported by slurmstepd, which goes on);
+/// slurmstepd as root before the tasks (user_init) fails the launch. The node stays up and the
+/// next container step runs.
+#[test]
+fn a_panic_in_the_plugin_fails_the_step_not_slurmstepd() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&["-n1", "--jobdock-test-panic=option", "echo", "ran"]).run();
+    assert_ne!(out.code, 0, "{}", out.report);
+    out.stderr_has("jobdock: option: internal error (a panic, caught)")
+        .stderr_has("Invalid --jobdock-test-panic argument");
+    let out = srun(&["-n1", "--jobdock-test-panic=task_init", "echo", "ran"]).run();
+    out.code(1)
+        .stderr_has("jobdock: task_init: internal error (a panic, caught); failing it")
+        .stderr_has("task 0: Exited with exit code 1");
+    assert!(!out.stdout.contains("ran"), "{}", out.report);
+    let out = srun(&["-n1", "--jobdock-test-panic=user_init", "echo", "ran"]).run();
+    out.stderr_has("jobdock: user_init: internal error (a panic, caught)")
+        .stderr_has("launch failed");
+    assert!(!out.stdout.contains("ran"), "{}", out.report);
+    assert!(cluster_is_up(), "the node went down");
+    srun(&["-n1", "--container-image", IMAGE, "echo", "after"])
+        .run()
+        .ok()
+        .stdout_has("after");
+}
+
+/// The built plugin exports what Slurm's loader reads and the hooks, nothing named `init` or
+/// `fini` (the loader would call them), and says it is for 22.05: a copy that claims another
+/// Slurm, on a `required` line, fails srun before anything runs.
+#[test]
+fn the_plugin_is_refused_by_another_slurm_version_and_then_nothing_runs() {
+    if !spank_is_up() {
+        return;
+    }
+    let nm = std::process::Command::new("nm")
+        .args(["-D", "--defined-only", SPANK_SO])
+        .output()
+        .unwrap();
+    let symbols: Vec<(u64, String)> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let addr = u64::from_str_radix(w.next()?, 16).ok()?;
+            Some((addr, w.nth(1)?.to_string()))
+        })
+        .collect();
+    let mut names: Vec<&str> = symbols.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "plugin_name",
+            "plugin_type",
+            "plugin_version",
+            "slurm_spank_init",
+            "slurm_spank_init_post_opt",
+            "slurm_spank_job_epilog",
+            "slurm_spank_task_init",
+            "slurm_spank_user_init",
+            "spank_plugin_version"
+        ]
+    );
+    // plugin_version's file offset: its address in .rodata, as readelf maps it.
+    let addr = symbols
+        .iter()
+        .find(|(_, n)| n == "plugin_version")
+        .unwrap()
+        .0;
+    let readelf = std::process::Command::new("readelf")
+        .args(["-SW", SPANK_SO])
+        .output()
+        .unwrap();
+    let sections = String::from_utf8_lossy(&readelf.stdout).into_owned();
+    let (start, offset) = sections
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = w.iter().position(|x| *x == ".rodata")?;
+            Some((
+                u64::from_str_radix(w.get(at + 2)?, 16).ok()?,
+                u64::from_str_radix(w.get(at + 3)?, 16).ok()?,
+            ))
+        })
+        .unwrap();
+    let at = usize::try_from(addr - start + offset).unwrap();
+    let mut so = std::fs::read(SPANK_SO).unwrap();
+    assert_eq!(
+        so[at..at + 4],
+        ((22u32 << 16) | (5 << 8)).to_le_bytes(),
+        "22.05"
+    );
+    so[at..at + 4].copy_from_slice(&((23u32 << 16) | (2 << 8)).to_le_bytes());
+
+    let dir = util::trusted_tempdir();
+    let patched = dir.path().join("jobdock_spank.so");
+    std::fs::write(&patched, &so).unwrap();
+    let plugstack = dir.path().join("plugstack.conf");
+    std::fs::write(&plugstack, format!("required {}\n", patched.display())).unwrap();
+    let conf: String = std::fs::read_to_string("/etc/slurm/slurm.conf")
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("PlugStackConfig"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let slurm_conf = dir.path().join("slurm.conf");
+    std::fs::write(
+        &slurm_conf,
+        format!("{conf}PlugStackConfig={}\n", plugstack.display()),
+    )
+    .unwrap();
+    for f in [&patched, &plugstack, &slurm_conf] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = srun(&["-n1", "--container-image", IMAGE, "echo", "ran"])
+        .env("SLURM_CONF", &slurm_conf.display().to_string())
+        .run();
+    out.code(1)
+        .stderr_has("Incompatible Slurm plugin")
+        .stderr_has("version (23.02.0)")
+        .stderr_has("Plug-in initialization failed");
+    assert!(!out.stdout.contains("ran"), "{}", out.report);
+}
+
+/// An option's value from the environment, as Slurm defines it for SPANK options
+/// (`SLURM_SPANK__SLURM_SPANK_OPTION_<plugin>_<option>`), is the option.
+#[test]
+fn container_image_from_the_environment_as_slurm_defines_it() {
+    if !spank_is_up() {
+        return;
+    }
+    let out = srun(&["-n1", "sh", "-c", "grep :memory: /proc/self/cgroup"])
+        .env(
+            "SLURM_SPANK__SLURM_SPANK_OPTION_jobdock_container_image",
+            IMAGE,
+        )
+        .run();
+    out.ok();
+    let container = out.stdout.trim().split("/step_0/").nth(1).unwrap_or("");
+    assert_eq!(container.len(), 64, "not in a container{}", out.report);
+}
+
+/// contrib/install.sh installs the built plugin (it builds nothing) where the plugstack line it
+/// prints names it, under the PREFIX, root's and not writable by anyone else; a SPANK_PLUGIN that
+/// is not there fails the install. Staged under DESTDIR: the node's own files are not touched.
+#[test]
+fn install_sh_installs_the_built_plugin_where_the_plugstack_line_names_it() {
+    use std::os::unix::fs::MetadataExt;
+    if !require(
+        "root (install.sh installs setuid root)",
+        nix::unistd::geteuid().is_root(),
+    ) {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
+    let root = util::trusted_tempdir();
+    std::fs::create_dir_all(root.path().join("etc/slurm")).unwrap();
+    // Any file stands for the build: install.sh copies it as it is.
+    let built = root.path().join("libjobdock_spank.so");
+    std::fs::write(&built, b"\x7fELF a plugin").unwrap();
+    let install = |plugin: &Path| {
+        Run::program(script, &[util::BIN])
+            .env("DESTDIR", &root.path().display().to_string())
+            .env("PREFIX", "/opt/jobdock")
+            .env("SPANK_PLUGIN", &plugin.display().to_string())
+            .run()
+    };
+    let out = install(&built);
+    out.ok().stdout_has(
+        "required /opt/jobdock/lib/jobdock/jobdock_spank.so jobdock=/opt/jobdock/bin/jobdock enforce=0 sbatch=1",
+    );
+    let so = root.path().join("opt/jobdock/lib/jobdock/jobdock_spank.so");
+    assert_eq!(
+        std::fs::read(&so).unwrap(),
+        b"\x7fELF a plugin",
+        "{}",
+        out.report
+    );
+    let meta = std::fs::metadata(&so).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o644)
+    );
+    let dir = std::fs::metadata(so.parent().unwrap()).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o755));
+    install(&root.path().join("missing.so"))
+        .code(1)
+        .stderr_has("missing.so: no such file");
+}

@@ -61,6 +61,14 @@ pub const OVERRIDES: &[(&str, &str)] = &[
         "CGROUP",
         "cgroup parent, one of the site's overrides.cgroup_parents",
     ),
+    (
+        "MOUNT_HOME",
+        "false: no home directory mount (true cannot add one where the site mounts none)",
+    ),
+    (
+        "ENV",
+        "names of variables to pass into the container (comma- or space-separated)",
+    ),
 ];
 
 /// The names of `OVERRIDES`.
@@ -82,6 +90,21 @@ pub fn help_text() -> String {
     );
     text
 }
+
+/// The srun/sbatch options of the SPANK plugin (`spank/`), by the override each one sets. The
+/// plugin lists the overrides it set in [`FROM_OPTIONS`], and a refusal of one names the option the
+/// user typed instead of the variable. (A user who sets FROM_OPTIONS by hand changes only what the
+/// error messages call a setting: every value is checked the same.)
+pub const SPANK_OPTIONS: &[(&str, &str)] = &[
+    ("VOLUMES", "--container-mounts"),
+    ("WORKDIR", "--container-workdir"),
+    ("ENV", "--container-env"),
+    ("RUN_RAW_ARGS", "--[no-]container-entrypoint"),
+    ("MOUNT_HOME", "--[no-]container-mount-home"),
+];
+
+/// Set by the SPANK plugin: the overrides (suffixes, space-separated) it set from srun options.
+pub const FROM_OPTIONS: &str = "JOBDOCK_SPANK_OPTIONS";
 
 /// IBM LSF's own docker settings that jobdock does not take: refused with what to do instead.
 const NOT_TAKEN: &[(&str, &str)] = &[
@@ -216,7 +239,7 @@ pub fn setting(env: &Env, suffix: &str) -> Result<Option<Setting>, Refusal> {
             rule: format!("{alias}={b:?} is also set and differs; set only one of them"),
         }),
         (Some(v), _) => Ok(Some(Setting {
-            var: canonical,
+            var: option_name(env, suffix).map_or(canonical, str::to_string),
             value: v.clone(),
         })),
         (None, Some(v)) => Ok(Some(Setting {
@@ -225,6 +248,18 @@ pub fn setting(env: &Env, suffix: &str) -> Result<Option<Setting>, Refusal> {
         })),
         (None, None) => Ok(None),
     }
+}
+
+/// The srun option the SPANK plugin set override `suffix` from, if it did.
+fn option_name(env: &Env, suffix: &str) -> Option<&'static str> {
+    let set = env.get(FROM_OPTIONS)?;
+    if !set.split_whitespace().any(|s| s == suffix) {
+        return None;
+    }
+    SPANK_OPTIONS
+        .iter()
+        .find(|(s, _)| *s == suffix)
+        .map(|(_, option)| *option)
 }
 
 /// `true`/`false` and the usual spellings; anything else is refused.
@@ -477,6 +512,27 @@ mod tests {
             "{err}"
         );
         assert_eq!(setting(&Env::new(), "NETWORK").unwrap(), None);
+    }
+
+    /// A value the SPANK plugin set from an srun option is refused under the option's name.
+    #[test]
+    fn settings_from_srun_options_are_named_by_the_option() {
+        let e = env_of(&[
+            ("LSB_DOCKER_VOLUMES", "/etc:/x"),
+            ("LSB_DOCKER_WORKDIR", "/w"),
+            (FROM_OPTIONS, "VOLUMES"),
+        ]);
+        assert_eq!(
+            setting(&e, "VOLUMES").unwrap().unwrap().var,
+            "--container-mounts"
+        );
+        assert_eq!(
+            setting(&e, "WORKDIR").unwrap().unwrap().var,
+            "LSB_DOCKER_WORKDIR"
+        );
+        for (suffix, _) in SPANK_OPTIONS {
+            assert!(override_names().any(|o| o == *suffix), "{suffix}");
+        }
     }
 
     #[test]

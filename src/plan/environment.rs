@@ -17,6 +17,9 @@ use super::PlanError;
 /// Largest env file or add-host file jobdock reads.
 pub(super) const MAX_USER_FILE: u64 = 64 * 1024;
 
+/// Most names one `LSB_DOCKER_ENV` may list.
+pub(super) const MAX_ENV_NAMES: usize = 256;
+
 /// Most files one `LSB_DOCKER_ENV_FILE` or `LSB_DOCKER_ADD_HOST_FILE` may name.
 pub const MAX_USER_FILES: usize = 16;
 
@@ -56,6 +59,47 @@ pub(super) fn environment(
         (preserve || scheduler_var(k)) && envpolicy::preserved(k, v, &config.env.drop)
     }) {
         container_env.insert(k.clone(), v.clone());
+    }
+    // LSB_DOCKER_ENV (srun --container-env): names that must reach the container with the job's
+    // value, also when the rest of its environment is not preserved; one jobdock would not pass is
+    // refused rather than silently missing.
+    if let Some(s) = get("ENV")? {
+        let names: Vec<&str> = s
+            .value
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.len() > MAX_ENV_NAMES {
+            return Err(s
+                .refuse(format!(
+                    "{} names, more than the {MAX_ENV_NAMES} one variable may list (MAX_ENV_NAMES)",
+                    names.len()
+                ))
+                .into());
+        }
+        for name in names {
+            let Some(value) = env.get(name) else {
+                return Err(s
+                    .refuse(format!("{name} is not set in the job's environment"))
+                    .into());
+            };
+            if !envpolicy::valid_name(name) {
+                return Err(s
+                    .refuse(format!("{name:?} is not a valid variable name"))
+                    .into());
+            }
+            if !envpolicy::preserved(name, value, &config.env.drop) {
+                let why = if config.env.drop.iter().any(|d| d == name) {
+                    "the site keeps it out of containers (env.drop)"
+                } else if envpolicy::OWNED.contains(&name) {
+                    "it is set by jobdock for each job"
+                } else {
+                    "it is never passed into a container (the host's own, or jobdock's)"
+                };
+                return Err(s.refuse(format!("{name}: {why}")).into());
+            }
+            container_env.insert(name.to_string(), value.clone());
+        }
     }
     let env_files = get("ENV_FILE")?;
     if let Some(s) = &env_files {

@@ -96,7 +96,20 @@ pub(super) fn mounts(
         .as_ref()
         .filter(|(path, _)| paths::is_under(path, Path::new("/tmp")))
         .map(|(path, _)| path.clone());
-    if config.mounts.home {
+    // LSB_DOCKER_MOUNT_HOME (srun --[no-]container-mount-home) narrows the site's choice, never
+    // widens it: a site that mounts no homes mounts none.
+    let home = match get("MOUNT_HOME")? {
+        Some(s) => match (overrides::parse_bool(&s)?, config.mounts.home) {
+            (true, false) => {
+                return Err(s
+                    .refuse("this site mounts no home directories (mounts.home = false)")
+                    .into());
+            }
+            (wanted, _) => wanted,
+        },
+        None => config.mounts.home,
+    };
+    if home {
         match user_dir(probe, &who.home) {
             Ok(real) => mounts.push(MountPlan {
                 source: real,

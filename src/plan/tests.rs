@@ -718,6 +718,88 @@ fn overrides_accepted() {
     assert_eq!(kept.env["MY_VAR"], "1");
 }
 
+/// LSB_DOCKER_MOUNT_HOME and LSB_DOCKER_ENV (srun --[no-]container-mount-home, --container-env):
+/// the first narrows the site's home mount and never widens it, the second passes named variables
+/// of the job's even without its environment, and refuses one jobdock would not pass, under the
+/// option's name when the SPANK plugin set it.
+#[test]
+fn mount_home_and_named_variables() {
+    let home = |p: &ContainerPlan| {
+        p.mounts
+            .iter()
+            .any(|m| m.target == Path::new("/home/alice"))
+    };
+    assert!(home(&plan_with(&[], &["true"]).unwrap()));
+    assert!(home(
+        &plan_with(&[("LSB_DOCKER_MOUNT_HOME", "true")], &["true"]).unwrap()
+    ));
+    assert!(!home(
+        &plan_with(&[("LSB_DOCKER_MOUNT_HOME", "false")], &["true"]).unwrap()
+    ));
+    let mut no_homes = site();
+    no_homes.mounts.home = false;
+    let err = plan_cfg(&no_homes, &[("LSB_DOCKER_MOUNT_HOME", "yes")], &["true"]).unwrap_err();
+    assert!(
+        err.to_string().contains("mounts no home directories"),
+        "{err}"
+    );
+    let err = plan_cfg(
+        &no_homes,
+        &[
+            ("LSB_DOCKER_MOUNT_HOME", "true"),
+            ("JOBDOCK_SPANK_OPTIONS", "MOUNT_HOME"),
+        ],
+        &["true"],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--[no-]container-mount-home=\"true\""),
+        "{err}"
+    );
+    assert!(!home(
+        &plan_cfg(&no_homes, &[("LSB_DOCKER_MOUNT_HOME", "no")], &["true"]).unwrap()
+    ));
+
+    let named = plan_with(
+        &[
+            ("LSB_DOCKER_PRESERVE_ENVIRONMENT", "false"),
+            ("LSB_DOCKER_ENV", "MY_VAR OTHER"),
+            ("MY_VAR", "1"),
+            ("OTHER", "2"),
+            ("UNNAMED", "3"),
+        ],
+        &["true"],
+    )
+    .unwrap();
+    assert_eq!(
+        (named.env["MY_VAR"].as_str(), named.env["OTHER"].as_str()),
+        ("1", "2")
+    );
+    assert!(!named.env.contains_key("UNNAMED"));
+    let mut drops = site();
+    drops.env.drop = vec!["SITE_SECRET".into()];
+    for (names, want) in [
+        ("PATH", "PATH: it is never passed"),
+        ("HOME", "HOME: it is set by jobdock"),
+        ("SITE_SECRET", "env.drop"),
+        ("ABSENT", "ABSENT is not set in the job's environment"),
+        ("BAD-NAME", "not set"),
+    ] {
+        let env = [
+            ("LSB_DOCKER_ENV", names),
+            ("JOBDOCK_SPANK_OPTIONS", "ENV"),
+            ("SITE_SECRET", "x"),
+            ("PATH", "/usr/bin"),
+        ];
+        let err = plan_cfg(&drops, &env, &["true"]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--container-env=") && err.contains(want),
+            "{names}: {err}"
+        );
+    }
+}
+
 /// Hostile or invalid overrides: each is refused, naming the variable and the rule.
 #[test]
 fn overrides_refused() {
