@@ -12,11 +12,19 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/testbed.sh up
-# The SPANK plugin, which the Slurm test bed installs: the release build sites install, and the
-# test build whose --jobdock-test-panic proves a panic never takes slurmstepd down.
-echo "== cargo build --release -p jobdock-spank (and its test-hooks build)"
+# The release jobdock, installed as a site installs it before its Slurm nodes run jobs: the Slurm
+# test bed's own checks run jobs through it (its epilog and the plugin call it), and an older
+# jobdock left on this machine would refuse the test bed's newer config. The LSF and Slurm
+# suites install it again, as sites do. Then the SPANK plugin, which the Slurm test bed installs:
+# the release build sites install, and the test build whose --jobdock-test-panic proves a panic
+# never takes slurmstepd down.
+echo "== cargo build --release (and the SPANK plugin, with its test-hooks build); install"
+cargo build --release --quiet
 cargo build --release --quiet -p jobdock-spank
 cargo build --release --quiet -p jobdock-spank --features test-hooks --target-dir target/spank-test-hooks
+install_log=/var/log/jobdock-testbed/install.log
+bash contrib/install.sh target/release/jobdock >"$install_log" 2>&1 \
+    || { tail -20 "$install_log"; echo "scripts/test.sh: contrib/install.sh failed" >&2; exit 1; }
 bash scripts/slurm-testbed.sh up
 
 echo "== cargo fmt --all --check"
@@ -24,8 +32,6 @@ cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings (and the plugin's test-hooks build)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p jobdock-spank --features test-hooks --all-targets --quiet -- -D warnings
-echo "== cargo build --release (the LSF and Slurm suites install it, as sites do)"
-cargo build --release --quiet
 echo "== cargo test"
 # The integration tests must not skip: their prerequisites come from the test bed above, and
 # with CI set a missing one fails its test.
