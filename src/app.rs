@@ -381,7 +381,8 @@ fn esub_changes(env: &Env, routing: &esub::Routing) -> Result<(), String> {
     let id =
         identity::resolve(caller, None, &ctx, env, &identity::Nss).map_err(|e| e.to_string())?;
     let cwd = std::env::current_dir().ok();
-    let Some(changes) = esub::decide(env, &parm, &config, &id, cwd, routing, &esub::SubmitProbe)?
+    let Some(changes) = esub::decide(env, &parm, &config, &id, cwd, routing, &esub::SubmitProbe)
+        .map_err(|e| e.to_string())?
     else {
         return Ok(());
     };

@@ -282,7 +282,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("site config {path} is not trustworthy: {reason}")]
-    Untrusted { path: PathBuf, reason: String },
+    Untrusted {
+        path: PathBuf,
+        reason: crate::trust::NotRootsAlone,
+    },
     #[error("site config {path} is invalid: {}", join(.problems))]
     Invalid {
         path: PathBuf,
