@@ -401,7 +401,7 @@ fn a_config_others_could_have_written_is_refused() {
     Run::new(&["check-config", &path.display().to_string()])
         .run()
         .code(78)
-        .stdout_has("jobdock refuses to use this file");
+        .stdout_has("jobdock does not trust this file");
     Run::new(&["check-config", "--draft", &path.display().to_string()])
         .run()
         .ok()

@@ -920,7 +920,7 @@ fn pulling_an_image_the_registry_lacks_is_the_jobs_error() {
         .output();
     out.code(64)
         .stderr_has("pulling 127.0.0.1:5000/jobdock-test/no-such-image:1")
-        .stderr_has("the registry refuses it");
+        .stderr_has("the registry rejects it");
     let never = Bed::new("pull = \"never\"", "");
     never
         .run("jobdock-test/not-on-this-node:1", &["true"])

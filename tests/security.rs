@@ -2774,7 +2774,7 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
                 "127.0.0.1:5000/jobdock-test/no-such-image:1",
                 &["true"],
             ),
-            "the registry refuses it",
+            "the registry rejects it",
         ),
         (
             setuid.by(ALICE, &["run", "--no-such-flag", "--", "true"]),

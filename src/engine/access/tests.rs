@@ -154,7 +154,7 @@ async fn a_private_image_runs_only_for_users_the_registry_accepts() {
         let e = check_as(&d, &image, &local, 2001, &credentials, dir.path())
             .await
             .unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{name}: {e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{name}: {e}");
         let shown = e.to_string();
         assert!(
             shown.contains("reg.example:5001/lab/secret:v1")
@@ -297,6 +297,10 @@ fn refusals_are_told_from_failures_to_ask() {
         (ErrorKind::Status(502), "bad gateway", false),
     ];
     for (kind, message, want) in cases {
-        assert_eq!(refusal(&DaemonError::new(kind, message)), want, "{message}");
+        assert_eq!(
+            rejection(&DaemonError::new(kind, message)),
+            want,
+            "{message}"
+        );
     }
 }

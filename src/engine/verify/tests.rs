@@ -547,7 +547,7 @@ async fn an_image_workdir_under_proc_is_refused_when_the_plan_sets_none() {
         });
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         assert!(e.to_string().contains(&format!("WORKDIR {workdir}")), "{e}");
         assert!(!names(&ran.calls).contains(&"start"));
         assert!(names(&ran.calls).contains(&"remove"));
@@ -578,7 +578,7 @@ async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts()
         let d = FakeDaemon::default();
         let ran = run_on(&d, &p, &host).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         let text = e.to_string();
         assert!(
             text.starts_with(&format!("mount source {DATA}:")) && text.contains("not run"),
@@ -593,7 +593,7 @@ async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts()
     let d = FakeDaemon::default();
     let ran = run_on(&d, &p, &host).await;
     let e = ran.result.unwrap_err();
-    assert_eq!(e.blame(), Blame::Refused, "{e}");
+    assert_eq!(e.blame(), Blame::BadRequest, "{e}");
     assert!(e.to_string().contains("was it replaced"), "{e}");
     assert!(!names(&ran.calls).contains(&"start"), "{:?}", ran.calls);
     assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
@@ -729,7 +729,7 @@ async fn an_image_group_file_that_would_remap_the_jobs_groups_is_refused() {
         d.image_files.insert("/etc/group", file);
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         assert!(e.to_string().contains(want), "{e}");
         assert!(!names(&ran.calls).contains(&"start"), "{:?}", ran.calls);
         // Both the inert container and the job's are removed.
@@ -909,7 +909,7 @@ async fn an_image_symlink_at_a_mount_point_is_refused_before_start() {
         d.image_paths = image.into_iter().collect();
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{name}: {e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{name}: {e}");
         let text = e.to_string();
         assert!(
             text.starts_with("image jobdock-test/busybox"),
