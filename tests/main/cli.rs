@@ -1,9 +1,9 @@
 //! The jobdock binary without a daemon: `plan` for realistic LSF and Slurm jobs with the host's
 //! real NSS, identity as root and as an ordinary user, `check-config`, and the exit-code contract.
 
-mod util;
+use crate::util;
 
-use util::{ALICE, BOB, Run, TestConfig, test_users_exist};
+use crate::util::{ALICE, BOB, Run, TestConfig, test_users_exist};
 
 /// The environment LSF gives a job starter (research/lsf_observed.md), for alice's job 212.
 fn lsf_job(run: Run) -> Run {
@@ -546,7 +546,7 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         out.report
     );
     let config = dest.join("etc/jobdock/wrapper.toml");
-    let example = include_str!("../wrapper.toml.example");
+    let example = include_str!("../../wrapper.toml.example");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), example);
     assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o7777, 0o644);
     for hook in [

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-mod util;
-use util::{containers_of, docker, require, wait_until};
+use crate::util;
+use crate::util::{containers_of, docker, require, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const BUSYBOX: &str = "jobdock-test/busybox";
@@ -1212,8 +1212,8 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
 }
 
 // ----------------------------------------------------------------------- resource abuse --
-// The pids and memory limits (fork bomb, memory hog) are attacked in tests/engine.rs
-// (memory_and_pids_limits_are_in_force) and, under a Slurm job's own limit, in tests/slurm.rs.
+// The pids and memory limits (fork bomb, memory hog) are attacked in the engine module
+// (memory_and_pids_limits_are_in_force) and, under a Slurm job's own limit, in the slurm module.
 
 /// Free bytes on the file system that holds `path`.
 fn free_bytes(path: &str) -> u64 {

@@ -2,13 +2,13 @@
 //! the installed setuid jobdock, in job steps and batch scripts. The container joins the step's
 //! cgroup and is held to the job's memory; the shipped epilog removes what a cancelled job left.
 
-mod util;
+use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Run, containers_of, require};
+use crate::util::{ALICE, INSTALLED, Run, containers_of, require};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-mod util;
-use util::{containers_of, docker, require, running_containers_of, wait_until};
+use crate::util;
+use crate::util::{containers_of, docker, require, running_containers_of, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const SOCKET: &str = "/var/run/docker.sock";

@@ -7,13 +7,13 @@
 // Table-driven cases name their columns with tuples.
 #![allow(clippy::type_complexity)]
 
-mod util;
+use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Output, Run};
+use crate::util::{ALICE, INSTALLED, Output, Run};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = "/home/jdalice";
