@@ -8,10 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{ALICE, INSTALLED, Run, containers_of, require};
+use crate::util::{ALICE, INSTALLED, TestJob, containers_of, require};
 
 const IMAGE: &str = "jobdock-test/busybox";
-const HOME: &str = "/home/jdalice";
+const HOME: &str = ALICE.home;
 
 fn cluster_is_up() -> bool {
     cluster_with_conf_is_up(None)
@@ -46,12 +46,10 @@ fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
 }
 
 /// `srun ARGS` as jdalice from her home.
-fn srun(args: &[&str]) -> Run {
-    Run::program("srun", args)
-        .user(ALICE.1)
-        .cwd(HOME)
-        .env("HOME", HOME)
-        .env("USER", ALICE.0)
+fn srun(args: &[&str]) -> TestJob {
+    TestJob::program("srun", args)
+        .by(ALICE)
+        .env("USER", ALICE.name)
 }
 
 #[test]
@@ -160,8 +158,8 @@ fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         .prefix("jobdock-slurm")
         .tempdir_in(HOME)
         .unwrap();
-    let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
-    nix::unistd::chown(dir.path(), uid, Some(nix::unistd::Gid::from_raw(ALICE.1))).unwrap();
+    let uid = Some(nix::unistd::Uid::from_raw(ALICE.uid));
+    nix::unistd::chown(dir.path(), uid, Some(nix::unistd::Gid::from_raw(ALICE.uid))).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let path = dir.path().join("job.sh");
     std::fs::write(&path, script).unwrap();
@@ -178,7 +176,7 @@ fn an_sbatch_script_runs_jobdock() {
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sh -c 'echo batch $SLURM_JOB_ID; id -un; echo $SLURM_MEM_PER_NODE'\n"
     ));
     let output = dir.path().join("out");
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--wait",
@@ -187,7 +185,7 @@ fn an_sbatch_script_runs_jobdock() {
             &script.display().to_string(),
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.ok();
@@ -222,7 +220,7 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     let (dir, script) = batch(&format!(
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sleep 300\n"
     ));
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--parsable",
@@ -231,7 +229,7 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
             &script.display().to_string(),
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.ok();
@@ -246,8 +244,8 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     }
     // scancel signals the job's processes; the container is dockerd's child and survives it
     // unless jobdock or the epilog removes it.
-    Run::program("scancel", &["--signal=KILL", "--full", &job])
-        .user(ALICE.1)
+    TestJob::program("scancel", &["--signal=KILL", "--full", &job])
+        .user(ALICE)
         .run()
         .ok();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -348,11 +346,11 @@ fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
     if !cluster_is_up() {
         return;
     }
-    let out = Run::program(
+    let out = TestJob::program(
         INSTALLED,
         &["run", "--image", IMAGE, "--", "sh", "-c", CGROUP_AND_LIMIT],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(HOME)
     .env("HOME", HOME)
     .env("SLURM_JOB_ID", "77")
@@ -394,8 +392,8 @@ fn alices_dir_with_marker(base: &str, marker: &str) -> tempfile::TempDir {
         .prefix("jobdock-mountns")
         .tempdir_in(base)
         .unwrap();
-    let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
-    let gid = Some(nix::unistd::Gid::from_raw(ALICE.1));
+    let uid = Some(nix::unistd::Uid::from_raw(ALICE.uid));
+    let gid = Some(nix::unistd::Gid::from_raw(ALICE.uid));
     nix::unistd::chown(dir.path(), uid, gid).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = dir.path().join("marker");

@@ -1,18 +1,43 @@
-//! Shared helpers for the integration tests: run the jobdock binary with a cleared environment and
-//! report everything (command, env, stdout, stderr) when an expectation fails.
+//! The one harness of the integration tests: the test users, one job-id generator, one builder for
+//! a process under test (`TestJob`: jobdock or a scheduler's program, its arguments, environment,
+//! user, directory and input) whose `Out` reports everything (command, env, exit, stdout, stderr)
+//! when an expectation fails, and the ways a job reaches jobdock: `Site` (a config of the test's
+//! own, jobs run as root for a user, as a scheduler's prolog would), `Setuid` (a setuid-root copy
+//! run as the user) and `INSTALLED` (contrib/install.sh's copy, for LSF and Slurm). Every
+//! container of a test's jobs is removed when the test ends.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 
-/// Test users created by scripts/testbed.sh.
-pub(crate) const ALICE: (&str, u32) = ("jdalice", 2001);
-pub(crate) const BOB: (&str, u32) = ("jdbob", 2002);
+/// dockerd's socket on the test bed.
+pub(crate) const SOCKET: &str = "/var/run/docker.sock";
+
+/// A user scripts/testbed.sh creates: name, uid (= gid) and home directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TestUser {
+    pub name: &'static str,
+    pub uid: u32,
+    pub home: &'static str,
+}
+
+pub(crate) const ALICE: TestUser = TestUser {
+    name: "jdalice",
+    uid: 2001,
+    home: "/home/jdalice",
+};
+
+pub(crate) const BOB: TestUser = TestUser {
+    name: "jdbob",
+    uid: 2002,
+    home: "/home/jdbob",
+};
 
 /// slurm.conf of the test bed's job_container/tmpfs node (`scripts/slurm-testbed.sh up`): a
 /// second one-node cluster, `jobdock-tmpfs`, whose every job runs in a mount namespace of its own
@@ -47,11 +72,12 @@ pub(crate) fn require(what: &str, present: bool) -> bool {
 }
 
 pub(crate) fn test_users_exist() -> bool {
-    let ok = nix::unistd::User::from_name(ALICE.0)
-        .ok()
-        .flatten()
-        .is_some()
-        && nix::unistd::User::from_name(BOB.0).ok().flatten().is_some();
+    let ok = [ALICE, BOB].iter().all(|u| {
+        nix::unistd::User::from_name(u.name)
+            .ok()
+            .flatten()
+            .is_some()
+    });
     require("the test users jdalice and jdbob", ok)
         && require(
             "root (tests switch users)",
@@ -59,26 +85,78 @@ pub(crate) fn test_users_exist() -> bool {
         )
 }
 
-/// One run of jobdock, built up like a `Command`, with a clean environment.
-pub(crate) struct Run {
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: PathBuf,
-    pub uid: Option<u32>,
-    pub stdin: Option<Vec<u8>>,
-    /// What to run: jobdock itself unless `program` says otherwise.
-    pub program: PathBuf,
+/// Whether dockerd answers a ping on [`SOCKET`].
+pub(crate) fn daemon_answers() -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(SOCKET) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut answer = String::new();
+    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
+        && s.read_to_string(&mut answer).is_ok()
+        && answer.ends_with("OK")
 }
 
-/// A job id no other test, test run or concurrent test binary uses (random, 9 digits).
-pub(crate) fn unique_job_id() -> u32 {
+/// Whether the test bed is there for jobs on the real dockerd: root, the test users, a dockerd
+/// answering, and `images` (see require()).
+pub(crate) fn bed_is_up(images: &[&str]) -> bool {
+    if !test_users_exist()
+        || !require(
+            &format!("a dockerd answering on {SOCKET}"),
+            daemon_answers(),
+        )
+    {
+        return false;
+    }
+    images.iter().all(|image| {
+        let present = docker(&["image", "inspect", image]).status.success();
+        require(&format!("the image {image}"), present)
+    })
+}
+
+/// A job id (an LSF or Slurm job number) no other test, test run or concurrent test process uses:
+/// random, 9 digits.
+pub(crate) fn job_id() -> String {
     use std::io::Read;
     let mut b = [0u8; 4];
     std::fs::File::open("/dev/urandom")
         .unwrap()
         .read_exact(&mut b)
         .unwrap();
-    100_000_000 + u32::from_le_bytes(b) % 900_000_000
+    (100_000_000 + u32::from_le_bytes(b) % 900_000_000).to_string()
+}
+
+/// The job ids a test handed out: every container of those jobs is removed when this is dropped,
+/// at the end of the test, even when it fails.
+#[derive(Default)]
+pub(crate) struct Jobs(std::cell::RefCell<Vec<String>>);
+
+impl Jobs {
+    /// A fresh job id whose containers go when this is dropped.
+    pub(crate) fn id(&self) -> String {
+        let id = job_id();
+        self.0.borrow_mut().push(id.clone());
+        id
+    }
+
+    /// The last id handed out.
+    pub(crate) fn last(&self) -> String {
+        self.0.borrow().last().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for id in self.0.borrow().iter() {
+            let ids = containers_of(id);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
 }
 
 /// The docker CLI, for what the tests check behind jobdock's back.
@@ -184,90 +262,138 @@ pub(crate) fn install_jobdock() {
     });
 }
 
-pub(crate) struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub report: String,
+/// One process under test, built up like a `Command` from a cleared environment: jobdock (the
+/// build under test, as root, unless told otherwise) or a program that runs it (`/bin/sh` with an
+/// LSF job file, srun, sbatch, script(1)).
+#[derive(Clone)]
+pub(crate) struct TestJob {
+    /// What runs: the jobdock under test, a copy of it (setuid, installed), or another program.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    /// Runs as this user (real and effective ids, the user's groups), else as root.
+    pub user: Option<TestUser>,
+    /// `None`: stdin is /dev/null. `Some(bytes)`: a pipe; `run` writes the bytes and closes it,
+    /// `spawn` leaves it to the caller.
+    pub stdin: Option<Vec<u8>>,
+    /// Starts in a process group of its own, as LSF's res starts a job.
+    pub group: bool,
+    /// Starts in a directory that no longer exists (`getcwd` fails).
+    pub cwd_gone: bool,
+    /// The job id it was given (LSB_JOBID), if any.
+    pub id: String,
 }
 
-impl Run {
-    pub(crate) fn new(args: &[&str]) -> Run {
+impl TestJob {
+    /// `jobdock ARGS` (the build under test) as root, from `/`, with only PATH set.
+    pub(crate) fn new(args: &[&str]) -> TestJob {
         let mut env = BTreeMap::new();
         env.insert(
             "PATH".to_string(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         );
-        Run {
+        TestJob {
+            program: BIN.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
             env,
             cwd: "/".into(),
-            uid: None,
+            user: None,
             stdin: None,
-            program: BIN.into(),
+            group: false,
+            cwd_gone: false,
+            id: String::new(),
         }
     }
 
-    /// Runs `program` with `args` instead of jobdock (a shell running an LSF job file, srun).
-    pub(crate) fn program(program: &str, args: &[&str]) -> Run {
-        let mut run = Run::new(args);
-        run.program = program.into();
-        run
+    /// Runs `program` with `args` instead of jobdock.
+    pub(crate) fn program(program: impl AsRef<Path>, args: &[&str]) -> TestJob {
+        let mut job = TestJob::new(args);
+        job.program = program.as_ref().into();
+        job
     }
 
-    pub(crate) fn env(mut self, k: &str, v: &str) -> Run {
+    /// As LSF's job `id` (LSB_JOBID).
+    pub(crate) fn job(mut self, id: String) -> TestJob {
+        self.env.insert("LSB_JOBID".into(), id.clone());
+        self.id = id;
+        self
+    }
+
+    pub(crate) fn env(mut self, k: &str, v: &str) -> TestJob {
         self.env.insert(k.into(), v.into());
         self
     }
 
-    pub(crate) fn cwd(mut self, dir: impl AsRef<Path>) -> Run {
+    pub(crate) fn cwd(mut self, dir: impl AsRef<Path>) -> TestJob {
         self.cwd = dir.as_ref().into();
         self
     }
 
-    /// Runs as this (non-root) user: real and effective uid and gid, no supplementary groups
-    /// beyond the user's own.
-    pub(crate) fn user(mut self, uid: u32) -> Run {
-        self.uid = Some(uid);
+    /// Runs as `user`: real and effective uid and gid, and the user's groups, as a login would.
+    pub(crate) fn user(mut self, user: TestUser) -> TestJob {
+        self.user = Some(user);
         self
     }
 
-    pub(crate) fn stdin(mut self, data: &[u8]) -> Run {
+    /// As `user` from their home directory, with HOME set, as from their login shell.
+    pub(crate) fn by(self, user: TestUser) -> TestJob {
+        self.user(user).cwd(user.home).env("HOME", user.home)
+    }
+
+    pub(crate) fn stdin(mut self, data: &[u8]) -> TestJob {
         self.stdin = Some(data.to_vec());
         self
     }
 
-    pub(crate) fn run(self) -> Output {
-        let shown = self.shown();
-        let child = self.spawn(false);
-        let out = child.wait_with_output().unwrap();
-        Output::from(out, shown)
+    /// In a process group of its own, as LSF's res starts a job file.
+    pub(crate) fn in_own_group(mut self) -> TestJob {
+        self.group = true;
+        self
     }
 
-    /// Runs `program ARGS` with this run's user, environment and directory (e.g. under script(1)).
-    pub(crate) fn run_program(mut self, program: &str, args: &[&str]) -> Output {
+    /// Runs it to the end, writing its input meanwhile.
+    pub(crate) fn run(&self) -> Out {
+        let start = std::time::Instant::now();
+        let mut child = self.spawn();
+        let feeder = child.stdin.take().map(|mut pipe| {
+            let input = self.stdin.clone().unwrap_or_default();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&input);
+            })
+        });
+        let out = child.wait_with_output().unwrap();
+        if let Some(feeder) = feeder {
+            feeder.join().unwrap();
+        }
+        Out::timed(out, start.elapsed(), self.shown())
+    }
+
+    /// Runs `program ARGS` with this job's user, environment and directory (e.g. under script(1)).
+    pub(crate) fn run_program(mut self, program: &str, args: &[&str]) -> Out {
         self.program = program.into();
         self.args = args.iter().map(|s| s.to_string()).collect();
         self.run()
     }
 
-    /// The command line and environment, for failure reports.
+    /// The command line, user, directory and environment, for failure reports.
     pub(crate) fn shown(&self) -> String {
         format!(
-            "\n--- command: {} {}\n--- uid: {:?}  cwd: {}\n--- env: {:?}",
+            "\n--- command: {} {}\n--- user: {:?}  cwd: {}{}\n--- env: {:?}",
             self.program.display(),
             shell_words::join(&self.args),
-            self.uid,
+            self.user.map(|u| u.name),
             self.cwd.display(),
+            if self.cwd_gone { " (removed)" } else { "" },
             self.env,
         )
     }
 
-    /// Starts the command (in a process group of its own if `group`, as LSF's res starts a job)
-    /// with stdout and stderr piped; stdin is written and closed first.
-    pub(crate) fn spawn(self, group: bool) -> std::process::Child {
+    /// The command, ready to start: stdout and stderr piped, stdin as `stdin` says.
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        if group {
+        if self.group {
             cmd.process_group(0);
         }
         cmd.args(&self.args)
@@ -280,18 +406,32 @@ impl Run {
             Stdio::null()
         });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if let Some(uid) = self.uid {
-            become_user(&mut cmd, uid);
+        if self.cwd_gone {
+            let gone = std::ffi::CString::new(self.cwd.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: one rmdir system call on a path prepared before the fork (a CStr needs no
+            // allocation in nix): async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::unlinkat(
+                        nix::fcntl::AT_FDCWD,
+                        gone.as_c_str(),
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    )?;
+                    Ok(())
+                });
+            }
         }
-        let mut child = cmd
+        if let Some(user) = self.user {
+            become_user(&mut cmd, user.uid);
+        }
+        cmd
+    }
+
+    /// Starts it; a piped stdin is left open to the caller.
+    pub(crate) fn spawn(&self) -> std::process::Child {
+        self.command()
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
-        if let Some(data) = &self.stdin {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(data).unwrap();
-        }
-        child
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()))
     }
 }
 
@@ -318,57 +458,234 @@ pub(crate) fn become_user(cmd: &mut Command, uid: u32) {
     }
 }
 
-impl Output {
-    pub(crate) fn from(out: std::process::Output, shown: String) -> Output {
+/// How a [`TestJob`] ended, with everything a failure report needs.
+pub(crate) struct Out {
+    pub status: std::process::ExitStatus,
+    /// The exit code as a shell reports it: `128 + n` for a process killed by signal `n`.
+    pub code: i32,
+    /// stdout as text (lossily); `stdout_bytes` as written.
+    pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr: String,
+    pub elapsed: std::time::Duration,
+    /// The command, its exit and its output, for assertion messages.
+    pub report: String,
+}
+
+impl Out {
+    pub(crate) fn from(out: std::process::Output, shown: String) -> Out {
+        Out::timed(out, std::time::Duration::ZERO, shown)
+    }
+
+    /// The end of a process that ran for `elapsed`.
+    pub(crate) fn timed(
+        out: std::process::Output,
+        elapsed: std::time::Duration,
+        shown: String,
+    ) -> Out {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let code = out.status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + out.status.signal().unwrap_or(0)
         });
-        let report =
-            format!("{shown}\n--- exit: {code}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}");
-        Output {
+        let report = format!(
+            "{shown}\n--- {} after {elapsed:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+            out.status
+        );
+        Out {
+            status: out.status,
             code,
             stdout,
+            stdout_bytes: out.stdout,
             stderr,
+            elapsed,
             report,
         }
     }
+
+    #[track_caller]
+    pub(crate) fn fail(&self, why: &str) -> ! {
+        panic!("{why}{}", self.report)
+    }
+
+    #[track_caller]
+    pub(crate) fn ok(&self) -> &Self {
+        self.code(0)
+    }
+
+    /// It exited with `want` (and was not killed by a signal).
+    #[track_caller]
+    pub(crate) fn code(&self, want: i32) -> &Self {
+        if self.status.code() != Some(want) {
+            self.fail(&format!("expected exit code {want}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn stderr_has(&self, want: &str) -> &Self {
+        if !self.stderr.contains(want) {
+            self.fail(&format!("stderr lacks {want:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn stdout_has(&self, want: &str) -> &Self {
+        if !self.stdout.contains(want) {
+            self.fail(&format!("stdout lacks {want:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| self.fail(&format!("not JSON: {e}")))
+    }
+
+    /// The value of `key=value` (the hostile images' escalate program) or `Key:\tvalue`
+    /// (`/proc/self/status`) in the output.
+    #[track_caller]
+    pub(crate) fn value(&self, key: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix(':')))
+            })
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| self.fail(&format!("no {key} in the output")))
+    }
+
+    #[track_caller]
+    pub(crate) fn never_shows(&self, secret: &str) -> &Self {
+        if self.stdout.contains(secret) || self.stderr.contains(secret) {
+            self.fail(&format!("the secret {secret:?} got out"));
+        }
+        self
+    }
 }
 
-impl Output {
-    pub(crate) fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "{}", self.report);
-        self
+/// A site config of the test's own in a root-owned temp dir (where jobdock trusts it), with its
+/// own state directory; jobs run as root for a user (`--user`), as a scheduler's prolog or
+/// execution driver would. Every container of its jobs is removed at the end.
+pub(crate) struct Site {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub jobs: Jobs,
+}
+
+impl Site {
+    /// The test bed's defaults (no network, a short grace period); `extra` is appended.
+    pub(crate) fn new(extra: &str) -> Site {
+        Site::with_engine("", extra)
     }
 
-    pub(crate) fn code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, want, "{}", self.report);
-        self
-    }
-
-    pub(crate) fn stderr_has(&self, want: &str) -> &Self {
-        assert!(
-            self.stderr.contains(want),
-            "stderr lacks {want:?}{}",
-            self.report
+    /// As `new`, with `engine` lines added to the `[engine]` table.
+    pub(crate) fn with_engine(engine: &str, extra: &str) -> Site {
+        let dir = trusted_tempdir();
+        let config = dir.path().join("wrapper.toml");
+        let timeout = if engine.contains("connect_timeout_secs") {
+            ""
+        } else {
+            "connect_timeout_secs = 5\n"
+        };
+        let text = format!(
+            "[engine]\nstate_dir = \"{}\"\n{timeout}grace_period_secs = 3\n{engine}\n\
+             # The jobs need no network; \"none\" keeps the tests off the node's bridge and iptables.\n\
+             [network]\ndefault = \"none\"\n{extra}\n",
+            dir.path().join("state").display()
         );
-        self
+        std::fs::write(&config, text).unwrap();
+        Site {
+            dir,
+            config,
+            jobs: Jobs::default(),
+        }
     }
 
-    pub(crate) fn stdout_has(&self, want: &str) -> &Self {
-        assert!(
-            self.stdout.contains(want),
-            "stdout lacks {want:?}{}",
-            self.report
-        );
-        self
+    pub(crate) fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON: {e}{}", self.report))
+    /// Entries in the state dir but the node's pull locks and image access verdicts.
+    pub(crate) fn leftovers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.state()) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "locks" && n != "access")
+            .collect()
+    }
+
+    /// A fresh job id whose containers go at the end of the test.
+    pub(crate) fn job_id(&self) -> String {
+        self.jobs.id()
+    }
+
+    /// `jobdock run --config <ours> --user USER --image IMAGE -- COMMAND` as root from the user's
+    /// home, as a new job; stdin is a pipe (`stdin` fills it), as a scheduler's job has.
+    pub(crate) fn job(&self, user: TestUser, image: &str, command: &[&str]) -> TestJob {
+        let config = self.config.display().to_string();
+        let mut args = vec![
+            "run", "--config", &config, "--user", user.name, "--image", image,
+        ];
+        if !command.is_empty() {
+            args.push("--");
+            args.extend(command);
+        }
+        TestJob::new(&args)
+            .job(self.jobs.id())
+            .cwd(user.home)
+            .env("HOME", user.home)
+            .stdin(b"")
+    }
+
+    /// `jobdock cleanup --config <ours> --job ID` as root.
+    pub(crate) fn cleanup(&self, id: &str) -> TestJob {
+        let config = self.config.display().to_string();
+        TestJob::new(&["cleanup", "--config", &config, "--job", id])
+    }
+}
+
+/// jobdock installed setuid root in a root-owned directory, as a site lets users run it (LSF's job
+/// starter runs as the user): a user is always their real uid, and the site config is the default
+/// one. Every container of its jobs is removed at the end.
+pub(crate) struct Setuid {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub jobs: Jobs,
+}
+
+impl Setuid {
+    pub(crate) fn new() -> Setuid {
+        let dir = trusted_tempdir();
+        let path = dir.path().join("jobdock");
+        // The debug build: some of these tests hold it between create and its checks
+        // (JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS); the LSF and Slurm suites use the release build.
+        std::fs::copy(BIN, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        Setuid {
+            _dir: dir,
+            path,
+            jobs: Jobs::default(),
+        }
+    }
+
+    /// `jobdock ARGS` as `user`, from their home directory, as a new job.
+    pub(crate) fn by(&self, user: TestUser, args: &[&str]) -> TestJob {
+        TestJob::program(&self.path, args)
+            .job(self.jobs.id())
+            .by(user)
+    }
+
+    /// `jobdock run --image IMAGE -- COMMAND` as `user`.
+    pub(crate) fn run(&self, user: TestUser, image: &str, command: &[&str]) -> TestJob {
+        let mut args = vec!["run", "--image", image, "--"];
+        args.extend(command);
+        self.by(user, &args)
     }
 }
 
