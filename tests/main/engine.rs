@@ -597,6 +597,7 @@ fn pulls_follow_the_policy() {
     if !require("the local registry at 127.0.0.1:5000", registry_up) {
         return;
     }
+    let _held = util::hold(&util::REMOTE_BUSYBOX);
     let missing = Site::with_engine("pull = \"missing\"", "");
     let always = Site::with_engine("pull = \"always\"", "");
 

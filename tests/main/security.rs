@@ -1858,6 +1858,7 @@ fn a_private_image_runs_only_for_users_its_registry_accepts() {
     eprintln!("jdbob's second run: {:?}", again.elapsed());
 
     let public = format!("{PUBLIC_REGISTRY}/{BUSYBOX}");
+    let _held = util::hold(&util::REMOTE_BUSYBOX);
     let first = Instant::now();
     setuid.run(ALICE, &public, &["true"]).run().code(0);
     let second = Instant::now();

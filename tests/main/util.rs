@@ -115,6 +115,17 @@ pub(crate) fn bed_is_up(images: &[&str]) -> bool {
     })
 }
 
+/// The public registry's copy of the test image, `127.0.0.1:5000/jobdock-test/busybox`, which
+/// the engine module removes from the node to count its pulls. The suites share one binary, so a
+/// test that runs, pulls or removes it holds this (`let _held = util::hold(&REMOTE_BUSYBOX)`).
+pub(crate) static REMOTE_BUSYBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds `lock` for the rest of the test, even if a test that held it failed.
+pub(crate) fn hold(lock: &'static std::sync::Mutex<()>) -> std::sync::MutexGuard<'static, ()> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A job id (an LSF or Slurm job number) no other test, test run or concurrent test process uses:
 /// random, 9 digits.
 pub(crate) fn job_id() -> String {
