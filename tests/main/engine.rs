@@ -758,10 +758,7 @@ fn an_lsf_job_file_in_an_image_without_a_shell_points_at_raw_mode() {
 
 /// dockerd's hard RLIMIT_MEMLOCK (`None`: unlimited) and whether it holds CAP_SYS_RESOURCE.
 fn dockerd_memlock() -> (Option<u64>, bool) {
-    let pid = std::fs::read_to_string("/var/run/docker.pid")
-        .ok()
-        .map(|p| p.trim().to_string())
-        .unwrap_or_else(|| host("pidof", &["dockerd"]).trim().to_string());
+    let pid = util::dockerd_pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let hard = limits
         .lines()

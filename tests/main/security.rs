@@ -2338,16 +2338,6 @@ fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
 
 // ---- issue 12.4: private mount namespaces --------------------------------------------------------
 
-/// dockerd's mount table, as its process sees it.
-fn dockerds_mounts() -> String {
-    let pid = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
-}
-
 /// `jobdock ARGS` as root in a mount namespace of its own (as Slurm's job_container/tmpfs runs a
 /// job step), made now: a copy of the host's mounts, none shared.
 fn in_private_namespace(args: &[&str], job: &str) -> Command {
@@ -2387,12 +2377,12 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
     wait_until(
         "the job's container and its staging mount in dockerd's namespace",
         Duration::from_secs(30),
-        || !containers_of(&job).is_empty() && dockerds_mounts().contains(&staged),
+        || !containers_of(&job).is_empty() && util::dockerds_mounts().contains(&staged),
     );
     run.kill().unwrap();
     run.wait().unwrap();
     assert!(
-        dockerds_mounts().contains(&staged),
+        util::dockerds_mounts().contains(&staged),
         "SIGKILL leaves the mount"
     );
 
@@ -2401,7 +2391,7 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
         .unwrap();
     assert!(out.status.success(), "jobdock cleanup: {out:?}");
     assert!(
-        !dockerds_mounts().contains(&staged),
+        !util::dockerds_mounts().contains(&staged),
         "a staging mount is left in dockerd's namespace"
     );
     let left = containers_of(&job);

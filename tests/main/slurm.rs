@@ -376,16 +376,6 @@ fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
 
 // ---- issue 12.4: private mount namespaces --------------------------------------------------------
 
-/// dockerd's mount table: what it sees mounted (from the host's /proc).
-fn dockerds_mounts() -> String {
-    let pid = std::process::Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
-}
-
 /// A directory of alice's with a marker file in it, under `base`.
 fn alices_dir_with_marker(base: &str, marker: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
@@ -460,7 +450,7 @@ fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
         out.report
     );
     // Other tests' jobs may be staging theirs right now: only this job's count.
-    let mounts = dockerds_mounts();
+    let mounts = util::dockerds_mounts();
     assert!(
         !mounts.contains(&format!("/mounts/jobdock-slurm-{job}-")),
         "staging mounts left in dockerd's namespace:\n{mounts}"

@@ -115,6 +115,25 @@ pub(crate) fn bed_is_up(images: &[&str]) -> bool {
     })
 }
 
+/// The pid of the dockerd on [`SOCKET`], from its pid file: another dockerd may run on the node (a
+/// test bed's own, on another socket), and then `pidof dockerd` names both. Without a pid file,
+/// `pidof`'s answer.
+pub(crate) fn dockerd_pid() -> String {
+    std::fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .or_else(|| {
+            let out = Command::new("pidof").arg("dockerd").output().ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .map(|p| p.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// dockerd's mount table, as its process sees it.
+pub(crate) fn dockerds_mounts() -> String {
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", dockerd_pid())).unwrap_or_default()
+}
+
 /// The public registry's copy of the test image, `127.0.0.1:5000/jobdock-test/busybox`, which
 /// the engine module removes from the node to count its pulls. The suites share one binary, so a
 /// test that runs, pulls or removes it holds this (`let _held = util::hold(&REMOTE_BUSYBOX)`).
