@@ -55,7 +55,7 @@ fn the_job_runs_as_the_users_host_identity() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let out = bed
         .job(ALICE, IMAGE, &["sh", "-c", "id; id -G; whoami; pwd"])
         .run();
@@ -78,7 +78,7 @@ fn capabilities_are_the_allowlist_and_no_new_privileges() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let out = bed.job(ALICE, IMAGE, &["cat", "/proc/self/status"]).run();
     out.code(0);
     let mask = |field| u64::from_str_radix(&status_field(&out, field), 16).unwrap();
@@ -104,7 +104,7 @@ fn memory_and_pids_limits_are_in_force() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "[limits]\nmemory = \"48m\"\npids = 40\n");
+    let bed = Site::new("[limits]\nmemory = \"48m\"\npids = 40\n");
     let out = bed
         .job(
             ALICE,
@@ -149,7 +149,7 @@ fn only_the_planned_mounts_are_visible() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let out = bed
         .job(ALICE, IMAGE, &["cat", "/proc/self/mountinfo"])
         .run();
@@ -227,7 +227,7 @@ fn exit_codes_pass_through() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let cases: [(&str, &[&str], i32, &str); 5] = [
         ("success", &["true"], 0, ""),
         ("failure n", &["sh", "-c", "exit 42"], 42, ""),
@@ -249,7 +249,7 @@ fn term_is_forwarded_and_nothing_is_left() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
     let mut child = job.spawn();
     let mut watch = util::Watch::stdout_of(&mut child);
@@ -272,7 +272,7 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(
         ALICE,
         IMAGE,
@@ -306,7 +306,7 @@ fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
     let mut child = job.spawn();
     let mut watch = util::Watch::stdout_of(&mut child);
@@ -340,7 +340,7 @@ fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, IMAGE, &["sleep", "100"]);
     let mut child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
@@ -381,7 +381,7 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let id = bed.job_id();
     let labels = [format!("jobdock.job={id}"), "jobdock.uid=2001".to_string()];
     let created = docker(&[
@@ -437,7 +437,7 @@ fn eight_jobs_at_once_each_get_exactly_their_own_output() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let script = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo \"$MARK out $i\"; echo \"$MARK err $i\" >&2; done";
     let jobs: Vec<(String, TestJob)> = (0..8)
         .map(|n| {
@@ -482,7 +482,7 @@ fn stdin_is_piped_through_byte_for_byte() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     // 3 MiB of every byte value: more than any pipe or socket buffer holds.
     let data: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
@@ -506,7 +506,7 @@ fn a_reader_that_goes_away_ends_the_job_with_sigpipe() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, IMAGE, &["yes"]);
     let start = Instant::now();
     let mut child = job.spawn();
@@ -528,7 +528,7 @@ fn an_interactive_job_gets_a_sized_tty_and_the_terminal_is_restored() {
     if !bed_is_up() || !require("script (util-linux)", Path::new("/usr/bin/script").exists()) {
         return;
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, IMAGE, &["sh", "-c", "tty; sleep 0.3; stty size"]);
     // script(1) gives jobdock a terminal; its stdin ends at once, which must not cut the output.
     let inner = format!(
@@ -742,7 +742,7 @@ fn an_lsf_job_file_in_an_image_without_a_shell_points_at_raw_mode() {
         std::fs::create_dir(&spool).unwrap();
         std::os::unix::fs::chown(&spool, Some(2001), Some(2001)).unwrap();
     }
-    let bed = Site::with_engine("", "");
+    let bed = Site::new("");
     let job = bed.job(ALICE, NOSHELL, &[]);
     let file = spool.join(format!("1700000000.{}", job.id));
     std::fs::write(&file, "#!/bin/sh\necho hello\n").unwrap();
@@ -787,7 +787,7 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
     let devices = "[devices]\npaths = [\"/dev/null\"]\n";
     match hard {
         Some(hard) if !cap_sys_resource => {
-            let bed = Site::with_engine("", &format!("{devices}memlock = \"unlimited\"\n"));
+            let bed = Site::new(&format!("{devices}memlock = \"unlimited\"\n"));
             let out = bed.job(ALICE, IMAGE, &["true"]).run();
             out.code(78)
                 .stderr_has("locked-memory limit (devices.memlock = \"unlimited\")")
@@ -807,7 +807,7 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
         eprintln!("dockerd's memlock hard limit {hard:?} is below 8 MiB: 8m is not tested here");
         return;
     }
-    let bed = Site::with_engine("", &format!("{devices}memlock = \"8m\"\n"));
+    let bed = Site::new(&format!("{devices}memlock = \"8m\"\n"));
     let out = bed
         .job(
             ALICE,
