@@ -6,8 +6,6 @@
 //! run as the user) and `INSTALLED` (contrib/install.sh's copy, for LSF and Slurm). Every
 //! container of a test's jobs is removed when the test ends.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
