@@ -214,42 +214,31 @@ fn an_ordinary_user_cannot_mount_what_they_cannot_read() {
     .unwrap();
     let cfg = TestConfig::new("[mounts]\nallowed_roots = [\"/var/tmp\"]\n");
     let inner = root_only.path().join("inner");
+    let plan = TestJob::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.name,
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .cwd("/home/jdalice");
     // Root runs jobdock for alice: the volume is checked as alice, who cannot traverse the 0700 dir.
-    TestJob::new(&[
-        "plan",
-        "--config",
-        &cfg.arg(),
-        "--user",
-        ALICE.name,
-        "--image",
-        "x",
-        "--",
-        "id",
-    ])
-    .env("LSB_DOCKER_VOLUMES", &format!("{}:/data", inner.display()))
-    .cwd("/home/jdalice")
-    .run()
-    .code(64)
-    .stderr_has("LSB_DOCKER_VOLUMES")
-    .stderr_has("Permission denied");
+    plan.clone()
+        .env("LSB_DOCKER_VOLUMES", &format!("{}:/data", inner.display()))
+        .run()
+        .code(64)
+        .stderr_has("LSB_DOCKER_VOLUMES")
+        .stderr_has("Permission denied");
     // An env file alice cannot read is refused, not read by root on her behalf.
-    TestJob::new(&[
-        "plan",
-        "--config",
-        &cfg.arg(),
-        "--user",
-        ALICE.name,
-        "--image",
-        "x",
-        "--",
-        "id",
-    ])
-    .env("LSB_DOCKER_ENV_FILE", "/etc/shadow")
-    .cwd("/home/jdalice")
-    .run()
-    .code(64)
-    .stderr_has("LSB_DOCKER_ENV_FILE")
-    .stderr_has("Permission denied");
+    plan.env("LSB_DOCKER_ENV_FILE", "/etc/shadow")
+        .run()
+        .code(64)
+        .stderr_has("LSB_DOCKER_ENV_FILE")
+        .stderr_has("Permission denied");
 }
 
 #[test]

@@ -58,6 +58,20 @@ impl Drop for Secret {
     }
 }
 
+/// Runs `job` and checks that jobdock refuses it (64), saying each of `words`, before any
+/// container of its job exists.
+#[track_caller]
+fn refused_before_any_container(job: &TestJob, words: &[&str]) {
+    let out = job.run();
+    out.code(64);
+    for want in words {
+        out.stderr_has(want);
+    }
+    if !containers_of(&job.id).is_empty() {
+        out.fail("a container was made");
+    }
+}
+
 fn host_groups(user: &str) -> String {
     let out = Command::new("id").args(["-G", user]).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -1295,11 +1309,13 @@ fn a_working_directory_over_usr_and_a_volume_into_it_are_refused() {
         .run(ALICE, BUSYBOX, &["true"])
         .cwd("/usr")
         .env("LSB_DOCKER_VOLUMES", "/gpfs/jdalice:/usr/x");
-    job.run()
-        .code(64)
-        .stderr_has("LSB_DOCKER_VOLUMES=\"/gpfs/jdalice:/usr/x\"")
-        .stderr_has("/usr/x is at or under /usr, a system directory of the container");
-    assert!(containers_of(&job.id).is_empty(), "a container was made");
+    refused_before_any_container(
+        &job,
+        &[
+            "LSB_DOCKER_VOLUMES=\"/gpfs/jdalice:/usr/x\"",
+            "/usr/x is at or under /usr, a system directory of the container",
+        ],
+    );
     assert!(
         !Path::new("/usr/x").exists(),
         "/usr/x was created on the host"
@@ -1307,11 +1323,13 @@ fn a_working_directory_over_usr_and_a_volume_into_it_are_refused() {
     no_litter_in(Path::new("/gpfs/jdalice"));
 
     let job = setuid.run(ALICE, BUSYBOX, &["true"]).cwd("/usr");
-    job.run()
-        .code(64)
-        .stderr_has("mount target /usr: the job's working directory")
-        .stderr_has("a system directory of the container");
-    assert!(containers_of(&job.id).is_empty(), "a container was made");
+    refused_before_any_container(
+        &job,
+        &[
+            "mount target /usr: the job's working directory",
+            "a system directory of the container",
+        ],
+    );
 }
 
 /// `LSB_DOCKER_VOLUMES=/scratch:/etc` left root-owned passwd, group, hosts, hostname and
@@ -1399,14 +1417,7 @@ fn a_volume_nested_under_another_mount_is_refused() {
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("LSB_DOCKER_VOLUMES", &volumes);
-        job.run()
-            .code(64)
-            .stderr_has("LSB_DOCKER_VOLUMES")
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{volumes}: a container was made"
-        );
+        refused_before_any_container(&job, &["LSB_DOCKER_VOLUMES", words]);
     }
     assert_eq!(entries(outer.path()), Vec::<String>::new(), "{o} changed");
     assert_eq!(entries(inner.path()), Vec::<String>::new(), "{i} changed");
@@ -1543,14 +1554,7 @@ fn amplified_add_host_and_env_files_are_refused_before_any_container() {
     ];
     for (var, value, words) in cases {
         let job = setuid.run(ALICE, BUSYBOX, &["true"]).env(var, &value);
-        job.run()
-            .code(64)
-            .stderr_has(&format!("{var}="))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{var}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("{var}="), words]);
     }
     // Within the limits, the same files work.
     setuid
@@ -1579,32 +1583,18 @@ fn gpu_selectors_that_are_not_device_ids_are_refused() {
         ("-1", "\"-1\" is not a GPU id"),
         ("0,0", "GPU 0 is named twice"),
     ] {
-        // LSF (TestJob::new sets LSB_JOBID): the allocation is CUDA_VISIBLE_DEVICES.
+        // LSF (Setuid::run sets LSB_JOBID): the allocation is CUDA_VISIBLE_DEVICES.
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("CUDA_VISIBLE_DEVICES", value);
-        job.run()
-            .code(64)
-            .stderr_has(&format!("CUDA_VISIBLE_DEVICES={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("CUDA_VISIBLE_DEVICES={value:?}"), words]);
         // Slurm: SLURM_STEP_GPUS.
         let mut job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("SLURM_STEP_GPUS", value);
         job.env.remove("LSB_JOBID");
         job.env.insert("SLURM_JOB_ID".into(), job.id.clone());
-        job.run()
-            .code(64)
-            .stderr_has(&format!("SLURM_STEP_GPUS={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("SLURM_STEP_GPUS={value:?}"), words]);
     }
 }
 
@@ -1631,14 +1621,7 @@ fn the_whole_port_range_and_duplicate_host_ports_are_refused() {
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("LSB_DOCKER_PORTS", value);
-        job.run()
-            .code(64)
-            .stderr_has(&format!("LSB_DOCKER_PORTS={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("LSB_DOCKER_PORTS={value:?}"), words]);
     }
 }
 
@@ -2468,7 +2451,6 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
         ),
     ];
     for (job, want) in cases {
-        job.run().code(64).stderr_has(want);
-        assert!(containers_of(&job.id).is_empty(), "a container was made");
+        refused_before_any_container(&job, &[want]);
     }
 }
