@@ -4,7 +4,7 @@
 //! when an expectation fails, and the ways a job reaches jobdock: `Site` (a config of the test's
 //! own, jobs run as root for a user, as a scheduler's prolog would), `Setuid` (a setuid-root copy
 //! run as the user) and `INSTALLED` (contrib/install.sh's copy, for LSF and Slurm). Every
-//! container of a test's jobs is removed when the test ends.
+//! container of a `Site`'s or a `Setuid`'s jobs is removed when the test ends.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
