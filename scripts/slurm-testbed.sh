@@ -325,22 +325,38 @@ write_slurm_conf() {
 # Written by scripts/slurm-testbed.sh; changes are overwritten.
 ClusterName=$SLURM_CLUSTER
 SlurmctldHost=$NODE
+$(slurm_conf_daemons)
+$(slurm_conf_paths "$SLURMCTLD_PIDFILE" "$SLURMD_PIDFILE" "$SLURM_STATE_DIR" "$SLURMD_SPOOL_DIR" \
+    "$SLURMCTLD_LOG" "$SLURMD_LOG")
+$(slurm_conf_policy)
+
+NodeName=$NODE NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
+PartitionName=$SLURM_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+# Who runs both clusters and how they authenticate.
+slurm_conf_daemons() {
+  cat <<EOF
 SlurmUser=$SLURM_USER
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
 ReturnToService=2
-SlurmctldPidFile=$SLURMCTLD_PIDFILE
-SlurmdPidFile=$SLURMD_PIDFILE
-StateSaveLocation=$SLURM_STATE_DIR
-SlurmdSpoolDir=$SLURMD_SPOOL_DIR
-SlurmctldLogFile=$SLURMCTLD_LOG
-SlurmdLogFile=$SLURMD_LOG
-$(slurm_conf_policy)
+EOF
+}
 
-NodeName=$NODE NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
-PartitionName=$SLURM_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# A cluster's own files: slurm_conf_paths SLURMCTLD_PIDFILE SLURMD_PIDFILE
+# STATE_DIR SPOOL_DIR SLURMCTLD_LOG SLURMD_LOG.
+slurm_conf_paths() {
+  cat <<EOF
+SlurmctldPidFile=$1
+SlurmdPidFile=$2
+StateSaveLocation=$3
+SlurmdSpoolDir=$4
+SlurmctldLogFile=$5
+SlurmdLogFile=$6
 EOF
 }
 
@@ -380,19 +396,10 @@ ClusterName=$TMPFS_CLUSTER
 SlurmctldHost=$NODE
 SlurmctldPort=$TMPFS_SLURMCTLD_PORT
 SlurmdPort=$TMPFS_SLURMD_PORT
-SlurmUser=$SLURM_USER
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-MpiDefault=none
-ReturnToService=2
+$(slurm_conf_daemons)
 FirstJobId=$TMPFS_FIRST_JOB_ID
-SlurmctldPidFile=$TMPFS_SLURMCTLD_PIDFILE
-SlurmdPidFile=$TMPFS_SLURMD_PIDFILE
-StateSaveLocation=$TMPFS_STATE_DIR
-SlurmdSpoolDir=$TMPFS_SPOOL_DIR
-SlurmctldLogFile=$TMPFS_SLURMCTLD_LOG
-SlurmdLogFile=$TMPFS_SLURMD_LOG
+$(slurm_conf_paths "$TMPFS_SLURMCTLD_PIDFILE" "$TMPFS_SLURMD_PIDFILE" "$TMPFS_STATE_DIR" \
+    "$TMPFS_SPOOL_DIR" "$TMPFS_SLURMCTLD_LOG" "$TMPFS_SLURMD_LOG")
 $(slurm_conf_policy)
 
 # Every job in a mount namespace of its own with a private /tmp and /dev/shm

@@ -84,7 +84,7 @@ REGISTRY_REPO=jobdock-test/busybox
 REGISTRY_TAG=latest
 IMAGE_REMOTE=$REGISTRY_ADDR/$REGISTRY_REPO:$REGISTRY_TAG
 IMAGE_PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-# Images whose contents attack the job (tests/security.rs): a passwd and group claiming the test
+# Images whose contents attack the job (tests/main/security.rs): a passwd and group claiming the test
 # user's uid, name and groups as root's, a setuid-root program, programs with file capabilities,
 # a device node, a WORKDIR in /proc and an entrypoint that tries to become root.
 IMAGE_HOSTILE=jobdock-test/hostile:latest

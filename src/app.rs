@@ -35,7 +35,7 @@ pub enum AppError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{0}")]
-    Refused(String),
+    BadRequest(String),
     #[error("{0}")]
     Untrusted(String),
     /// The scheduler's side is set up wrong (LSF's JOB_STARTER): the site must fix it.
@@ -53,13 +53,13 @@ impl AppError {
             AppError::Identity(IdentityError::Lookup { .. }) => exit::INFRASTRUCTURE,
             AppError::Untrusted(_) | AppError::Site(_) => exit::CONFIG,
             AppError::ConfigNotRoot
-            | AppError::Refused(_)
+            | AppError::BadRequest(_)
             | AppError::Job(_)
             | AppError::Identity(_)
-            | AppError::Plan(_) => exit::REFUSED,
+            | AppError::Plan(_) => exit::BAD_REQUEST,
             AppError::Engine(e) => match e.blame() {
                 Blame::Infrastructure => exit::INFRASTRUCTURE,
-                Blame::Refused => exit::REFUSED,
+                Blame::BadRequest => exit::BAD_REQUEST,
                 Blame::Config => exit::CONFIG,
                 Blame::NotFound => exit::COMMAND_NOT_FOUND,
                 Blame::NotExecutable => exit::COMMAND_NOT_EXECUTABLE,
@@ -95,7 +95,7 @@ pub fn main(cli: Cli) -> u8 {
             "--log-level {l:?}: must be {}",
             logging::LEVEL_NAMES
         ));
-        return exit::REFUSED;
+        return exit::BAD_REQUEST;
     }
 
     let result = privileges(&cli.command).and_then(|()| match cli.command {
@@ -167,13 +167,13 @@ fn check_config(path: Option<&Path>, draft: bool) -> u8 {
         }
     };
     // A draft may live anywhere (`--draft`); installed, it must be root's alone, or jobdock
-    // refuses it: that is a failure too.
+    // does not trust it: that is a failure too.
     if draft {
         return code;
     }
     if let Err(reason) = config::trust::check_root_owned(path) {
         println!(
-            "{}: jobdock refuses to use this file: {reason}",
+            "{}: jobdock does not trust this file: {reason}",
             path.display()
         );
         return exit::CONFIG;
@@ -186,7 +186,7 @@ fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
     use crate::doctor::{Facts, Level};
     use std::os::unix::fs::MetadataExt;
     if !Caller::current().is_root() {
-        return Err(AppError::Refused(
+        return Err(AppError::BadRequest(
             "doctor: run it as root (it reads dockerd's process and the node's files)".into(),
         ));
     }
@@ -317,7 +317,7 @@ fn check_own_binary() -> Result<(), String> {
     )
     .map_err(|e| {
         format!(
-            "refusing to run setuid from {}: it is not root's alone: {e}",
+            "not running setuid from {}: it is not root's alone: {e}",
             exe.display()
         )
     })
@@ -425,7 +425,7 @@ fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8
     let job = match job {
         Some(job) => job,
         None => job::from_env(env, None)?.job_id.ok_or_else(|| {
-            AppError::Refused(
+            AppError::BadRequest(
                 "cleanup: give --job ID, or run it inside the job (LSB_JOBID or SLURM_JOB_ID)"
                     .into(),
             )
@@ -472,7 +472,8 @@ fn esub_changes(env: &Env, routing: &esub::Routing) -> Result<(), String> {
     let id =
         identity::resolve(caller, None, &ctx, env, &identity::Nss).map_err(|e| e.to_string())?;
     let cwd = std::env::current_dir().ok();
-    let Some(changes) = esub::decide(env, &parm, &config, &id, cwd, routing, &esub::SubmitProbe)?
+    let Some(changes) = esub::decide(env, &parm, &config, &id, cwd, routing, &esub::SubmitProbe)
+        .map_err(|e| e.to_string())?
     else {
         return Ok(());
     };
@@ -547,7 +548,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
             .ok_or_else(|| AppError::Site("lsf-starter: LSB_JOBFILENAME is not set".into()))?;
         let text = probe
             .read_file(file, MAX_JOB_FILE)
-            .map_err(|e| AppError::Refused(format!("LSB_JOBFILENAME: {e}")))?;
+            .map_err(|e| AppError::BadRequest(format!("LSB_JOBFILENAME: {e}")))?;
         let starter = snap
             .env
             .get("LSB_JOB_STARTER")
@@ -560,7 +561,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
     } else if let Some(file) = &args.script {
         let text = probe
             .read_file(file, MAX_JOB_FILE)
-            .map_err(|e| AppError::Refused(format!("--script {}: {e}", file.display())))?;
+            .map_err(|e| AppError::BadRequest(format!("--script {}: {e}", file.display())))?;
         Some(text)
     } else {
         None

@@ -39,25 +39,43 @@ pub fn parse_parm_file(text: &str) -> Env {
     out
 }
 
+/// Why the esub rejects a job, as the user at the terminal reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum EsubError {
+    #[error("-a {method:?}: missing \")\"")]
+    Unclosed { method: String },
+    #[error(
+        "-a {method:?}: no such method; did you mean docker(...)? (without it the job would run \
+         outside any container)"
+    )]
+    Misspelt { method: String },
+    #[error("-a docker needs an image: bsub -a 'docker(IMAGE)' ...")]
+    NoImage,
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageRefError),
+    /// The execution host's planner would reject the job's settings.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+}
+
 /// The image named by a `docker(...)` method in the `-a` string, if the job asked for docker:
 /// `docker(alpine)`, `docker(image=alpine)`; `Some(None)` for a bare `docker`.
-pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, String> {
+pub fn docker_method(additional: &str) -> Result<Option<Option<String>>, EsubError> {
     for method in split_methods(additional) {
         let (name, args) = match method.split_once('(') {
             Some((name, rest)) => {
-                let args = rest
-                    .strip_suffix(')')
-                    .ok_or_else(|| format!("-a {method:?}: missing \")\""))?;
+                let args = rest.strip_suffix(')').ok_or_else(|| EsubError::Unclosed {
+                    method: method.to_string(),
+                })?;
                 (name.trim(), Some(args.trim()))
             }
             None => (method.trim(), None),
         };
         if name != "docker" {
             if close_to_docker(name) {
-                return Err(format!(
-                    "-a {method:?}: no such method; did you mean docker(...)? (without it the \
-                     job would run outside any container)"
-                ));
+                return Err(EsubError::Misspelt {
+                    method: method.to_string(),
+                });
             }
             continue;
         }
@@ -112,7 +130,7 @@ pub struct Routing {
 }
 
 /// Decides the esub's answer. `Ok(None)`: not a docker job, nothing to do. `Err`: reject the job
-/// with this message.
+/// with this reason.
 pub fn decide(
     env: &Env,
     parm: &Env,
@@ -121,7 +139,7 @@ pub fn decide(
     cwd: Option<PathBuf>,
     routing: &Routing,
     probe: &dyn HostProbe,
-) -> Result<Option<Changes>, String> {
+) -> Result<Option<Changes>, EsubError> {
     // LSF 10 runs esub.<method> with the -a string in the environment; the older dialect runs one
     // esub and writes it only to the parm file. Only LSF 10 has application profiles.
     let lsf10 = env.contains_key("LSB_SUB_ADDITIONAL");
@@ -135,7 +153,7 @@ pub fn decide(
     };
     let image = match image.or_else(|| env.get("LSB_CONTAINER_IMAGE").cloned()) {
         Some(i) => ImageRef::parse(&i)?,
-        None => return Err("-a docker needs an image: bsub -a 'docker(IMAGE)' ...".into()),
+        None => return Err(EsubError::NoImage),
     };
     // Check the user's settings exactly as the execution host will, minus what only it can know.
     let ctx = JobContext {
@@ -166,7 +184,7 @@ pub fn decide(
         command: vec!["true".into()],
         script: None,
     };
-    plan::build(&req, &snap, config, &ctx, id, probe).map_err(|e| e.to_string())?;
+    plan::build(&req, &snap, config, &ctx, id, probe)?;
     Ok(Some(Changes {
         env: vec![format!("LSB_CONTAINER_IMAGE=\"{image}\"")],
         submission: if lsf10 {
@@ -236,7 +254,7 @@ mod tests {
         SiteConfig::parse("[mounts]\nallowed_roots = [\"/gpfs\"]\n").unwrap()
     }
 
-    fn run(env: &[(&str, &str)], parm: &str) -> Result<Option<Changes>, String> {
+    fn run(env: &[(&str, &str)], parm: &str) -> Result<Option<Changes>, EsubError> {
         decide(
             &env_of(env),
             &parse_parm_file(parm),
@@ -284,19 +302,23 @@ mod tests {
             "dockr(x)",
         ] {
             let err = docker_method(typo).unwrap_err();
-            assert!(err.contains("did you mean docker"), "{typo}: {err}");
+            assert!(matches!(err, EsubError::Misspelt { .. }), "{typo}: {err:?}");
+            assert!(
+                err.to_string().contains("did you mean docker"),
+                "{typo}: {err}"
+            );
         }
         for other in ["dockerish(x)", "gpu(num=2)", "openmp", "cuda(x)"] {
-            assert_eq!(docker_method(other), Ok(None), "{other}");
+            assert_eq!(docker_method(other).unwrap(), None, "{other}");
         }
     }
 
     #[test]
     fn not_a_docker_job_is_left_alone() {
-        assert_eq!(run(&[], PARM), Ok(None));
+        assert_eq!(run(&[], PARM).unwrap(), None);
         assert_eq!(
-            run(&[("LSB_SUB_ADDITIONAL", "dockerish(x) other")], PARM),
-            Ok(None)
+            run(&[("LSB_SUB_ADDITIONAL", "dockerish(x) other")], PARM).unwrap(),
+            None
         );
     }
 
@@ -307,7 +329,10 @@ mod tests {
             Some(Some("alpine".into()))
         );
         assert_eq!(docker_method("docker").unwrap(), Some(None));
-        assert!(docker_method("docker(alpine").is_err());
+        assert!(matches!(
+            docker_method("docker(alpine"),
+            Err(EsubError::Unclosed { .. })
+        ));
     }
 
     #[test]
@@ -348,7 +373,7 @@ mod tests {
             ),
         ];
         for (env, want) in cases {
-            let err = run(env, PARM).unwrap_err();
+            let err = run(env, PARM).unwrap_err().to_string();
             assert!(err.contains(want), "{env:?}: {err}");
         }
         assert!(

@@ -3,14 +3,14 @@
 //! A job's own code passes through untouched and a job killed by signal `n` gives `128 + n`
 //! (as a shell reports it). jobdock's own failures use the `sysexits.h` codes below, so a site can
 //! requeue on [`INFRASTRUCTURE`] alone (LSF `REQUEUE_EXIT_VALUES=75`, Slurm epilog logic) without
-//! requeueing jobs that jobdock refused.
+//! requeueing jobs that cannot succeed as they are.
 
 /// The job itself: its exit status, or `128 + n` if it died of signal `n`.
 pub const JOB: &str = "0-255 (job's own code; 128+n = killed by signal n)";
 
-/// The request was refused: a bad option or variable, an image name, a path or value that the
-/// site policy does not allow. Retrying the same job will fail the same way.
-pub const REFUSED: u8 = 64;
+/// A bad request: a bad option or variable, an image name, a path or value that the site policy
+/// refuses, an image that fails jobdock's checks. Retrying the same job will fail the same way.
+pub const BAD_REQUEST: u8 = 64;
 
 /// jobdock itself failed unexpectedly (a bug): report it.
 pub const INTERNAL: u8 = 70;
@@ -34,7 +34,7 @@ pub const TABLE: &[(&str, &str)] = &[
     (JOB, "the job ran: its own exit code is passed through"),
     (
         "64",
-        "refused: bad request or site policy (fix the job, do not requeue)",
+        "bad request: refused by site policy, or not valid (fix the job, do not requeue)",
     ),
     ("70", "internal error in jobdock (a bug: please report it)"),
     (
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn jobdock_codes_are_distinct_and_listed() {
         let codes = [
-            REFUSED,
+            BAD_REQUEST,
             INTERNAL,
             INFRASTRUCTURE,
             CONFIG,

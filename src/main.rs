@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let _ = e.print();
             std::process::ExitCode::from(if e.use_stderr() {
-                jobdock::exit::REFUSED
+                jobdock::exit::BAD_REQUEST
             } else {
                 0
             })

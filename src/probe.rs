@@ -321,58 +321,94 @@ mod libc_flags {
     pub(super) const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
 }
 
-/// Expands `*` and `?` in each component of an absolute glob, in sorted order.
-pub fn expand_glob(glob: &str) -> Vec<PathBuf> {
-    let mut found = vec![PathBuf::from("/")];
-    for part in glob.split('/').filter(|p| !p.is_empty()) {
-        let mut next = Vec::new();
-        for dir in found {
-            if !part.contains(['*', '?']) {
-                let p = dir.join(part);
-                if std::fs::symlink_metadata(&p).is_ok() {
-                    next.push(p);
-                }
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+/// A device glob of the site config (`devices.paths`), in the `glob` crate's syntax: `*`, `?` and
+/// `[...]` classes, each within one path component, as device paths want (`/dev/infiniband/*`
+/// is the devices in that directory, not below it). `**` is refused rather than read as `*`.
+#[derive(Clone, Debug)]
+pub struct DeviceGlob(glob::Pattern);
+
+/// Why a text is not a [`DeviceGlob`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceGlobError {
+    #[error(
+        "`**` is not a glob jobdock knows for devices (`*`, `?` and `[...]` match within one path \
+         component)"
+    )]
+    Recursive,
+    #[error("`{{...}}` alternatives are not a glob jobdock knows for devices: list each glob")]
+    Braces,
+    #[error("not a glob: {msg} at character {pos}")]
+    Syntax { pos: usize, msg: &'static str },
+}
+
+/// How device globs match: case matters, `*`, `?` and `[...]` never match a `/`, and a leading
+/// `.` is matched like any other character (as the hand-written wildcard did).
+const DEVICE_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+impl DeviceGlob {
+    pub fn parse(text: &str) -> Result<DeviceGlob, DeviceGlobError> {
+        if text.contains("**") {
+            return Err(DeviceGlobError::Recursive);
+        }
+        if text.contains(['{', '}']) {
+            return Err(DeviceGlobError::Braces);
+        }
+        glob::Pattern::new(text)
+            .map(DeviceGlob)
+            .map_err(|e| DeviceGlobError::Syntax {
+                pos: e.pos,
+                msg: e.msg,
+            })
+    }
+
+    /// Whether the glob matches `path` (the site config's check against forbidden devices).
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.matches_with(path, DEVICE_MATCH)
+    }
+
+    /// The existing paths the glob matches, in sorted order: the directories are read one
+    /// component at a time, so only what the glob can reach is listed.
+    pub fn expand(&self) -> Vec<PathBuf> {
+        let mut found = vec![PathBuf::from("/")];
+        for part in self.0.as_str().split('/').filter(|p| !p.is_empty()) {
+            // A component alone is a pattern unless a class spans a `/`, which matches nothing.
+            let Ok(component) = glob::Pattern::new(part) else {
+                return Vec::new();
             };
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect();
-            names.sort();
-            next.extend(
-                names
-                    .into_iter()
-                    .filter(|n| wildcard(part.as_bytes(), n.as_bytes()))
-                    .map(|n| dir.join(n)),
-            );
+            let mut next = Vec::new();
+            for dir in found {
+                if glob::Pattern::escape(part) == part {
+                    let p = dir.join(part);
+                    if std::fs::symlink_metadata(&p).is_ok() {
+                        next.push(p);
+                    }
+                    continue;
+                }
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| component.matches_with(n, DEVICE_MATCH))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| dir.join(n)));
+            }
+            found = next;
         }
-        found = next;
+        found.retain(|p| p.to_str().is_some_and(|p| self.matches(p)));
+        found
     }
-    found
 }
 
-/// Whether `glob` matches `path` as `expand_glob` would find it: component by component, `*` and
-/// `?` within a component (the site config's check of device globs against forbidden devices).
-pub fn glob_matches(glob: &str, path: &str) -> bool {
-    let (g, p): (Vec<&str>, Vec<&str>) = (glob.split('/').collect(), path.split('/').collect());
-    g.len() == p.len()
-        && g.iter()
-            .zip(&p)
-            .all(|(g, p)| wildcard(g.as_bytes(), p.as_bytes()))
-}
-
-fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            wildcard(&pattern[1..], name) || (!name.is_empty() && wildcard(pattern, &name[1..]))
-        }
-        (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => wildcard(&pattern[1..], &name[1..]),
-        _ => false,
-    }
+/// The paths `glob` names, as [`DeviceGlob::expand`]; nothing for a text that is not one (the
+/// site config refuses those).
+pub fn expand_glob(glob: &str) -> Vec<PathBuf> {
+    DeviceGlob::parse(glob).map_or_else(|_| Vec::new(), |g| g.expand())
 }
 
 /// Runs `f` in a forked child that has dropped to `uid`/`gid`/`groups`, and returns its result.
@@ -553,12 +589,52 @@ mod tests {
     }
 
     #[test]
-    fn wildcards() {
-        assert!(wildcard(b"uverbs*", b"uverbs0"));
-        assert!(wildcard(b"*", b"rdma_cm"));
-        assert!(wildcard(b"umad?", b"umad0"));
-        assert!(!wildcard(b"umad?", b"umad10"));
-        assert!(!wildcard(b"uverbs*", b"issm0"));
+    fn device_globs_match_within_one_component() {
+        let cases = [
+            ("/dev/infiniband/uverbs*", "/dev/infiniband/uverbs0", true),
+            ("/dev/infiniband/*", "/dev/infiniband/rdma_cm", true),
+            ("/dev/infiniband/umad?", "/dev/infiniband/umad0", true),
+            ("/dev/infiniband/umad?", "/dev/infiniband/umad10", false),
+            ("/dev/infiniband/uverbs*", "/dev/infiniband/issm0", false),
+            ("/dev/nvidia[0-9]", "/dev/nvidia3", true),
+            ("/dev/nvidia[0-9]", "/dev/nvidiactl", false),
+            ("/dev/nvidia[!0-9]*", "/dev/nvidiactl", true),
+            ("/dev/sd[ab]", "/dev/sda", true),
+            ("/dev/sd[ab]", "/dev/sdc", false),
+            // `*` and `?` never cross a `/`: `/dev/*` is not every device below /dev.
+            ("/dev/*", "/dev/mem", true),
+            ("/dev/*", "/dev/cpu/0/msr", false),
+            ("/dev/cpu/*", "/dev/cpu/0/msr", false),
+            ("/dev/cpu/?/msr", "/dev/cpu/0/msr", true),
+            ("/dev/a?b", "/dev/a/b", false),
+            ("/dev/a[/]b", "/dev/a/b", false),
+            ("/dev/NULL", "/dev/null", false),
+            ("/dev/*", "/dev/.hidden", true),
+        ];
+        for (glob, path, want) in cases {
+            let g = DeviceGlob::parse(glob).unwrap();
+            assert_eq!(g.matches(path), want, "{glob} ~ {path}");
+        }
+    }
+
+    #[test]
+    fn device_globs_refuse_what_they_would_misread() {
+        let cases = [
+            ("/dev/**", DeviceGlobError::Recursive),
+            ("/dev/**/x", DeviceGlobError::Recursive),
+            ("/dev/a**", DeviceGlobError::Recursive),
+            ("/dev/{sda,sdb}", DeviceGlobError::Braces),
+        ];
+        for (glob, want) in cases {
+            assert_eq!(DeviceGlob::parse(glob).unwrap_err(), want, "{glob}");
+        }
+        for glob in ["/dev/sd[a", "/dev/sd[]"] {
+            assert!(
+                matches!(DeviceGlob::parse(glob), Err(DeviceGlobError::Syntax { .. })),
+                "{glob}"
+            );
+        }
+        assert!(expand_glob("/dev/**").is_empty());
     }
 
     #[test]
@@ -570,6 +646,12 @@ mod tests {
         };
         let found = probe.devices("/dev/nul?");
         assert_eq!(found, [PathBuf::from("/dev/null")]);
+        assert_eq!(probe.devices("/dev/[n]ull"), [PathBuf::from("/dev/null")]);
+        assert_eq!(
+            probe.devices("/dev/[uz]ero"),
+            [PathBuf::from("/dev/zero")],
+            "a class matches one character of the set"
+        );
         assert!(probe.devices("/dev/no-such-dir/*").is_empty());
     }
 

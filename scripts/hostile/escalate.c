@@ -1,7 +1,7 @@
 /* escalate: what a hostile image's program tries, and what it got. Built static by
  * scripts/testbed.sh into the jobdock-test/hostile* images, installed setuid-root (suid-escalate)
  * and with file capabilities (cap-escalate). Prints one "key=value" line per fact, for
- * tests/security.rs:
+ * tests/main/security.rs:
  *
  *   escalate [FILE...]   report ids and capabilities; try setuid(0), setgid(0), setgroups([0]),
  *                        then report ids and capabilities again; then try to read each FILE.

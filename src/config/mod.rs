@@ -101,7 +101,8 @@ pub struct Security {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Devices {
-    /// Globs of host devices every job gets, e.g. `/dev/infiniband/*`.
+    /// Globs of host devices every job gets, e.g. `/dev/infiniband/*`: each one a valid
+    /// [`DeviceGlob`](crate::probe::DeviceGlob) matching no dangerous device.
     pub paths: Vec<String>,
     /// The locked-memory limit (soft and hard) of a job that gets devices: RDMA pins memory.
     pub memlock: Memlock,
@@ -322,7 +323,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("site config {path} is not trustworthy: {reason}")]
-    Untrusted { path: PathBuf, reason: String },
+    Untrusted {
+        path: PathBuf,
+        reason: crate::trust::NotRootsAlone,
+    },
     #[error("site config {path} is invalid: {}", join(.problems))]
     Invalid {
         path: PathBuf,
@@ -729,27 +733,27 @@ impl Raw {
 
         if let Some(globs) = self.devices.paths {
             for g in &globs {
-                if !g.starts_with("/dev/") || g.contains("..") || g.contains(['[', '{']) {
+                if !g.starts_with("/dev/") || g.contains("..") {
                     bad(
                         "devices.paths",
-                        format!("{g:?} must be a path or *-glob under /dev/"),
+                        format!("{g:?} must be a path or glob under /dev/"),
                     );
-                } else if g.contains("**") {
-                    bad(
-                        "devices.paths",
-                        format!("{g:?}: `**` is not a glob jobdock knows (`*` is one component)"),
-                    );
-                } else if let Some(danger) = DANGEROUS_DEVICES
-                    .iter()
-                    .find(|d| crate::probe::glob_matches(g, d))
-                {
-                    bad(
-                        "devices.paths",
-                        format!(
-                            "{g:?} matches {danger}: memory, kernel, I/O port and disk devices \
-                             give a job the node (name the devices, e.g. /dev/infiniband/*)"
-                        ),
-                    );
+                    continue;
+                }
+                match crate::probe::DeviceGlob::parse(g) {
+                    Err(e) => bad("devices.paths", format!("{g:?}: {e}")),
+                    Ok(glob) => {
+                        if let Some(danger) = DANGEROUS_DEVICES.iter().find(|d| glob.matches(d)) {
+                            bad(
+                                "devices.paths",
+                                format!(
+                                    "{g:?} matches {danger}: memory, kernel, I/O port and disk \
+                                     devices give a job the node (name the devices, e.g. \
+                                     /dev/infiniband/*)"
+                                ),
+                            );
+                        }
+                    }
                 }
             }
             c.devices.paths = globs;
@@ -1097,6 +1101,41 @@ mod tests {
     }
 
     /// Issue 12.8: the locked-memory limit of device jobs is the site's to choose.
+    /// Device globs are the `glob` crate's, within one component: `[...]` classes are globs
+    /// too, and `**` (once silently `*`) is refused, naming the key.
+    #[test]
+    fn device_globs_are_globs_within_one_component() {
+        let cases: &[(&str, Result<(), &str>)] = &[
+            ("/dev/infiniband/*", Ok(())),
+            ("/dev/nvidia[0-9]", Ok(())),
+            ("/dev/cpu/*", Ok(())),
+            ("/dev/**", Err("`**` is not a glob jobdock knows")),
+            (
+                "/dev/infiniband/**",
+                Err("`**` is not a glob jobdock knows"),
+            ),
+            ("/dev/{null,zero}", Err("alternatives are not a glob")),
+            ("/dev/nvidia[0-9", Err("not a glob: invalid range pattern")),
+            ("/etc/shadow", Err("must be a path or glob under /dev/")),
+            ("/dev/../etc/x", Err("must be a path or glob under /dev/")),
+            ("/dev/[m]em", Err("matches /dev/mem")),
+            ("/dev/sd[a-z]", Err("matches /dev/sda")),
+            ("/dev/*", Err("matches /dev/mem")),
+        ];
+        for (glob, want) in cases {
+            let got = SiteConfig::parse(&format!("[devices]\npaths = [{glob:?}]\n"));
+            match (got, want) {
+                (Ok(c), Ok(())) => assert_eq!(c.devices.paths, [*glob]),
+                (Err(problems), Err(words)) => {
+                    assert_eq!(problems.len(), 1, "{glob}: {problems:?}");
+                    assert_eq!(problems[0].key, "devices.paths", "{glob}");
+                    assert!(problems[0].message.contains(words), "{glob}: {problems:?}");
+                }
+                (got, want) => panic!("{glob}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
     #[test]
     fn devices_memlock_is_unlimited_or_a_size() {
         assert_eq!(SiteConfig::default().devices.memlock, Memlock::Unlimited);

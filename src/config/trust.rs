@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use crate::trust::{Above, Expect};
+use crate::trust::{Above, Expect, NotRootsAlone};
 
 /// `Err` names the first path that is not root-owned or is writable by group or others.
-pub fn check_root_owned(path: &Path) -> Result<(), String> {
-    crate::trust::check(path, Expect::File, Above::Strict).map_err(|e| e.to_string())
+pub fn check_root_owned(path: &Path) -> Result<(), NotRootsAlone> {
+    crate::trust::check(path, Expect::File, Above::Strict)
 }
 
 #[cfg(test)]
@@ -31,24 +31,31 @@ mod tests {
         assert_eq!(check_root_owned(&file), Ok(()));
 
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
-        assert!(
-            check_root_owned(&file)
-                .unwrap_err()
-                .contains("writable by group or others")
-        );
+        let err = check_root_owned(&file).unwrap_err();
+        assert!(matches!(err, NotRootsAlone::Writable { .. }), "{err:?}");
+        assert!(err.to_string().contains("writable by group or others"));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
 
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = check_root_owned(&file).unwrap_err();
-        assert!(err.starts_with(&dir.path().display().to_string()), "{err}");
+        assert!(
+            matches!(&err, NotRootsAlone::Writable { path, .. } if path == dir.path()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&dir.path().display().to_string()),
+            "{err}"
+        );
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 
         nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(2001)), None).unwrap();
+        let err = check_root_owned(&file).unwrap_err();
         assert!(
-            check_root_owned(&file)
-                .unwrap_err()
-                .contains("owned by uid 2001")
+            matches!(err, NotRootsAlone::Owner { uid: 2001, .. }),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("owned by uid 2001"));
     }
 
     #[test]
@@ -58,10 +65,8 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         // /tmp itself is world-writable (sticky or not): anyone could have swapped the file.
         assert!(check_root_owned(&file).is_err());
-        assert!(
-            check_root_owned(Path::new("/nonexistent/wrapper.toml"))
-                .unwrap_err()
-                .contains("No such file")
-        );
+        let err = check_root_owned(Path::new("/nonexistent/wrapper.toml")).unwrap_err();
+        assert!(matches!(err, NotRootsAlone::Unreadable { .. }), "{err:?}");
+        assert!(err.to_string().contains("No such file"), "{err}");
     }
 }

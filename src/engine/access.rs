@@ -36,7 +36,7 @@ pub(super) struct AccessSettings<'a> {
 /// What a registry said about one of the image's digests.
 enum Answer {
     Gives,
-    Refuses(String),
+    Rejects(String),
     Unreachable(String),
 }
 
@@ -79,7 +79,7 @@ pub(super) async fn check<D: Daemon>(
     }) {
         return Ok(Some(hit.clone()));
     }
-    let mut refused = Vec::new();
+    let mut rejected = Vec::new();
     let mut unreachable = Vec::new();
     for candidate in &candidates {
         match ask(d, candidate, None).await {
@@ -91,9 +91,9 @@ pub(super) async fn check<D: Daemon>(
                 unreachable.push((candidate.registry().to_string(), why));
                 continue;
             }
-            Answer::Refuses(why) => {
+            Answer::Rejects(why) => {
                 let Some(auth) = s.credentials.for_registry(candidate.registry()) else {
-                    refused.push((candidate.registry().to_string(), why));
+                    rejected.push((candidate.registry().to_string(), why));
                     continue;
                 };
                 match ask(d, candidate, Some(auth)).await {
@@ -101,7 +101,7 @@ pub(super) async fn check<D: Daemon>(
                         cache.record(&user_key(s.uid, candidate), now);
                         return Ok(Some(candidate.clone()));
                     }
-                    Answer::Refuses(why) => refused.push((candidate.registry().to_string(), why)),
+                    Answer::Rejects(why) => rejected.push((candidate.registry().to_string(), why)),
                     Answer::Unreachable(why) => {
                         unreachable.push((candidate.registry().to_string(), why));
                     }
@@ -116,10 +116,10 @@ pub(super) async fn check<D: Daemon>(
             reason,
         });
     }
-    let (registry, reason) = refused
+    let (registry, reason) = rejected
         .into_iter()
         .next()
-        .expect("every candidate was refused or unreachable");
+        .expect("every candidate was rejected or unreachable");
     Err(EngineError::PrivateImage {
         image: image.to_string(),
         registry,
@@ -135,18 +135,18 @@ async fn ask<D: Daemon>(
 ) -> Answer {
     match d.registry_manifest(candidate, auth).await {
         Ok(digest) if Some(&digest) == candidate.digest.as_ref() => Answer::Gives,
-        Ok(digest) => Answer::Refuses(format!(
+        Ok(digest) => Answer::Rejects(format!(
             "it answered with the manifest {digest}, not {}",
             candidate.digest.as_deref().unwrap_or("?")
         )),
-        Err(e) if refusal(&e) => Answer::Refuses(e.message),
+        Err(e) if rejection(&e) => Answer::Rejects(e.message),
         Err(e) => Answer::Unreachable(e.message),
     }
 }
 
 /// Whether the registry's answer says no (to these credentials, or to anyone) rather than that
 /// it could not be asked. dockerd reports a missing login as a 500 "no basic auth credentials".
-pub(super) fn refusal(e: &DaemonError) -> bool {
+pub(super) fn rejection(e: &DaemonError) -> bool {
     if matches!(
         e.kind,
         ErrorKind::NotFound | ErrorKind::Status(401) | ErrorKind::Status(403)

@@ -115,11 +115,24 @@ struct AuthEntry {
     identitytoken: Option<String>,
 }
 
+/// Why a `config.json` gave no credentials: the file is not JSON, or one `auths` entry is broken.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    NotJson(#[from] serde_json::Error),
+    #[error("auths.{key:?}.auth is not base64")]
+    NotBase64 { key: String },
+    #[error("auths.{key:?}.auth is not UTF-8")]
+    NotUtf8 { key: String },
+    #[error("auths.{key:?}.auth is not base64(user:password)")]
+    NoColon { key: String },
+}
+
 /// Finds `registry`'s entry in the text of a `config.json`. Only plain `auths` entries are
 /// supported: credential helpers (`credsStore`, `credHelpers`) would mean running a helper
 /// program as the user, which jobdock does not do; it says so instead.
-pub fn lookup(text: &str, registry: &str) -> Result<Option<RegistryAuth>, String> {
-    let config: ConfigFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+pub fn lookup(text: &str, registry: &str) -> Result<Option<RegistryAuth>, AuthError> {
+    let config: ConfigFile = serde_json::from_str(text)?;
     let entry = config
         .auths
         .iter()
@@ -137,17 +150,18 @@ pub fn lookup(text: &str, registry: &str) -> Result<Option<RegistryAuth>, String
 
 /// One `auths` entry as credentials; `None` for an empty one (`docker login` with a helper
 /// leaves one behind).
-fn from_entry(key: &str, entry: &AuthEntry) -> Result<Option<RegistryAuth>, String> {
+fn from_entry(key: &str, entry: &AuthEntry) -> Result<Option<RegistryAuth>, AuthError> {
+    let key_of = || key.to_string();
     let (mut username, mut password) = (entry.username.clone(), entry.password.clone());
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
-            .map_err(|_| format!("auths.{key:?}.auth is not base64"))?;
+            .map_err(|_| AuthError::NotBase64 { key: key_of() })?;
         let decoded =
-            String::from_utf8(decoded).map_err(|_| format!("auths.{key:?}.auth is not UTF-8"))?;
+            String::from_utf8(decoded).map_err(|_| AuthError::NotUtf8 { key: key_of() })?;
         let (user, pass) = decoded
             .split_once(':')
-            .ok_or_else(|| format!("auths.{key:?}.auth is not base64(user:password)"))?;
+            .ok_or_else(|| AuthError::NoColon { key: key_of() })?;
         username = Some(user.to_string());
         password = Some(pass.to_string());
     }
@@ -234,25 +248,44 @@ mod tests {
 
     #[test]
     fn broken_files_are_errors_naming_the_entry() {
-        let cases = [
-            ("not json", "{", "EOF"),
+        let no_colon = format!(
+            r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
+            b64("x")
+        );
+        let not_utf8 = format!(
+            r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode([0xff, b':', b'p'])
+        );
+        let cases: [(&str, &str, fn(&AuthError) -> bool, &str); 4] = [
+            (
+                "not json",
+                "{",
+                |e| matches!(e, AuthError::NotJson(_)),
+                "EOF",
+            ),
             (
                 "not base64",
                 r#"{"auths": {"r.example": {"auth": "%%%"}}}"#,
+                |e| matches!(e, AuthError::NotBase64 { key } if key == "r.example"),
                 "base64",
             ),
             (
+                "not utf-8",
+                &not_utf8,
+                |e| matches!(e, AuthError::NotUtf8 { key } if key == "r.example"),
+                "UTF-8",
+            ),
+            (
                 "no colon",
-                &format!(
-                    r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
-                    b64("x")
-                ),
+                &no_colon,
+                |e| matches!(e, AuthError::NoColon { key } if key == "r.example"),
                 "user:password",
             ),
         ];
-        for (name, text, want) in cases {
+        for (name, text, is, want) in cases {
             let e = lookup(text, "r.example").unwrap_err();
-            assert!(e.contains(want), "{name}: {e}");
+            assert!(is(&e), "{name}: {e:?}");
+            assert!(e.to_string().contains(want), "{name}: {e}");
         }
     }
 

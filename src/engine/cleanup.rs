@@ -237,23 +237,46 @@ mod tests {
     use crate::engine::daemon::Found;
     use crate::engine::fake::FakeDaemon;
 
-    #[tokio::test]
-    async fn a_users_cleanup_removes_their_containers_only_and_succeeds() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = crate::engine::fake::FakeHost::default();
-        let dirs = Dirs {
-            state_dir: dir.path(),
-            cidfile_dir: dir.path(),
-            host: &host,
-        };
-        let found = |id: &str, uid: &str| Found {
+    /// One test's state directory (also its cidfile directory) and host seam.
+    struct Node {
+        dir: tempfile::TempDir,
+        host: crate::engine::fake::FakeHost,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            Node {
+                dir: tempfile::tempdir().unwrap(),
+                host: crate::engine::fake::FakeHost::default(),
+            }
+        }
+
+        fn dirs(&self) -> Dirs<'_> {
+            Dirs {
+                state_dir: self.dir.path(),
+                cidfile_dir: self.dir.path(),
+                host: &self.host,
+            }
+        }
+    }
+
+    /// A container of job 212 of `uid`, as dockerd lists it.
+    fn found(id: &str, name: &str, uid: &str) -> Found {
+        Found {
             id: id.into(),
-            name: format!("jobdock-lsf-212-{id}"),
+            name: name.into(),
             labels: [("jobdock.job", "212"), ("jobdock.uid", uid)]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_users_cleanup_removes_their_containers_only_and_succeeds() {
+        let node = Node::new();
+        let dirs = node.dirs();
+        let found = |id: &str, uid: &str| found(id, &format!("jobdock-lsf-212-{id}"), uid);
         let mut d = FakeDaemon::default();
         d.containers = vec![found("1", "2002"), found("2", "2001"), found("3", "2002")];
         let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
@@ -284,22 +307,10 @@ mod tests {
     /// and removes it (it happened under the full suite's load).
     #[tokio::test(start_paused = true)]
     async fn a_container_whose_creation_ends_after_its_removal_is_removed_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = crate::engine::fake::FakeHost::default();
-        let dirs = Dirs {
-            state_dir: dir.path(),
-            cidfile_dir: dir.path(),
-            host: &host,
-        };
+        let node = Node::new();
+        let dirs = node.dirs();
         let mut d = FakeDaemon::default();
-        d.containers = vec![Found {
-            id: "1".into(),
-            name: "jobdock-lsf-212-77".into(),
-            labels: [("jobdock.job", "212"), ("jobdock.uid", "2001")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }];
+        d.containers = vec![found("1", "jobdock-lsf-212-77", "2001")];
         d.created_late.borrow_mut().push("1".into());
         let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
         assert_eq!(report.containers, ["jobdock-lsf-212-77"]);
@@ -310,15 +321,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_claims_the_staging_that_says_it_is_theirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = crate::engine::fake::FakeHost::default();
-        let dirs = Dirs {
-            state_dir: dir.path(),
-            cidfile_dir: dir.path(),
-            host: &host,
-        };
+        let node = Node::new();
+        let dirs = node.dirs();
         // A live jobdock's (this test's), of jdalice, with no container yet.
-        let staging = dir.path().join("jobdock-lsf-212-4321.0a1b");
+        let staging = node.dir.path().join("jobdock-lsf-212-4321.0a1b");
         std::fs::create_dir(&staging).unwrap();
         std::fs::write(
             staging.join("owner"),

@@ -68,10 +68,10 @@ pub enum EngineError {
     #[error("pulling {image}: {reason}")]
     Pull { image: String, reason: String },
     #[error(
-        "pulling {image}: the registry refuses it: {reason} (check the image's name and tag, and \
+        "pulling {image}: the registry rejects it: {reason} (check the image's name and tag, and \
          your registry login)"
     )]
-    PullRefused { image: String, reason: String },
+    PullRejected { image: String, reason: String },
     #[error(
         "jobdock may not use dockerd's socket {} ({reason}): it must be installed setuid root \
          (contrib/install.sh; a `cargo install` copy, or one on a nosuid file system, is not)",
@@ -145,9 +145,9 @@ pub enum EngineError {
     )]
     MountNamespace { reason: String },
     #[error("image {image}: {reason}")]
-    ImageRefused { image: String, reason: String },
+    UnsafeImage { image: String, reason: String },
     #[error("{0}")]
-    Rlimit(Box<rlimit::RlimitRefused>),
+    Rlimit(Box<rlimit::RlimitNotGranted>),
     #[error("{0}")]
     Internal(String),
 }
@@ -157,8 +157,8 @@ pub enum EngineError {
 pub enum Blame {
     /// The node: daemon, registry, disk. Retrying elsewhere may work.
     Infrastructure,
-    /// The request: fix the job.
-    Refused,
+    /// The request (refused by policy, or an image that fails a check): fix the job.
+    BadRequest,
     /// The site config names a directory jobdock cannot use safely: the admin must fix it.
     Config,
     /// The job's command is missing from the image.
@@ -172,7 +172,7 @@ pub enum Blame {
 }
 
 impl EngineError {
-    /// Adds dockerd's own hard limit to a limit it refused, for the advice.
+    /// Adds dockerd's own hard limit to a limit it did not grant, for the advice.
     fn fill_granted(&mut self, socket: &std::path::Path) {
         match self {
             EngineError::Rlimit(r) => {
@@ -203,7 +203,7 @@ impl EngineError {
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
             EngineError::MountNamespace { .. } => Blame::Config,
             EngineError::SocketDenied { .. } => Blame::Config,
-            EngineError::Files(e) if e.callers_limit => Blame::Refused,
+            EngineError::Files(e) if e.callers_limit => Blame::BadRequest,
             EngineError::Files(_) => Blame::Infrastructure,
             EngineError::NoProgram { .. } | EngineError::CommandNotFound { .. } => Blame::NotFound,
             EngineError::NotExecutable { .. } => Blame::NotExecutable,
@@ -212,8 +212,8 @@ impl EngineError {
             EngineError::BadJobId { .. }
             | EngineError::PrivateImage { .. }
             | EngineError::MountChanged { .. }
-            | EngineError::ImageRefused { .. }
-            | EngineError::PullRefused { .. } => Blame::Refused,
+            | EngineError::UnsafeImage { .. }
+            | EngineError::PullRejected { .. } => Blame::BadRequest,
             // The job's limits are the site's (devices.memlock) or the node's (what the
             // scheduler gives jobs); dockerd's are the node's: the admin must fix either.
             EngineError::Rlimit(_) => Blame::Config,

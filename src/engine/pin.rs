@@ -316,7 +316,7 @@ mod tests {
         std::os::unix::fs::symlink(t.path().join("checked"), &data).unwrap();
         let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("symbolic link"), "{e}");
-        assert_eq!(e.blame(), crate::engine::Blame::Refused);
+        assert_eq!(e.blame(), crate::engine::Blame::BadRequest);
         std::fs::remove_file(&data).unwrap();
         let e = stage(&plan, &state, &host).err().unwrap();
         assert!(e.to_string().contains("No such file"), "{e}");

@@ -221,8 +221,8 @@ async fn pull_with_retries<D: Daemon>(
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            Ok(Err(e)) if refused_by_registry(&e) => {
-                return Err(EngineError::PullRefused {
+            Ok(Err(e)) if rejected_by_registry(&e) => {
+                return Err(EngineError::PullRejected {
                     image: image.to_string(),
                     reason: e.message,
                 });
@@ -233,10 +233,10 @@ async fn pull_with_retries<D: Daemon>(
     unreachable!("the last attempt returns")
 }
 
-/// Whether the registry refused the pull for something the job names: an image or tag it does
+/// Whether the registry rejected the pull for something the job names: an image or tag it does
 /// not have, a reference it cannot parse, credentials it does not accept. Retrying, or requeueing
 /// the job on another node, fails the same way.
-pub(super) fn refused_by_registry(e: &DaemonError) -> bool {
+pub(super) fn rejected_by_registry(e: &DaemonError) -> bool {
     let m = e.message.to_ascii_lowercase();
     [
         "manifest unknown",
@@ -251,7 +251,7 @@ pub(super) fn refused_by_registry(e: &DaemonError) -> bool {
 }
 
 /// Whether a failed pull may succeed if tried again: rate limits, server errors, timeouts and
-/// dropped connections, but not a missing image, refused credentials or a full disk.
+/// dropped connections, but not a missing image, rejected credentials or a full disk.
 pub(super) fn transient(e: &DaemonError) -> bool {
     let m = e.message.to_ascii_lowercase();
     let permanent = [
@@ -524,7 +524,7 @@ mod tests {
         }
     }
 
-    /// The registry's refusals that are the job's to fix, as dockerd 20.10 words them.
+    /// The registry's rejections that are the job's to fix, as dockerd 20.10 words them.
     #[test]
     fn refusals_of_the_job_are_told_from_the_nodes_trouble() {
         let cases = [
@@ -552,7 +552,7 @@ mod tests {
         ];
         for (message, want) in cases {
             let e = DaemonError::new(ErrorKind::Stream, message);
-            assert_eq!(refused_by_registry(&e), want, "{message}");
+            assert_eq!(rejected_by_registry(&e), want, "{message}");
         }
     }
 

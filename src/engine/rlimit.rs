@@ -21,7 +21,7 @@ const TYPES: &[(u32, &str, &str, &str)] = &[
 
 /// A start that failed on a resource limit: what the job asked for and who chose it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RlimitRefused {
+pub struct RlimitNotGranted {
     /// runc's `RLIMIT_*` number.
     pub number: u32,
     /// Docker's name (`memlock`), if jobdock knows the number.
@@ -38,7 +38,7 @@ pub struct RlimitRefused {
 }
 
 /// The `RLIMIT_*` number in runc's "error setting rlimit type 8: operation not permitted".
-pub fn refused_type(message: &str) -> Option<u32> {
+pub fn rlimit_type(message: &str) -> Option<u32> {
     let rest = &message[message.find("error setting rlimit type ")? + 26..];
     let end = rest
         .find(|c: char| !c.is_ascii_digit())
@@ -46,9 +46,9 @@ pub fn refused_type(message: &str) -> Option<u32> {
     rest[..end].parse().ok()
 }
 
-/// The refusal in `message` of a start of `plan`, if it is one.
-pub fn refused(message: &str, plan: &ContainerPlan) -> Option<RlimitRefused> {
-    let number = refused_type(message)?;
+/// The limit dockerd could not grant a start of `plan`, if `message` says so.
+pub fn not_granted(message: &str, plan: &ContainerPlan) -> Option<RlimitNotGranted> {
+    let number = rlimit_type(message)?;
     let name = TYPES.iter().find(|t| t.0 == number).map(|t| t.1);
     let requested = name.and_then(|n| {
         plan.ulimits
@@ -64,7 +64,7 @@ pub fn refused(message: &str, plan: &ContainerPlan) -> Option<RlimitRefused> {
         }
         _ => None,
     };
-    Some(RlimitRefused {
+    Some(RlimitNotGranted {
         number,
         name,
         requested,
@@ -74,7 +74,7 @@ pub fn refused(message: &str, plan: &ContainerPlan) -> Option<RlimitRefused> {
     })
 }
 
-impl std::fmt::Display for RlimitRefused {
+impl std::fmt::Display for RlimitNotGranted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = TYPES.iter().find(|t| t.0 == self.number).map_or_else(
             || format!("resource limit type {}", self.number),
@@ -184,7 +184,7 @@ mod tests {
             ("error setting rlimit type : x", None),
         ];
         for (message, want) in cases {
-            assert_eq!(refused_type(message), want, "{message}");
+            assert_eq!(rlimit_type(message), want, "{message}");
         }
     }
 
@@ -310,7 +310,8 @@ mod tests {
         ];
         for (name, devices, ulimits, message, granted, words) in cases {
             let p = plan_with(*devices, ulimits);
-            let mut r = refused(message, &p).unwrap_or_else(|| panic!("{name}: not recognized"));
+            let mut r =
+                not_granted(message, &p).unwrap_or_else(|| panic!("{name}: not recognized"));
             r.granted = *granted;
             let text = r.to_string();
             for w in *words {
@@ -322,6 +323,6 @@ mod tests {
                 "{name}: {text}"
             );
         }
-        assert_eq!(refused("no such image", &plan_with(true, &[])), None);
+        assert_eq!(not_granted("no such image", &plan_with(true, &[])), None);
     }
 }

@@ -247,8 +247,8 @@ fn same_to_daemon(host: &dyn host::Host, dir: &Path) -> Result<(), EngineError> 
 /// A failed start, explained: the runtime's exec errors are the job's command, not the node; a
 /// resource limit dockerd may not grant is the site's.
 fn start_error(e: DaemonError, plan: &ContainerPlan) -> EngineError {
-    if let Some(refused) = rlimit::refused(&e.message, plan) {
-        return EngineError::Rlimit(Box::new(refused));
+    if let Some(limit) = rlimit::not_granted(&e.message, plan) {
+        return EngineError::Rlimit(Box::new(limit));
     }
     let m = e.message.to_ascii_lowercase();
     let exec = m.contains("exec");

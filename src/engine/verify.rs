@@ -45,7 +45,7 @@ pub(super) async fn created<D: Daemon>(
             .iter()
             .find(|k| Path::new(&state.effective.working_dir).starts_with(k))
     {
-        return Err(EngineError::ImageRefused {
+        return Err(EngineError::UnsafeImage {
             image: plan.image.to_string(),
             reason: format!(
                 "its WORKDIR {} is under {dir}; a job may not start in the kernel's interfaces",
@@ -145,13 +145,13 @@ enum Needs {
 /// `/etc/hosts` (and the others) in the user's host directory, as root. So every component of
 /// every planned target must be, in the image, a directory or nothing (runc then makes it in the
 /// container's own layer), never a symlink, and the target itself of the kind that is mounted
-/// there; and dockerd's own files must not lead into a planned mount. Refuses otherwise (64).
+/// there; and dockerd's own files must not lead into a planned mount. Fails otherwise (64).
 async fn mount_points_agree<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     inert: &str,
 ) -> Result<(), EngineError> {
-    let refuse = |reason: String| EngineError::ImageRefused {
+    let unsafe_image = |reason: String| EngineError::UnsafeImage {
         image: plan.image.to_string(),
         reason,
     };
@@ -180,7 +180,7 @@ async fn mount_points_agree<D: Daemon>(
                 // Missing: runc makes it, and all below it, in the container's own layer.
                 (None, _) => break,
                 (Some(PathKind::Symlink(to)), _) => {
-                    return Err(refuse(format!(
+                    return Err(unsafe_image(format!(
                         "{here} is a symbolic link to {to} in the image, on the way to the \
                          mount at {target}: the mount would land where it points (and the \
                          engine could create files in the host directory mounted there); use \
@@ -197,7 +197,7 @@ async fn mount_points_agree<D: Daemon>(
                     } else {
                         "a directory"
                     };
-                    return Err(refuse(format!(
+                    return Err(unsafe_image(format!(
                         "{here} is {} in the image, where the mount at {target} needs {what}",
                         describe(&kind)
                     )));
@@ -213,7 +213,7 @@ async fn mount_points_agree<D: Daemon>(
             continue; // a symlink loop: runc fails to start the container, which creates nothing
         };
         if let Some(m) = plan.mounts.iter().find(|m| leads_to.starts_with(&m.target)) {
-            return Err(refuse(format!(
+            return Err(unsafe_image(format!(
                 "its {file} leads to {} (through a symbolic link), inside the mount at {}: the \
                  engine would create it in the host directory mounted there",
                 leads_to.display(),
@@ -312,7 +312,7 @@ async fn resolve_in_image<D: Daemon>(
 
 /// dockerd resolves each `GroupAdd` entry in the *image's* `/etc/group` (not the one jobdock mounts
 /// over it), by name before number: a group *named* `3001` with gid 0 turns the job's group 3001
-/// into root's group. Refuses an image whose group file would change any of the job's gids.
+/// into root's group. Fails for an image whose group file would change any of the job's gids.
 async fn groups_agree<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
@@ -322,7 +322,7 @@ async fn groups_agree<D: Daemon>(
         return Ok(());
     }
     let read = read_following_links(d, inert, "/etc/group").await;
-    let refuse = |reason: String| EngineError::ImageRefused {
+    let unsafe_image = |reason: String| EngineError::UnsafeImage {
         image: plan.image.to_string(),
         reason,
     };
@@ -330,13 +330,13 @@ async fn groups_agree<D: Daemon>(
         None => return Ok(()),
         Some(ContainerFile::Regular(bytes)) => bytes,
         Some(ContainerFile::TooLarge) => {
-            return Err(refuse(format!(
+            return Err(unsafe_image(format!(
                 "its /etc/group is larger than {MAX_GROUP_FILE} bytes; jobdock cannot check \
                  which groups dockerd would give the job"
             )));
         }
         Some(ContainerFile::Symlink(_) | ContainerFile::NotRegular) => {
-            return Err(refuse(
+            return Err(unsafe_image(
                 "its /etc/group is not a regular file (or a chain of symlinks to one); jobdock \
                  cannot check which groups dockerd would give the job"
                     .into(),
@@ -345,7 +345,7 @@ async fn groups_agree<D: Daemon>(
     };
     match conflicting_group(&text, &plan.group_add) {
         None => Ok(()),
-        Some((gid, name, other)) => Err(refuse(format!(
+        Some((gid, name, other)) => Err(unsafe_image(format!(
             "its /etc/group has a group named {name:?} with gid {other}: dockerd would give the \
              job gid {other} instead of its group {gid}"
         ))),

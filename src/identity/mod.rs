@@ -96,8 +96,10 @@ pub enum IdentityError {
     #[error("{0}: no such user")]
     NoSuchUser(String),
     #[error("{source_}: {reason}")]
-    Refused { source_: String, reason: String },
-    #[error("cannot look up {what}: {reason} (refusing to run without the user's groups)")]
+    Unusable { source_: String, reason: String },
+    #[error(
+        "cannot look up {what}: {reason} (jobdock does not run a job without the user's groups)"
+    )]
     Lookup { what: String, reason: String },
 }
 
@@ -176,21 +178,21 @@ pub fn resolve(
         let gid = entry.gid;
         (source, entry, gid)
     };
-    let refuse = |reason: String| IdentityError::Refused {
+    let unusable = |reason: String| IdentityError::Unusable {
         source_: source.to_string(),
         reason,
     };
 
-    check_id("uid", entry.uid).map_err(refuse)?;
-    check_id("gid", gid).map_err(refuse)?;
+    check_id("uid", entry.uid).map_err(unusable)?;
+    check_id("gid", gid).map_err(unusable)?;
     if !synth::safe_user_name(&entry.name) {
-        return Err(refuse(format!(
+        return Err(unusable(format!(
             "user name {:?} cannot be written safely to /etc/passwd",
             entry.name
         )));
     }
     if !synth::safe_home(&entry.home) {
-        return Err(refuse(format!(
+        return Err(unusable(format!(
             "home directory {:?} is not a clean absolute path",
             entry.home
         )));
@@ -203,7 +205,7 @@ pub fn resolve(
     gids.dedup();
     let mut groups = Vec::new();
     for g in gids.into_iter().filter(|&g| g != gid) {
-        check_id("supplementary gid", g).map_err(refuse)?;
+        check_id("supplementary gid", g).map_err(unusable)?;
         let name = db.group_name(g).map_err(lookup_err(format!("group {g}")))?;
         groups.push((g, name.filter(|n| synth::safe_group_name(n))));
     }
@@ -222,15 +224,15 @@ pub fn resolve(
 }
 
 fn parse_id(text: &str, source: &Source) -> Result<u32, IdentityError> {
-    let refuse = |reason: &str| IdentityError::Refused {
+    let unusable = |reason: &str| IdentityError::Unusable {
         source_: source.to_string(),
         reason: reason.into(),
     };
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(refuse("not a numeric id"));
+        return Err(unusable("not a numeric id"));
     }
     text.parse::<u32>()
-        .map_err(|_| refuse("id out of range (must be below 2^31)"))
+        .map_err(|_| unusable("id out of range (must be below 2^31)"))
 }
 
 fn check_id(what: &str, id: u32) -> Result<(), String> {
@@ -500,7 +502,7 @@ mod tests {
                 None,
                 &[],
                 &failing,
-                "refusing to run",
+                "does not run a job without",
             ),
             (
                 "non-root without passwd entry",

@@ -273,21 +273,38 @@ mod tests {
 /// LSF-family config readers cut every line at `#`, quotes or not.)
 pub const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
 
+/// Why a job file does not give the user's command: LSF did not write it as jobdock expects, or
+/// jobdock is not the JOB_STARTER it ran (both the site's to fix).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobFileError {
+    #[error("no \"# LSBATCH: User input\" line")]
+    NoUserInput,
+    #[error("no \"# LSBATCH: End user input\" line")]
+    NoEndOfUserInput,
+    #[error(
+        "LSB_JOB_STARTER is not set: jobdock lsf-starter must be the queue's or application's \
+         JOB_STARTER"
+    )]
+    NoStarter,
+    #[error("the job file's user input does not start with the JOB_STARTER {starter:?}")]
+    NotStarted { starter: String },
+}
+
 /// Recovers exactly what the user submitted from an LSF job file: the lines between
 /// `# LSBATCH: User input` and `# LSBATCH: End user input`, without the JOB_STARTER prefix LSF
 /// spliced in front of the first command (`starter`, from `LSB_JOB_STARTER`) and without the
 /// `ExitStat=$?` / `wait` lines LSF appends.
-pub fn user_command(job_file: &str, starter: &str) -> Result<String, String> {
+pub fn user_command(job_file: &str, starter: &str) -> Result<String, JobFileError> {
     let lines: Vec<&str> = job_file.lines().collect();
     let begin = lines
         .iter()
         .position(|l| l.trim_end() == "# LSBATCH: User input")
-        .ok_or("no \"# LSBATCH: User input\" line")?;
+        .ok_or(JobFileError::NoUserInput)?;
     let end = lines[begin..]
         .iter()
         .position(|l| l.trim_end() == "# LSBATCH: End user input")
         .map(|i| begin + i)
-        .ok_or("no \"# LSBATCH: End user input\" line")?;
+        .ok_or(JobFileError::NoEndOfUserInput)?;
     let mut section: Vec<String> = lines[begin + 1..end]
         .iter()
         .map(|l| l.to_string())
@@ -300,13 +317,13 @@ pub fn user_command(job_file: &str, starter: &str) -> Result<String, String> {
     }
     let starter = starter.trim();
     if starter.is_empty() {
-        return Err("LSB_JOB_STARTER is not set: jobdock lsf-starter must be the queue's or application's JOB_STARTER".into());
+        return Err(JobFileError::NoStarter);
     }
     let first = section
         .iter()
         .position(|l| l.starts_with(starter))
-        .ok_or_else(|| {
-            format!("the job file's user input does not start with the JOB_STARTER {starter:?}")
+        .ok_or_else(|| JobFileError::NotStarted {
+            starter: starter.to_string(),
         })?;
     let rest = &section[first][starter.len()..];
     section[first] = rest.strip_prefix(' ').unwrap_or(rest).to_string();
@@ -360,26 +377,39 @@ mod starter_tests {
     #[test]
     fn refusals() {
         let plain = job_file("echo hello");
-        assert!(
-            user_command(&plain, STARTER)
-                .unwrap_err()
-                .contains("does not start with the JOB_STARTER")
-        );
-        assert!(
-            user_command(&plain, "")
-                .unwrap_err()
-                .contains("LSB_JOB_STARTER is not set")
-        );
-        assert!(
-            user_command("#! /bin/sh\necho hi\n", STARTER)
-                .unwrap_err()
-                .contains("User input")
-        );
         let unterminated = "# LSBATCH: User input\nexec x\n";
-        assert!(
-            user_command(unterminated, "exec x")
-                .unwrap_err()
-                .contains("End user input")
-        );
+        let cases = [
+            (
+                plain.as_str(),
+                STARTER,
+                JobFileError::NotStarted {
+                    starter: STARTER.into(),
+                },
+                "does not start with the JOB_STARTER",
+            ),
+            (
+                plain.as_str(),
+                "",
+                JobFileError::NoStarter,
+                "LSB_JOB_STARTER is not set",
+            ),
+            (
+                "#! /bin/sh\necho hi\n",
+                STARTER,
+                JobFileError::NoUserInput,
+                "User input",
+            ),
+            (
+                unterminated,
+                "exec x",
+                JobFileError::NoEndOfUserInput,
+                "End user input",
+            ),
+        ];
+        for (file, starter, want, words) in cases {
+            let e = user_command(file, starter).unwrap_err();
+            assert_eq!(e, want, "{file:?}");
+            assert!(e.to_string().contains(words), "{e}");
+        }
     }
 }

@@ -771,7 +771,7 @@ async fn transient_pull_failures_are_retried_and_permanent_ones_are_not() {
     // requeued would fail forever.
     for (message, attempts, blame) in [
         ("toomanyrequests: slow down", 4, Blame::Infrastructure),
-        ("manifest unknown", 1, Blame::Refused),
+        ("manifest unknown", 1, Blame::BadRequest),
         (
             "write /var/lib/docker/x: no space left on device",
             1,
@@ -895,7 +895,7 @@ async fn a_private_image_the_user_may_not_have_is_refused_before_anything_is_mad
     d.repo_digests = vec![format!("jobdock-test/busybox@sha256:{}", "a".repeat(64))];
     let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
     let e = ran.result.unwrap_err();
-    assert_eq!(e.blame(), Blame::Refused, "{e}");
+    assert_eq!(e.blame(), Blame::BadRequest, "{e}");
     assert!(e.to_string().contains("jobdock-test/busybox:latest"), "{e}");
     assert_eq!(
         names(&ran.calls),

@@ -554,7 +554,7 @@ async fn an_image_workdir_under_proc_is_refused_when_the_plan_sets_none() {
         });
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         assert!(e.to_string().contains(&format!("WORKDIR {workdir}")), "{e}");
         assert!(!names(&ran.calls).contains(&"start"));
         assert!(names(&ran.calls).contains(&"remove"));
@@ -585,7 +585,7 @@ async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts()
         let d = FakeDaemon::default();
         let ran = run_on(&d, &p, &host).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         let text = e.to_string();
         assert!(
             text.starts_with(&format!("mount source {DATA}:")) && text.contains("not run"),
@@ -600,7 +600,7 @@ async fn a_mount_source_swapped_after_the_check_stops_the_job_before_it_starts()
     let d = FakeDaemon::default();
     let ran = run_on(&d, &p, &host).await;
     let e = ran.result.unwrap_err();
-    assert_eq!(e.blame(), Blame::Refused, "{e}");
+    assert_eq!(e.blame(), Blame::BadRequest, "{e}");
     assert!(e.to_string().contains("was it replaced"), "{e}");
     assert!(!names(&ran.calls).contains(&"start"), "{:?}", ran.calls);
     assert_eq!(ran.calls.last().unwrap(), &format!("remove {ID}"));
@@ -736,7 +736,7 @@ async fn an_image_group_file_that_would_remap_the_jobs_groups_is_refused() {
         d.image_files.insert("/etc/group", file);
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{e}");
         assert!(e.to_string().contains(want), "{e}");
         assert!(!names(&ran.calls).contains(&"start"), "{:?}", ran.calls);
         // Both the inert container and the job's are removed.
@@ -916,7 +916,7 @@ async fn an_image_symlink_at_a_mount_point_is_refused_before_start() {
         d.image_paths = image.into_iter().collect();
         let ran = run_on(&d, &p, &honest_host(&p)).await;
         let e = ran.result.unwrap_err();
-        assert_eq!(e.blame(), Blame::Refused, "{name}: {e}");
+        assert_eq!(e.blame(), Blame::BadRequest, "{name}: {e}");
         let text = e.to_string();
         assert!(
             text.starts_with("image jobdock-test/busybox"),

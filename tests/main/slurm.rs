@@ -2,16 +2,16 @@
 //! the installed setuid jobdock, in job steps and batch scripts. The container joins the step's
 //! cgroup and is held to the job's memory; the shipped epilog removes what a cancelled job left.
 
-mod util;
+use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Run, containers_of, require};
+use crate::util::{ALICE, INSTALLED, TestJob, containers_of, require};
 
 const IMAGE: &str = "jobdock-test/busybox";
-const HOME: &str = "/home/jdalice";
+const HOME: &str = ALICE.home;
 
 fn cluster_is_up() -> bool {
     cluster_with_conf_is_up(None)
@@ -46,12 +46,10 @@ fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
 }
 
 /// `srun ARGS` as jdalice from her home.
-fn srun(args: &[&str]) -> Run {
-    Run::program("srun", args)
-        .user(ALICE.1)
-        .cwd(HOME)
-        .env("HOME", HOME)
-        .env("USER", ALICE.0)
+fn srun(args: &[&str]) -> TestJob {
+    TestJob::program("srun", args)
+        .by(ALICE)
+        .env("USER", ALICE.name)
 }
 
 #[test]
@@ -160,8 +158,8 @@ fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         .prefix("jobdock-slurm")
         .tempdir_in(HOME)
         .unwrap();
-    let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
-    nix::unistd::chown(dir.path(), uid, Some(nix::unistd::Gid::from_raw(ALICE.1))).unwrap();
+    let uid = Some(nix::unistd::Uid::from_raw(ALICE.uid));
+    nix::unistd::chown(dir.path(), uid, Some(nix::unistd::Gid::from_raw(ALICE.uid))).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let path = dir.path().join("job.sh");
     std::fs::write(&path, script).unwrap();
@@ -178,7 +176,7 @@ fn an_sbatch_script_runs_jobdock() {
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sh -c 'echo batch $SLURM_JOB_ID; id -un; echo $SLURM_MEM_PER_NODE'\n"
     ));
     let output = dir.path().join("out");
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--wait",
@@ -187,7 +185,7 @@ fn an_sbatch_script_runs_jobdock() {
             &script.display().to_string(),
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.ok();
@@ -222,7 +220,7 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     let (dir, script) = batch(&format!(
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sleep 300\n"
     ));
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--parsable",
@@ -231,7 +229,7 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
             &script.display().to_string(),
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.ok();
@@ -246,8 +244,8 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     }
     // scancel signals the job's processes; the container is dockerd's child and survives it
     // unless jobdock or the epilog removes it.
-    Run::program("scancel", &["--signal=KILL", "--full", &job])
-        .user(ALICE.1)
+    TestJob::program("scancel", &["--signal=KILL", "--full", &job])
+        .user(ALICE)
         .run()
         .ok();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -348,11 +346,11 @@ fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
     if !cluster_is_up() {
         return;
     }
-    let out = Run::program(
+    let out = TestJob::program(
         INSTALLED,
         &["run", "--image", IMAGE, "--", "sh", "-c", CGROUP_AND_LIMIT],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(HOME)
     .env("HOME", HOME)
     .env("SLURM_JOB_ID", "77")
@@ -378,24 +376,14 @@ fn forged_slurm_variables_outside_a_job_get_the_site_limits() {
 
 // ---- issue 12.4: private mount namespaces --------------------------------------------------------
 
-/// dockerd's mount table: what it sees mounted (from the host's /proc).
-fn dockerds_mounts() -> String {
-    let pid = std::process::Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
-}
-
 /// A directory of alice's with a marker file in it, under `base`.
 fn alices_dir_with_marker(base: &str, marker: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("jobdock-mountns")
         .tempdir_in(base)
         .unwrap();
-    let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
-    let gid = Some(nix::unistd::Gid::from_raw(ALICE.1));
+    let uid = Some(nix::unistd::Uid::from_raw(ALICE.uid));
+    let gid = Some(nix::unistd::Gid::from_raw(ALICE.uid));
     nix::unistd::chown(dir.path(), uid, gid).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = dir.path().join("marker");
@@ -462,7 +450,7 @@ fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
         out.report
     );
     // Other tests' jobs may be staging theirs right now: only this job's count.
-    let mounts = dockerds_mounts();
+    let mounts = util::dockerds_mounts();
     assert!(
         !mounts.contains(&format!("/mounts/jobdock-slurm-{job}-")),
         "staging mounts left in dockerd's namespace:\n{mounts}"
@@ -648,7 +636,7 @@ fn sbatch_container_image_runs_the_batch_script_in_a_container() {
          cat /sys/fs/cgroup/memory/memory.limit_in_bytes; exit 7\n"
     ));
     let output = dir.path().join("out");
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--wait",
@@ -659,7 +647,7 @@ fn sbatch_container_image_runs_the_batch_script_in_a_container() {
             "two",
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.code(7);
@@ -856,7 +844,7 @@ fn a_cancelled_container_job_leaves_nothing_after_the_plugins_epilog() {
     let (dir, script) = batch(&format!(
         "#!/bin/sh\n#SBATCH --mem=64M\n#SBATCH --container-image={IMAGE}\nsleep 300\n"
     ));
-    let out = Run::program(
+    let out = TestJob::program(
         "sbatch",
         &[
             "--parsable",
@@ -865,7 +853,7 @@ fn a_cancelled_container_job_leaves_nothing_after_the_plugins_epilog() {
             &script.display().to_string(),
         ],
     )
-    .user(ALICE.1)
+    .user(ALICE)
     .cwd(dir.path())
     .run();
     out.ok();
@@ -875,8 +863,8 @@ fn a_cancelled_container_job_leaves_nothing_after_the_plugins_epilog() {
         Duration::from_secs(60),
         || !containers_of(&job).is_empty(),
     );
-    Run::program("scancel", &["--signal=KILL", "--full", &job])
-        .user(ALICE.1)
+    TestJob::program("scancel", &["--signal=KILL", "--full", &job])
+        .user(ALICE)
         .run()
         .ok();
     let said = format!("jobdock: job_epilog: job {job}: ");
@@ -1056,7 +1044,7 @@ fn install_sh_installs_the_built_plugin_where_the_plugstack_line_names_it() {
     let built = root.path().join("libjobdock_spank.so");
     std::fs::write(&built, b"\x7fELF a plugin").unwrap();
     let install = |plugin: &Path| {
-        Run::program(script, &[util::BIN])
+        TestJob::program(script, &[util::BIN])
             .env("DESTDIR", &root.path().display().to_string())
             .env("PREFIX", "/opt/jobdock")
             .env("SPANK_PLUGIN", &plugin.display().to_string())

@@ -7,16 +7,16 @@
 // Table-driven cases name their columns with tuples.
 #![allow(clippy::type_complexity)]
 
-mod util;
+use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use util::{ALICE, INSTALLED, Output, Run};
+use crate::util::{ALICE, INSTALLED, Out, TestJob};
 
 const IMAGE: &str = "jobdock-test/busybox";
-const HOME: &str = "/home/jdalice";
+const HOME: &str = ALICE.home;
 /// The JOB_STARTER line contrib/lsf ships, as an LSF-family config reader hands it on (it cuts
 /// every line at `#`: the line has none). `stored_starter_line_survives_the_config_reader` reads it
 /// from the shipped files.
@@ -42,13 +42,9 @@ fn bed_is_up() -> bool {
     )
 }
 
-fn job_id() -> u32 {
-    util::unique_job_id()
-}
-
 /// One LSF job: its job file and the environment res gives the starter.
 struct LsfJob {
-    id: u32,
+    id: String,
     index: u32,
     file: PathBuf,
 }
@@ -56,11 +52,11 @@ struct LsfJob {
 impl LsfJob {
     /// Writes the job file OpenLava writes for `input` (the user's text) with jobdock spliced in.
     fn new(input: &str, index: u32) -> LsfJob {
-        let id = job_id();
+        let id = util::job_id();
         let spool = PathBuf::from(HOME).join(".lsbatch");
         std::fs::create_dir_all(&spool).unwrap();
-        let uid = Some(nix::unistd::Uid::from_raw(ALICE.1));
-        let gid = Some(nix::unistd::Gid::from_raw(ALICE.1));
+        let uid = Some(nix::unistd::Uid::from_raw(ALICE.uid));
+        let gid = Some(nix::unistd::Gid::from_raw(ALICE.uid));
         nix::unistd::chown(&spool, uid, gid).unwrap();
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
         let name = if index == 0 {
@@ -80,12 +76,12 @@ impl LsfJob {
     }
 
     /// `/bin/sh JOBFILE` as jdalice with the variables LSF sets (research/lsf_observed.md).
-    fn starter(&self) -> Run {
+    fn starter(&self) -> TestJob {
         let file = self.file.display().to_string();
-        Run::program("/bin/sh", &[&file])
-            .user(ALICE.1)
+        TestJob::program("/bin/sh", &[&file])
+            .user(ALICE)
             .cwd(HOME)
-            .env("LSB_JOBID", &self.id.to_string())
+            .env("LSB_JOBID", &self.id)
             .env("LSB_JOBINDEX", &self.index.to_string())
             .env("LSB_JOBFILENAME", &file)
             .env("LSB_JOB_STARTER", STARTER)
@@ -96,18 +92,18 @@ impl LsfJob {
             .env("LSB_DJOB_NUMPROC", "1")
             .env("LSB_QUEUE", "docker")
             .env("LSB_JOBNAME", "job")
-            .env("LSB_JOB_EXECUSER", ALICE.0)
+            .env("LSB_JOB_EXECUSER", ALICE.name)
             .env("LS_SUBCWD", HOME)
             .env("LS_EXEC_T", "START")
             .env("HOME", HOME)
-            .env("USER", ALICE.0)
-            .env("LOGNAME", ALICE.0)
+            .env("USER", ALICE.name)
+            .env("LOGNAME", ALICE.name)
     }
 
     /// The label jobdock gives the job's containers.
     fn label(&self) -> String {
         if self.index == 0 {
-            self.id.to_string()
+            self.id.clone()
         } else {
             format!("{}[{}]", self.id, self.index)
         }
@@ -182,7 +178,7 @@ fn array_elements_run_concurrently_with_their_own_output() {
     if !bed_is_up() {
         return;
     }
-    let id = job_id();
+    let id = util::job_id();
     let jobs: Vec<LsfJob> = (1..=3)
         .map(|index| {
             let mut job = LsfJob::new("sleep 1; echo element $LSB_JOBINDEX of $LSB_JOBID", index);
@@ -192,16 +188,16 @@ fn array_elements_run_concurrently_with_their_own_output() {
                 .join(format!("1700000000.{id}.{index}"));
             std::fs::rename(&job.file, &file).unwrap();
             job.file = file;
-            job.id = id;
+            job.id = id.clone();
             job
         })
         .collect();
     let children: Vec<_> = jobs
         .iter()
-        .map(|j| (j.starter().shown(), j.starter().spawn(true)))
+        .map(|j| (j.starter().shown(), j.starter().in_own_group().spawn()))
         .collect();
     for (index, (shown, child)) in (1..=3).zip(children) {
-        let out = Output::from(child.wait_with_output().unwrap(), shown);
+        let out = Out::from(child.wait_with_output().unwrap(), shown);
         out.ok();
         assert_eq!(
             out.stdout,
@@ -284,7 +280,7 @@ fn bkill_then_post_exec_leaves_nothing() {
     );
     let run = job.starter();
     let shown = run.shown();
-    let mut child = run.spawn(true);
+    let mut child = run.in_own_group().spawn();
     let group = nix::unistd::Pid::from_raw(-(i32::try_from(child.id()).unwrap()));
     let mut watch = util::Watch::stdout_of(&mut child);
     // LSF waits JOB_TERMINATE_INTERVAL between the signals; the test waits until each arrived.
@@ -296,7 +292,7 @@ fn bkill_then_post_exec_leaves_nothing() {
     kill(group, Signal::SIGTERM).unwrap();
     watch.wait_for("got TERM", Duration::from_secs(30));
     kill(group, Signal::SIGKILL).unwrap();
-    let out = Output::from(watch.finish(child), shown);
+    let out = Out::from(watch.finish(child), shown);
     assert_eq!(out.code, 137, "{}", out.report);
     assert_eq!(
         out.stdout, "ready\ngot INT\ngot TERM\n",
@@ -310,18 +306,18 @@ fn bkill_then_post_exec_leaves_nothing() {
     );
 
     // POST_EXEC = /usr/local/bin/jobdock cleanup, as the user, with the job's variables.
-    let post = Run::program(INSTALLED, &["cleanup"])
-        .user(ALICE.1)
+    let post = TestJob::program(INSTALLED, &["cleanup"])
+        .user(ALICE)
         .cwd(HOME)
-        .env("LSB_JOBID", &job.id.to_string())
+        .env("LSB_JOBID", &job.id)
         .env("LSB_JOBINDEX", "0");
     post.run().ok().stdout_has("removed 1 container(s)");
     assert!(job.containers().is_empty());
     // Twice is fine, and another user's post-exec for this job removes nothing of alice's.
-    Run::program(INSTALLED, &["cleanup"])
-        .user(ALICE.1)
+    TestJob::program(INSTALLED, &["cleanup"])
+        .user(ALICE)
         .cwd(HOME)
-        .env("LSB_JOBID", &job.id.to_string())
+        .env("LSB_JOBID", &job.id)
         .run()
         .ok();
 }
@@ -332,7 +328,7 @@ fn another_users_post_exec_cannot_remove_a_job() {
         return;
     }
     let job = LsfJob::new("sleep 30", 0);
-    let child = job.starter().spawn(true);
+    let child = job.starter().in_own_group().spawn();
     let deadline = Instant::now() + Duration::from_secs(30);
     let running = loop {
         let running = util::running_containers_of(&job.label());
@@ -342,10 +338,10 @@ fn another_users_post_exec_cannot_remove_a_job() {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let bob = Run::program(INSTALLED, &["cleanup"])
-        .user(util::BOB.1)
+    let bob = TestJob::program(INSTALLED, &["cleanup"])
+        .user(util::BOB)
         .cwd("/tmp")
-        .env("LSB_JOBID", &job.id.to_string())
+        .env("LSB_JOBID", &job.id)
         .run();
     // His cleanup acts on his own containers only: it succeeds and leaves hers alone.
     bob.code(0);
@@ -368,7 +364,7 @@ fn esub(
     additional_env: Option<&str>,
     parm_extra: &str,
     env: &[(&str, &str)],
-) -> (Output, String, String) {
+) -> (Out, String, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let parm = dir.path().join("lsbsubparm");
@@ -390,8 +386,8 @@ fn esub(
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut run = Run::program(&script.display().to_string(), &[])
-        .user(ALICE.1)
+    let mut run = TestJob::program(script.display().to_string(), &[])
+        .user(ALICE)
         .cwd(HOME)
         .env("LSB_SUB_PARM_FILE", &parm.display().to_string())
         .env("LSB_SUB_ABORT_VALUE", "97")
@@ -523,7 +519,7 @@ impl TmpDir {
             .unwrap();
         }
         // Another user's trap is open to all: the job could enter it, and its files be read.
-        let mode = if owner == ALICE.1 { 0o700 } else { 0o777 };
+        let mode = if owner == ALICE.uid { 0o700 } else { 0o777 };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         TmpDir(path)
     }
@@ -548,12 +544,19 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
     }
     let show = "cat /tmp/marker 2>&1; echo TZDIR=$TZDIR LOCPATH=$LOCPATH";
     // (what, index, where LSF made it, its owner, extra variables, whether it is mounted)
-    let cases: Vec<(&str, u32, fn(u32) -> String, u32, Vec<(&str, String)>, bool)> = vec![
+    let cases: Vec<(
+        &str,
+        u32,
+        fn(&str) -> String,
+        u32,
+        Vec<(&str, String)>,
+        bool,
+    )> = vec![
         (
             "default",
             0,
             |id| format!("/tmp/{id}.tmpdir"),
-            ALICE.1,
+            ALICE.uid,
             vec![],
             true,
         ),
@@ -561,7 +564,7 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
             "array element",
             3,
             |id| format!("/tmp/{id}_3.tmpdir"),
-            ALICE.1,
+            ALICE.uid,
             vec![],
             true,
         ),
@@ -569,7 +572,7 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
             "LSB_JOB_TMPDIR base",
             0,
             |id| format!("/scratch/{id}.tmpdir"),
-            ALICE.1,
+            ALICE.uid,
             vec![("LSB_JOB_TMPDIR", "/scratch".into())],
             true,
         ),
@@ -577,7 +580,7 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
             "TMPDIR (LSB_SET_TMPDIR=y), elsewhere",
             0,
             |id| format!("/scratch/jdalice/{id}.tmpdir"),
-            ALICE.1,
+            ALICE.uid,
             vec![],
             true,
         ),
@@ -585,14 +588,14 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
             "made by someone else",
             0,
             |id| format!("/tmp/{id}.tmpdir"),
-            util::BOB.1,
+            util::BOB.uid,
             vec![],
             false,
         ),
     ];
     for (what, index, place, owner, extra, mounted) in cases {
         let job = LsfJob::new(show, index);
-        let dir = TmpDir::new(PathBuf::from(place(job.id)), owner);
+        let dir = TmpDir::new(PathBuf::from(place(&job.id)), owner);
         let mut run = job
             .starter()
             .env("TZDIR", "/usr/share/zoneinfo")
@@ -610,7 +613,7 @@ fn the_jobs_tmpdir_is_its_tmp_through_the_setuid_binary() {
             assert_eq!(first, dir.0.display().to_string(), "{what}{}", out.report);
         } else {
             assert!(first.contains("No such file"), "{what}{}", out.report);
-            out.stderr_has(&format!("owned by uid {}", util::BOB.1));
+            out.stderr_has(&format!("owned by uid {}", util::BOB.uid));
         }
         assert!(
             out.stdout

@@ -7,27 +7,25 @@
 //! Without the test bed these tests fail when CI=true and skip loudly otherwise. Every job gets a
 //! unique LSB_JOBID, and every container of a test's jobs is removed when the test ends.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-mod util;
-use util::{containers_of, docker, require, wait_until};
+use crate::util;
+use crate::util::{
+    ALICE, BOB, Out, Setuid, Site, TestJob, containers_of, docker, job_id, require, wait_until,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
 const BUSYBOX: &str = "jobdock-test/busybox";
 const HOSTILE: &str = "jobdock-test/hostile";
 const HOSTILE_WORKDIR: &str = "jobdock-test/hostile-workdir";
 const HOSTILE_ENTRYPOINT: &str = "jobdock-test/hostile-entrypoint";
-const ALICE: (&str, u32, &str) = ("jdalice", 2001, "/home/jdalice");
-const BOB: (&str, u32, &str) = ("jdbob", 2002, "/home/jdbob");
 /// CHOWN(0) KILL(5) SETPCAP(8) IPC_LOCK(14) SYS_NICE(23): the default allowlist.
 const ALLOWED_CAPS: &str = "0000000000804121";
 const NO_CAPS: &str = "0000000000000000";
@@ -35,301 +33,7 @@ const NO_CAPS: &str = "0000000000000000";
 // ----------------------------------------------------------------------------------- helpers --
 
 fn bed_is_up() -> bool {
-    if !require(
-        "root (the tests switch users and make setuid copies)",
-        is_root(),
-    ) {
-        return false;
-    }
-    let daemon = docker(&["version", "--format", "{{.Server.Version}}"])
-        .status
-        .success();
-    if !require("a dockerd answering on /var/run/docker.sock", daemon) {
-        return false;
-    }
-    let users = [ALICE.0, BOB.0]
-        .iter()
-        .all(|u| nix::unistd::User::from_name(u).ok().flatten().is_some());
-    if !require("the test users jdalice and jdbob", users) {
-        return false;
-    }
-    for image in [BUSYBOX, HOSTILE, HOSTILE_WORKDIR, HOSTILE_ENTRYPOINT] {
-        let present = docker(&["image", "inspect", image]).status.success();
-        if !require(&format!("the image {image}"), present) {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A fresh job id, unique across this binary's runs.
-fn job_id() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "9{}{:04}",
-        std::process::id() % 100_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes every container of the jobs it handed out ids for, when the test ends.
-#[derive(Default)]
-struct Jobs(RefCell<Vec<String>>);
-
-impl Jobs {
-    fn id(&self) -> String {
-        let id = job_id();
-        self.0.borrow_mut().push(id.clone());
-        id
-    }
-}
-
-impl Drop for Jobs {
-    fn drop(&mut self) {
-        for id in self.0.borrow().iter() {
-            let ids = containers_of(id);
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.iter().map(String::as_str));
-                docker(&args);
-            }
-        }
-    }
-}
-
-/// One jobdock process with a cleared environment, reported in full when an expectation fails.
-#[derive(Clone)]
-struct Job {
-    program: PathBuf,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    /// Run as this user (real and effective ids, the user's groups), else as root.
-    user: Option<(&'static str, u32)>,
-    cwd: PathBuf,
-    /// Start jobdock in a directory that no longer exists (`getcwd` fails).
-    cwd_gone: bool,
-    id: String,
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    shown: String,
-}
-
-impl Job {
-    fn new(program: &Path, args: &[&str], id: String) -> Job {
-        let mut env = BTreeMap::new();
-        env.insert("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        env.insert("LSB_JOBID".into(), id.clone());
-        Job {
-            program: program.to_path_buf(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env,
-            user: None,
-            cwd: "/".into(),
-            cwd_gone: false,
-            id,
-        }
-    }
-
-    fn env(mut self, k: &str, v: &str) -> Job {
-        self.env.insert(k.into(), v.into());
-        self
-    }
-
-    fn cwd(mut self, dir: impl AsRef<Path>) -> Job {
-        self.cwd = dir.as_ref().to_path_buf();
-        self
-    }
-
-    fn shown(&self) -> String {
-        format!(
-            "command: {} {}\nenv: {:?}\nuser: {:?}  cwd: {}{}",
-            self.program.display(),
-            shell_words::join(&self.args),
-            self.env,
-            self.user,
-            self.cwd.display(),
-            if self.cwd_gone { " (removed)" } else { "" }
-        )
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
-        c.args(&self.args)
-            .env_clear()
-            .envs(&self.env)
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if self.cwd_gone {
-            let gone = std::ffi::CString::new(self.cwd.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: one rmdir system call on a path prepared before the fork (a CStr needs no
-            // allocation in nix): async-signal-safe.
-            unsafe {
-                c.pre_exec(move || {
-                    nix::unistd::unlinkat(
-                        nix::fcntl::AT_FDCWD,
-                        gone.as_c_str(),
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    )?;
-                    Ok(())
-                });
-            }
-        }
-        if let Some((_, uid)) = self.user {
-            util::become_user(&mut c, uid);
-        }
-        c
-    }
-
-    fn spawn(&self) -> Child {
-        self.command().spawn().expect("jobdock starts")
-    }
-
-    fn output(&self) -> Out {
-        let out = self.spawn().wait_with_output().unwrap();
-        Out::from(out, self.shown())
-    }
-}
-
-impl Out {
-    fn from(out: std::process::Output, shown: String) -> Out {
-        Out {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            shown,
-        }
-    }
-
-    #[track_caller]
-    fn fail(&self, why: &str) -> ! {
-        panic!(
-            "{why}\n{}\nexit: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.shown, self.code, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn code(&self, want: i32) -> &Out {
-        if self.code != Some(want) {
-            self.fail(&format!("expected exit code {want}"));
-        }
-        self
-    }
-
-    #[track_caller]
-    fn stderr_has(&self, want: &str) -> &Out {
-        if !self.stderr.contains(want) {
-            self.fail(&format!("stderr lacks {want:?}"));
-        }
-        self
-    }
-
-    /// The value of `key=value` (the hostile images' escalate program) or `Key:\tvalue`
-    /// (`/proc/self/status`) in the output.
-    #[track_caller]
-    fn value(&self, key: &str) -> String {
-        self.stdout
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(key)
-                    .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix(':')))
-            })
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| self.fail(&format!("no {key} in the output")))
-    }
-
-    #[track_caller]
-    fn never_shows(&self, secret: &str) -> &Out {
-        if self.stdout.contains(secret) || self.stderr.contains(secret) {
-            self.fail(&format!("the secret {secret:?} got out"));
-        }
-        self
-    }
-}
-
-/// A site config in a root-owned temp dir (where jobdock trusts it), its own state directory, the
-/// jobs' containers removed at the end. Jobs run as root for a user (`--user`), as a scheduler's
-/// prolog or execution driver would.
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    jobs: Jobs,
-}
-
-impl Site {
-    fn new(extra: &str) -> Site {
-        let dir = util::trusted_tempdir();
-        let config = dir.path().join("wrapper.toml");
-        let text = format!(
-            "[engine]\nstate_dir = \"{}\"\nconnect_timeout_secs = 5\ngrace_period_secs = 3\n\
-             [network]\ndefault = \"none\"\n{extra}\n",
-            dir.path().join("state").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        Site {
-            dir,
-            config,
-            jobs: Jobs::default(),
-        }
-    }
-
-    fn run(&self, user: (&'static str, u32, &'static str), image: &str, command: &[&str]) -> Job {
-        let config = self.config.display().to_string();
-        let mut args = vec![
-            "run", "--config", &config, "--user", user.0, "--image", image, "--",
-        ];
-        args.extend(command);
-        Job::new(Path::new(BIN), &args, self.jobs.id()).cwd(user.2)
-    }
-}
-
-/// jobdock installed setuid root, as a site lets users run it (LSF's job starter runs as the user):
-/// a user is always their real uid, and the site config is the default one.
-struct Setuid {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    jobs: Jobs,
-}
-
-impl Setuid {
-    fn new() -> Setuid {
-        let dir = util::trusted_tempdir();
-        let path = dir.path().join("jobdock");
-        // The debug build: some of these tests hold it between create and its checks
-        // (JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS); the LSF and Slurm suites use the release build.
-        std::fs::copy(BIN, &path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        Setuid {
-            _dir: dir,
-            path,
-            jobs: Jobs::default(),
-        }
-    }
-
-    /// `jobdock <args>` as `user`, from their home directory.
-    fn by(&self, user: (&'static str, u32, &'static str), args: &[&str]) -> Job {
-        let mut job = Job::new(&self.path, args, self.jobs.id()).cwd(user.2);
-        job.user = Some((user.0, user.1));
-        job.env.insert("HOME".into(), user.2.into());
-        job
-    }
-
-    /// `jobdock run --image <image> -- <command>` as `user`.
-    fn run(&self, user: (&'static str, u32, &'static str), image: &str, command: &[&str]) -> Job {
-        let mut args = vec!["run", "--image", image, "--"];
-        args.extend(command);
-        self.by(user, &args)
-    }
+    util::bed_is_up(&[BUSYBOX, HOSTILE, HOSTILE_WORKDIR, HOSTILE_ENTRYPOINT])
 }
 
 /// A file only `owner` may read (mode 0600), holding a fresh secret; removed on drop.
@@ -354,6 +58,20 @@ impl Drop for Secret {
     }
 }
 
+/// Runs `job` and checks that jobdock refuses it (64), saying each of `words`, before any
+/// container of its job exists.
+#[track_caller]
+fn refused_before_any_container(job: &TestJob, words: &[&str]) {
+    let out = job.run();
+    out.code(64);
+    for want in words {
+        out.stderr_has(want);
+    }
+    if !containers_of(&job.id).is_empty() {
+        out.fail("a container was made");
+    }
+}
+
 fn host_groups(user: &str) -> String {
     let out = Command::new("id").args(["-G", user]).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -369,8 +87,8 @@ fn an_image_group_named_like_the_users_gid_is_refused() {
         return;
     }
     let site = Site::new("");
-    let job = site.run(ALICE, HOSTILE, &["id"]);
-    job.output()
+    let job = site.job(ALICE, HOSTILE, &["id"]);
+    job.run()
         .code(64)
         .stderr_has("its /etc/group has a group named \"3001\" with gid 0")
         .never_shows("uid=");
@@ -386,7 +104,7 @@ fn an_image_passwd_and_group_claiming_root_grant_nothing() {
     }
     let site = Site::new("");
     let out = site
-        .run(
+        .job(
             BOB,
             HOSTILE,
             &[
@@ -395,13 +113,13 @@ fn an_image_passwd_and_group_claiming_root_grant_nothing() {
                 "id -u; id -g; id -G; cat /etc/passwd /proc/self/status",
             ],
         )
-        .output();
+        .run();
     out.code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    if lines.len() < 3 || lines[..3] != ["2002", "2002", host_groups(BOB.0).as_str()] {
+    if lines.len() < 3 || lines[..3] != ["2002", "2002", host_groups(BOB.name).as_str()] {
         out.fail(&format!(
             "expected uid 2002, gid 2002 and the host's groups {}",
-            host_groups(BOB.0)
+            host_groups(BOB.name)
         ));
     }
     if out.stdout.contains("claims root") || out.stdout.contains("2001:x:0:0") {
@@ -423,7 +141,7 @@ fn a_setuid_root_program_in_the_image_stays_the_user() {
         return;
     }
     let site = Site::new("");
-    let out = site.run(BOB, HOSTILE, &["/bin/suid-escalate"]).output();
+    let out = site.job(BOB, HOSTILE, &["/bin/suid-escalate"]).run();
     out.code(0);
     for key in [
         "start.euid",
@@ -460,7 +178,7 @@ fn file_capabilities_in_the_image_grant_nothing() {
         return;
     }
     let site = Site::new("");
-    let out = site.run(BOB, HOSTILE, &["/bin/cap-escalate"]).output();
+    let out = site.job(BOB, HOSTILE, &["/bin/cap-escalate"]).run();
     out.code(0);
     for key in [
         "start.CapEff",
@@ -477,8 +195,8 @@ fn file_capabilities_in_the_image_grant_nothing() {
     }
     assert_eq!(out.value("start.CapBnd"), ALLOWED_CAPS);
     let out = site
-        .run(BOB, HOSTILE, &["sh", "-c", "/bin/cap-setuid; echo rc=$?"])
-        .output();
+        .job(BOB, HOSTILE, &["sh", "-c", "/bin/cap-setuid; echo rc=$?"])
+        .run();
     out.code(0);
     if !out.stdout.contains("rc=126") || out.stdout.contains("start.euid") {
         out.fail("a program with capabilities outside the bounding set must not run");
@@ -493,7 +211,7 @@ fn device_nodes_in_the_image_cannot_be_opened() {
     }
     let site = Site::new("");
     let out = site
-        .run(
+        .job(
             BOB,
             HOSTILE,
             &[
@@ -502,7 +220,7 @@ fn device_nodes_in_the_image_cannot_be_opened() {
                 "head -c 1 /kmsg; echo rc=$?; echo x > /kmsg; echo rc=$?",
             ],
         )
-        .output();
+        .run();
     out.code(0);
     if out.stdout != "rc=1\nrc=1\n" || out.stderr.matches("Operation not permitted").count() != 2 {
         out.fail("the image's device node could be opened");
@@ -519,16 +237,16 @@ fn an_image_workdir_in_proc_is_refused() {
     let site = Site::new("");
     let gone = site.dir.path().join("gone");
     std::fs::create_dir(&gone).unwrap();
-    let mut job = site.run(BOB, HOSTILE_WORKDIR, &["pwd"]).cwd(&gone);
+    let mut job = site.job(BOB, HOSTILE_WORKDIR, &["pwd"]).cwd(&gone);
     job.cwd_gone = true;
-    job.output()
+    job.run()
         .code(64)
         .stderr_has("its WORKDIR /proc/self/fd/7 is under /proc");
     assert!(containers_of(&job.id).is_empty());
 
-    let out = site.run(BOB, HOSTILE_WORKDIR, &["pwd"]).output();
+    let out = site.job(BOB, HOSTILE_WORKDIR, &["pwd"]).run();
     out.code(0);
-    assert_eq!(out.stdout, format!("{}\n", BOB.2), "{}", out.shown);
+    assert_eq!(out.stdout, format!("{}\n", BOB.home), "{}", out.report);
 }
 
 /// The image's entrypoint is the setuid-root program: in raw mode it runs (as the user, gaining
@@ -540,11 +258,11 @@ fn an_entrypoint_that_tries_to_become_root_gets_nothing() {
     }
     let site = Site::new("");
     let raw = site
-        .run(BOB, HOSTILE_ENTRYPOINT, &["LSB_DOCKER_PLACE_HOLDER"])
+        .job(BOB, HOSTILE_ENTRYPOINT, &["LSB_DOCKER_PLACE_HOLDER"])
         .env("LSB_DOCKER_RUN_RAW_ARGS", "1")
-        .output();
+        .run();
     raw.code(0);
-    assert_eq!(raw.value("end.euid"), "2002", "{}", raw.shown);
+    assert_eq!(raw.value("end.euid"), "2002", "{}", raw.report);
     assert_eq!(raw.value("setuid0"), "Operation not permitted");
     assert_eq!(raw.value("end.CapEff"), NO_CAPS);
     // Its /etc/shadow argument is the image's (it has none), never the host's.
@@ -555,9 +273,9 @@ fn an_entrypoint_that_tries_to_become_root_gets_nothing() {
         raw.stdout
     );
 
-    let plain = site.run(BOB, HOSTILE_ENTRYPOINT, &["id", "-u"]).output();
+    let plain = site.job(BOB, HOSTILE_ENTRYPOINT, &["id", "-u"]).run();
     plain.code(0);
-    assert_eq!(plain.stdout, "2002\n", "{}", plain.shown);
+    assert_eq!(plain.stdout, "2002\n", "{}", plain.report);
 }
 
 // --------------------------------------------------------- a user through setuid jobdock --
@@ -574,12 +292,12 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
     let setuid = Setuid::new();
     let root_dir = util::trusted_tempdir();
     let root_secret = Secret::new(root_dir.path().join("root-secret"), 0);
-    let bob_secret = Secret::new(Path::new(BOB.2).join("jobdock-secret"), BOB.1);
-    let bob_pub = Path::new(BOB.2).join("jobdock-public");
+    let bob_secret = Secret::new(Path::new(BOB.home).join("jobdock-secret"), BOB.uid);
+    let bob_pub = Path::new(BOB.home).join("jobdock-public");
     std::fs::create_dir_all(&bob_pub).unwrap();
-    std::os::unix::fs::chown(&bob_pub, Some(BOB.1), Some(BOB.1)).unwrap();
+    std::os::unix::fs::chown(&bob_pub, Some(BOB.uid), Some(BOB.uid)).unwrap();
     std::fs::set_permissions(&bob_pub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bob_public = Secret::new(bob_pub.join("readable"), BOB.1);
+    let bob_public = Secret::new(bob_pub.join("readable"), BOB.uid);
     std::fs::set_permissions(&bob_public.path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let shadow_root = std::fs::read_to_string("/etc/shadow")
         .unwrap()
@@ -591,9 +309,9 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
     // Links in her own home to each target.
     let links = tempfile::Builder::new()
         .prefix("jobdock-links")
-        .tempdir_in(ALICE.2)
+        .tempdir_in(ALICE.home)
         .unwrap();
-    std::os::unix::fs::chown(links.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(links.path(), Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     let targets = [
         ("shadow", PathBuf::from("/etc/shadow")),
         ("bob", bob_secret.path.clone()),
@@ -619,7 +337,7 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
             .join(format!("{name}-dir"))
             .display()
             .to_string();
-        let cases: Vec<(&str, Job)> = vec![
+        let cases: Vec<(&str, TestJob)> = vec![
             (
                 "env file",
                 setuid
@@ -690,14 +408,16 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
         ];
         for (how, job) in cases {
             attempts += 1;
-            let out = job.output();
+            let out = job.run();
             out.never_shows(&root_secret.text)
                 .never_shows(&bob_secret.text)
                 .never_shows(&bob_public.text)
                 .never_shows(&shadow_root);
             // Refused, or (the image's own /etc/hosts, an LSB_DOCKER_WORKDIR that is a directory
             // of the image's) ran without the file.
-            if out.code == Some(0) && !matches!(how, "LSB_DOCKER_WORKDIR" | "JOBDOCK_CONFIG") {
+            if out.status.code() == Some(0)
+                && !matches!(how, "LSB_DOCKER_WORKDIR" | "JOBDOCK_CONFIG")
+            {
                 out.fail(&format!("{name} by {how}: accepted"));
             }
         }
@@ -720,7 +440,7 @@ fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
         .env("SUDO_UID", "0")
         .env("SLURM_JOB_UID", "0")
         .env("USER", "root")
-        .output();
+        .run();
     out.code(0);
     for key in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
         if out.value(key) != NO_CAPS {
@@ -731,11 +451,11 @@ fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
     assert_eq!(out.value("NoNewPrivs"), "1");
     assert_eq!(out.value("Uid"), "2001\t2001\t2001\t2001");
 
-    for claim in ["root", "0", BOB.0] {
+    for claim in ["root", "0", BOB.name] {
         let mut job = setuid.run(ALICE, BUSYBOX, &["id"]);
         job.args
             .splice(1..1, ["--user".to_string(), claim.to_string()]);
-        job.output()
+        job.run()
             .code(64)
             .stderr_has("only root may run a job as another user");
     }
@@ -746,7 +466,7 @@ fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
             ALICE,
             &["run", "--config", &config, "--image", BUSYBOX, "--", "id"],
         )
-        .output()
+        .run()
         .code(64)
         .stderr_has("only root may choose the site config");
     for (var, value) in [
@@ -756,7 +476,7 @@ fn a_user_gains_no_capability_or_identity_through_setuid_jobdock() {
         setuid
             .run(ALICE, BUSYBOX, &["id"])
             .env(var, value)
-            .output()
+            .run()
             .code(64)
             .stderr_has("never allowed");
     }
@@ -772,7 +492,7 @@ fn a_setuid_jobdock_others_could_replace_refuses_to_run() {
     }
     let writable = Setuid::new();
     std::fs::set_permissions(&writable.path, std::fs::Permissions::from_mode(0o4757)).unwrap();
-    let out = writable.run(ALICE, BUSYBOX, &["id"]).output();
+    let out = writable.run(ALICE, BUSYBOX, &["id"]).run();
     out.code(78).stderr_has(&format!(
         "{} is writable by group or others (mode 4757)",
         writable.path.display()
@@ -780,12 +500,12 @@ fn a_setuid_jobdock_others_could_replace_refuses_to_run() {
 
     let in_her_dir = Setuid::new();
     let dir = in_her_dir.path.parent().unwrap();
-    std::os::unix::fs::chown(dir, Some(ALICE.1), Some(ALICE.1)).unwrap();
-    let out = in_her_dir.run(ALICE, BUSYBOX, &["id"]).output();
+    std::os::unix::fs::chown(dir, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
+    let out = in_her_dir.run(ALICE, BUSYBOX, &["id"]).run();
     out.code(78)
         .stderr_has(&format!("{} is owned by uid 2001, not root", dir.display()));
     for job in [&writable, &in_her_dir] {
-        assert!(containers_of(&job.jobs.0.borrow()[0]).is_empty());
+        assert!(containers_of(&job.jobs.last()).is_empty());
     }
 }
 
@@ -810,9 +530,9 @@ fn the_docker_socket_is_out_of_reach() {
                  id -G",
             ],
         )
-        .output();
+        .run();
     out.code(0);
-    if out.stdout.trim() != host_groups(ALICE.0) {
+    if out.stdout.trim() != host_groups(ALICE.name) {
         out.fail("a socket is visible, or the groups are not exactly the user's");
     }
     let docker_gid = nix::unistd::Group::from_name("docker")
@@ -833,7 +553,7 @@ fn the_docker_socket_is_out_of_reach() {
         let out = setuid
             .run(ALICE, BUSYBOX, &["ls", "-l", "/s", "/r", "/c", "/d"])
             .env("LSB_DOCKER_VOLUMES", volume)
-            .output();
+            .run();
         out.code(64).stderr_has("LSB_DOCKER_VOLUMES");
     }
 }
@@ -875,7 +595,7 @@ fn one_users_job_cannot_see_signal_or_remove_anothers() {
                 &format!("ps -o user,pid,args; kill -9 {host_pid}; echo kill=$?"),
             ],
         )
-        .output();
+        .run();
     if seen.stdout.contains("4217") || seen.stdout.contains("jdbob") {
         seen.fail("jdalice's job sees jdbob's");
     }
@@ -892,12 +612,12 @@ fn one_users_job_cannot_see_signal_or_remove_anothers() {
         setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env(var, &value)
-            .output()
+            .run()
             .code(64)
             .stderr_has(var);
     }
     // Her cleanup of his job acts on her containers only (none), and says nothing of his.
-    let cleaned = setuid.by(ALICE, &["cleanup", "--job", &bob.id]).output();
+    let cleaned = setuid.by(ALICE, &["cleanup", "--job", &bob.id]).run();
     cleaned
         .code(0)
         .never_shows(&container[..12])
@@ -933,7 +653,7 @@ fn volumes_outside_the_allowed_roots_are_refused() {
         setuid
             .run(ALICE, BUSYBOX, &["ls", "/x"])
             .env("LSB_DOCKER_VOLUMES", volume)
-            .output()
+            .run()
             .code(64)
             .stderr_has("LSB_DOCKER_VOLUMES");
     }
@@ -943,8 +663,8 @@ fn volumes_outside_the_allowed_roots_are_refused() {
     std::fs::create_dir(&roots).unwrap();
     let mine = roots.join("alice");
     std::fs::create_dir(&mine).unwrap();
-    std::os::unix::fs::chown(&mine, Some(ALICE.1), Some(ALICE.1)).unwrap();
-    let bob_pub = Path::new(BOB.2).join("jobdock-public-vol");
+    std::os::unix::fs::chown(&mine, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
+    let bob_pub = Path::new(BOB.home).join("jobdock-public-vol");
     std::fs::create_dir_all(&bob_pub).unwrap();
     std::fs::set_permissions(&bob_pub, std::fs::Permissions::from_mode(0o755)).unwrap();
     let vault = roots.join("vault");
@@ -987,9 +707,9 @@ fn volumes_outside_the_allowed_roots_are_refused() {
     ];
     for (volume, want) in cases {
         let job = site
-            .run(ALICE, BUSYBOX, &["ls", "/data"])
+            .job(ALICE, BUSYBOX, &["ls", "/data"])
             .env("LSB_DOCKER_VOLUMES", &volume);
-        let out = job.output();
+        let out = job.run();
         if want.is_empty() {
             out.code(0);
         } else {
@@ -1021,11 +741,11 @@ impl Swap {
         let site = Site::new("");
         let roots = site.dir.path().join("roots");
         std::fs::create_dir(&roots).unwrap();
-        std::os::unix::fs::chown(&roots, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        std::os::unix::fs::chown(&roots, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
         let data = roots.join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("mine"), "mine\n").unwrap();
-        std::os::unix::fs::chown(&data, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        std::os::unix::fs::chown(&data, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
         let vault = site.dir.path().join("vault");
         std::fs::create_dir(&vault).unwrap();
         std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -1062,7 +782,7 @@ fn a_mount_source_swapped_for_a_symlink_after_the_check_is_never_mounted() {
     let swap = Swap::new();
     let job = swap
         .site
-        .run(
+        .job(
             ALICE,
             BUSYBOX,
             &["sh", "-c", "cat /data/hostname /data/mine"],
@@ -1094,15 +814,12 @@ fn a_mount_source_swapped_for_a_symlink_after_the_check_is_never_mounted() {
     // Swapped before the check: refused by the plan, nothing created.
     let early = swap
         .site
-        .run(ALICE, BUSYBOX, &["cat", "/data/hostname"])
+        .job(ALICE, BUSYBOX, &["cat", "/data/hostname"])
         .env(
             "LSB_DOCKER_VOLUMES",
             &format!("{}:/data", swap.data.display()),
         );
-    early
-        .output()
-        .code(64)
-        .stderr_has("outside the allowed roots");
+    early.run().code(64).stderr_has("outside the allowed roots");
     assert!(containers_of(&early.id).is_empty());
 }
 
@@ -1125,9 +842,9 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
     std::os::unix::fs::symlink(&swap.secret, &flip).unwrap();
     let loot = tempfile::Builder::new()
         .prefix("jobdock-race")
-        .tempdir_in(ALICE.2)
+        .tempdir_in(ALICE.home)
         .unwrap();
-    std::os::unix::fs::chown(loot.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(loot.path(), Some(ALICE.uid), Some(ALICE.uid)).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let flipper = {
@@ -1158,9 +875,9 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
     let parallel = 4;
     let mut done = 0;
     while done < attempts {
-        let batch: Vec<(Job, Child)> = (0..parallel.min(attempts - done))
+        let batch: Vec<(TestJob, Child)> = (0..parallel.min(attempts - done))
             .map(|_| {
-                let job = swap.site.run(ALICE, BUSYBOX, &["sh", "-c", &script]).env(
+                let job = swap.site.job(ALICE, BUSYBOX, &["sh", "-c", &script]).env(
                     "LSB_DOCKER_VOLUMES",
                     &format!("{}:/data", swap.data.display()),
                 );
@@ -1174,7 +891,7 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
             if out.stdout.contains("SECRET") {
                 out.fail("the job saw the directory behind the symlink");
             }
-            let kind = match out.code {
+            let kind = match out.status.code() {
                 Some(0) if out.stdout.contains("mine") => "ran on the user's directory",
                 Some(64) if out.stderr.contains("jobdock: LSB_DOCKER_VOLUMES=") => {
                     "refused by the plan"
@@ -1212,8 +929,8 @@ fn racing_symlink_swaps_on_a_mount_source_never_expose_their_target() {
 }
 
 // ----------------------------------------------------------------------- resource abuse --
-// The pids and memory limits (fork bomb, memory hog) are attacked in tests/engine.rs
-// (memory_and_pids_limits_are_in_force) and, under a Slurm job's own limit, in tests/slurm.rs.
+// The pids and memory limits (fork bomb, memory hog) are attacked in the engine module
+// (memory_and_pids_limits_are_in_force) and, under a Slurm job's own limit, in the slurm module.
 
 /// Free bytes on the file system that holds `path`.
 fn free_bytes(path: &str) -> u64 {
@@ -1319,9 +1036,9 @@ fn huge_or_endless_env_files_are_refused() {
     let setuid = Setuid::new();
     let dir = tempfile::Builder::new()
         .prefix("jobdock-envfiles")
-        .tempdir_in(ALICE.2)
+        .tempdir_in(ALICE.home)
         .unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     let huge = dir.path().join("huge.env");
     let file = std::fs::File::create(&huge).unwrap();
     file.set_len(1 << 30).unwrap();
@@ -1329,7 +1046,7 @@ fn huge_or_endless_env_files_are_refused() {
     let fifo = dir.path().join("fifo.env");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     for path in [&huge, &fifo] {
-        std::os::unix::fs::chown(path, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        std::os::unix::fs::chown(path, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     }
 
     for (path, why) in [
@@ -1446,9 +1163,9 @@ fn the_users_writable_directories_are_nosuid_nodev_in_the_job() {
     let out = Setuid::new()
         .run(ALICE, BUSYBOX, &["cat", "/proc/self/mountinfo"])
         .env("LSB_DOCKER_VOLUMES", "/scratch/jdalice:/data")
-        .output();
+        .run();
     out.code(0);
-    for target in [ALICE.2, "/data"] {
+    for target in [ALICE.home, "/data"] {
         let line = out
             .stdout
             .lines()
@@ -1473,8 +1190,8 @@ fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
         return;
     }
     let setuid = Setuid::new();
-    let doctor = Job::new(&setuid.path, &["doctor"], job_id());
-    let out = doctor.output();
+    let doctor = TestJob::program(&setuid.path, &["doctor"]).job(job_id());
+    let out = doctor.run();
     out.code(0);
     for want in [
         "ok   binary:",
@@ -1510,16 +1227,13 @@ fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
         out.fail("the warning does not name CVE-2024-45310");
     }
 
-    let mut private = Job::new(
-        Path::new("/usr/bin/unshare"),
-        &["-m", "--propagation", "private"],
-        job_id(),
-    );
+    let mut private =
+        TestJob::program("/usr/bin/unshare", &["-m", "--propagation", "private"]).job(job_id());
     private
         .args
         .extend([setuid.path.display().to_string(), "doctor".into()]);
     // Another mount namespace (Slurm's job_container/tmpfs) is one jobdock stages into (12.4).
-    let out = private.output();
+    let out = private.run();
     let detail = out.code(0).value("jobdock doctor: ok   mount namespace");
     assert!(
         detail.contains("another mount namespace") && detail.contains("stages its mounts"),
@@ -1528,7 +1242,7 @@ fn the_node_check_names_runtime_holes_and_a_foreign_mount_namespace() {
 
     setuid
         .by(ALICE, &["doctor"])
-        .output()
+        .run()
         .code(64)
         .stderr_has("run it as root");
 }
@@ -1553,7 +1267,7 @@ fn alice_dir(parent: &str) -> tempfile::TempDir {
         .prefix("jobdock-issue11-")
         .tempdir_in(parent)
         .unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     dir
 }
 
@@ -1595,11 +1309,13 @@ fn a_working_directory_over_usr_and_a_volume_into_it_are_refused() {
         .run(ALICE, BUSYBOX, &["true"])
         .cwd("/usr")
         .env("LSB_DOCKER_VOLUMES", "/gpfs/jdalice:/usr/x");
-    job.output()
-        .code(64)
-        .stderr_has("LSB_DOCKER_VOLUMES=\"/gpfs/jdalice:/usr/x\"")
-        .stderr_has("/usr/x is at or under /usr, a system directory of the container");
-    assert!(containers_of(&job.id).is_empty(), "a container was made");
+    refused_before_any_container(
+        &job,
+        &[
+            "LSB_DOCKER_VOLUMES=\"/gpfs/jdalice:/usr/x\"",
+            "/usr/x is at or under /usr, a system directory of the container",
+        ],
+    );
     assert!(
         !Path::new("/usr/x").exists(),
         "/usr/x was created on the host"
@@ -1607,11 +1323,13 @@ fn a_working_directory_over_usr_and_a_volume_into_it_are_refused() {
     no_litter_in(Path::new("/gpfs/jdalice"));
 
     let job = setuid.run(ALICE, BUSYBOX, &["true"]).cwd("/usr");
-    job.output()
-        .code(64)
-        .stderr_has("mount target /usr: the job's working directory")
-        .stderr_has("a system directory of the container");
-    assert!(containers_of(&job.id).is_empty(), "a container was made");
+    refused_before_any_container(
+        &job,
+        &[
+            "mount target /usr: the job's working directory",
+            "a system directory of the container",
+        ],
+    );
 }
 
 /// `LSB_DOCKER_VOLUMES=/scratch:/etc` left root-owned passwd, group, hosts, hostname and
@@ -1639,7 +1357,7 @@ fn volumes_over_the_containers_system_directories_are_refused() {
             let job = setuid
                 .run(ALICE, BUSYBOX, &["true"])
                 .env("LSB_DOCKER_VOLUMES", &volume);
-            let out = job.output();
+            let out = job.run();
             out.code(64).stderr_has("LSB_DOCKER_VOLUMES");
             if target != "/" {
                 out.stderr_has(&format!(
@@ -1699,31 +1417,24 @@ fn a_volume_nested_under_another_mount_is_refused() {
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("LSB_DOCKER_VOLUMES", &volumes);
-        job.output()
-            .code(64)
-            .stderr_has("LSB_DOCKER_VOLUMES")
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{volumes}: a container was made"
-        );
+        refused_before_any_container(&job, &["LSB_DOCKER_VOLUMES", words]);
     }
     assert_eq!(entries(outer.path()), Vec::<String>::new(), "{o} changed");
     assert_eq!(entries(inner.path()), Vec::<String>::new(), "{i} changed");
     assert!(
-        !Path::new(ALICE.2).join("lab").exists(),
+        !Path::new(ALICE.home).join("lab").exists(),
         "a mount point was made in the home"
     );
 
     // Siblings are fine; so is a job that works inside one of its volumes.
     let run = inner.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    std::os::unix::fs::chown(&run, Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(&run, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     let out = setuid
         .run(ALICE, BUSYBOX, &["sh", "-c", "pwd; ls /data /scratch"])
         .cwd(&run)
         .env("LSB_DOCKER_VOLUMES", &format!("{o}:/data {i}"))
-        .output();
+        .run();
     out.code(0);
     if out.stdout.lines().next() != Some(run.to_str().unwrap()) {
         out.fail("the job did not start in its working directory");
@@ -1751,7 +1462,7 @@ fn a_tmpdir_under_tmp_gets_nothing_created_inside_it() {
         )
         .cwd(tmp.path())
         .env("__LSF_JOB_TMPDIR__", &path)
-        .output();
+        .run();
     out.code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
     if lines != ["/tmp", "/tmp"] {
@@ -1772,11 +1483,11 @@ fn amplified_add_host_and_env_files_are_refused_before_any_container() {
         return;
     }
     let setuid = Setuid::new();
-    let dir = alice_dir(ALICE.2);
+    let dir = alice_dir(ALICE.home);
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        std::os::unix::fs::chown(&path, Some(ALICE.1), Some(ALICE.1)).unwrap();
+        std::os::unix::fs::chown(&path, Some(ALICE.uid), Some(ALICE.uid)).unwrap();
         path.display().to_string()
     };
     let mut hosts = String::new();
@@ -1843,14 +1554,7 @@ fn amplified_add_host_and_env_files_are_refused_before_any_container() {
     ];
     for (var, value, words) in cases {
         let job = setuid.run(ALICE, BUSYBOX, &["true"]).env(var, &value);
-        job.output()
-            .code(64)
-            .stderr_has(&format!("{var}="))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{var}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("{var}="), words]);
     }
     // Within the limits, the same files work.
     setuid
@@ -1861,7 +1565,7 @@ fn amplified_add_host_and_env_files_are_refused_before_any_container() {
         )
         .env("LSB_DOCKER_ENV_FILE", &big[..4].join(" "))
         .env("LSB_DOCKER_ADD_HOST_FILE", &small[1])
-        .output()
+        .run()
         .code(0);
 }
 
@@ -1879,32 +1583,18 @@ fn gpu_selectors_that_are_not_device_ids_are_refused() {
         ("-1", "\"-1\" is not a GPU id"),
         ("0,0", "GPU 0 is named twice"),
     ] {
-        // LSF (Job::new sets LSB_JOBID): the allocation is CUDA_VISIBLE_DEVICES.
+        // LSF (Setuid::run sets LSB_JOBID): the allocation is CUDA_VISIBLE_DEVICES.
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("CUDA_VISIBLE_DEVICES", value);
-        job.output()
-            .code(64)
-            .stderr_has(&format!("CUDA_VISIBLE_DEVICES={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("CUDA_VISIBLE_DEVICES={value:?}"), words]);
         // Slurm: SLURM_STEP_GPUS.
         let mut job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("SLURM_STEP_GPUS", value);
         job.env.remove("LSB_JOBID");
         job.env.insert("SLURM_JOB_ID".into(), job.id.clone());
-        job.output()
-            .code(64)
-            .stderr_has(&format!("SLURM_STEP_GPUS={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("SLURM_STEP_GPUS={value:?}"), words]);
     }
 }
 
@@ -1931,14 +1621,7 @@ fn the_whole_port_range_and_duplicate_host_ports_are_refused() {
         let job = setuid
             .run(ALICE, BUSYBOX, &["true"])
             .env("LSB_DOCKER_PORTS", value);
-        job.output()
-            .code(64)
-            .stderr_has(&format!("LSB_DOCKER_PORTS={value:?}"))
-            .stderr_has(words);
-        assert!(
-            containers_of(&job.id).is_empty(),
-            "{value}: a container was made"
-        );
+        refused_before_any_container(&job, &[&format!("LSB_DOCKER_PORTS={value:?}"), words]);
     }
 }
 
@@ -1975,7 +1658,7 @@ fn the_container_has_the_callers_own_resource_limits() {
     args.append(&mut job.args);
     job.args = args;
     job.program = "/usr/bin/prlimit".into();
-    let out = job.output();
+    let out = job.run();
     out.code(0);
     for (name, _, soft, hard) in limits {
         let line = out
@@ -2008,7 +1691,7 @@ fn private_registry_is_up() -> bool {
             "the private registry on 127.0.0.1:5001 and its logins (scripts/testbed.sh up)",
             std::net::TcpStream::connect(PRIVATE_REGISTRY).is_ok()
                 && Path::new(PUSH_LOGIN).join("config.json").exists()
-                && Path::new(BOB.2).join(".docker/config.json").exists(),
+                && Path::new(BOB.home).join(".docker/config.json").exists(),
         )
 }
 
@@ -2070,16 +1753,16 @@ struct DockerConfig {
 }
 
 impl DockerConfig {
-    fn write(user: (&'static str, u32, &'static str), text: &str) -> DockerConfig {
-        let dir = Path::new(user.2).join(".docker");
+    fn write(user: util::TestUser, text: &str) -> DockerConfig {
+        let dir = Path::new(user.home).join(".docker");
         if !dir.exists() {
             std::fs::create_dir(&dir).unwrap();
-            std::os::unix::fs::chown(&dir, Some(user.1), Some(user.1)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.uid)).unwrap();
         }
         let path = dir.join("config.json");
         let saved = std::fs::read(&path).ok();
         std::fs::write(&path, text).unwrap();
-        std::os::unix::fs::chown(&path, Some(user.1), Some(user.1)).unwrap();
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.uid)).unwrap();
         DockerConfig { path, saved }
     }
 }
@@ -2105,7 +1788,7 @@ fn a_private_image_runs_only_for_users_its_registry_accepts() {
     let image = Pushed::new(PRIVATE_REGISTRY, "private", "", None);
 
     let started = Instant::now();
-    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).output();
+    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).run();
     bob.code(0);
     assert!(bob.stdout.contains("bob-ran"), "{}", bob.stdout);
     eprintln!("jdbob pulled and ran it in {:?}", started.elapsed());
@@ -2128,7 +1811,7 @@ fn a_private_image_runs_only_for_users_its_registry_accepts() {
     let refused = |names: &[&str]| {
         for name in names {
             let job = setuid.run(ALICE, name, &["echo", "alice-ran"]);
-            let out = job.output();
+            let out = job.run();
             out.code(64)
                 .stderr_has(PRIVATE_REGISTRY)
                 .never_shows("alice-ran");
@@ -2153,15 +1836,16 @@ fn a_private_image_runs_only_for_users_its_registry_accepts() {
     }
 
     let again = Instant::now();
-    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).output();
+    let bob = setuid.run(BOB, &image.name, &["echo", "bob-ran"]).run();
     bob.code(0);
     eprintln!("jdbob's second run: {:?}", again.elapsed());
 
     let public = format!("{PUBLIC_REGISTRY}/{BUSYBOX}");
+    let _held = util::hold(&util::REMOTE_BUSYBOX);
     let first = Instant::now();
-    setuid.run(ALICE, &public, &["true"]).output().code(0);
+    setuid.run(ALICE, &public, &["true"]).run().code(0);
     let second = Instant::now();
-    setuid.run(ALICE, &public, &["true"]).output().code(0);
+    setuid.run(ALICE, &public, &["true"]).run().code(0);
     eprintln!(
         "a public image for jdalice: {:?} (first check), {:?} (cached)",
         second - first,
@@ -2216,7 +1900,11 @@ fn big_context() -> tempfile::TempDir {
 
 /// Starts `job` and waits until it holds the pull lock of `image`; then sends it `signal`.
 /// `None` if its pull was over before the signal arrived (the test tries again).
-fn signal_while_holding(job: &Job, image: &str, signal: nix::sys::signal::Signal) -> Option<Child> {
+fn signal_while_holding(
+    job: &TestJob,
+    image: &str,
+    signal: nix::sys::signal::Signal,
+) -> Option<Child> {
     let mut child = job.spawn();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -2374,7 +2062,7 @@ fn what_a_killed_jobdock_leaves_its_owner_and_the_epilog_remove() {
             Some((image, alice))
         })
         .expect("jdalice's jobdock killed while holding the pull lock, in one of 3 tries");
-    let cleanup = |user, id: &str| setuid.by(user, &["cleanup"]).env("LSB_JOBID", id).output();
+    let cleanup = |user, id: &str| setuid.by(user, &["cleanup"]).env("LSB_JOBID", id).run();
     // Staging comes after the pull: killed while pulling, jobdock has made nothing of the job.
     assert_eq!(site_files_of(&alice.id), Vec::<String>::new());
     cleanup(ALICE, &alice.id).code(0);
@@ -2414,12 +2102,8 @@ fn what_a_killed_jobdock_leaves_its_owner_and_the_epilog_remove() {
             );
         }
         if root {
-            let epilog = Job::new(
-                Path::new(BIN),
-                &["cleanup", "--job", &job.id],
-                job.id.clone(),
-            );
-            epilog.output().code(0);
+            let epilog = TestJob::new(&["cleanup", "--job", &job.id]).job(job.id.clone());
+            epilog.run().code(0);
         } else {
             cleanup(ALICE, &job.id).code(0);
         }
@@ -2439,19 +2123,19 @@ fn a_file_size_limit_cannot_kill_jobdock_midway() {
     }
     let setuid = Setuid::new();
     let path = setuid.path.display().to_string();
-    let mut job = Job::new(
-        Path::new("/bin/sh"),
+    let job = TestJob::program(
+        "/bin/sh",
         &[
             "-c",
             "ulimit -f 0 && exec \"$0\" run --image \"$1\" -- echo ran",
             &path,
             BUSYBOX,
         ],
-        setuid.jobs.id(),
     )
-    .cwd(ALICE.2);
-    job.user = Some((ALICE.0, ALICE.1));
-    let out = job.output();
+    .job(setuid.jobs.id())
+    .cwd(ALICE.home)
+    .user(ALICE);
+    let out = job.run();
     let lifts = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -2505,10 +2189,7 @@ fn another_users_label_does_not_break_the_owners_cleanup() {
     let name = String::from_utf8(docker(&["inspect", "-f", "{{.Name}}", &hers[0]]).stdout).unwrap();
     let name = name.trim().trim_start_matches('/').to_string();
 
-    let out = setuid
-        .by(BOB, &["cleanup"])
-        .env("LSB_JOBID", &bob.id)
-        .output();
+    let out = setuid.by(BOB, &["cleanup"]).env("LSB_JOBID", &bob.id).run();
     out.code(0)
         .never_shows(&name)
         .never_shows(&hers[0][..12])
@@ -2523,12 +2204,8 @@ fn another_users_label_does_not_break_the_owners_cleanup() {
     assert_eq!(containers_of(&bob.id), hers, "his gone, hers left");
     let _ = bob_child.wait();
 
-    let epilog = Job::new(
-        Path::new(BIN),
-        &["cleanup", "--job", &bob.id],
-        bob.id.clone(),
-    );
-    epilog.output().code(0);
+    let epilog = TestJob::new(&["cleanup", "--job", &bob.id]).job(bob.id.clone());
+    epilog.run().code(0);
     assert!(
         containers_of(&bob.id).is_empty(),
         "root removes all of the job's"
@@ -2572,7 +2249,7 @@ fn an_image_group_file_that_is_a_symlink_loop_is_refused() {
             .unwrap();
         assert!(imported.status.success(), "{imported:?}");
         let job = setuid.run(ALICE, &name, &["/bin/true"]);
-        let out = job.output();
+        let out = job.run();
         docker(&["rmi", "-f", &name]);
         // A symlink loop at the mount point /etc/group is refused as such (issue 11.2).
         out.code(64)
@@ -2615,13 +2292,13 @@ fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
         .prefix("jobdock-imagelink")
         .tempdir_in("/scratch/jdalice")
         .unwrap();
-    std::os::unix::fs::chown(volume.path(), Some(ALICE.1), Some(ALICE.1)).unwrap();
+    std::os::unix::fs::chown(volume.path(), Some(ALICE.uid), Some(ALICE.uid)).unwrap();
     let setuid = Setuid::new();
     let job = setuid.run(ALICE, &name, &["ls", "/data"]).env(
         "LSB_DOCKER_VOLUMES",
         &format!("{}:/data", volume.path().display()),
     );
-    let out = job.output();
+    let out = job.run();
     docker(&["rmi", "-f", &name]);
     out.code(64)
         .stderr_has(&format!("image {name}"))
@@ -2644,26 +2321,16 @@ fn an_image_symlink_at_a_volume_target_is_refused_and_creates_nothing() {
 
 // ---- issue 12.4: private mount namespaces --------------------------------------------------------
 
-/// dockerd's mount table, as its process sees it.
-fn dockerds_mounts() -> String {
-    let pid = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
-}
-
 /// `jobdock ARGS` as root in a mount namespace of its own (as Slurm's job_container/tmpfs runs a
 /// job step), made now: a copy of the host's mounts, none shared.
 fn in_private_namespace(args: &[&str], job: &str) -> Command {
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", BIN])
+    cmd.args(["-m", "--propagation", "private", util::BIN])
         .args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LSB_JOBID", job)
-        .current_dir(ALICE.2);
+        .current_dir(ALICE.home);
     cmd
 }
 
@@ -2680,7 +2347,9 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
     let job = job_id();
     let staged = format!("/mounts/jobdock-lsf-{job}-");
     let mut run = in_private_namespace(
-        &["run", "--user", ALICE.0, "--image", BUSYBOX, "--", "true"],
+        &[
+            "run", "--user", ALICE.name, "--image", BUSYBOX, "--", "true",
+        ],
         &job,
     )
     .env("JOBDOCK_TEST_DELAY_BEFORE_VERIFY_MS", "30000")
@@ -2691,12 +2360,12 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
     wait_until(
         "the job's container and its staging mount in dockerd's namespace",
         Duration::from_secs(30),
-        || !containers_of(&job).is_empty() && dockerds_mounts().contains(&staged),
+        || !containers_of(&job).is_empty() && util::dockerds_mounts().contains(&staged),
     );
     run.kill().unwrap();
     run.wait().unwrap();
     assert!(
-        dockerds_mounts().contains(&staged),
+        util::dockerds_mounts().contains(&staged),
         "SIGKILL leaves the mount"
     );
 
@@ -2705,7 +2374,7 @@ fn a_killed_jobdocks_staging_mounts_are_detached_in_dockerds_namespace_by_cleanu
         .unwrap();
     assert!(out.status.success(), "jobdock cleanup: {out:?}");
     assert!(
-        !dockerds_mounts().contains(&staged),
+        !util::dockerds_mounts().contains(&staged),
         "a staging mount is left in dockerd's namespace"
     );
     let left = containers_of(&job);
@@ -2749,7 +2418,7 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
         return;
     }
     let setuid = Setuid::new();
-    let cases: Vec<(Job, &str)> = vec![
+    let cases: Vec<(TestJob, &str)> = vec![
         (
             setuid
                 .run(ALICE, BUSYBOX, &["true"])
@@ -2774,7 +2443,7 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
                 "127.0.0.1:5000/jobdock-test/no-such-image:1",
                 &["true"],
             ),
-            "the registry refuses it",
+            "the registry rejects it",
         ),
         (
             setuid.by(ALICE, &["run", "--no-such-flag", "--", "true"]),
@@ -2782,8 +2451,7 @@ fn a_users_mistakes_are_the_jobs_error_through_the_setuid_binary() {
         ),
     ];
     for (job, want) in cases {
-        job.output().code(64).stderr_has(want);
-        assert!(containers_of(&job.id).is_empty(), "a container was made");
+        refused_before_any_container(&job, &[want]);
     }
 }
 
@@ -2819,7 +2487,7 @@ fn each_job_leaves_one_audit_record_in_syslog() {
     }
     let setuid = Setuid::new();
     let ran = setuid.run(ALICE, BUSYBOX, &["sh", "-c", "exit 3"]);
-    ran.output().code(3);
+    ran.run().code(3);
     let records = audit_records(&ran.id);
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];
@@ -2842,7 +2510,7 @@ fn each_job_leaves_one_audit_record_in_syslog() {
         "LSB_DOCKER_VOLUME",
         "/scratch/jdalice:/data\nexit=0 user=root",
     );
-    refused.output().code(64);
+    refused.run().code(64);
     let records = audit_records(&refused.id);
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];

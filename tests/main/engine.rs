@@ -7,300 +7,35 @@
 //! when it fails.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-mod util;
-use util::{containers_of, docker, require, running_containers_of, wait_until};
+use crate::util;
+use crate::util::{
+    ALICE, BIN, BOB, Out, Site, TestJob, containers_of, docker, require, running_containers_of,
+    wait_until,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jobdock");
-const SOCKET: &str = "/var/run/docker.sock";
 const IMAGE: &str = "jobdock-test/busybox";
 const NOSHELL: &str = "jobdock-test/noshell";
 const REMOTE: &str = "127.0.0.1:5000/jobdock-test/busybox";
 const REGISTRY_LOG: &str = "/var/log/jobdock-testbed/registry.log";
-const ALICE: &str = "jdalice";
-const ALICE_HOME: &str = "/home/jdalice";
-const BOB_UID: u32 = 2002;
 
 /// The capabilities the default config keeps: CHOWN(0) KILL(5) SETPCAP(8) IPC_LOCK(14) SYS_NICE(23).
 const ALLOWED_CAPS: u64 = 1 << 0 | 1 << 5 | 1 << 8 | 1 << 14 | 1 << 23;
 
 // ----------------------------------------------------------------------------------- helpers --
 
-/// Whether the test bed is there (root, dockerd, the test user and image).
+/// Whether the test bed is there (root, dockerd, the test users and image).
 fn bed_is_up() -> bool {
-    let missing = if !nix::unistd::geteuid().is_root() {
-        Some("root (jobdock runs jobs as root for jdalice)".to_string())
-    } else if !daemon_answers() {
-        Some(format!("a dockerd answering on {SOCKET}"))
-    } else if nix::unistd::User::from_name(ALICE).ok().flatten().is_none() {
-        Some("the test user jdalice".to_string())
-    } else if !docker(&["image", "inspect", IMAGE]).status.success() {
-        Some(format!("the image {IMAGE}"))
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(what) => require(&what, false),
-    }
-}
-
-fn daemon_answers() -> bool {
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(SOCKET) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut answer = String::new();
-    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
-        && s.read_to_string(&mut answer).is_ok()
-        && answer.ends_with("OK")
-}
-
-/// A test's own config and state directory; removes every container of its jobs when dropped.
-struct Bed {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    jobs: std::cell::RefCell<Vec<String>>,
-}
-
-impl Bed {
-    /// A config with the state under a fresh temp dir; `extra` is appended (more tables).
-    fn new(engine: &str, extra: &str) -> Bed {
-        let dir = util::trusted_tempdir();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let config = dir.path().join("wrapper.toml");
-        let text = format!(
-            "[engine]\nstate_dir = \"{}\"\nconnect_timeout_secs = 2\ngrace_period_secs = 3\n{engine}\n\
-             # The jobs need no network; \"none\" keeps the tests off the node's bridge and iptables.\n\
-             [network]\ndefault = \"none\"\n{extra}\n",
-            dir.path().join("state").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        Bed {
-            dir,
-            config,
-            jobs: Default::default(),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// Entries in the state dir but the lock directory.
-    fn leftovers(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.state()) else {
-            return Vec::new();
-        };
-        entries
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            // The node's pull locks and image access verdicts, not any job's.
-            .filter(|n| n != "locks" && n != "access")
-            .collect()
-    }
-
-    /// A fresh LSF job id (digits, unique across this test binary's runs).
-    fn job_id(&self) -> String {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}{:03}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        self.jobs.borrow_mut().push(id.clone());
-        id
-    }
-
-    /// `jobdock run --config <ours> --user jdalice --image <image> -- <command>` for a new job.
-    fn run(&self, image: &str, command: &[&str]) -> Job {
-        let id = self.job_id();
-        let config = self.config.display().to_string();
-        let mut args = vec![
-            "run", "--config", &config, "--user", ALICE, "--image", image,
-        ];
-        if !command.is_empty() {
-            args.push("--");
-            args.extend(command);
-        }
-        Job::new(&args).env("LSB_JOBID", &id).id(id)
-    }
-
-    fn cleanup(&self, id: &str) -> Job {
-        let config = self.config.display().to_string();
-        Job::new(&["cleanup", "--config", &config, "--job", id])
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for id in self.jobs.borrow().iter() {
-            let ids = containers_of(id);
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.iter().map(String::as_str));
-                docker(&args);
-            }
-        }
-    }
-}
-
-/// One jobdock process: cleared environment, reported in full when an expectation fails.
-struct Job {
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    stdin: Vec<u8>,
-    uid: Option<u32>,
-    cwd: PathBuf,
-    id: String,
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-    elapsed: Duration,
-    shown: String,
-}
-
-impl Job {
-    fn new(args: &[&str]) -> Job {
-        Job {
-            program: BIN.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: vec![
-                ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-                ("HOME".into(), ALICE_HOME.into()),
-            ],
-            stdin: Vec::new(),
-            uid: None,
-            cwd: ALICE_HOME.into(),
-            id: String::new(),
-        }
-    }
-
-    fn env(mut self, key: &str, value: &str) -> Job {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    fn id(mut self, id: String) -> Job {
-        self.id = id;
-        self
-    }
-
-    fn stdin(mut self, bytes: &[u8]) -> Job {
-        self.stdin = bytes.to_vec();
-        self
-    }
-
-    /// Runs `program` instead of the jobdock just built, as `uid`, from `/`.
-    fn run_by(mut self, program: &Path, uid: u32) -> Job {
-        self.program = program.to_path_buf();
-        self.uid = Some(uid);
-        self.cwd = "/".into();
-        self.env.retain(|(k, _)| k != "HOME");
-        self
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
-        c.args(&self.args)
-            .env_clear()
-            .envs(self.env.iter().cloned())
-            .current_dir(&self.cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(uid) = self.uid {
-            c.uid(uid).gid(uid);
-        }
-        c
-    }
-
-    fn shown(&self) -> String {
-        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!(
-            "command: {} {}\nenv: {}\nuid: {:?}",
-            self.program.display(),
-            shell_words::join(&self.args),
-            env.join(" "),
-            self.uid
-        )
-    }
-
-    fn spawn(&self) -> Child {
-        self.command().spawn().expect("jobdock starts")
-    }
-
-    fn output(&self) -> Out {
-        let start = Instant::now();
-        let mut child = self.spawn();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = self.stdin.clone();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        Out::from(out, start.elapsed(), self.shown())
-    }
-}
-
-impl Out {
-    fn from(out: std::process::Output, elapsed: Duration, shown: String) -> Out {
-        Out {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed,
-            shown,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    #[track_caller]
-    fn fail(&self, why: &str) -> ! {
-        panic!(
-            "{why}\n{}\nexit: {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.shown,
-            self.code,
-            self.elapsed,
-            self.stdout(),
-            self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn code(&self, want: i32) -> &Out {
-        if self.code != Some(want) {
-            self.fail(&format!("expected exit code {want}"));
-        }
-        self
-    }
-
-    #[track_caller]
-    fn stderr_has(&self, want: &str) -> &Out {
-        if !self.stderr.contains(want) {
-            self.fail(&format!("stderr lacks {want:?}"));
-        }
-        self
-    }
+    util::bed_is_up(&[IMAGE])
 }
 
 /// `/proc/self/status` of a job: the value of `field`.
 fn status_field(out: &Out, field: &str) -> String {
-    out.stdout()
+    out.stdout
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
@@ -320,17 +55,19 @@ fn the_job_runs_as_the_users_host_identity() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     let out = bed
-        .run(IMAGE, &["sh", "-c", "id; id -G; whoami; pwd"])
-        .output();
+        .job(ALICE, IMAGE, &["sh", "-c", "id; id -G; whoami; pwd"])
+        .run();
     out.code(0);
     let want = format!(
-        "{}{}{ALICE}\n{ALICE_HOME}\n",
-        host("id", &[ALICE]),
-        host("id", &["-G", ALICE])
+        "{}{}{}\n{}\n",
+        host("id", &[ALICE.name]),
+        host("id", &["-G", ALICE.name]),
+        ALICE.name,
+        ALICE.home
     );
-    if out.stdout() != want {
+    if out.stdout != want {
         out.fail(&format!("expected the host's identity:\n{want}"));
     }
     assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
@@ -341,8 +78,8 @@ fn capabilities_are_the_allowlist_and_no_new_privileges() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let out = bed.run(IMAGE, &["cat", "/proc/self/status"]).output();
+    let bed = Site::new("");
+    let out = bed.job(ALICE, IMAGE, &["cat", "/proc/self/status"]).run();
     out.code(0);
     let mask = |field| u64::from_str_radix(&status_field(&out, field), 16).unwrap();
     // Docker gives a non-root user an empty effective set; what it could gain is the bounding set.
@@ -367,9 +104,10 @@ fn memory_and_pids_limits_are_in_force() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "[limits]\nmemory = \"48m\"\npids = 40\n");
+    let bed = Site::new("[limits]\nmemory = \"48m\"\npids = 40\n");
     let out = bed
-        .run(
+        .job(
+            ALICE,
             IMAGE,
             &[
                 "cat",
@@ -378,34 +116,36 @@ fn memory_and_pids_limits_are_in_force() {
                 "/sys/fs/cgroup/pids/pids.max",
             ],
         )
-        .output();
+        .run();
     out.code(0);
-    let limits: Vec<String> = out.stdout().lines().map(str::to_string).collect();
+    let limits: Vec<String> = out.stdout.lines().map(str::to_string).collect();
     let mib48 = (48 * 1024 * 1024).to_string();
     if limits != [mib48.as_str(), mib48.as_str(), "40"] {
         out.fail("expected memory = memory+swap = 48 MiB and 40 pids");
     }
 
     let forks = bed
-        .run(
+        .job(
+            ALICE,
             IMAGE,
             &["sh", "-c", "for i in $(seq 60); do sleep 5 & done; wait"],
         )
-        .output();
+        .run();
     forks.stderr_has("can't fork");
 
-    let hog = bed.run(
+    let hog = bed.job(
+        ALICE,
         IMAGE,
         &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
     );
-    hog.output()
+    hog.run()
         .code(137)
         .stderr_has("jobdock: killed: out of memory (limit 48.0 MiB)");
     assert!(containers_of(&hog.id).is_empty());
 
     // A SIGKILL that is not the kernel's: dockerd's event log (asked when its OOM flag is unset)
     // has no oom event for it, so nothing is said of memory.
-    let killed = bed.run(IMAGE, &["sh", "-c", "kill -9 $$"]).output();
+    let killed = bed.job(ALICE, IMAGE, &["sh", "-c", "kill -9 $$"]).run();
     killed.code(137);
     if killed.stderr.contains("out of memory") {
         killed.fail("a job that killed itself was said to be out of memory");
@@ -420,9 +160,10 @@ fn a_job_without_a_tmpdir_gets_a_bounded_tmpfs_as_tmp() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "[limits]\ntmp_size = \"8m\"\n");
+    let bed = Site::new("[limits]\ntmp_size = \"8m\"\n");
     let out = bed
-        .run(
+        .job(
+            ALICE,
             IMAGE,
             &[
                 "sh",
@@ -431,9 +172,9 @@ fn a_job_without_a_tmpdir_gets_a_bounded_tmpfs_as_tmp() {
                  dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>&1 | grep -o 'No space left on device'",
             ],
         )
-        .output();
+        .run();
     out.code(0);
-    let stdout = out.stdout();
+    let stdout = &out.stdout;
     let lines: Vec<&str> = stdout.lines().collect();
     let mount = lines.first().copied().unwrap_or_default();
     if !(mount.starts_with("tmpfs /tmp tmpfs rw,nosuid,nodev,") && mount.contains("size=8192k")) {
@@ -454,23 +195,22 @@ fn a_skipped_image_entrypoint_is_named_with_raw_mode() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     let image = "jobdock-test/entrypoint";
-    let out = bed.run(image, &["echo", "hello"]).output();
+    let out = bed.job(ALICE, image, &["echo", "hello"]).run();
     out.code(0).stderr_has(
         "jobdock: the image's ENTRYPOINT [\"/bin/echo\", \"the image entrypoint ran with:\"] is not run",
     );
     out.stderr_has("LSB_DOCKER_RUN_RAW_ARGS=true");
-    if out.stdout() != "hello\n" {
+    if out.stdout != "hello\n" {
         out.fail("the command did not run by itself");
     }
     let raw = bed
-        .run(image, &["hello"])
+        .job(ALICE, image, &["hello"])
         .env("LSB_DOCKER_RUN_RAW_ARGS", "true")
-        .output();
+        .run();
     raw.code(0);
-    if raw.stdout() != "the image entrypoint ran with: hello\n" || raw.stderr.contains("ENTRYPOINT")
-    {
+    if raw.stdout != "the image entrypoint ran with: hello\n" || raw.stderr.contains("ENTRYPOINT") {
         raw.fail("raw mode did not run the entrypoint, or still named it");
     }
 }
@@ -480,15 +220,17 @@ fn only_the_planned_mounts_are_visible() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let out = bed.run(IMAGE, &["cat", "/proc/self/mountinfo"]).output();
+    let bed = Site::new("");
+    let out = bed
+        .job(ALICE, IMAGE, &["cat", "/proc/self/mountinfo"])
+        .run();
     out.code(0);
     // Mounts of a host file system (not proc, sysfs, tmpfs, cgroup, ... nor the image's overlay).
     let virtual_fs = [
         "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "overlay",
     ];
     let mut seen = BTreeSet::new();
-    for line in out.stdout().lines() {
+    for line in out.stdout.lines() {
         let (left, right) = line.split_once(" - ").unwrap();
         let fields: Vec<&str> = left.split(' ').collect();
         if !virtual_fs.contains(&right.split(' ').next().unwrap()) {
@@ -520,7 +262,7 @@ fn only_the_planned_mounts_are_visible() {
         && ours.iter().any(|(t, src, ro)| {
             t == "/etc/group" && src.starts_with(&staging) && src.ends_with("/group") && *ro
         })
-        && ours.contains(&(ALICE_HOME.into(), ALICE_HOME.into(), false));
+        && ours.contains(&(ALICE.home.into(), ALICE.home.into(), false));
     if !ok {
         out.fail(&format!(
             "expected exactly passwd, group (read-only, staged) and the home directory; saw {ours:?}"
@@ -528,17 +270,17 @@ fn only_the_planned_mounts_are_visible() {
     }
 
     // And they are exactly what `jobdock plan` says.
-    let plan = bed.run(IMAGE, &["true"]);
+    let plan = bed.job(ALICE, IMAGE, &["true"]);
     let mut plan_args = plan.args.clone();
     plan_args[0] = "plan".into();
     plan_args.insert(1, "--json".into());
-    let planned = Job {
+    let planned = TestJob {
         args: plan_args,
         ..plan
     }
-    .output();
+    .run();
     planned.code(0);
-    let json: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&planned.stdout_bytes).unwrap();
     let targets: BTreeSet<String> = json["create"]["HostConfig"]["Mounts"]
         .as_array()
         .unwrap()
@@ -556,7 +298,7 @@ fn exit_codes_pass_through() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     let cases: [(&str, &[&str], i32, &str); 5] = [
         ("success", &["true"], 0, ""),
         ("failure n", &["sh", "-c", "exit 42"], 42, ""),
@@ -576,8 +318,11 @@ fn exit_codes_pass_through() {
         ),
     ];
     for (name, command, code, message) in cases {
-        let out = bed.run(IMAGE, command).output();
-        if out.code != Some(code) || !out.stderr.contains(message) || out.stderr.contains("tini") {
+        let out = bed.job(ALICE, IMAGE, command).run();
+        if out.status.code() != Some(code)
+            || !out.stderr.contains(message)
+            || out.stderr.contains("tini")
+        {
             out.fail(&format!("{name}: expected {code} and {message:?}, no tini"));
         }
     }
@@ -589,8 +334,8 @@ fn term_is_forwarded_and_nothing_is_left() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
     let mut child = job.spawn();
     let mut watch = util::Watch::stdout_of(&mut child);
     watch.wait_for("ready", Duration::from_secs(60));
@@ -600,7 +345,7 @@ fn term_is_forwarded_and_nothing_is_left() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = Out::from(watch.finish(child), start.elapsed(), job.shown());
+    let out = Out::timed(watch.finish(child), start.elapsed(), job.shown());
     // 143: sleep died of the forwarded TERM itself, not of the KILL after the grace period (137).
     out.code(143);
     assert!(containers_of(&job.id).is_empty(), "container left behind");
@@ -612,8 +357,9 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(
+    let bed = Site::new("");
+    let job = bed.job(
+        ALICE,
         IMAGE,
         &[
             "sh",
@@ -630,11 +376,11 @@ fn a_job_trapping_term_is_killed_after_the_grace_period() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = Out::from(watch.finish(child), start.elapsed(), job.shown());
+    let out = Out::timed(watch.finish(child), start.elapsed(), job.shown());
     out.code(137)
         .stderr_has("still running 3s after SIGTERM (engine.grace_period_secs)");
     // The grace period is a lower bound jobdock keeps: no sooner than 3 s.
-    if out.stdout() != "ready\ngot TERM\n" || out.elapsed < Duration::from_secs(3) {
+    if out.stdout != "ready\ngot TERM\n" || out.elapsed < Duration::from_secs(3) {
         out.fail("the job should have seen TERM, then been killed after 3 s");
     }
     assert!(containers_of(&job.id).is_empty());
@@ -645,8 +391,8 @@ fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, IMAGE, &["sh", "-c", "echo ready; exec sleep 100"]);
     let mut child = job.spawn();
     let mut watch = util::Watch::stdout_of(&mut child);
     watch.wait_for("ready", Duration::from_secs(60));
@@ -669,7 +415,7 @@ fn tstp_and_cont_pause_and_resume_the_job_not_jobdock() {
     });
     // jobdock itself never stopped: it still forwards a TERM.
     kill(pid, Signal::SIGTERM).unwrap();
-    let out = Out::from(watch.finish(child), Duration::ZERO, job.shown());
+    let out = Out::timed(watch.finish(child), Duration::ZERO, job.shown());
     out.code(143);
     assert!(containers_of(&job.id).is_empty());
 }
@@ -679,8 +425,8 @@ fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(IMAGE, &["sleep", "100"]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, IMAGE, &["sleep", "100"]);
     let mut child = job.spawn();
     wait_until("the job to run", Duration::from_secs(30), || {
         !running_containers_of(&job.id).is_empty()
@@ -707,12 +453,12 @@ fn sigkill_to_jobdock_then_cleanup_leaves_nothing() {
         "staging dir and cidfile (and perhaps mounts/): {left:?}"
     );
 
-    bed.cleanup(&job.id).output().code(0);
+    bed.cleanup(&job.id).run().code(0);
     assert!(containers_of(&job.id).is_empty());
     assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
     // Twice, and for a job that never existed: nothing to do is not an error.
-    bed.cleanup(&job.id).output().code(0);
-    bed.cleanup("999999999").output().code(0);
+    bed.cleanup(&job.id).run().code(0);
+    bed.cleanup("999999999").run().code(0);
 }
 
 #[test]
@@ -720,7 +466,7 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     let id = bed.job_id();
     let labels = [format!("jobdock.job={id}"), "jobdock.uid=2001".to_string()];
     let created = docker(&[
@@ -729,17 +475,13 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
     assert!(created.status.success());
     assert_eq!(containers_of(&id).len(), 1);
 
-    // jdbob, through a setuid-root copy of jobdock (how a site lets users run it).
-    let public = util::trusted_tempdir();
-    std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let setuid = public.path().join("jobdock");
-    std::fs::copy(BIN, &setuid).unwrap();
-    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let bob = Job::new(&["cleanup", "--job", &id]).run_by(&setuid, BOB_UID);
+    // jdbob, through a setuid-root copy of jobdock (how a site lets users run it), from /.
+    let setuid = util::Setuid::new();
+    let bob = TestJob::program(&setuid.path, &["cleanup", "--job", &id]).user(BOB);
     // His cleanup acts on his own containers only: it succeeds and leaves hers alone.
-    let out = bob.output();
+    let out = bob.run();
     out.code(0);
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = &out.stdout;
     assert!(said.contains("removed 0 container(s)"), "{said}");
     assert_eq!(
         containers_of(&id).len(),
@@ -747,7 +489,7 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
         "jdbob removed jdalice's container"
     );
 
-    bed.cleanup(&id).output().code(0);
+    bed.cleanup(&id).run().code(0);
     assert!(
         containers_of(&id).is_empty(),
         "root removes a Created container"
@@ -757,15 +499,15 @@ fn cleanup_removes_never_started_containers_and_only_root_cleans_others_jobs() {
     let own = bed.job_id();
     let labels = [
         format!("jobdock.job={own}"),
-        format!("jobdock.uid={BOB_UID}"),
+        format!("jobdock.uid={}", BOB.uid),
     ];
     let created = docker(&[
         "create", "--label", &labels[0], "--label", &labels[1], IMAGE, "true",
     ]);
     assert!(created.status.success());
-    Job::new(&["cleanup", "--job", &own])
-        .run_by(&setuid, BOB_UID)
-        .output()
+    TestJob::program(&setuid.path, &["cleanup", "--job", &own])
+        .user(BOB)
+        .run()
         .code(0);
     assert!(
         containers_of(&own).is_empty(),
@@ -780,21 +522,23 @@ fn eight_jobs_at_once_each_get_exactly_their_own_output() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     let script = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo \"$MARK out $i\"; echo \"$MARK err $i\" >&2; done";
-    let jobs: Vec<(String, Job)> = (0..8)
+    let jobs: Vec<(String, TestJob)> = (0..8)
         .map(|n| {
             let mark = format!("job{n}");
-            let job = bed.run(IMAGE, &["sh", "-c", script]).env("MARK", &mark);
+            let job = bed
+                .job(ALICE, IMAGE, &["sh", "-c", script])
+                .env("MARK", &mark);
             (mark, job)
         })
         .collect();
-    let running: Vec<(String, &Job, Child, Instant)> = jobs
+    let running: Vec<(String, &TestJob, Child, Instant)> = jobs
         .iter()
         .map(|(mark, job)| (mark.clone(), job, job.spawn(), Instant::now()))
         .collect();
     for (mark, job, child, start) in running {
-        let out = Out::from(
+        let out = Out::timed(
             child.wait_with_output().unwrap(),
             start.elapsed(),
             job.shown(),
@@ -805,7 +549,7 @@ fn eight_jobs_at_once_each_get_exactly_their_own_output() {
                 .map(|i| format!("{mark} {stream} {i}\n"))
                 .collect()
         };
-        if out.stdout() != want("out") {
+        if out.stdout != want("out") {
             out.fail(&format!(
                 "{mark}: stdout is not exactly its own lines in order"
             ));
@@ -823,23 +567,23 @@ fn stdin_is_piped_through_byte_for_byte() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
+    let bed = Site::new("");
     // 3 MiB of every byte value: more than any pipe or socket buffer holds.
     let data: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
         .collect();
-    let out = bed.run(IMAGE, &["cat"]).stdin(&data).output();
+    let out = bed.job(ALICE, IMAGE, &["cat"]).stdin(&data).run();
     out.code(0);
-    if out.stdout != data {
+    if out.stdout_bytes != data {
         out.fail(&format!(
             "cat returned {} bytes, not the same {} bytes",
-            out.stdout.len(),
+            out.stdout_bytes.len(),
             data.len()
         ));
     }
-    let short = bed.run(IMAGE, &["cat"]).stdin(b"data").output();
+    let short = bed.job(ALICE, IMAGE, &["cat"]).stdin(b"data").run();
     short.code(0);
-    assert_eq!(short.stdout, b"data");
+    assert_eq!(short.stdout_bytes, b"data");
 }
 
 #[test]
@@ -847,14 +591,14 @@ fn a_reader_that_goes_away_ends_the_job_with_sigpipe() {
     if !bed_is_up() {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(IMAGE, &["yes"]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, IMAGE, &["yes"]);
     let start = Instant::now();
     let mut child = job.spawn();
     let mut first = [0u8; 4];
     child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     // The read end is closed now, as `jobdock run -- yes | head -2` does.
-    let out = Out::from(
+    let out = Out::timed(
         child.wait_with_output().unwrap(),
         start.elapsed(),
         job.shown(),
@@ -869,20 +613,17 @@ fn an_interactive_job_gets_a_sized_tty_and_the_terminal_is_restored() {
     if !bed_is_up() || !require("script (util-linux)", Path::new("/usr/bin/script").exists()) {
         return;
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(IMAGE, &["sh", "-c", "tty; sleep 0.3; stty size"]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, IMAGE, &["sh", "-c", "tty; sleep 0.3; stty size"]);
     // script(1) gives jobdock a terminal; its stdin ends at once, which must not cut the output.
     let inner = format!(
         "stty cols 120 rows 40; {} {}; echo rc=$?; stty -a",
         BIN,
         shell_words::join(&job.args)
     );
-    let mut script = Job::new(&["-qec", &inner, "/dev/null"]);
-    script.program = "/usr/bin/script".into();
-    script.env = job.env.clone();
-    let out = script.output();
+    let out = job.run_program("/usr/bin/script", &["-qec", &inner, "/dev/null"]);
     out.code(0);
-    let text = out.stdout().replace('\r', "");
+    let text = out.stdout.replace('\r', "");
     let lines: Vec<&str> = text.lines().collect();
     let ok = lines.len() > 3
         && lines[0].starts_with("/dev/pts/")
@@ -941,24 +682,25 @@ fn pulls_follow_the_policy() {
     if !require("the local registry at 127.0.0.1:5000", registry_up) {
         return;
     }
-    let missing = Bed::new("pull = \"missing\"", "");
-    let always = Bed::new("pull = \"always\"", "");
+    let _held = util::hold(&util::REMOTE_BUSYBOX);
+    let missing = Site::with_engine("pull = \"missing\"", "");
+    let always = Site::with_engine("pull = \"always\"", "");
 
     // Absent, needed by four jobs at once: `missing` pulls it once for all of them.
     docker(&["rmi", &format!("{REMOTE}:latest")]);
     let offset = log_size();
-    let jobs: Vec<Job> = (0..4)
-        .map(|_| missing.run(REMOTE, &["echo", "pulled"]))
+    let jobs: Vec<TestJob> = (0..4)
+        .map(|_| missing.job(ALICE, REMOTE, &["echo", "pulled"]))
         .collect();
-    let children: Vec<Child> = jobs.iter().map(Job::spawn).collect();
+    let children: Vec<Child> = jobs.iter().map(TestJob::spawn).collect();
     for (job, child) in jobs.iter().zip(children) {
-        let out = Out::from(
+        let out = Out::timed(
             child.wait_with_output().unwrap(),
             Duration::ZERO,
             job.shown(),
         );
         out.code(0);
-        if out.stdout() != "pulled\n" {
+        if out.stdout != "pulled\n" {
             out.fail("the job did not run");
         }
     }
@@ -973,7 +715,7 @@ fn pulls_follow_the_policy() {
     // Present: `missing` pulls nothing. (The registry may see the access check, a request by
     // digest, once per node and digest: from this job, or from another test's in this window.)
     let offset = log_size();
-    missing.run(REMOTE, &["true"]).output().code(0);
+    missing.job(ALICE, REMOTE, &["true"]).run().code(0);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(pulls(offset), Vec::<String>::new());
     for request in manifest_requests(offset) {
@@ -986,7 +728,7 @@ fn pulls_follow_the_policy() {
     // `always`: one pull, even though the image is present. Without a terminal the pull says
     // when it starts and how it ended, at the default level (issue 18.2).
     let offset = log_size();
-    let out = always.run(REMOTE, &["true"]).output();
+    let out = always.job(ALICE, REMOTE, &["true"]).run();
     out.code(0)
         .stderr_has(&format!("jobdock: pulling {REMOTE}:latest\n"))
         .stderr_has(&format!("jobdock: pulled {REMOTE}:latest (sha256:"));
@@ -1000,17 +742,21 @@ fn pulling_an_image_the_registry_lacks_is_the_jobs_error() {
         return;
     }
     // A typo in the image name: requeueing (75) would fail forever.
-    let bed = Bed::new("pull = \"always\"", "");
+    let bed = Site::with_engine("pull = \"always\"", "");
     let out = bed
-        .run("127.0.0.1:5000/jobdock-test/no-such-image:1", &["true"])
-        .output();
+        .job(
+            ALICE,
+            "127.0.0.1:5000/jobdock-test/no-such-image:1",
+            &["true"],
+        )
+        .run();
     out.code(64)
         .stderr_has("pulling 127.0.0.1:5000/jobdock-test/no-such-image:1")
-        .stderr_has("the registry refuses it");
-    let never = Bed::new("pull = \"never\"", "");
+        .stderr_has("the registry rejects it");
+    let never = Site::with_engine("pull = \"never\"", "");
     never
-        .run("jobdock-test/not-on-this-node:1", &["true"])
-        .output()
+        .job(ALICE, "jobdock-test/not-on-this-node:1", &["true"])
+        .run()
         .code(75)
         .stderr_has("engine.pull is \"never\"");
 }
@@ -1034,8 +780,12 @@ fn an_unreachable_daemon_is_named_with_code_75() {
         (hung, "no answer"),
     ];
     for (socket, reason) in cases {
-        let bed = Bed::new(&format!("socket = \"{}\"", socket.display()), "");
-        let out = bed.run(IMAGE, &["true"]).output();
+        let engine = format!(
+            "socket = \"{}\"\nconnect_timeout_secs = 2",
+            socket.display()
+        );
+        let bed = Site::with_engine(&engine, "");
+        let out = bed.job(ALICE, IMAGE, &["true"]).run();
         out.code(75)
             .stderr_has(&format!("cannot reach dockerd at {}", socket.display()))
             .stderr_has(reason);
@@ -1062,10 +812,8 @@ fn a_jobdock_that_is_not_setuid_says_so_at_once() {
     if !bed_is_up() {
         return;
     }
-    let out = util::Run::new(&["run", "--image", IMAGE, "--", "true"])
-        .user(util::ALICE.1)
-        .cwd(ALICE_HOME)
-        .env("HOME", ALICE_HOME)
+    let out = TestJob::new(&["run", "--image", IMAGE, "--", "true"])
+        .by(ALICE)
         .run();
     out.code(78)
         .stderr_has("may not use dockerd's socket /var/run/docker.sock")
@@ -1078,18 +826,18 @@ fn an_lsf_job_file_in_an_image_without_a_shell_points_at_raw_mode() {
     if !bed_is_up() {
         return;
     }
-    let spool = Path::new(ALICE_HOME).join(".lsbatch");
+    let spool = Path::new(ALICE.home).join(".lsbatch");
     if !spool.exists() {
         std::fs::create_dir(&spool).unwrap();
         std::os::unix::fs::chown(&spool, Some(2001), Some(2001)).unwrap();
     }
-    let bed = Bed::new("", "");
-    let job = bed.run(NOSHELL, &[]);
+    let bed = Site::new("");
+    let job = bed.job(ALICE, NOSHELL, &[]);
     let file = spool.join(format!("1700000000.{}", job.id));
     std::fs::write(&file, "#!/bin/sh\necho hello\n").unwrap();
     let out = job
         .env("LSB_JOBFILENAME", &file.display().to_string())
-        .output();
+        .run();
     std::fs::remove_file(&file).unwrap();
     out.code(127)
         .stderr_has("has no /bin/sh")
@@ -1099,10 +847,7 @@ fn an_lsf_job_file_in_an_image_without_a_shell_points_at_raw_mode() {
 
 /// dockerd's hard RLIMIT_MEMLOCK (`None`: unlimited) and whether it holds CAP_SYS_RESOURCE.
 fn dockerd_memlock() -> (Option<u64>, bool) {
-    let pid = std::fs::read_to_string("/var/run/docker.pid")
-        .ok()
-        .map(|p| p.trim().to_string())
-        .unwrap_or_else(|| host("pidof", &["dockerd"]).trim().to_string());
+    let pid = util::dockerd_pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let hard = limits
         .lines()
@@ -1131,8 +876,8 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
     let devices = "[devices]\npaths = [\"/dev/null\"]\n";
     match hard {
         Some(hard) if !cap_sys_resource => {
-            let bed = Bed::new("", &format!("{devices}memlock = \"unlimited\"\n"));
-            let out = bed.run(IMAGE, &["true"]).output();
+            let bed = Site::new(&format!("{devices}memlock = \"unlimited\"\n"));
+            let out = bed.job(ALICE, IMAGE, &["true"]).run();
             out.code(78)
                 .stderr_has("locked-memory limit (devices.memlock = \"unlimited\")")
                 .stderr_has(&format!("its own hard limit is {hard} bytes"))
@@ -1151,9 +896,10 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
         eprintln!("dockerd's memlock hard limit {hard:?} is below 8 MiB: 8m is not tested here");
         return;
     }
-    let bed = Bed::new("", &format!("{devices}memlock = \"8m\"\n"));
+    let bed = Site::new(&format!("{devices}memlock = \"8m\"\n"));
     let out = bed
-        .run(
+        .job(
+            ALICE,
             IMAGE,
             &[
                 "sh",
@@ -1161,9 +907,9 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
                 "grep 'Max locked memory' /proc/self/limits; ls -l /dev/null",
             ],
         )
-        .output();
+        .run();
     out.code(0);
-    let limits = out.stdout();
+    let limits = &out.stdout;
     let words: Vec<&str> = limits
         .lines()
         .next()
@@ -1177,6 +923,6 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
 }
 
 /// The last job id a bed handed out.
-fn out_job(bed: &Bed) -> String {
-    bed.jobs.borrow().last().cloned().unwrap_or_default()
+fn out_job(bed: &Site) -> String {
+    bed.jobs.last()
 }

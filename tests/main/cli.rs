@@ -1,12 +1,12 @@
 //! The jobdock binary without a daemon: `plan` for realistic LSF and Slurm jobs with the host's
 //! real NSS, identity as root and as an ordinary user, `check-config`, and the exit-code contract.
 
-mod util;
+use crate::util;
 
-use util::{ALICE, BOB, Run, TestConfig, test_users_exist};
+use crate::util::{ALICE, BOB, TestConfig, TestJob, test_users_exist};
 
 /// The environment LSF gives a job starter (research/lsf_observed.md), for alice's job 212.
-fn lsf_job(run: Run) -> Run {
+fn lsf_job(run: TestJob) -> TestJob {
     run.env("LSB_JOBID", "212")
         .env("LSB_JOBINDEX", "0")
         .env("LSB_JOBFILENAME", "/home/jdalice/.lsbatch/1700000000.212")
@@ -31,18 +31,18 @@ fn lsf_plan_as_root_for_alice() {
         std::fs::create_dir(spool).unwrap();
         nix::unistd::chown(
             spool,
-            Some(nix::unistd::Uid::from_raw(ALICE.1)),
-            Some(nix::unistd::Gid::from_raw(ALICE.1)),
+            Some(nix::unistd::Uid::from_raw(ALICE.uid)),
+            Some(nix::unistd::Gid::from_raw(ALICE.uid)),
         )
         .unwrap();
     }
-    let out = lsf_job(Run::new(&[
+    let out = lsf_job(TestJob::new(&[
         "plan",
         "--json",
         "--config",
         &cfg.arg(),
         "--user",
-        ALICE.0,
+        ALICE.name,
     ]))
     .run();
     out.ok();
@@ -93,7 +93,7 @@ fn slurm_prolog_style_root_caller_takes_slurm_job_uid() {
         return;
     }
     let cfg = TestConfig::new("");
-    let out = Run::new(&[
+    let out = TestJob::new(&[
         "plan",
         "--json",
         "--config",
@@ -121,7 +121,7 @@ fn an_ordinary_user_is_always_themselves() {
         return;
     }
     // Every variable that names someone else is ignored for a non-root caller.
-    let out = Run::new(&[
+    let out = TestJob::new(&[
         "plan",
         "--json",
         "--image",
@@ -132,11 +132,11 @@ fn an_ordinary_user_is_always_themselves() {
     .env("SUDO_UID", "2002")
     .env("SLURM_JOB_ID", "4567")
     .env("SLURM_JOB_UID", "2002")
-    .env("USER", BOB.0)
-    .env("LOGNAME", BOB.0)
+    .env("USER", BOB.name)
+    .env("LOGNAME", BOB.name)
     .env("HOME", "/home/jdbob")
     .cwd("/home/jdalice")
-    .user(ALICE.1)
+    .user(ALICE)
     .run();
     out.ok();
     let plan = out.json();
@@ -152,8 +152,8 @@ fn an_ordinary_user_is_always_themselves() {
         "{env:?}"
     );
 
-    for claim in [BOB.0, "2002", "root", "0"] {
-        Run::new(&[
+    for claim in [BOB.name, "2002", "root", "0"] {
+        TestJob::new(&[
             "plan",
             "--user",
             claim,
@@ -163,7 +163,7 @@ fn an_ordinary_user_is_always_themselves() {
             "id",
         ])
         .cwd("/home/jdalice")
-        .user(ALICE.1)
+        .user(ALICE)
         .run()
         .code(64)
         .stderr_has("only root may run a job as another user");
@@ -176,18 +176,18 @@ fn an_ordinary_user_cannot_choose_the_config() {
         return;
     }
     let cfg = TestConfig::new("[mounts]\nallowed_roots = [\"/home\"]\n");
-    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+    TestJob::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
         .cwd("/home/jdalice")
-        .user(ALICE.1)
+        .user(ALICE)
         .run()
         .code(64)
         .stderr_has("only root may choose the site config");
     // The variable is ignored (with a warning), not obeyed.
-    let out = Run::new(&["plan", "--json", "--image", "x", "--", "id"])
+    let out = TestJob::new(&["plan", "--json", "--image", "x", "--", "id"])
         .env("JOBDOCK_CONFIG", &cfg.arg())
         .env("LSB_DOCKER_VOLUMES", "/home/jdalice:/h")
         .cwd("/home/jdalice")
-        .user(ALICE.1)
+        .user(ALICE)
         .run();
     // Whatever /etc/jobdock/wrapper.toml allows, it is not the test config's /home root. Each
     // of jobdock's lines says it is jobdock's (issue 18.1), warnings with their level.
@@ -221,52 +221,41 @@ fn an_ordinary_user_cannot_mount_what_they_cannot_read() {
     .unwrap();
     let cfg = TestConfig::new("[mounts]\nallowed_roots = [\"/var/tmp\"]\n");
     let inner = root_only.path().join("inner");
+    let plan = TestJob::new(&[
+        "plan",
+        "--config",
+        &cfg.arg(),
+        "--user",
+        ALICE.name,
+        "--image",
+        "x",
+        "--",
+        "id",
+    ])
+    .cwd("/home/jdalice");
     // Root runs jobdock for alice: the volume is checked as alice, who cannot traverse the 0700 dir.
-    Run::new(&[
-        "plan",
-        "--config",
-        &cfg.arg(),
-        "--user",
-        ALICE.0,
-        "--image",
-        "x",
-        "--",
-        "id",
-    ])
-    .env("LSB_DOCKER_VOLUMES", &format!("{}:/data", inner.display()))
-    .cwd("/home/jdalice")
-    .run()
-    .code(64)
-    .stderr_has("LSB_DOCKER_VOLUMES")
-    .stderr_has("Permission denied");
+    plan.clone()
+        .env("LSB_DOCKER_VOLUMES", &format!("{}:/data", inner.display()))
+        .run()
+        .code(64)
+        .stderr_has("LSB_DOCKER_VOLUMES")
+        .stderr_has("Permission denied");
     // An env file alice cannot read is refused, not read by root on her behalf.
-    Run::new(&[
-        "plan",
-        "--config",
-        &cfg.arg(),
-        "--user",
-        ALICE.0,
-        "--image",
-        "x",
-        "--",
-        "id",
-    ])
-    .env("LSB_DOCKER_ENV_FILE", "/etc/shadow")
-    .cwd("/home/jdalice")
-    .run()
-    .code(64)
-    .stderr_has("LSB_DOCKER_ENV_FILE")
-    .stderr_has("Permission denied");
+    plan.env("LSB_DOCKER_ENV_FILE", "/etc/shadow")
+        .run()
+        .code(64)
+        .stderr_has("LSB_DOCKER_ENV_FILE")
+        .stderr_has("Permission denied");
 }
 
 #[test]
 fn root_must_name_the_user_and_may_never_be_it() {
     let cfg = TestConfig::new("");
-    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+    TestJob::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
         .run()
         .code(64)
         .stderr_has("name the job user");
-    Run::new(&[
+    TestJob::new(&[
         "plan",
         "--config",
         &cfg.arg(),
@@ -280,7 +269,7 @@ fn root_must_name_the_user_and_may_never_be_it() {
     .run()
     .code(64)
     .stderr_has("uid 0");
-    Run::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
+    TestJob::new(&["plan", "--config", &cfg.arg(), "--image", "x", "--", "id"])
         .env("SUDO_UID", "0")
         .run()
         .code(64)
@@ -290,7 +279,7 @@ fn root_must_name_the_user_and_may_never_be_it() {
 #[test]
 fn no_image_is_a_clear_refusal() {
     let cfg = TestConfig::new("");
-    Run::new(&[
+    TestJob::new(&[
         "plan",
         "--config",
         &cfg.arg(),
@@ -309,7 +298,7 @@ fn no_image_is_a_clear_refusal() {
 #[test]
 fn plan_text_is_a_commented_docker_run_line() {
     let cfg = TestConfig::new("");
-    let out = Run::new(&[
+    let out = TestJob::new(&[
         "plan",
         "--config",
         &cfg.arg(),
@@ -335,7 +324,7 @@ fn plan_text_is_a_commented_docker_run_line() {
 
 #[test]
 fn check_config_reports_every_problem_with_its_key() {
-    Run::new(&["check-config", "--draft", "wrapper.toml.example"])
+    TestJob::new(&["check-config", "--draft", "wrapper.toml.example"])
         .cwd(env!("CARGO_MANIFEST_DIR"))
         .run()
         .ok()
@@ -343,12 +332,12 @@ fn check_config_reports_every_problem_with_its_key() {
     let cfg = TestConfig::new(
         "bogus = 1\n[security]\ncap_add = [\"SYS_ADMIN\"]\n[mounts]\nallowed_roots = [\"/\"]\n",
     );
-    let out = Run::new(&["check-config", &cfg.arg()]).run();
+    let out = TestJob::new(&["check-config", &cfg.arg()]).run();
     out.code(78)
         .stdout_has("engine.bogus: unknown key")
         .stdout_has("security.cap_add:")
         .stdout_has("mounts.allowed_roots:");
-    Run::new(&["check-config", "/nonexistent/wrapper.toml"])
+    TestJob::new(&["check-config", "/nonexistent/wrapper.toml"])
         .run()
         .code(78)
         .stdout_has("/nonexistent/wrapper.toml");
@@ -357,7 +346,7 @@ fn check_config_reports_every_problem_with_its_key() {
 #[test]
 fn a_broken_site_config_is_the_admins_exit_code() {
     let cfg = TestConfig::new("[limits]\nmemory = \"lots\"\n");
-    Run::new(&[
+    TestJob::new(&[
         "plan",
         "--config",
         &cfg.arg(),
@@ -388,7 +377,7 @@ fn a_config_others_could_have_written_is_refused() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let path = dir.path().join("wrapper.toml");
     std::fs::write(&path, "").unwrap();
-    Run::new(&[
+    TestJob::new(&[
         "plan",
         "--config",
         &path.display().to_string(),
@@ -405,11 +394,11 @@ fn a_config_others_could_have_written_is_refused() {
     .stderr_has("is not trustworthy")
     .stderr_has("/tmp is writable by group or others");
     // check-config fails for it too, saying why; as a --draft it is only validated.
-    Run::new(&["check-config", &path.display().to_string()])
+    TestJob::new(&["check-config", &path.display().to_string()])
         .run()
         .code(78)
-        .stdout_has("jobdock refuses to use this file");
-    Run::new(&["check-config", "--draft", &path.display().to_string()])
+        .stdout_has("jobdock does not trust this file");
+    TestJob::new(&["check-config", "--draft", &path.display().to_string()])
         .run()
         .ok()
         .stdout_has("OK");
@@ -427,7 +416,7 @@ fn check_config_reports_type_errors_syntax_errors_and_dangerous_settings() {
          [overrides]\ncgroup_parents = [\"/\"]\n\
          [env.set]\nHOME = \"/root\"\nOK_VAR = \"1\"\n",
     );
-    let out = Run::new(&["check-config", &cfg.arg()]).run();
+    let out = TestJob::new(&["check-config", &cfg.arg()]).run();
     out.code(78);
     for want in [
         "engine.grace_period_secs: invalid type",
@@ -451,7 +440,7 @@ fn check_config_reports_type_errors_syntax_errors_and_dangerous_settings() {
     );
     assert!(!out.stdout.contains("OK_VAR"), "{}", out.stdout);
     let syntax = TestConfig::new("[limits\nmemory = \"4g\"\n");
-    Run::new(&["check-config", &syntax.arg()])
+    TestJob::new(&["check-config", &syntax.arg()])
         .run()
         .code(78)
         .stdout_has("line ");
@@ -466,7 +455,7 @@ fn usage_errors_exit_64_and_help_exits_0() {
         (&["--help"][..], 0),
         (&["--version"][..], 0),
     ] {
-        Run::new(args).run().code(code);
+        TestJob::new(args).run().code(code);
     }
 }
 
@@ -474,12 +463,12 @@ fn usage_errors_exit_64_and_help_exits_0() {
 /// variable; the completion scripts are valid shell; `--version` names the commit.
 #[test]
 fn the_manual_page_completions_and_version_come_from_the_command_line() {
-    let page = Run::new(&["man"]).run();
+    let page = TestJob::new(&["man"]).run();
     page.code(0);
     let dir = tempfile::tempdir().unwrap();
     let roff = dir.path().join("jobdock.1");
     std::fs::write(&roff, &page.stdout).unwrap();
-    let shown = Run::program(
+    let shown = TestJob::program(
         "/usr/bin/man",
         &["-l", "--warnings", roff.to_str().unwrap()],
     )
@@ -495,15 +484,15 @@ fn the_manual_page_completions_and_version_come_from_the_command_line() {
     ] {
         assert!(shown.stdout.contains(want), "the page lacks {want}");
     }
-    let bash = Run::new(&["completions", "bash"]).run();
+    let bash = TestJob::new(&["completions", "bash"]).run();
     bash.code(0);
     let script = dir.path().join("jobdock.bash");
     std::fs::write(&script, &bash.stdout).unwrap();
-    Run::program("/bin/bash", &["-n", script.to_str().unwrap()])
+    TestJob::program("/bin/bash", &["-n", script.to_str().unwrap()])
         .run()
         .code(0);
     assert!(bash.stdout.contains("lsf-starter") && bash.stdout.contains("--log-level"));
-    let version = Run::new(&["--version"]).run();
+    let version = TestJob::new(&["--version"]).run();
     version.code(0);
     let text = version.stdout.trim();
     assert!(
@@ -520,12 +509,12 @@ fn plan_json_lists_each_mount_by_its_host_source() {
         return;
     }
     let cfg = TestConfig::new("");
-    let out = Run::new(&[
+    let out = TestJob::new(&[
         "plan",
         "--config",
         &cfg.arg(),
         "--user",
-        ALICE.0,
+        ALICE.name,
         "--image",
         "jobdock-test/busybox",
         "--json",
@@ -577,7 +566,7 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         std::fs::create_dir_all(dest.join(dir)).unwrap();
     }
     let install = || {
-        Run::program(script, &[util::BIN])
+        TestJob::program(script, &[util::BIN])
             .env("DESTDIR", &dest.display().to_string())
             .env("PREFIX", "/opt/jobdock")
             .env("LSF_SERVERDIR", "/opt/lsf/etc")
@@ -595,7 +584,7 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         out.report
     );
     let config = dest.join("etc/jobdock/wrapper.toml");
-    let example = include_str!("../wrapper.toml.example");
+    let example = include_str!("../../wrapper.toml.example");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), example);
     assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o7777, 0o644);
     for hook in [
@@ -632,8 +621,8 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
     }
     // The staged epilog calls the binary at its real path, which is not on this node: it says
     // so and succeeds, as on a node before the rollout.
-    Run::program(
-        &dest.join("etc/slurm/jobdock-epilog").display().to_string(),
+    TestJob::program(
+        dest.join("etc/slurm/jobdock-epilog").display().to_string(),
         &[],
     )
     .env("SLURM_JOB_ID", "1")
@@ -661,7 +650,7 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         ("PREFIX", "opt/jobdock", "not an absolute path"),
     ];
     for (var, value, why) in refused {
-        let out = Run::program(script, &[util::BIN])
+        let out = TestJob::program(script, &[util::BIN])
             .env("DESTDIR", &elsewhere.path().display().to_string())
             .env(var, value)
             .run();
