@@ -119,6 +119,22 @@ impl ImageRef {
         self.domain.as_deref().unwrap_or("docker.io")
     }
 
+    /// Whether `other` names the same repository: the same registry and path, Docker Hub's
+    /// `library/` of official images optional (`alpine` is `docker.io/library/alpine`).
+    pub fn same_repository(&self, other: &ImageRef) -> bool {
+        let path = |r: &ImageRef| -> String {
+            match r.registry() {
+                "docker.io" => r
+                    .path
+                    .strip_prefix("library/")
+                    .unwrap_or(&r.path)
+                    .to_string(),
+                _ => r.path.clone(),
+            }
+        };
+        self.registry() == other.registry() && path(self) == path(other)
+    }
+
     /// `[domain/]path`, as `fromImage` in the Engine API's pull.
     pub fn repository(&self) -> String {
         match &self.domain {

@@ -38,6 +38,8 @@ pub struct Engine {
     /// The dockerd socket jobdock talks to.
     pub socket: PathBuf,
     pub pull: PullPolicy,
+    /// The pull policies a user may choose with LSB_DOCKER_PULL (empty: the variable is refused).
+    pub pull_choices: Vec<PullPolicy>,
     /// Seconds between forwarding a stop signal and killing the job (LSF's JOB_TERMINATE_INTERVAL).
     pub grace_period_secs: u64,
     /// Root-owned directory for per-job files (synthesized passwd/group, cidfile, locks).
@@ -60,10 +62,32 @@ pub struct Engine {
 pub enum PullPolicy {
     /// Pull only when the image is not on the node.
     Missing,
+    /// Ask the registry which manifest the tag names now (one manifest request, no layers) and
+    /// pull when it is not the one on the node: a pushed `:latest` reaches the next job.
+    Newer,
     /// Pull before every job.
     Always,
     /// Never pull: the image must be on the node.
     Never,
+}
+
+impl PullPolicy {
+    pub const ALL: [PullPolicy; 4] = [
+        PullPolicy::Missing,
+        PullPolicy::Newer,
+        PullPolicy::Always,
+        PullPolicy::Never,
+    ];
+
+    /// As the config and LSB_DOCKER_PULL spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Newer => "newer",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -246,6 +270,7 @@ impl Default for SiteConfig {
             engine: Engine {
                 socket: PathBuf::from("/var/run/docker.sock"),
                 pull: PullPolicy::Missing,
+                pull_choices: vec![PullPolicy::Missing, PullPolicy::Newer],
                 grace_period_secs: 10,
                 state_dir: PathBuf::from("/run/jobdock"),
                 cidfile_dir: None,
@@ -476,6 +501,7 @@ struct Raw {
 struct RawEngine {
     socket: Option<PathBuf>,
     pull: Option<PullPolicy>,
+    pull_choices: Option<Vec<PullPolicy>>,
     grace_period_secs: Option<u64>,
     state_dir: Option<PathBuf>,
     cidfile_dir: Option<PathBuf>,
@@ -577,6 +603,7 @@ impl Raw {
             c.engine.socket = socket;
         }
         c.engine.pull = self.engine.pull.unwrap_or(c.engine.pull);
+        c.engine.pull_choices = self.engine.pull_choices.unwrap_or(c.engine.pull_choices);
         if let Some(grace) = self.engine.grace_period_secs {
             if grace > 3600 {
                 bad(

@@ -97,6 +97,9 @@ pub(super) struct FakeDaemon {
     /// Signals that do not end the job (it traps them).
     pub trapped: Vec<&'static str>,
     pub oom_killed: bool,
+    /// The digest the registry says a tag names now (`registry_manifest` of a reference without
+    /// a digest).
+    pub tag_digest: Option<String>,
     /// An `oom` event logged for the job (one that reached dockerd after its exit, so
     /// `oom_killed` stays false).
     pub oom_event: bool,
@@ -138,6 +141,7 @@ impl Default for FakeDaemon {
             trapped: Vec::new(),
             oom_killed: false,
             oom_event: false,
+            tag_digest: None,
             missing_paths: Vec::new(),
             containers: Vec::new(),
             removed: RefCell::new(Vec::new()),
@@ -219,7 +223,13 @@ impl Daemon for FakeDaemon {
                 "unauthorized: authentication required",
             ))
         });
-        answer.map(|()| image.digest.clone().unwrap_or_default())
+        answer.map(|()| {
+            image
+                .digest
+                .clone()
+                .or_else(|| self.tag_digest.clone())
+                .unwrap_or_default()
+        })
     }
 
     async fn pull(

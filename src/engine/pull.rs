@@ -68,6 +68,13 @@ pub(super) async fn ensure_image<D: Daemon>(
                 return Ok(found);
             }
         }
+        PullPolicy::Newer => {
+            if let Some(found) = local().await?
+                && current(d, image, &found, s).await
+            {
+                return Ok(found);
+            }
+        }
         PullPolicy::Always => {}
     }
     let deadline = Instant::now() + s.timeout;
@@ -102,6 +109,44 @@ pub(super) async fn ensure_image<D: Daemon>(
         image: image.to_string(),
         reason: "the pull succeeded, but the image is not on the node".into(),
     })
+}
+
+/// Policy `newer`: whether the image on the node is the manifest its tag names in the registry now
+/// (one manifest request, no layers). An image named by digest always is. A registry that cannot
+/// be asked leaves the node's image, with a warning: a job is not failed for a check of freshness.
+async fn current<D: Daemon>(
+    d: &D,
+    image: &ImageRef,
+    local: &LocalImage,
+    s: &PullSettings<'_>,
+) -> bool {
+    if image.digest.is_some() {
+        return true;
+    }
+    match d.registry_manifest(image, s.auth).await {
+        Ok(digest) => {
+            let on_node = local.repo_digests.iter().any(|r| {
+                ImageRef::parse(r)
+                    .is_ok_and(|r| r.same_repository(image) && r.digest.as_ref() == Some(&digest))
+            });
+            if on_node {
+                tracing::info!("{image} on the node is the registry's {digest}");
+                true
+            } else {
+                crate::logging::notice(&format!(
+                    "{image}: the registry's tag names {digest} now, not the image on this node"
+                ));
+                false
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{image}: could not ask the registry whether the tag changed ({e}); running the \
+                 image on this node"
+            );
+            true
+        }
+    }
 }
 
 /// How the wait for the node-wide pull lock ended.

@@ -62,6 +62,10 @@ pub const OVERRIDES: &[(&str, &str)] = &[
         "cgroup parent, one of the site's overrides.cgroup_parents",
     ),
     (
+        "PULL",
+        "when to pull the image: missing, newer (the tag moved), always, never; as the site allows",
+    ),
+    (
         "MOUNT_HOME",
         "false: no home directory mount (true cannot add one where the site mounts none)",
     ),

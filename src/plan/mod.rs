@@ -317,7 +317,7 @@ pub fn build(
     Ok(ContainerPlan {
         hardening: HARDENING,
         image,
-        pull: config.engine.pull,
+        pull: pull_policy(env, config)?,
         name,
         labels,
         passwd: identity::passwd_file(who),
@@ -354,6 +354,40 @@ pub fn build(
         notes,
         pins,
     })
+}
+
+/// `LSB_DOCKER_PULL`, one of `engine.pull_choices`; else the site's `engine.pull`.
+fn pull_policy(env: &Env, config: &SiteConfig) -> Result<PullPolicy, PlanError> {
+    let Some(s) = overrides::setting(env, "PULL")? else {
+        return Ok(config.engine.pull);
+    };
+    let allowed = || {
+        let names: Vec<&str> = config
+            .engine
+            .pull_choices
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        if names.is_empty() {
+            "this site lets users choose none (engine.pull_choices)".to_string()
+        } else {
+            format!(
+                "this site lets users choose {} (engine.pull_choices)",
+                names.join(", ")
+            )
+        }
+    };
+    let wanted = s.value.trim().to_ascii_lowercase();
+    match PullPolicy::ALL.into_iter().find(|p| p.name() == wanted) {
+        Some(p) if config.engine.pull_choices.contains(&p) => Ok(p),
+        Some(_) => Err(s.refuse(allowed()).into()),
+        None => Err(s
+            .refuse(format!(
+                "must be missing, newer, always or never; {}",
+                allowed()
+            ))
+            .into()),
+    }
 }
 
 /// The container's tmpfs mounts (HostConfig.Tmpfs, which unlike a tmpfs in Mounts may allow

@@ -655,10 +655,12 @@ fn overrides_accepted() {
             ("LSB_DOCKER_ADD_HOST", "storage.example:199.36.153.4 v6:::1"),
             ("LSB_DOCKER_ADD_HOST_FILE", "/home/alice/hosts"),
             ("LSB_DOCKER_RUN_LOGLEVEL", "DEBUG"),
+            ("LSB_DOCKER_PULL", "Newer"),
         ],
         &["true"],
     )
     .unwrap();
+    assert_eq!(p.pull, crate::config::PullPolicy::Newer);
     let find = |t: &str| {
         p.mounts
             .iter()
@@ -978,6 +980,13 @@ fn overrides_refused() {
             &no_ports,
         ),
         ("LSB_DOCKER_PORTS", "8001:80:tcp", "is not PORT", &site()),
+        ("LSB_DOCKER_PULL", "always", "engine.pull_choices", &site()),
+        (
+            "LSB_DOCKER_PULL",
+            "sometimes",
+            "must be missing, newer, always or never",
+            &site(),
+        ),
         (
             "LSB_DOCKER_RUN_LOGLEVEL",
             "LOUD",

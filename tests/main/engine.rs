@@ -736,6 +736,79 @@ fn pulls_follow_the_policy() {
     assert_eq!(pulls(offset).len(), 1, "{:?}", manifest_requests(offset));
 }
 
+/// Issue 18.3: a tag pushed again (`:latest` moved from one image to another) reaches the next
+/// job under `newer`, which asks the registry for the tag's manifest; `missing` keeps running
+/// what the node has. Users choose `newer` with LSB_DOCKER_PULL, not what the site does not allow.
+#[test]
+fn a_moved_tag_is_pulled_under_the_newer_policy() {
+    if !bed_is_up() {
+        return;
+    }
+    let registry_up = Command::new("curl")
+        .args([
+            "-fsS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:5000/v2/",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("the local registry at 127.0.0.1:5000", registry_up) {
+        return;
+    }
+    let tag = format!(
+        "127.0.0.1:5000/jobdock-test/mutable:t{}",
+        std::process::id()
+    );
+    let pushed = |local: &str| {
+        for args in [vec!["tag", local, tag.as_str()], vec!["push", tag.as_str()]] {
+            let out = docker(&args);
+            assert!(out.status.success(), "docker {args:?}: {out:?}");
+        }
+    };
+    // The registry's tag names the entrypoint image; the node still has the busybox it named.
+    pushed(IMAGE);
+    pushed("jobdock-test/entrypoint");
+    assert!(docker(&["tag", IMAGE, &tag]).status.success());
+
+    let site = Site::with_engine("pull = \"missing\"", "");
+    let stale = site.job(ALICE, &tag, &["true"]).run();
+    stale.code(0);
+    assert!(
+        !stale.stderr.contains("pulling") && !stale.stderr.contains("ENTRYPOINT"),
+        "missing pulled, or ran the registry's image: {}",
+        stale.report
+    );
+    let newer = site
+        .job(ALICE, &tag, &["true"])
+        .env("LSB_DOCKER_PULL", "newer")
+        .run();
+    newer
+        .code(0)
+        .stderr_has("the registry's tag names sha256:")
+        .stderr_has(&format!("jobdock: pulled {tag}"))
+        // The registry's image ran: the one with an ENTRYPOINT.
+        .stderr_has("is not run");
+    let again = site
+        .job(ALICE, &tag, &["true"])
+        .env("LSB_DOCKER_PULL", "newer")
+        .run();
+    again.code(0);
+    assert!(
+        !again.stderr.contains("pulling"),
+        "pulled an unchanged tag: {}",
+        again.report
+    );
+    site.job(ALICE, &tag, &["true"])
+        .env("LSB_DOCKER_PULL", "always")
+        .run()
+        .code(64)
+        .stderr_has("engine.pull_choices");
+    docker(&["rmi", &tag]);
+}
+
 #[test]
 fn pulling_an_image_the_registry_lacks_is_the_jobs_error() {
     if !bed_is_up() {

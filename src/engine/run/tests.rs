@@ -737,6 +737,44 @@ async fn a_command_missing_from_the_image_is_explained_by_jobdock() {
     );
 }
 
+/// Issue 18.3: `newer` asks the registry which manifest the tag names and pulls only when the
+/// node's image is not it; a registry that cannot be asked leaves the node's image.
+#[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
+async fn the_newer_policy_pulls_a_tag_that_moved() {
+    let bed = Bed::new();
+    let on_node = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let moved = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    // (the tag's digest in the registry, the registry answers, image present, pulls)
+    let cases = [
+        (on_node, true, true, 0),
+        (moved, true, true, 1),
+        (moved, true, false, 1),
+        (moved, false, true, 0),
+    ];
+    for (tag, answers, present, pulls) in cases {
+        let p = plan(&bed.state(), &["true"]);
+        let mut d = FakeDaemon::default();
+        d.repo_digests = vec![format!("jobdock-test/busybox@{on_node}")];
+        d.tag_digest = Some(tag.to_string());
+        if answers {
+            d.registry.insert("", Ok(()));
+        }
+        *d.image_present.borrow_mut() = present;
+        let ran = run_with(&d, &p, PullPolicy::Newer, &[], &[]).await;
+        let pulled = ran.calls.iter().filter(|c| c.starts_with("pull")).count();
+        assert_eq!(
+            pulled, pulls,
+            "{tag} answers={answers} present={present}: {:?}",
+            ran.calls
+        );
+        assert!(
+            ran.result.is_ok(),
+            "{tag} answers={answers} present={present}"
+        );
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn pull_policies() {
