@@ -114,6 +114,8 @@ pub fn main(cli: Cli) -> u8 {
         Command::Esub { application, queue } => {
             Ok(esub(&env, &esub::Routing { application, queue }))
         }
+        Command::Images { config } => images(config, &env),
+        Command::Prune { config, dry_run } => prune(config, &env, dry_run),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();
@@ -135,6 +137,90 @@ pub fn main(cli: Cli) -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// `jobdock images`: the node's images, one line each.
+fn images(config: Option<PathBuf>, env: &Env) -> Result<u8, AppError> {
+    let caller = Caller::current();
+    if !caller.is_root() {
+        return Err(AppError::BadRequest(
+            "images: run it as root (the node's images are every user's)".into(),
+        ));
+    }
+    let config = load_config(config, env, caller)?;
+    let listed = engine::images(&config.engine)?;
+    println!(
+        "{:<20} {:>10}  {:<25} {:<6} TAGS",
+        "IMAGE", "SIZE", "LAST RUN BY A JOB", "IN USE"
+    );
+    for l in listed {
+        let size = crate::units::ByteSize::new(l.image.size)
+            .map_or_else(|| l.image.size.to_string(), |b| b.to_string());
+        let last = l
+            .last_run
+            .map_or_else(|| "never".to_string(), logging::utc_time);
+        let short: String = l
+            .image
+            .id
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        let tags = if l.image.tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            l.image.tags.join(",")
+        };
+        println!(
+            "{:<20} {size:>10}  {last:<25} {:<6} {tags}",
+            format!("sha256:{short}"),
+            if l.in_use { "yes" } else { "no" }
+        );
+    }
+    Ok(0)
+}
+
+/// `jobdock prune`: removes what the site's policy names; 0 even when dockerd kept one a container
+/// took meanwhile (it is said), 75 when dockerd failed otherwise.
+fn prune(config: Option<PathBuf>, env: &Env, dry_run: bool) -> Result<u8, AppError> {
+    let caller = Caller::current();
+    if !caller.is_root() {
+        return Err(AppError::BadRequest(
+            "prune: run it as root (it removes the node's images)".into(),
+        ));
+    }
+    let config = load_config(config, env, caller)?;
+    let done = engine::prune(&config.engine, &config.images.prune_policy(), dry_run)?;
+    let mut code = 0;
+    for (removal, result) in &done {
+        use engine::images::Pruned;
+        let tags = removal.image.tags.join(",");
+        match result {
+            Pruned::WouldRemove => println!(
+                "jobdock prune: would remove {} ({tags}): {}",
+                removal.image.id, removal.why
+            ),
+            Pruned::Removed => println!(
+                "jobdock prune: removed {} ({tags}): {}",
+                removal.image.id, removal.why
+            ),
+            Pruned::InUse => println!(
+                "jobdock prune: kept {} ({tags}): a container uses it now",
+                removal.image.id
+            ),
+            Pruned::Failed(e) => {
+                logging::say(&format!(
+                    "prune: removing {} ({tags}): {e}",
+                    removal.image.id
+                ));
+                code = exit::INFRASTRUCTURE;
+            }
+        }
+    }
+    if done.is_empty() {
+        println!("jobdock prune: nothing to remove");
+    }
+    Ok(code)
 }
 
 /// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
@@ -291,7 +377,11 @@ fn privileges(command: &Command) -> Result<(), AppError> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     check_own_binary().map_err(AppError::Untrusted)?;
     match command {
-        Command::Run(_) | Command::LsfStarter { .. } | Command::Cleanup { .. } => Ok(()),
+        Command::Run(_)
+        | Command::LsfStarter { .. }
+        | Command::Cleanup { .. }
+        | Command::Images { .. }
+        | Command::Prune { .. } => Ok(()),
         Command::Plan { .. }
         | Command::CheckConfig { .. }
         | Command::Esub { .. }

@@ -102,6 +102,24 @@ pub enum Command {
         /// The config to check (default: /etc/jobdock/wrapper.toml).
         path: Option<PathBuf>,
     },
+    /// List the node's images, as root: size, when a job last ran each, whether a container uses it.
+    Images {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Remove the images the site's [images] policy names, as root (from an epilog or a timer):
+    /// those no job has run for images.prune_after_days, then the least recently run while the
+    /// node's images take more than images.prune_budget. Never one a container uses, nor one no
+    /// job of jobdock's ran.
+    Prune {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout,
     /// e.g. `jobdock completions bash > /usr/share/bash-completion/completions/jobdock`.
     Completions {

@@ -94,6 +94,22 @@ impl PullPolicy {
 pub struct Images {
     /// Registries jobs may pull from (`docker.io`, `registry.example.org:5000`); empty: any.
     pub allowed_registries: Vec<String>,
+    /// `jobdock prune` removes an image no job has run for this many days.
+    pub prune_after_days: u64,
+    /// `jobdock prune` removes the least recently run images while the node's take more.
+    pub prune_budget: Option<ByteSize>,
+}
+
+impl Images {
+    /// What `jobdock prune` may remove.
+    pub fn prune_policy(&self) -> crate::engine::images::PrunePolicy {
+        crate::engine::images::PrunePolicy {
+            unused_for: std::time::Duration::from_secs(
+                self.prune_after_days.saturating_mul(86_400),
+            ),
+            budget: self.prune_budget,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -281,6 +297,8 @@ impl Default for SiteConfig {
             },
             images: Images {
                 allowed_registries: Vec::new(),
+                prune_after_days: 30,
+                prune_budget: None,
             },
             mounts: Mounts {
                 allowed_roots: Vec::new(),
@@ -515,6 +533,8 @@ struct RawEngine {
 #[serde(default)]
 struct RawImages {
     allowed_registries: Option<Vec<String>>,
+    prune_after_days: Option<u64>,
+    prune_budget: Option<ByteSize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -672,6 +692,19 @@ impl Raw {
             }
             c.images.allowed_registries = registries;
         }
+        match self.images.prune_after_days {
+            Some(0) => bad(
+                "images.prune_after_days",
+                "must be at least 1 (an image a job ran today is kept)".into(),
+            ),
+            Some(days) if days > 36_500 => bad(
+                "images.prune_after_days",
+                format!("{days} is more than a hundred years"),
+            ),
+            Some(days) => c.images.prune_after_days = days,
+            None => {}
+        }
+        c.images.prune_budget = self.images.prune_budget.or(c.images.prune_budget);
 
         if let Some(roots) = self.mounts.allowed_roots {
             for root in &roots {

@@ -272,6 +272,12 @@ pub(super) trait Daemon {
     async fn remove(&self, id: &str) -> Result<(), DaemonError>;
     /// Every container, in any state, with label `key=value`.
     async fn list_by_label(&self, key: &str, value: &str) -> Result<Vec<Found>, DaemonError>;
+    /// Every image on the node (`GET /images/json`).
+    async fn list_images(&self) -> Result<Vec<crate::engine::images::NodeImage>, DaemonError>;
+    /// The image ids of every container, in any state.
+    async fn images_in_use(&self) -> Result<std::collections::BTreeSet<String>, DaemonError>;
+    /// Removes image `id` and its tags, never by force: dockerd refuses one a container uses.
+    async fn remove_image(&self, id: &str) -> Result<(), DaemonError>;
 }
 
 /// Attempts to remove a container whose removal is already in progress.

@@ -13,7 +13,8 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions,
     CreateImageOptions, DownloadFromContainerOptions, EventsOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, ResizeContainerTTYOptions, WaitContainerOptions,
+    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
+    ResizeContainerTTYOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -750,6 +751,48 @@ impl Daemon for Docker {
         self.api
             .remove_container(id, Some(options))
             .await
+            .map_err(daemon_error)
+    }
+
+    async fn list_images(&self) -> Result<Vec<crate::engine::images::NodeImage>, DaemonError> {
+        let listed = self
+            .api
+            .list_images(None::<ListImagesOptions>)
+            .await
+            .map_err(daemon_error)?;
+        Ok(listed
+            .into_iter()
+            .map(|i| crate::engine::images::NodeImage {
+                id: i.id,
+                tags: i.repo_tags,
+                size: u64::try_from(i.size).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn images_in_use(&self) -> Result<std::collections::BTreeSet<String>, DaemonError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .map_err(daemon_error)?;
+        Ok(found.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), DaemonError> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        self.api
+            .remove_image(id, Some(options), None)
+            .await
+            .map(|_| ())
             .map_err(daemon_error)
     }
 

@@ -97,6 +97,10 @@ pub(super) struct FakeDaemon {
     /// Signals that do not end the job (it traps them).
     pub trapped: Vec<&'static str>,
     pub oom_killed: bool,
+    /// The node's images (`list_images`), those containers use, and those removed.
+    pub node_images: Vec<crate::engine::images::NodeImage>,
+    pub in_use: std::collections::BTreeSet<String>,
+    pub removed_images: RefCell<Vec<String>>,
     /// The digest the registry says a tag names now (`registry_manifest` of a reference without
     /// a digest).
     pub tag_digest: Option<String>,
@@ -142,6 +146,9 @@ impl Default for FakeDaemon {
             oom_killed: false,
             oom_event: false,
             tag_digest: None,
+            node_images: Vec::new(),
+            in_use: std::collections::BTreeSet::new(),
+            removed_images: RefCell::new(Vec::new()),
             missing_paths: Vec::new(),
             containers: Vec::new(),
             removed: RefCell::new(Vec::new()),
@@ -376,6 +383,33 @@ impl Daemon for FakeDaemon {
             return Err(DaemonError::new(ErrorKind::NotFound, "No such container"));
         }
         self.removed.borrow_mut().push(id.to_string());
+        Ok(())
+    }
+
+    async fn list_images(&self) -> Result<Vec<crate::engine::images::NodeImage>, DaemonError> {
+        self.call("list_images", "")?;
+        Ok(self
+            .node_images
+            .iter()
+            .filter(|i| !self.removed_images.borrow().contains(&i.id))
+            .cloned()
+            .collect())
+    }
+
+    async fn images_in_use(&self) -> Result<std::collections::BTreeSet<String>, DaemonError> {
+        self.call("images_in_use", "")?;
+        Ok(self.in_use.clone())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<(), DaemonError> {
+        self.call("remove_image", id)?;
+        if self.in_use.contains(id) {
+            return Err(DaemonError::new(
+                ErrorKind::Conflict,
+                "conflict: unable to delete (must be forced) - image is being used",
+            ));
+        }
+        self.removed_images.borrow_mut().push(id.to_string());
         Ok(())
     }
 

@@ -17,6 +17,7 @@ mod daemon;
 mod docker;
 mod files;
 mod host;
+pub mod images;
 mod mountns;
 pub use mountns::{daemon_pid, new_mount_api, shares_namespace_with};
 mod pin;
@@ -293,6 +294,91 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
         };
         cleanup::clean_job(&docker, job, caller_uid, &dirs).await
     })
+}
+
+/// The node's images, with when a job of jobdock's last ran each and whether a container uses it
+/// (`jobdock images`).
+pub fn images(engine: &config::Engine) -> Result<Vec<images::Listed>, EngineError> {
+    with_runtime(|| async {
+        let docker = docker::connect(
+            &engine.socket,
+            Duration::from_secs(engine.connect_timeout_secs),
+        )
+        .await?;
+        let (all, in_use) = node_images(&docker).await?;
+        Ok(images::listing(
+            &all,
+            &in_use,
+            &images::last_runs(&engine.state_dir),
+        ))
+    })
+}
+
+/// `jobdock prune`: removes the images the site's policy names (`images::choose`), or with
+/// `dry_run` only says which. Each removal with dockerd's answer: one a container took since the
+/// listing is refused by dockerd and kept.
+pub fn prune(
+    engine: &config::Engine,
+    policy: &images::PrunePolicy,
+    dry_run: bool,
+) -> Result<Vec<(images::Removal, images::Pruned)>, EngineError> {
+    with_runtime(|| async {
+        let docker = docker::connect(
+            &engine.socket,
+            Duration::from_secs(engine.connect_timeout_secs),
+        )
+        .await?;
+        prune_with(&docker, &engine.state_dir, policy, dry_run).await
+    })
+}
+
+async fn prune_with<D: daemon::Daemon>(
+    d: &D,
+    state_dir: &std::path::Path,
+    policy: &images::PrunePolicy,
+    dry_run: bool,
+) -> Result<Vec<(images::Removal, images::Pruned)>, EngineError> {
+    let (all, in_use) = node_images(d).await?;
+    let chosen = images::choose(
+        &all,
+        &in_use,
+        &images::last_runs(state_dir),
+        std::time::SystemTime::now(),
+        policy,
+    );
+    let mut done = Vec::new();
+    for removal in chosen {
+        let result = if dry_run {
+            images::Pruned::WouldRemove
+        } else {
+            match d.remove_image(&removal.image.id).await {
+                Ok(()) => {
+                    if let Some(record) = images::record_path(state_dir, &removal.image.id) {
+                        let _ = std::fs::remove_file(record);
+                    }
+                    images::Pruned::Removed
+                }
+                Err(e) if e.kind == daemon::ErrorKind::Conflict => images::Pruned::InUse,
+                Err(e) => images::Pruned::Failed(e.to_string()),
+            }
+        };
+        done.push((removal, result));
+    }
+    Ok(done)
+}
+
+async fn node_images<D: daemon::Daemon>(
+    d: &D,
+) -> Result<(Vec<images::NodeImage>, std::collections::BTreeSet<String>), EngineError> {
+    let all = d
+        .list_images()
+        .await
+        .map_err(|e| EngineError::daemon("listing the node's images", e))?;
+    let in_use = d
+        .images_in_use()
+        .await
+        .map_err(|e| EngineError::daemon("listing the node's containers", e))?;
+    Ok((all, in_use))
 }
 
 /// What dockerd at `engine.socket` says of itself (`jobdock doctor`); waits at most 5 s for it.

@@ -143,6 +143,8 @@ async fn start<D: Daemon>(
 ) -> Result<(String, Attached, String), EngineError> {
     let local = pull::ensure_image(d, &plan.image, &s.pull).await?;
     let confirmed = access::check(d, &plan.image, &local, &s.access).await?;
+    // When a job last ran it: what `jobdock prune` judges the image by.
+    super::images::record_run(s.state_dir, &local.id);
     let ran = confirmed
         .as_ref()
         .map_or_else(|| local.id.clone(), ToString::to_string);

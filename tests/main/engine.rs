@@ -809,6 +809,93 @@ fn a_moved_tag_is_pulled_under_the_newer_policy() {
     docker(&["rmi", &tag]);
 }
 
+/// Issue 18.6: `jobdock prune` removes an image no job has run for images.prune_after_days, and
+/// keeps one a container uses however old its last run, and every image no job of jobdock's ran;
+/// `--dry-run` removes nothing; `jobdock images` shows the last runs.
+#[test]
+fn prune_removes_idle_images_and_keeps_those_in_use() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("[images]\nprune_after_days = 30\n");
+    let dir = tempfile::tempdir().unwrap();
+    let name = |what: &str| format!("jobdock-test/prune-{what}:t{}", std::process::id());
+    let (idle, used) = (name("idle"), name("used"));
+    for (tag, label) in [(&idle, "idle"), (&used, "used")] {
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!(
+                "FROM {IMAGE}\nLABEL jobdock.test.prune={label}-{}\n",
+                std::process::id()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", tag, dir.path().to_str().unwrap()])
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker build: {out:?}");
+        site.job(ALICE, tag, &["true"]).run().code(0);
+    }
+    let id = |tag: &str| {
+        String::from_utf8_lossy(&docker(&["image", "inspect", "-f", "{{.Id}}", tag]).stdout)
+            .trim()
+            .to_string()
+    };
+    let (idle_id, used_id) = (id(&idle), id(&used));
+    // Both last ran 60 days ago; a container (not running) holds the second.
+    for image_id in [&idle_id, &used_id] {
+        let record = site
+            .state()
+            .join("images")
+            .join(image_id.trim_start_matches("sha256:"));
+        assert!(record.exists(), "no record of the run of {image_id}");
+        let out = Command::new("touch")
+            .args(["-d", "60 days ago"])
+            .arg(&record)
+            .status()
+            .unwrap();
+        assert!(out.success());
+    }
+    let holder = String::from_utf8_lossy(&docker(&["create", &used, "true"]).stdout)
+        .trim()
+        .to_string();
+    let config = site.config.display().to_string();
+
+    let listed = TestJob::new(&["images", "--config", &config]).run();
+    listed.code(0);
+    let line = |tag: &str| {
+        listed
+            .stdout
+            .lines()
+            .find(|l| l.ends_with(tag))
+            .unwrap_or_else(|| panic!("{tag} not listed: {}", listed.report))
+            .to_string()
+    };
+    assert!(line(&used).contains(" yes "), "{}", line(&used));
+    assert!(!line(&idle).contains("never"), "{}", line(&idle));
+
+    let dry = TestJob::new(&["prune", "--config", &config, "--dry-run"]).run();
+    dry.code(0).stdout_has(&format!(
+        "would remove {idle_id} ({idle}): no job has run it for 60 days"
+    ));
+    assert!(!dry.stdout.contains(&used_id), "{}", dry.report);
+    assert_eq!(id(&idle), idle_id, "a dry run removed it");
+
+    let pruned = TestJob::new(&["prune", "--config", &config]).run();
+    pruned.code(0).stdout_has(&format!("removed {idle_id}"));
+    assert_eq!(id(&idle), "", "the idle image is still on the node");
+    assert_eq!(id(&used), used_id, "the image a container uses was removed");
+    assert!(
+        !id(IMAGE).is_empty(),
+        "an image no job of this site ran was removed"
+    );
+
+    docker(&["rm", "-f", &holder]);
+    docker(&["rmi", &used]);
+}
+
 #[test]
 fn pulling_an_image_the_registry_lacks_is_the_jobs_error() {
     if !bed_is_up() {

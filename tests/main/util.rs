@@ -637,14 +637,14 @@ impl Site {
         self.dir.path().join("state")
     }
 
-    /// Entries in the state dir but the node's pull locks and image access verdicts.
+    /// Entries in the state dir but the node's pull locks, image access verdicts and image runs.
     pub(crate) fn leftovers(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.state()) else {
             return Vec::new();
         };
         entries
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "locks" && n != "access")
+            .filter(|n| !["locks", "access", "images"].contains(&n.as_str()))
             .collect()
     }
 

@@ -61,7 +61,7 @@ impl Bed {
         };
         let mut names: Vec<String> = entries
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "locks")
+            .filter(|n| n != "locks" && n != "images")
             .collect();
         names.sort();
         names
