@@ -431,4 +431,4 @@ fn container_name(ctx: &JobContext, who: &Identity, pid: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
