@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
-# images and users; a one-node Slurm cluster), then format, lint, every test, and every fuzz
-# target for a short while. The LSF and Slurm tests install the jobdock under test setuid root in
-# /usr/local/bin (contrib/install.sh), as a site would. Run as root on a Debian machine.
+# images and users; a one-node Slurm cluster; a second dockerd behind the authorization plugin),
+# then format, lint, every test, and every fuzz target for a short while. The LSF and Slurm tests
+# install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh), as a site would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,9 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo build --release (the LSF and Slurm suites install it, as sites do)"
 cargo build --release --quiet
+# The authorization plugin's bed: a second dockerd of its own behind `jobdock authz` (tests/authz.rs
+# restarts the plugin from the binary under test).
+bash scripts/authz-testbed.sh up target/release/jobdock
 echo "== cargo test"
 # The integration tests must not skip: their prerequisites come from the test bed above, and
 # with CI set a missing one fails its test.

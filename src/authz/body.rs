@@ -242,6 +242,56 @@ pub struct EndpointSettings {
     pub global_ipv6_prefix_len: Option<i64>,
     pub mac_address: Option<String>,
     pub driver_opts: Option<StrictMap<String>>,
+    /// API 1.48 and 1.44 keys the Docker CLI sends whatever the API version; dockerd 20.10
+    /// ignores them, and the policy allows only their zero values.
+    pub gw_priority: Option<i64>,
+    #[serde(rename = "DNSNames")]
+    pub dns_names: Option<Vec<String>>,
+}
+
+impl EndpointSettings {
+    /// Nothing set: what the Docker CLI sends for a container on one network and no options.
+    pub fn is_empty(&self) -> bool {
+        let EndpointSettings {
+            ipam_config,
+            links,
+            aliases,
+            network_id,
+            endpoint_id,
+            gateway,
+            ip_address,
+            ip_prefix_len,
+            ipv6_gateway,
+            global_ipv6_address,
+            global_ipv6_prefix_len,
+            mac_address,
+            driver_opts,
+            gw_priority,
+            dns_names,
+        } = self;
+        let none = |s: &Option<String>| s.as_deref().is_none_or(str::is_empty);
+        let zero = |n: &Option<i64>| n.is_none_or(|n| n == 0);
+        let list = |l: &Option<Vec<String>>| l.as_ref().is_none_or(Vec::is_empty);
+        ipam_config.as_ref().is_none_or(serde_json::Value::is_null)
+            && list(links)
+            && list(aliases)
+            && list(dns_names)
+            && [
+                network_id,
+                endpoint_id,
+                gateway,
+                ip_address,
+                ipv6_gateway,
+                global_ipv6_address,
+                mac_address,
+            ]
+            .into_iter()
+            .all(none)
+            && [ip_prefix_len, global_ipv6_prefix_len, gw_priority]
+                .into_iter()
+                .all(zero)
+            && driver_opts.as_ref().is_none_or(StrictMap::is_empty)
+    }
 }
 
 /// `container.HostConfig` of API 1.41, `Resources` inline (not `flatten`, which would lose the

@@ -456,20 +456,27 @@ impl Policy {
                 "must be [\"NONE\"]: dockerd would exec an image's HEALTHCHECK in the container",
             );
         }
-        if let Some(n) = &b.networking_config
-            && n.endpoints_config.as_ref().is_some_and(|e| !e.is_empty())
-        {
-            return no(
-                "NetworkingConfig.EndpointsConfig",
-                "must be empty: the network is HostConfig.NetworkMode",
-            );
-        }
         let Some(h) = &b.host_config else {
             return no(
                 "HostConfig",
                 "missing: every create must say CapDrop ALL, no-new-privileges and logging off",
             );
         };
+        // One endpoint at most, the container's own network, with nothing set (the CLI's).
+        let mode = h.network_mode.as_deref().unwrap_or_default();
+        for (name, e) in b
+            .networking_config
+            .iter()
+            .filter_map(|n| n.endpoints_config.as_ref())
+            .flat_map(|e| &e.0)
+        {
+            if name != mode && !(name == "default" && mode.is_empty()) || !e.is_empty() {
+                return no(
+                    "NetworkingConfig.EndpointsConfig",
+                    "must be empty or the NetworkMode's own endpoint with nothing set",
+                );
+            }
+        }
         self.host_config(h, b.volumes.as_ref())
     }
 

@@ -1258,3 +1258,73 @@ fn strict_maps_and_str_slices_decode() {
     let s: body::StrSlice = body::decode(br#""SYS_ADMIN""#).unwrap();
     assert_eq!(s.0, ["SYS_ADMIN"]);
 }
+
+/// The Docker CLI (28.2, speaking API 1.41 to dockerd 20.10) sends every key, most of them empty,
+/// and newer endpoint keys (`GwPriority`, `DNSNames`): a hardened `docker run` passes, and each
+/// escalation is refused for what it is.
+#[test]
+fn the_docker_clis_create_is_read_like_jobdocks() {
+    let policy = Policy::new(&site());
+    let run: Value = serde_json::from_str(include_str!("testdata/docker-cli-28-run.json")).unwrap();
+    assert_eq!(
+        create(&policy, &Who::Unnamed, &bytes(&run)),
+        Ok(()),
+        "{run:#}"
+    );
+    let cases: Vec<(&str, &str, Value, &str, &str)> = vec![
+        (
+            "--privileged",
+            "/HostConfig/Privileged",
+            json!(true),
+            "HostConfig.Privileged",
+            "must be false",
+        ),
+        (
+            "--cap-add SYS_ADMIN",
+            "/HostConfig/CapAdd",
+            json!(["SYS_ADMIN"]),
+            "HostConfig.CapAdd",
+            "SYS_ADMIN",
+        ),
+        (
+            "-v /:/host",
+            "/HostConfig/Binds",
+            json!(["/:/host"]),
+            "HostConfig.Binds",
+            "source \"/\"",
+        ),
+        (
+            "--pid host",
+            "/HostConfig/PidMode",
+            json!("host"),
+            "HostConfig.PidMode",
+            "must be empty",
+        ),
+        (
+            "-u 0",
+            "/User",
+            json!("0"),
+            "User",
+            "must be numeric uid:gid",
+        ),
+        (
+            "an alias",
+            "/NetworkingConfig/EndpointsConfig/default/Aliases",
+            json!(["db"]),
+            "NetworkingConfig.EndpointsConfig",
+            "nothing set",
+        ),
+    ];
+    for (name, at, value, field, rule) in cases {
+        assert_denied(
+            name,
+            create(
+                &policy,
+                &Who::Unnamed,
+                &bytes(&with(run.clone(), at, value)),
+            ),
+            field,
+            rule,
+        );
+    }
+}
