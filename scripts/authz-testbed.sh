@@ -138,7 +138,7 @@ start_plugin() {
   stop_plugin
   printf '=== %s authz-testbed: starting %s authz\n' "$(date -u +%FT%TZ)" "$bin" >>"$PLUGIN_LOG"
   start-stop-daemon --start --background --no-close --make-pidfile --pidfile "$PLUGIN_PIDFILE" \
-    --startas "$bin" -- --log-level info authz --config "$CONFIG" --listen "$PLUGIN_SOCK" \
+    --startas "$bin" -- --log-level "${AUTHZ_PLUGIN_LOG_LEVEL:-info}" authz --config "$CONFIG" --listen "$PLUGIN_SOCK" \
     </dev/null >>"$PLUGIN_LOG" 2>&1 || die "start-stop-daemon could not start $bin"
   for ((i = 0; i < 50; i++)); do
     plugin_answers && { say "plugin serving $PLUGIN_SOCK (pid $(pidfile_pid "$PLUGIN_PIDFILE"), $bin)"; return 0; }

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
 # images and users; a one-node Slurm cluster; a second dockerd behind the authorization plugin),
 # then format, lint, every test, and every fuzz target for a short while. The LSF and Slurm tests
-# install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh), as a site would. Run as root on a Debian machine.
+# install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh), as a site
+# would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

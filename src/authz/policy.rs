@@ -115,6 +115,7 @@ pub struct Policy {
     shm_size_max: i64,
     allow: Vec<AuthzAction>,
     tls_users: bool,
+    images: crate::config::Images,
 }
 
 impl Policy {
@@ -141,6 +142,7 @@ impl Policy {
             shm_size_max: c.limits.shm_size_max.api(),
             allow: c.authz.allow.clone(),
             tls_users: c.authz.tls_users,
+            images: c.images.clone(),
         }
     }
 
@@ -281,6 +283,14 @@ impl Policy {
                         "importing an image is not a pull; refused unless authz.allow has \"images\"",
                     ));
                 }
+                let name = r
+                    .query
+                    .iter()
+                    .find(|(k, _)| k == "fromImage")
+                    .map(|(_, v)| v.as_str());
+                if let Some(name) = name {
+                    self.image("image_pull", "fromImage", name)?;
+                }
                 (
                     "image_pull",
                     if self.allowed(AuthzAction::Images) {
@@ -394,6 +404,29 @@ impl Policy {
         Ok(ok(action, container))
     }
 
+    /// An image from a registry jobs may use (`images.allowed_registries`), or a local image by
+    /// its id (jobdock reads an image's files from a container of its id).
+    fn image(&self, action: &str, field: &str, name: &str) -> Result<(), Denial> {
+        let is_id = name
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_id || self.images.allowed_registries.is_empty() {
+            return Ok(());
+        }
+        match crate::image::ImageRef::parse(name) {
+            Ok(image) if self.images.allows(image.registry()) => Ok(()),
+            Ok(image) => Err(deny(
+                action,
+                field,
+                format!(
+                    "registry {} is not in images.allowed_registries",
+                    image.registry()
+                ),
+            )),
+            Err(e) => Err(deny(action, field, format!("{name:?}: {e}"))),
+        }
+    }
+
     fn require(&self, a: AuthzAction, action: &str) -> Result<(), Denial> {
         if self.allowed(a) {
             Ok(())
@@ -438,6 +471,7 @@ impl Policy {
         let b: CreateBody = self.body(A, req)?;
         let no = |field: &str, rule: &str| Err(deny(A, field, rule));
 
+        self.image(A, "Image", b.image.as_deref().unwrap_or_default())?;
         let (uid, gid) = numeric_user(A, "User", b.user.as_deref())?;
         let groups: Vec<u32> = b
             .host_config

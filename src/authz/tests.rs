@@ -1328,3 +1328,51 @@ fn the_docker_clis_create_is_read_like_jobdocks() {
         );
     }
 }
+
+#[test]
+fn images_come_from_the_allowed_registries() {
+    let mut config = site();
+    config.images.allowed_registries = vec!["127.0.0.1:5000".into()];
+    let policy = Policy::new(&config);
+    let body = jobdock_body(
+        &config,
+        &[("LSB_CONTAINER_IMAGE", "127.0.0.1:5000/lab/app:1")],
+    );
+    assert_eq!(create(&policy, &Who::Unnamed, &bytes(&body)), Ok(()));
+    let id = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        create(
+            &policy,
+            &Who::Unnamed,
+            &bytes(&with(body.clone(), "/Image", json!(id)))
+        ),
+        Ok(())
+    );
+    for image in ["alpine", "docker.io/library/alpine:3", "evil.example/x"] {
+        assert_denied(
+            image,
+            create(
+                &policy,
+                &Who::Unnamed,
+                &bytes(&with(body.clone(), "/Image", json!(image))),
+            ),
+            "Image",
+            "images.allowed_registries",
+        );
+    }
+    let pull = |q: &str| {
+        policy
+            .decide(&Who::Unnamed, &req("POST", q, None))
+            .map(|_| ())
+    };
+    assert_eq!(
+        pull("/images/create?fromImage=127.0.0.1%3A5000%2Flab%2Fapp&tag=1"),
+        Ok(())
+    );
+    assert_denied(
+        "a pull from docker.io",
+        pull("/images/create?fromImage=alpine&tag=latest"),
+        "fromImage",
+        "images.allowed_registries",
+    );
+}

@@ -72,6 +72,13 @@ pub struct Images {
     pub allowed_registries: Vec<String>,
 }
 
+impl Images {
+    /// Whether jobs may run images from `registry` (`docker.io`, `host:5000`).
+    pub fn allows(&self, registry: &str) -> bool {
+        self.allowed_registries.is_empty() || self.allowed_registries.iter().any(|r| r == registry)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mounts {
     /// Host directories under which users may bind their own volumes (LSB_DOCKER_VOLUMES).

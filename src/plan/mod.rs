@@ -404,7 +404,7 @@ fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, Plan
         reason: reason.to_string(),
     })?;
     let allowed = &config.images.allowed_registries;
-    if !allowed.is_empty() && !allowed.iter().any(|r| r == image.registry()) {
+    if !config.images.allows(image.registry()) {
         return Err(PlanError::Image {
             source_,
             reason: format!(
