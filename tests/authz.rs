@@ -65,6 +65,13 @@ fn bed_is_up() -> bool {
     }
 }
 
+/// Tests hold this shared; the break-glass test, which takes the plugin away, holds it alone.
+static PLUGIN_IN_PLACE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn plugin_in_place() -> std::sync::RwLockReadGuard<'static, ()> {
+    PLUGIN_IN_PLACE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The docker CLI against the second daemon.
 fn dk(args: &[&str]) -> Output {
     Run::program("docker", args)
@@ -201,6 +208,7 @@ fn jobdock_jobs_pass_through_unchanged() {
     if !(bed_is_up() && util::test_users_exist()) {
         return;
     }
+    let _plugin = plugin_in_place();
     let before = log_size();
     let job = unique_job_id().to_string();
     let run = |command: &[&str], stdin: &[u8]| {
@@ -252,6 +260,7 @@ fn docker_cli_escalations_are_refused() {
     if !bed_is_up() {
         return;
     }
+    let _plugin = plugin_in_place();
     let tag = Tag::new();
     let label = tag.label();
     let run = |extra: &[&str], user: &str| {
@@ -353,6 +362,7 @@ fn exec_build_and_other_actions_are_refused() {
     if !bed_is_up() {
         return;
     }
+    let _plugin = plugin_in_place();
     let tag = Tag::new();
     let label = tag.label();
     let mut args = vec!["run", "-d", "--label", &label, "-u", "2001:2001"];
@@ -420,6 +430,7 @@ fn bypass_classes_are_refused() {
     if !bed_is_up() {
         return;
     }
+    let _plugin = plugin_in_place();
     let tag = Tag::new();
     let good = hardened_body(&tag);
     let good_text = good.to_string();
@@ -631,6 +642,7 @@ fn denials_are_logged_with_who_what_and_why() {
     if !bed_is_up() {
         return;
     }
+    let _plugin = plugin_in_place();
     let tag = Tag::new();
     let before = log_size();
     let marker = format!("logged-{}", tag.0);
@@ -671,6 +683,7 @@ fn tls_users_run_as_themselves_only() {
     if !(bed_is_up() && util::test_users_exist()) {
         return;
     }
+    let _plugin = plugin_in_place();
     let tag = Tag::new();
     let label = tag.label();
     let run = |who: &str, user: &str, extra: &[&str]| {
@@ -713,4 +726,71 @@ fn tls_users_run_as_themselves_only() {
     dk_as("jdalice", &["rm", "-f", &id]).ok();
     // A certificate whose CN is no user of the node.
     assert!(tag.containers().is_empty(), "{:?}", tag.containers());
+}
+
+/// The break-glass of contrib/authz/README.md: the plugin taken out of daemon.json and dockerd
+/// SIGHUPed, dockerd stops asking it (a privileged create is accepted); put back and SIGHUPed,
+/// it asks again (refused). The privileged container is created only, never started.
+#[test]
+fn break_glass_is_daemon_json_and_sighup() {
+    if !bed_is_up() {
+        return;
+    }
+    let _alone = PLUGIN_IN_PLACE.write().unwrap_or_else(|e| e.into_inner());
+    let daemon_json = "/etc/jobdock-authz-test/daemon.json";
+    let with_plugin = std::fs::read_to_string(daemon_json).unwrap();
+    assert!(with_plugin.contains("jobdock-authz-test"), "{with_plugin}");
+    let pid: i32 = std::fs::read_to_string("/run/jobdock-authz-test/docker.pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hup = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP).unwrap()
+    };
+    // Whether dockerd asks the plugin: it refuses a restart (403), which dockerd alone answers
+    // with 404 for a container that does not exist. (`docker info` still lists a plugin taken
+    // out by a reload.)
+    let asks = || {
+        curl(
+            "POST",
+            "/containers/jobdock-authz-no-such/restart",
+            None,
+            &[],
+        )
+        .status
+            == 403
+    };
+    struct Restore<'a>(&'a str, &'a str, i32);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            std::fs::write(self.0, self.1).unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.2),
+                nix::sys::signal::SIGHUP,
+            );
+        }
+    }
+    let tag = Tag::new();
+    let label = tag.label();
+    let privileged = || dk(&["create", "--label", &label, "--privileged", IMAGE, "true"]);
+    {
+        let _restore = Restore(daemon_json, &with_plugin, pid);
+        std::fs::write(daemon_json, "{}\n").unwrap();
+        hup();
+        util::wait_until(
+            "dockerd to drop the plugin",
+            std::time::Duration::from_secs(10),
+            || !asks(),
+        );
+        privileged().ok();
+        assert_eq!(tag.containers().len(), 1);
+    }
+    util::wait_until(
+        "dockerd to take the plugin back",
+        std::time::Duration::from_secs(10),
+        asks,
+    );
+    privileged().stderr_has(DENIED).stderr_has("container_create");
+    assert_eq!(tag.containers().len(), 1);
 }
