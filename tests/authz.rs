@@ -791,6 +791,62 @@ fn break_glass_is_daemon_json_and_sighup() {
         std::time::Duration::from_secs(10),
         asks,
     );
-    privileged().stderr_has(DENIED).stderr_has("container_create");
+    privileged()
+        .stderr_has(DENIED)
+        .stderr_has("container_create");
     assert_eq!(tag.containers().len(), 1);
+}
+
+/// SIGHUP makes the plugin read its config again: a broken config is logged and the policy it
+/// had kept; a changed one takes effect (here `authz.allow = ["images"]` lets a tag through).
+#[test]
+fn sighup_reloads_the_plugins_config() {
+    if !bed_is_up() {
+        return;
+    }
+    let _alone = PLUGIN_IN_PLACE.write().unwrap_or_else(|e| e.into_inner());
+    let original = std::fs::read_to_string(CONFIG).unwrap();
+    let pid: i32 = std::fs::read_to_string("/run/jobdock-authz-test/plugin.pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Restore<'a>(&'a str, i32);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            std::fs::write(CONFIG, self.0).unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.1),
+                nix::sys::signal::SIGHUP,
+            );
+        }
+    }
+    let reload = |text: &str, want: &str| {
+        let before = log_size();
+        std::fs::write(CONFIG, text).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP).unwrap();
+        util::wait_until(want, std::time::Duration::from_secs(10), || {
+            log_since(before).contains(want)
+        });
+    };
+    let tag = "jobdock-authz-test/tagged:reload";
+    let tag_it = || dk(&["tag", IMAGE, tag]);
+    {
+        let _restore = Restore(&original, pid);
+        reload(
+            &format!("{original}\n[bogus]\nx = 1\n"),
+            "SIGHUP: keeping the previous policy",
+        );
+        tag_it().stderr_has(DENIED).stderr_has("image");
+        let allowing = original.replace("[authz]\n", "[authz]\nallow = [\"images\"]\n");
+        assert_ne!(allowing, original);
+        reload(&allowing, "SIGHUP: config reloaded");
+        tag_it().ok();
+        dk(&["rmi", tag]).ok();
+    }
+    util::wait_until(
+        "the original policy back",
+        std::time::Duration::from_secs(10),
+        || tag_it().stderr.contains(DENIED),
+    );
 }
