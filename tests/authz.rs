@@ -49,6 +49,14 @@ fn bed_is_up() -> bool {
                 "the second dockerd on {SOCK} (scripts/authz-testbed.sh up)"
             ));
         }
+        // One test binary at a time uses the bed (another worktree's would serve the plugin from
+        // its own build): held until this process exits.
+        static HELD: OnceLock<nix::fcntl::Flock<std::fs::File>> = OnceLock::new();
+        let file = std::fs::File::create("/run/jobdock-authz-test/tests.lock")
+            .map_err(|e| format!("the bed's lock file: {e}"))?;
+        let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("the bed's lock: {e}"))?;
+        let _ = HELD.set(held);
         let out = Run::program("bash", &[BED, "plugin", BIN]).run();
         if out.code != 0 {
             return Err(format!("the plugin from {BIN}:\n{}", out.report));
