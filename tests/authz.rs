@@ -721,6 +721,17 @@ fn tls_users_run_as_themselves_only() {
     run("jdalice", "2001:2001", &["--privileged"])
         .stderr_has(DENIED)
         .stderr_has("Privileged");
+    // jobdock's staging directory holds other jobs' checked directories: never for a TLS user.
+    run(
+        "jdalice",
+        "2001:2001",
+        &[
+            "--mount",
+            "type=bind,source=/run/jobdock-authz-test/state/x/m0,target=/x",
+        ],
+    )
+    .stderr_has(DENIED)
+    .stderr_has("a TLS user's container gets no binds from jobdock's staging directory");
     for args in [
         vec!["kill", id.as_str()],
         vec!["rm", "-f", id.as_str()],

@@ -511,11 +511,12 @@ impl Policy {
                 );
             }
         }
-        self.host_config(h, b.volumes.as_ref())
+        self.host_config(who, h, b.volumes.as_ref())
     }
 
     fn host_config(
         &self,
+        who: &Who,
         h: &HostConfig,
         _anonymous_volumes: Option<&body::StrictMap<body::Empty>>,
     ) -> Result<(), Denial> {
@@ -734,7 +735,7 @@ impl Policy {
             h.oom_kill_disable,
         )?;
         for (i, m) in h.mounts.iter().flatten().enumerate() {
-            self.mount(i, m)?;
+            self.mount(who, i, m)?;
         }
         Ok(())
     }
@@ -813,9 +814,9 @@ impl Policy {
         Ok(())
     }
 
-    /// A mount: a private bind from jobdock's state directory (a job's staged file or mount) or a
-    /// site mount, read-only if the site says so.
-    fn mount(&self, i: usize, m: &body::Mount) -> Result<(), Denial> {
+    /// A mount: a private bind from jobdock's state directory (a job's staged file or mount;
+    /// not for a TLS user) or a site mount, read-only if the site says so.
+    fn mount(&self, who: &Who, i: usize, m: &body::Mount) -> Result<(), Denial> {
         const A: &str = "container_create";
         let field = format!("HostConfig.Mounts[{i}]");
         let no = |rule: String| Err(deny(A, &field, rule));
@@ -844,6 +845,14 @@ impl Policy {
             .find(|(s, _)| s == clean_source)
             .map(|(_, ro)| *ro);
         match (staged, site) {
+            // What is staged there are other jobs' directories, reachable only through the
+            // checks jobdock made for their users.
+            (true, _) if matches!(who, Who::Tls(_)) => {
+                return no(format!(
+                    "source {source:?}: a TLS user's container gets no binds from jobdock's \
+                     staging directory (only mounts.site)"
+                ));
+            }
             (true, _) => {}
             (false, Some(true)) if m.read_only != Some(true) => {
                 return no(format!(

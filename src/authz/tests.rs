@@ -100,13 +100,20 @@ fn jobdock_plans_pass_unchanged() {
             Ok(()),
             "{name}: {body:#}"
         );
-        // As alice herself over TLS too.
+        // As alice herself over TLS too, without the staged mounts (a TLS user gets none).
         let mut tls = config.clone();
         tls.authz.tls_users = true;
+        let unmounted = with(body.clone(), "/HostConfig/Mounts", json!([]));
         assert_eq!(
-            create(&Policy::new(&tls), &alice_tls(), &bytes(&body)),
+            create(&Policy::new(&tls), &alice_tls(), &bytes(&unmounted)),
             Ok(()),
             "{name} as alice over TLS"
+        );
+        assert_denied(
+            &format!("{name} as alice over TLS, with jobdock's staged mounts"),
+            create(&Policy::new(&tls), &alice_tls(), &bytes(&body)),
+            "HostConfig.Mounts[0]",
+            "a TLS user's container gets no binds from jobdock's staging directory",
         );
     }
     // The staged mounts really are under the state directory, so the rule was exercised.
@@ -1160,9 +1167,10 @@ fn tls_users_are_held_to_their_own_ids() {
     let mut on = config.clone();
     on.authz.tls_users = true;
     let policy = Policy::new(&on);
-    assert_eq!(create(&policy, &alice_tls(), &bytes(&body)), Ok(()));
     // Anyone else may still create nothing but a hardened container.
     assert_eq!(create(&policy, &Who::Unnamed, &bytes(&body)), Ok(()));
+    let body = with(body, "/HostConfig/Mounts", json!([]));
+    assert_eq!(create(&policy, &alice_tls(), &bytes(&body)), Ok(()));
     let cases: Vec<(&str, &str, Value, &str, &str)> = vec![
         (
             "bob's uid",
