@@ -620,6 +620,27 @@ fn bypass_classes_are_refused() {
         let r = curl("POST", path, Some(body.as_bytes()), headers);
         assert_denied(name, &r, words);
     }
+    // The absolute form of the request target (Go routes it by its path; a plugin matching the
+    // RequestUri's prefix would not see a create).
+    let out = Run::program(
+        "curl",
+        &[
+            "-sS",
+            "--unix-socket",
+            SOCK,
+            "-X",
+            "POST",
+            "-H",
+            JSON[0],
+            "--data-binary",
+            &good_text.replacen(hc, r#""HostConfig":{"Privileged":true,"#, 1),
+            "--request-target",
+            "http://docker/containers/create",
+            "http://docker/",
+        ],
+    )
+    .run();
+    out.ok().stdout_has(DENIED).stdout_has("must start with /");
     // Decoded twice it would be a create; dockerd's router decodes once, finds no route and
     // answers itself (the plugin, which would refuse it too, is not asked).
     let r = curl(

@@ -855,6 +855,8 @@ fn routes_are_normalized_as_the_router_does() {
         ("/containers/%ff", Err("not UTF-8")),
         ("/containers/a%20b/json", Err("printable ASCII")),
         ("containers/create", Err("must start with /")),
+        // The absolute form, which Go's server routes by its path.
+        ("http://docker/containers/create", Err("must start with /")),
         ("/containers/create#x", Err("fragment")),
         (
             "/images/create?fromImage=a&fromImage=b",
