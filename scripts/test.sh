@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
-# images and users; a one-node Slurm cluster), then format, lint, every test, and every fuzz
-# target for a short while. The LSF and Slurm tests install the jobdock under test setuid root in
-# /usr/local/bin (contrib/install.sh), as a site would. Run as root on a Debian machine.
+# images and users; a one-node Slurm cluster; a second dockerd behind the authorization plugin),
+# then format, lint, every test, and every fuzz target for a short while. The LSF and Slurm tests
+# install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh), as a site
+# would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,9 @@ cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings (and the plugin's test-hooks build)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy -p jobdock-spank --features test-hooks --all-targets --quiet -- -D warnings
+# The authorization plugin's bed: a second dockerd of its own behind `jobdock authz` (the authz
+# tests restart the plugin from the binary under test).
+bash scripts/authz-testbed.sh up target/release/jobdock
 echo "== cargo test"
 # The integration tests must not skip: their prerequisites come from the test bed above, and
 # with CI set a missing one fails its test.

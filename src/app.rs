@@ -101,6 +101,7 @@ pub fn main(cli: Cli) -> u8 {
     let result = privileges(&cli.command).and_then(|()| match cli.command {
         Command::CheckConfig { draft, path } => Ok(check_config(path.as_deref(), draft)),
         Command::Doctor { config } => doctor(config),
+        Command::Authz { config, listen } => authz(config, &listen),
         Command::Plan { job, json } => prepare(&job, env, false).map(|p| {
             print_plan(&p.plan, &p.config, json);
             0
@@ -267,6 +268,23 @@ fn check_config(path: Option<&Path>, draft: bool) -> u8 {
     code
 }
 
+/// `jobdock authz`: the authorization plugin, until killed.
+fn authz(config_path: Option<PathBuf>, listen: &Path) -> Result<u8, AppError> {
+    if !Caller::current().is_root() {
+        return Err(AppError::BadRequest(
+            "authz: run it as root (it serves dockerd; contrib/systemd/jobdock-authz.service)"
+                .into(),
+        ));
+    }
+    let explicit = config_path.is_some();
+    let path = config_path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    match crate::authz::serve(&path, explicit, listen) {
+        Ok(()) => Ok(0),
+        Err(crate::authz::AuthzError::Config(e)) => Err(AppError::Config(e)),
+        Err(e) => Err(AppError::Site(e.to_string())),
+    }
+}
+
 /// `jobdock doctor`: reads what the node is, has `doctor` judge it, prints one line per check.
 fn doctor(config_path: Option<PathBuf>) -> Result<u8, AppError> {
     use crate::doctor::{Facts, Level};
@@ -387,7 +405,8 @@ fn privileges(command: &Command) -> Result<(), AppError> {
         | Command::Esub { .. }
         | Command::Doctor { .. }
         | Command::Completions { .. }
-        | Command::Man => {
+        | Command::Man
+        | Command::Authz { .. } => {
             let (rgid, _) = (getgid(), getegid());
             setresgid(rgid, rgid, rgid)
                 .and_then(|()| setresuid(ruid, ruid, ruid))

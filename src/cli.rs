@@ -92,6 +92,20 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Serve the Docker authorization plugin (as root, before dockerd starts: contrib/systemd):
+    /// dockerd then asks it about every API call and refuses whatever is not one of jobdock's
+    /// own requests or read-only inspection, whoever sends it (SECURITY.md). Denials are logged.
+    /// SIGHUP reloads the site config.
+    Authz {
+        /// Site config to use instead of /etc/jobdock/wrapper.toml (its [authz] table and the
+        /// policy jobdock plans with).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The unix socket to serve; dockerd finds a plugin named NAME at
+        /// /run/docker/plugins/NAME.sock (`--authorization-plugin=NAME`).
+        #[arg(long, value_name = "SOCKET", default_value = crate::authz::DEFAULT_SOCKET)]
+        listen: PathBuf,
+    },
     /// Validate a site config, reporting every problem with its key (syntax errors with line and
     /// column). Exits 78 if jobdock would refuse the file: invalid, or writable by anyone but
     /// root where it is.

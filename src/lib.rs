@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::type_complexity))]
 
 pub mod app;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -31,6 +31,7 @@ pub struct SiteConfig {
     pub overrides: Overrides,
     pub env: EnvPolicy,
     pub logging: Logging,
+    pub authz: Authz,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +110,13 @@ impl Images {
             ),
             budget: self.prune_budget,
         }
+    }
+}
+
+impl Images {
+    /// Whether jobs may run images from `registry` (`docker.io`, `host:5000`).
+    pub fn allows(&self, registry: &str) -> bool {
+        self.allowed_registries.is_empty() || self.allowed_registries.iter().any(|r| r == registry)
     }
 }
 
@@ -243,6 +251,68 @@ pub struct Overrides {
     pub cgroup_parents: Vec<String>,
 }
 
+/// `[authz]`: what `jobdock authz` (the Docker authorization plugin) lets dockerd do beyond
+/// jobdock's own requests and read-only inspection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Authz {
+    /// Request classes allowed besides jobdock's (`AuthzAction`); empty: none.
+    pub allow: Vec<AuthzAction>,
+    /// Accept requests dockerd names a TLS user for (its client certificate's CN): each is then
+    /// held to that user's own uid and groups. Off: such requests are refused.
+    pub tls_users: bool,
+}
+
+/// A class of Engine API requests jobdock never makes, refused by `jobdock authz` unless
+/// `authz.allow` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzAction {
+    /// `POST /containers/{id}/exec` and `/exec/{id}/*` (each exec still as a numeric non-root
+    /// user, never privileged).
+    Exec,
+    /// `POST /containers/{id}/update` (devices and restart policy still held to the policy).
+    Update,
+    /// `/build`, `/session`: an image build's RUN containers never reach the plugin.
+    Build,
+    /// Installing, enabling and configuring daemon plugins (`/plugins/...`).
+    Plugins,
+    /// Swarm mode: `/swarm`, `/services`, `/nodes`, `/tasks`, `/secrets`, `/configs`.
+    Swarm,
+    /// `POST /volumes/create`, removing and pruning volumes (never with driver options).
+    VolumeCreate,
+    /// Creating, connecting, removing and pruning networks.
+    NetworkCreate,
+    /// `POST /images/load`, `/images/create?fromSrc=`, tagging, pushing and removing images.
+    Images,
+}
+
+impl AuthzAction {
+    pub const ALL: &[AuthzAction] = &[
+        AuthzAction::Exec,
+        AuthzAction::Update,
+        AuthzAction::Build,
+        AuthzAction::Plugins,
+        AuthzAction::Swarm,
+        AuthzAction::VolumeCreate,
+        AuthzAction::NetworkCreate,
+        AuthzAction::Images,
+    ];
+
+    /// The name in `authz.allow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthzAction::Exec => "exec",
+            AuthzAction::Update => "update",
+            AuthzAction::Build => "build",
+            AuthzAction::Plugins => "plugins",
+            AuthzAction::Swarm => "swarm",
+            AuthzAction::VolumeCreate => "volume_create",
+            AuthzAction::NetworkCreate => "network_create",
+            AuthzAction::Images => "images",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnvPolicy {
     /// Variables never passed into a container, beyond the ones jobdock always drops.
@@ -340,6 +410,10 @@ impl Default for SiteConfig {
                 format: LogFormat::Short,
                 audit: AuditTarget::Syslog,
                 syslog_socket: PathBuf::from("/dev/log"),
+            },
+            authz: Authz {
+                allow: Vec::new(),
+                tls_users: false,
             },
         }
     }
@@ -512,6 +586,7 @@ struct Raw {
     overrides: RawOverrides,
     env: RawEnv,
     logging: RawLogging,
+    authz: RawAuthz,
 }
 
 #[derive(Default, Deserialize)]
@@ -594,6 +669,13 @@ struct RawLogging {
     format: Option<LogFormat>,
     audit: Option<AuditTarget>,
     syslog_socket: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawAuthz {
+    allow: Option<Vec<String>>,
+    tls_users: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -893,21 +975,8 @@ impl Raw {
 
         if let Some(parents) = self.overrides.cgroup_parents {
             for p in &parents {
-                if p.is_empty()
-                    || p.contains("..")
-                    || !p
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
-                {
-                    bad(
-                        "overrides.cgroup_parents",
-                        format!("{p:?} is not a plain cgroup name"),
-                    );
-                } else if p.split('/').all(|part| part.is_empty() || part == ".") {
-                    bad(
-                        "overrides.cgroup_parents",
-                        format!("{p:?} is the root cgroup: a job there escapes every job's limits"),
-                    );
+                if let Some(reason) = cgroup_parent_problem(p) {
+                    bad("overrides.cgroup_parents", reason);
                 }
             }
             c.overrides.cgroup_parents = parents;
@@ -954,7 +1023,49 @@ impl Raw {
             }
             c.logging.syslog_socket = socket;
         }
+        if let Some(allow) = self.authz.allow {
+            c.authz.allow.clear();
+            for name in &allow {
+                match AuthzAction::ALL.iter().find(|a| a.name() == name) {
+                    Some(a) if !c.authz.allow.contains(a) => c.authz.allow.push(*a),
+                    Some(_) => {}
+                    None => bad(
+                        "authz.allow",
+                        format!(
+                            "{name:?} is not one of {}",
+                            AuthzAction::ALL
+                                .iter()
+                                .map(|a| a.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                }
+            }
+            c.authz.allow.sort();
+        }
+        c.authz.tls_users = self.authz.tls_users.unwrap_or(c.authz.tls_users);
         c
+    }
+}
+
+/// Why `p` may not be a container's cgroup parent, if it may not: not a plain cgroup name, or the
+/// root cgroup (a container there escapes every job's limits). The rule for
+/// `overrides.cgroup_parents` and for the parents `jobdock authz` lets a create name.
+pub fn cgroup_parent_problem(p: &str) -> Option<String> {
+    if p.is_empty()
+        || p.contains("..")
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        Some(format!("{p:?} is not a plain cgroup name"))
+    } else if p.split('/').all(|part| part.is_empty() || part == ".") {
+        Some(format!(
+            "{p:?} is the root cgroup: a job there escapes every job's limits"
+        ))
+    } else {
+        None
     }
 }
 
@@ -1248,6 +1359,38 @@ mod tests {
                 "{text} reads back"
             );
         }
+    }
+
+    #[test]
+    fn authz_keys_are_checked() {
+        let c = SiteConfig::parse(
+            "[authz]\nallow = [\"exec\", \"build\", \"exec\"]\ntls_users = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.authz.allow, [AuthzAction::Exec, AuthzAction::Build]);
+        assert!(c.authz.tls_users);
+        assert_eq!(SiteConfig::default().authz.allow, []);
+        let cases = [
+            (
+                "allow = [\"privileged\"]",
+                "authz.allow",
+                "is not one of exec",
+            ),
+            ("allow = \"exec\"", "authz.allow", "invalid type"),
+            ("tls_users = \"yes\"", "authz.tls_users", "invalid type"),
+            ("listen = \"/tmp/x\"", "authz.listen", "unknown key"),
+        ];
+        for (line, key, words) in cases {
+            let problems = SiteConfig::parse(&format!("[authz]\n{line}\n")).unwrap_err();
+            assert_eq!(problems.len(), 1, "{line}: {problems:?}");
+            assert_eq!(problems[0].key, key, "{line}");
+            assert!(problems[0].message.contains(words), "{line}: {problems:?}");
+        }
+        let problems = SiteConfig::parse("[authz]\nallow = [\"exec\"\n").unwrap_err();
+        assert!(
+            problems[0].key.starts_with("line 2, column"),
+            "{problems:?}"
+        );
     }
 
     #[test]

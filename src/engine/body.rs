@@ -1,7 +1,7 @@
 //! The plan as the Engine API's `POST /containers/create` body (bollard's models). One of the two
 //! renderings of a plan; it destructures the plan exhaustively, like `plan::render`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, HealthConfig, HostConfig,
@@ -9,7 +9,7 @@ use bollard::models::{
     PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use crate::plan::{ContainerPlan, Hardening, MountPlan, PortPlan, Staging, Ulimit};
+use crate::plan::{ContainerPlan, HARDENING, Hardening, MountPlan, PortPlan, Staging, Ulimit};
 use crate::units::ByteSize;
 
 /// The create body for `plan`. Everything dockerd could default to something unsafe is explicit.
@@ -208,6 +208,39 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// The body of the never-started container jobdock reads an image's own files from
+/// (`Daemon::create_inert`): no mounts, no network, a command that does not exist, and, should
+/// anything start it all the same, the hardening of a job's container as nobody (so that the
+/// authorization plugin, which cannot know it is never started, holds it to the same policy).
+pub fn inert_body(image: &str, labels: &BTreeMap<String, String>) -> ContainerCreateBody {
+    let nobody = crate::identity::NOBODY;
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        // Never started; an image without a command could not even be created without one.
+        entrypoint: Some(vec!["/jobdock-never-runs".into()]),
+        cmd: Some(Vec::new()),
+        user: Some(format!("{nobody}:{nobody}")),
+        network_disabled: Some(true),
+        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        healthcheck: Some(HealthConfig {
+            test: Some(vec![HARDENING.healthcheck.to_string()]),
+            ..Default::default()
+        }),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(HARDENING.log_driver.into()),
+                config: None,
+            }),
+            cap_drop: Some(vec![HARDENING.cap_drop.into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            privileged: Some(HARDENING.privileged),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

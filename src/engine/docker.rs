@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::HostConfig;
 use bollard::query_parameters::{
     AttachContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions,
     CreateImageOptions, DownloadFromContainerOptions, EventsOptions, KillContainerOptions,
@@ -525,23 +525,7 @@ impl Daemon for Docker {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            // Never started; an image without a command could not even be created without one.
-            entrypoint: Some(vec!["/jobdock-never-runs".into()]),
-            cmd: Some(Vec::new()),
-            network_disabled: Some(true),
-            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("none".into()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = body::inert_body(image, labels);
         let created = self
             .api
             .create_container(Some(options), body)

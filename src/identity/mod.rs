@@ -16,6 +16,9 @@ pub use synth::{group_file, passwd_file};
 /// friends) and no sane directory hands them out.
 pub const MAX_ID: u32 = (1 << 31) - 1;
 
+/// nobody's uid and nogroup's gid (the synthesized files name them so).
+pub const NOBODY: u32 = 65534;
+
 /// A passwd entry as NSS returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswdEntry {

@@ -465,7 +465,7 @@ fn image(req: &Request, env: &Env, config: &SiteConfig) -> Result<ImageRef, Plan
         reason: reason.to_string(),
     })?;
     let allowed = &config.images.allowed_registries;
-    if !allowed.is_empty() && !allowed.iter().any(|r| r == image.registry()) {
+    if !config.images.allows(image.registry()) {
         return Err(PlanError::Image {
             source_,
             reason: format!(
@@ -492,4 +492,4 @@ fn container_name(ctx: &JobContext, who: &Identity, pid: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -26,7 +26,8 @@ fn alice() -> Identity {
     .unwrap()
 }
 
-fn site() -> SiteConfig {
+/// The shipped example config (`wrapper.toml.example`).
+pub(crate) fn site() -> SiteConfig {
     SiteConfig::parse(include_str!("../../wrapper.toml.example")).unwrap()
 }
 
@@ -163,7 +164,9 @@ fn plan_with(env: &[(&str, &str)], command: &[&str]) -> Result<ContainerPlan, Pl
     plan_cfg(&site(), env, command)
 }
 
-fn plan_cfg(
+/// A plan for alice's LSF job 212 under `config`, with `env` over the usual job's variables (for
+/// other modules' tests: `authz` checks that every plan's create body passes).
+pub(crate) fn plan_cfg(
     config: &SiteConfig,
     env: &[(&str, &str)],
     command: &[&str],

@@ -10,6 +10,7 @@
 
 mod util;
 
+mod authz;
 mod cli;
 mod engine;
 mod lsf;
