@@ -57,6 +57,8 @@ pub fn init(user: Option<Level>) {
     });
     let layer = tracing_subscriber::fmt::layer()
         .event_format(Lines)
+        // Plain text: jobdock's lines go to job logs, syslog files and the plugin's log.
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .with_filter(filter);
     // A second init (a test that calls `app::main` twice) keeps the first.
