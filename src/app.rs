@@ -155,8 +155,7 @@ fn images(config: Option<PathBuf>, env: &Env) -> Result<u8, AppError> {
         "IMAGE", "SIZE", "LAST RUN BY A JOB", "IN USE"
     );
     for l in listed {
-        let size = crate::units::ByteSize::new(l.image.size)
-            .map_or_else(|| l.image.size.to_string(), |b| b.to_string());
+        let size = crate::units::ByteSize::shown(l.image.size);
         let last = l
             .last_run
             .map_or_else(|| "never".to_string(), logging::utc_time);

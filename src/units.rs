@@ -37,6 +37,12 @@ impl ByteSize {
         self.0
     }
 
+    /// A count of bytes someone reported (dockerd, a file system), as `Display` shows a size; one
+    /// no ByteSize can hold is shown in bytes.
+    pub fn shown(n: u64) -> String {
+        ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string())
+    }
+
     /// The size as the Engine API spells it, an i64: always in range, never the -1 ("no limit")
     /// that `as i64` once made of u64::MAX.
     pub fn api(self) -> i64 {

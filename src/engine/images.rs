@@ -86,7 +86,7 @@ pub fn choose(
             format!(
                 "the node's images take {}, more than images.prune_budget = {budget}; it is the \
                  least recently run",
-                shown(total)
+                ByteSize::shown(total)
             )
         } else {
             continue;
@@ -121,10 +121,6 @@ pub fn listing(
             .then(a.image.id.cmp(&b.image.id))
     });
     out
-}
-
-fn shown(n: u64) -> String {
-    ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string())
 }
 
 /// Where jobdock records the runs of each image: `<state_dir>/images/`.

@@ -433,8 +433,8 @@ impl<'a> Shown<'a> {
         format!(
             "{done}/{} layers, {} of {}",
             self.layers.len(),
-            bytes(current),
-            bytes(total)
+            ByteSize::shown(current),
+            ByteSize::shown(total)
         )
     }
 
@@ -475,11 +475,11 @@ impl<'a> Shown<'a> {
             bar.finish();
         }
         if ok {
-            let (_, total) = self
+            let total = self
                 .layers
                 .values()
                 .filter(|l| l.doing != "already exists")
-                .fold((0u64, 0u64), |(c, t), l| (c, t.saturating_add(l.total)));
+                .fold(0u64, |t, l| t.saturating_add(l.total));
             crate::logging::notice(&format!(
                 "pulled {}{} in {:.1}s ({} downloaded)",
                 self.image,
@@ -488,15 +488,10 @@ impl<'a> Shown<'a> {
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default(),
                 self.started.elapsed().as_secs_f64(),
-                bytes(total)
+                ByteSize::shown(total)
             ));
         }
     }
-}
-
-/// A count of bytes dockerd reported; one no ByteSize can hold is shown as bytes.
-fn bytes(n: u64) -> String {
-    ByteSize::new(n).map_or_else(|| format!("{n} B"), |b| b.to_string())
 }
 
 #[cfg(test)]
