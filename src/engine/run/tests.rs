@@ -635,42 +635,31 @@ async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
     assert_eq!(bed.leftovers(), Vec::<String>::new());
 }
 
+/// An OOM kill is explained with the limit, whether dockerd's flag says so or only its event log
+/// (an OOM notice that reached dockerd after the exit).
 #[tokio::test]
 #[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
 async fn an_oom_kill_is_explained_with_the_limit() {
     let bed = Bed::new();
     let p = plan(&bed.state(), &["hog"]);
-    let mut d = FakeDaemon::default();
-    d.exit = Some(137);
-    d.oom_killed = true;
-    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
-    assert_eq!(
-        ran.result.unwrap(),
-        Outcome {
-            code: 137,
-            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()],
-            image: "sha256:0123".into(),
-        }
-    );
-}
-
-#[tokio::test]
-#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
-async fn an_oom_kill_dockerd_logged_after_the_exit_is_explained_too() {
-    let bed = Bed::new();
-    let p = plan(&bed.state(), &["hog"]);
-    let mut d = FakeDaemon::default();
-    d.exit = Some(137);
-    d.oom_event = true;
-    let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
-    assert_eq!(
-        ran.result.unwrap(),
-        Outcome {
-            code: 137,
-            messages: vec!["killed: out of memory (limit 4.0 GiB)".into()],
-            image: "sha256:0123".into(),
-        }
-    );
+    for (flag, event) in [(true, false), (false, true)] {
+        let mut d = FakeDaemon::default();
+        d.exit = Some(137);
+        d.oom_killed = flag;
+        d.oom_event = event;
+        let ran = run_with(&d, &p, PullPolicy::Missing, &[], &[]).await;
+        assert_eq!(
+            ran.result.unwrap(),
+            Outcome {
+                code: 137,
+                messages: vec!["killed: out of memory (limit 4.0 GiB)".into()],
+                image: "sha256:0123".into(),
+            },
+            "flag {flag}, event {event}"
+        );
+        // dockerd's flag is enough: its event log is asked only without it.
+        assert_eq!(names(&ran.calls).contains(&"oom_event"), !flag);
+    }
     // Other ends never ask: the event log is read for an unexplained SIGKILL only.
     for exit in [0, 1, 143] {
         let mut d = FakeDaemon::default();
