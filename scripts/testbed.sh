@@ -320,18 +320,25 @@ ensure_dockerd() {
 }
 
 # ------------------------------------------------------------------ images --
-ensure_entrypoint_image() {
-  local rebuild=$1 digest dir
-  digest=$(sha256sum <<<"$ENTRYPOINT_RECIPE" | cut -c1-16)
-  if ((rebuild == 0)) && [[ $(dk image inspect -f '{{index .Config.Labels "jobdock.testbed.recipe"}}' "$IMAGE_ENTRYPOINT" 2>/dev/null) == "$digest" ]]; then
-    say "image $IMAGE_ENTRYPOINT present"
-    return 0
+# build_recipe_image REBUILD IMAGE RECIPE NAME: builds IMAGE from the Dockerfile text RECIPE,
+# labelled with the recipe's digest; returns 1 (and builds nothing) when the image present was
+# built from this very recipe.
+build_recipe_image() {
+  local rebuild=$1 image=$2 recipe=$3 name=$4 digest dir
+  digest=$(sha256sum <<<"$recipe" | cut -c1-16)
+  if ((rebuild == 0)) && [[ $(dk image inspect -f '{{index .Config.Labels "jobdock.testbed.recipe"}}' "$image" 2>/dev/null) == "$digest" ]]; then
+    say "image $image present"
+    return 1
   fi
-  dir=$WORK_DIR/entrypoint
+  dir=$WORK_DIR/$name
   rm -rf "$dir"; mkdir -p "$dir"
-  printf '%s\nLABEL jobdock.testbed.recipe=%s\n' "$ENTRYPOINT_RECIPE" "$digest" >"$dir/Dockerfile"
-  DOCKER_BUILDKIT=0 run_logged "$IMAGES_LOG" dk build -q -t "$IMAGE_ENTRYPOINT" "$dir" \
-    || { tail_log "$IMAGES_LOG"; die "building $IMAGE_ENTRYPOINT failed"; }
+  printf '%s\nLABEL jobdock.testbed.recipe=%s\n' "$recipe" "$digest" >"$dir/Dockerfile"
+  DOCKER_BUILDKIT=0 run_logged "$IMAGES_LOG" dk build -q -t "$image" "$dir" \
+    || { tail_log "$IMAGES_LOG"; die "building $image failed"; }
+}
+
+ensure_entrypoint_image() {
+  build_recipe_image "$1" "$IMAGE_ENTRYPOINT" "$ENTRYPOINT_RECIPE" entrypoint || return 0
   say "image $IMAGE_ENTRYPOINT built"
 }
 
@@ -509,17 +516,8 @@ ensure_hostile_images() {
 # The health-check image, built from the busybox one; rebuilt when the recipe changes. The check
 # must really run under a plain `docker run`, or the test that finds it off proves nothing.
 ensure_healthcheck_image() {
-  local rebuild=$1 digest dir cid status="" i
-  digest=$(sha256sum <<<"$HEALTHCHECK_RECIPE" | cut -c1-16)
-  if ((rebuild == 0)) && [[ $(dk image inspect -f '{{index .Config.Labels "jobdock.testbed.recipe"}}' "$IMAGE_HEALTHCHECK" 2>/dev/null) == "$digest" ]]; then
-    say "image $IMAGE_HEALTHCHECK present"
-    return 0
-  fi
-  dir=$WORK_DIR/healthcheck
-  rm -rf "$dir"; mkdir -p "$dir"
-  printf '%s\nLABEL jobdock.testbed.recipe=%s\n' "$HEALTHCHECK_RECIPE" "$digest" >"$dir/Dockerfile"
-  DOCKER_BUILDKIT=0 run_logged "$IMAGES_LOG" dk build -q -t "$IMAGE_HEALTHCHECK" "$dir" \
-    || { tail_log "$IMAGES_LOG"; die "building $IMAGE_HEALTHCHECK failed"; }
+  local cid status="" i
+  build_recipe_image "$1" "$IMAGE_HEALTHCHECK" "$HEALTHCHECK_RECIPE" healthcheck || return 0
   cid=$(dk run -d --network none --user 2001:2001 "$IMAGE_HEALTHCHECK" sleep 60 2>>"$IMAGES_LOG") \
     || { tail_log "$IMAGES_LOG"; die "$IMAGE_HEALTHCHECK does not run"; }
   for i in $(seq 1 30); do
