@@ -484,6 +484,7 @@ fn audited(
         Err(e) => {
             record.exit = e.exit_code();
             record.error = e.to_string();
+            record.named();
         }
     }
     record.duration = started.elapsed();

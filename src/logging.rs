@@ -181,21 +181,28 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// A record of `action` by the caller, in the job its environment names (until the plan has
     /// confirmed the job from the caller's cgroup, the job is only what the environment says).
+    /// The user's name comes from the plan, or for a request refused before one, from `named`.
     pub fn start(action: &str, env: &crate::job::Env) -> AuditRecord {
-        let uid = crate::identity::Caller::current().real_uid;
         AuditRecord {
             action: action.into(),
-            uid,
-            user: nix::unistd::User::from_uid(uid.into())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_default(),
+            uid: crate::identity::Caller::current().real_uid,
             job: crate::job::from_env(env, None)
                 .ok()
                 .and_then(|c| c.job_id)
                 .unwrap_or_default(),
             ..AuditRecord::default()
+        }
+    }
+
+    /// Names the user by their uid when nothing did (a request refused before its plan): the one
+    /// NSS lookup a record may cost, off the path of a job that runs.
+    pub fn named(&mut self) {
+        if self.user.is_empty() {
+            self.user = nix::unistd::User::from_uid(self.uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default();
         }
     }
 
