@@ -456,10 +456,22 @@ impl TestJob {
     }
 
     /// Starts it; a piped stdin is left open to the caller.
+    ///
+    /// A program this process has just written (`Setuid`'s copy) can be "busy" for a moment: a
+    /// child another test thread forked holds the copy's write descriptor until it execs
+    /// (ETXTBSY, rust-lang/rust#114554). That is retried; any other error fails the test.
     pub(crate) fn spawn(&self) -> std::process::Child {
-        self.command()
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()))
+        let mut busy = 0;
+        loop {
+            match self.command().spawn() {
+                Ok(child) => return child,
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && busy < 100 => {
+                    busy += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("spawn {}: {e}", self.program.display()),
+            }
+        }
     }
 }
 
