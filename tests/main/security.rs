@@ -26,6 +26,8 @@ const BUSYBOX: &str = "jobdock-test/busybox";
 const HOSTILE: &str = "jobdock-test/hostile";
 const HOSTILE_WORKDIR: &str = "jobdock-test/hostile-workdir";
 const HOSTILE_ENTRYPOINT: &str = "jobdock-test/hostile-entrypoint";
+/// An image whose ENTRYPOINT echoes (scripts/testbed.sh).
+const ENTRYPOINT: &str = "jobdock-test/entrypoint";
 /// CHOWN(0) KILL(5) SETPCAP(8) IPC_LOCK(14) SYS_NICE(23): the default allowlist.
 const ALLOWED_CAPS: &str = "0000000000804121";
 const NO_CAPS: &str = "0000000000000000";
@@ -33,7 +35,13 @@ const NO_CAPS: &str = "0000000000000000";
 // ----------------------------------------------------------------------------------- helpers --
 
 fn bed_is_up() -> bool {
-    util::bed_is_up(&[BUSYBOX, HOSTILE, HOSTILE_WORKDIR, HOSTILE_ENTRYPOINT])
+    util::bed_is_up(&[
+        BUSYBOX,
+        HOSTILE,
+        HOSTILE_WORKDIR,
+        HOSTILE_ENTRYPOINT,
+        ENTRYPOINT,
+    ])
 }
 
 /// A file only `owner` may read (mode 0600), holding a fresh secret; removed on drop.
@@ -425,6 +433,53 @@ fn a_user_reads_nothing_through_jobdock_she_could_not_read_herself() {
     assert_eq!(attempts, 44);
     drop(bob_public);
     let _ = std::fs::remove_dir(&bob_pub);
+}
+
+/// Issue 18.7, as a user meets it through the installed kind of jobdock (setuid, the site's
+/// config): a job without a tmpdir of its own has the site's bounded tmpfs as /tmp, her prompt
+/// says she is in the image, a command missing from the image is named by jobdock (not tini's
+/// `[FATAL tini (7)] exec ... failed`), and an image ENTRYPOINT that is not run is named.
+#[test]
+fn inside_the_container_a_user_is_told_where_she_is() {
+    if !bed_is_up() {
+        return;
+    }
+    let setuid = Setuid::new();
+    let out = setuid
+        .run(
+            ALICE,
+            BUSYBOX,
+            &["sh", "-c", "grep ' /tmp ' /proc/mounts; echo \"$PS1\""],
+        )
+        .env("PS1", "\\u$ ")
+        .run();
+    out.code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // wrapper.toml.example's limits.tmp_size, 1g, in the kernel's KiB.
+    let tmp = lines.first().copied().unwrap_or_default();
+    if !(tmp.starts_with("tmpfs /tmp tmpfs rw,nosuid,nodev,") && tmp.contains("size=1048576k")) {
+        out.fail("/tmp is not the site's 1 GiB tmpfs without setuid and devices");
+    }
+    if lines.get(1) != Some(&format!("({BUSYBOX}:latest) \\u$ ").as_str()) {
+        out.fail("the prompt does not name the image");
+    }
+
+    let missing = setuid.run(ALICE, BUSYBOX, &["python3", "-V"]).run();
+    missing.code(127).stderr_has(&format!(
+        "jobdock: python3: not found in image {BUSYBOX}:latest (PATH=/usr/local/sbin:"
+    ));
+    if missing.stderr.contains("tini") {
+        missing.fail("tini's own message reached the user");
+    }
+
+    let entrypoint = setuid.run(ALICE, ENTRYPOINT, &["echo", "hello"]).run();
+    entrypoint
+        .code(0)
+        .stderr_has("jobdock: the image's ENTRYPOINT [\"/bin/echo\", \"the image entrypoint ran with:\"] is not run")
+        .stderr_has("LSB_DOCKER_RUN_RAW_ARGS=true");
+    if entrypoint.stdout != "hello\n" {
+        entrypoint.fail("the command did not run by itself");
+    }
 }
 
 /// Whatever jdalice asks of a setuid-root jobdock, her job has no capability, no-new-privileges,
