@@ -68,7 +68,8 @@ fn a_job_step_runs_in_the_steps_cgroup_as_the_user() {
         "--",
         "sh",
         "-c",
-        "id -un; grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "id -un; grep :memory: /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+         grep ' /tmp ' /proc/mounts",
     ])
     .run();
     out.ok();
@@ -85,6 +86,14 @@ fn a_job_step_runs_in_the_steps_cgroup_as_the_user() {
         lines.get(2),
         Some(&"67108864"),
         "the job's 64M, read from its cgroup{}",
+        out.report
+    );
+    // This node gives jobs no tmpdir (no job_container/tmpfs): /tmp is the site's bounded tmpfs
+    // (wrapper.toml.example's limits.tmp_size, 1g), not the image's unbounded overlay.
+    let tmp = lines.get(3).copied().unwrap_or("");
+    assert!(
+        tmp.starts_with("tmpfs /tmp tmpfs rw,nosuid,nodev,") && tmp.contains("size=1048576k"),
+        "/tmp is not the site's 1 GiB tmpfs{}",
         out.report
     );
 }
