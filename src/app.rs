@@ -439,10 +439,11 @@ fn lsf_starter(
     started: Instant,
 ) -> Result<u8, AppError> {
     if !words.is_empty() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "jobdock".into());
         return Err(AppError::Site(format!(
             "lsf-starter was given the words {words:?}: the shell has already split the user's command; \
              JOB_STARTER must be `{}`",
-            job::lsf::STARTER
+            job::lsf::starter(&exe)
         )));
     }
     let args = JobArgs {

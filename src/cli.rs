@@ -61,7 +61,8 @@ pub enum Command {
         job: Option<String>,
     },
     /// LSF JOB_STARTER: run the job's exact command (read from its job file) in a container.
-    /// Configure it as `JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter;` (see
+    /// Configure it as `JOB_STARTER = exec /usr/bin/jobdock lsf-starter;` with the installed
+    /// path (the Debian package's /usr/bin, contrib/install.sh's /usr/local/bin; see
     /// contrib/lsf): `exec` keeps the shell from running any of the command itself.
     LsfStarter {
         /// Site config to use instead of /etc/jobdock/wrapper.toml (root only).

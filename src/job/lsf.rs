@@ -266,12 +266,15 @@ mod tests {
     }
 }
 
-/// The JOB_STARTER line jobdock ships for LSF (contrib/lsf). LSF splices it in front of the user's
-/// command on one line of the job script: `exec` replaces the job shell with jobdock before the
-/// `;` lets anything else on that line run, so no part of the job runs on the host, and jobdock
-/// reads the user's exact command from the job file. (A trailing `#` would do the same, but
-/// LSF-family config readers cut every line at `#`, quotes or not.)
-pub const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
+/// The JOB_STARTER line jobdock ships for LSF (contrib/lsf), for a jobdock installed at
+/// `binary`. LSF splices it in front of the user's command on one line of the job script: `exec`
+/// replaces the job shell with jobdock before the `;` lets anything else on that line run, so no
+/// part of the job runs on the host, and jobdock reads the user's exact command from the job file.
+/// (A trailing `#` would do the same, but LSF-family config readers cut every line at `#`, quotes
+/// or not.)
+pub fn starter(binary: &std::path::Path) -> String {
+    format!("exec {} lsf-starter;", binary.display())
+}
 
 /// Why a job file does not give the user's command: LSF did not write it as jobdock expects, or
 /// jobdock is not the JOB_STARTER it ran (both the site's to fix).
@@ -335,6 +338,21 @@ pub fn user_command(job_file: &str, starter: &str) -> Result<String, JobFileErro
 #[cfg(test)]
 mod starter_tests {
     use super::*;
+
+    /// The starter line of contrib/install.sh's jobdock.
+    const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
+
+    #[test]
+    fn the_starter_line_names_the_installed_binary() {
+        assert_eq!(
+            starter(std::path::Path::new("/usr/local/bin/jobdock")),
+            STARTER
+        );
+        assert_eq!(
+            starter(std::path::Path::new("/usr/bin/jobdock")),
+            "exec /usr/bin/jobdock lsf-starter;"
+        );
+    }
 
     /// A job file as OpenLava writes it (research/lsf_observed.md), with `input` as the user input.
     fn job_file(input: &str) -> String {
