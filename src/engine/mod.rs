@@ -26,6 +26,7 @@ mod pull;
 pub mod rlimit;
 mod run;
 mod signals;
+mod step;
 mod tty;
 mod verify;
 
@@ -149,6 +150,12 @@ pub enum EngineError {
     UnsafeImage { image: String, reason: String },
     #[error("{0}")]
     Rlimit(Box<rlimit::RlimitNotGranted>),
+    #[error("step container {name}: {reason}; this task was not run in it")]
+    StepRefused { name: String, reason: String },
+    #[error("{reason}")]
+    Agent { reason: String },
+    #[error("exec: job {job}: {reason}")]
+    ExecRefused { job: String, reason: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -200,7 +207,9 @@ impl EngineError {
             | EngineError::NameInUse { .. }
             | EngineError::CleanupFailed { .. }
             | EngineError::AccessUnknown { .. }
-            | EngineError::Tampered { .. } => Blame::Infrastructure,
+            | EngineError::Tampered { .. }
+            | EngineError::Agent { .. } => Blame::Infrastructure,
+            EngineError::StepRefused { .. } | EngineError::ExecRefused { .. } => Blame::BadRequest,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
             EngineError::MountNamespace { .. } => Blame::Config,
             EngineError::SocketDenied { .. } => Blame::Config,
@@ -273,6 +282,34 @@ pub fn execute(
     .map_err(|mut e| {
         e.fill_granted(&engine.socket);
         e
+    })
+}
+
+/// `jobdock exec`: runs `task` in the running step container of `job` on this node, if it is
+/// `caller_uid`'s (root: anyone's), with jobdock's own stdio; its status is jobdock's.
+pub fn exec(
+    engine: &config::Engine,
+    job: &str,
+    caller_uid: u32,
+    task: &crate::plan::TaskPlan,
+) -> Result<Outcome, EngineError> {
+    with_runtime(|| async {
+        let mut signals = signals::listen()
+            .map_err(|e| EngineError::Internal(format!("listening for signals: {e}")))?;
+        let docker = docker::connect(
+            &engine.socket,
+            Duration::from_secs(engine.connect_timeout_secs),
+        )
+        .await?;
+        step::exec(
+            &docker,
+            job,
+            caller_uid,
+            &engine.state_dir,
+            task,
+            &mut signals,
+        )
+        .await
     })
 }
 

@@ -122,6 +122,7 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup_memory_limit: None,
         cpus_allowed: None,
         rlimits: JOB_RLIMITS.to_vec(),
+        exe: Some("/usr/local/bin/jobdock".into()),
     }
 }
 
