@@ -42,8 +42,11 @@ pub(super) async fn run<D: Daemon>(
     if !created {
         leftovers.container = Container::None;
     }
-    if result.is_err() && !created && find(d, plan).await.is_ok_and(|f| f.is_some()) {
-        // Another task of the step created it first.
+    // Another task of the step created it first: its name is taken (dockerd may not list a
+    // container it is still creating), or it is there by now.
+    let lost_race = matches!(result, Err(EngineError::NameInUse { .. }))
+        || (result.is_err() && find(d, plan).await.is_ok_and(|f| f.is_some()));
+    if !created && lost_race {
         let cleaned = run::clean_up(d, plan, leftovers).await;
         if let Err(e) = cleaned {
             tracing::warn!("{e}");

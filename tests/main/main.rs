@@ -1,6 +1,6 @@
 //! The integration tests, one binary: the jobdock binary without a daemon (`cli`), against the
 //! real dockerd of scripts/testbed.sh (`engine`, `security`), under LSF as it runs a job starter
-//! (`lsf`) and under the test bed's Slurm cluster (`slurm`). One harness for all of them
+//! (`lsf`), under the test bed's Slurm cluster (`slurm`) and its two-node MPI cluster (`mpi`). One harness for all of them
 //! (`util`): a `TestJob` builder, one job-id generator, one test user type, and the ways a job
 //! reaches jobdock (a site's config, a setuid copy, the installed binary).
 //!
@@ -14,6 +14,7 @@ mod authz;
 mod cli;
 mod engine;
 mod lsf;
+mod mpi;
 mod security;
 mod slurm;
 
