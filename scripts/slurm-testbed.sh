@@ -7,7 +7,7 @@
 # each of its jobs runs in a mount namespace of its own, with a private /tmp
 # and /dev/shm. Submit to it with SLURM_CONF=/etc/slurm-tmpfs/slurm.conf.
 #
-#   scripts/slurm-testbed.sh [up] [--no-verify]  bring both up (idempotent), then verify
+#   scripts/slurm-testbed.sh [up] [--no-verify]  bring all three up (idempotent), then verify
 #   scripts/slurm-testbed.sh verify              only the end-to-end checks
 #   scripts/slurm-testbed.sh down                stop both clusters' slurmd and slurmctld, and munged
 #   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or a node is not up

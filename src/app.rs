@@ -584,7 +584,9 @@ fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8
         })?,
     };
     let job = job.as_str();
-    let report = engine::cleanup(&config.engine, job, caller.real_uid)?;
+    // An epilog's: several clusters' nodes may share one dockerd, each with job ids of its own.
+    let cluster = env.get("SLURM_CLUSTER_NAME").map(String::as_str);
+    let report = engine::cleanup(&config.engine, job, cluster, caller.real_uid)?;
     println!(
         "jobdock cleanup: job {job}: removed {} container(s) and {} file(s)",
         report.containers.len(),

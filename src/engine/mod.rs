@@ -315,7 +315,13 @@ pub fn exec(
 
 /// Removes every container of job `job` and its files (`jobdock cleanup`). A caller other than
 /// root (`caller_uid`) may only remove containers labelled with their own uid.
-pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Report, EngineError> {
+/// `cluster`: the Slurm cluster of the job (see `cleanup::clean_job`).
+pub fn cleanup(
+    engine: &config::Engine,
+    job: &str,
+    cluster: Option<&str>,
+    caller_uid: u32,
+) -> Result<Report, EngineError> {
     files_unlimited();
     with_runtime(|| async {
         let docker = docker::connect(
@@ -329,7 +335,7 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
             host: &host,
         };
-        cleanup::clean_job(&docker, job, caller_uid, &dirs).await
+        cleanup::clean_job(&docker, job, cluster, caller_uid, &dirs).await
     })
 }
 

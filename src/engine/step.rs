@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::agent::Status;
-use crate::engine::daemon::{Daemon, Found};
+use crate::engine::daemon::{Daemon, ErrorKind, Found};
 use crate::engine::run::{self, Container, Leftovers, Settings};
 use crate::engine::signals::Sig;
 use crate::engine::{EngineError, Outcome};
@@ -181,10 +181,15 @@ async fn wait_for_agent<D: Daemon>(
                 )));
             }
         }
-        let state = d
-            .inspect(&found.id)
-            .await
-            .map_err(|e| EngineError::daemon("inspecting the step's container", e))?;
+        let state = match d.inspect(&found.id).await {
+            Ok(state) => state,
+            // Listed while another task's create is not done: not there to inspect yet.
+            Err(e) if e.kind == ErrorKind::NotFound && started.elapsed() < JOIN_WAIT => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Err(e) => return Err(EngineError::daemon("inspecting the step's container", e)),
+        };
         if state.running {
             let dir = state
                 .effective

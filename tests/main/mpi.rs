@@ -14,8 +14,13 @@ const MPI_CONF: &str = "/etc/slurm-mpi/slurm.conf";
 const MPI_CLUSTER: &str = "jobdock-mpi";
 const MPI_IMAGE: &str = "jobdock-test/mpi";
 
-fn mpi_cluster_is_up() -> bool {
-    cluster_with_conf_is_up(Some(MPI_CONF))
+/// The cluster has two CPUs per node: tests that ran at once would wait for each other's jobs
+/// past their deadlines, so they take turns.
+static MPI_CLUSTER_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether the cluster accepts jobs; while the guard lives, this test's jobs are its only ones.
+fn mpi_cluster_is_up() -> Option<std::sync::MutexGuard<'static, ()>> {
+    cluster_with_conf_is_up(Some(MPI_CONF)).then(|| util::hold(&MPI_CLUSTER_TURN))
 }
 
 /// `srun ARGS` as jdalice on the MPI cluster.
@@ -106,9 +111,9 @@ const DESCRIBE_TASK: &str = "echo task=$SLURM_PROCID node=$SLURMD_NODENAME \
 
 #[test]
 fn a_two_node_step_runs_its_four_tasks_in_one_container_per_node() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let out = mpi_step(&["-N", "2", "-n", "4"], &["sh", "-c", DESCRIBE_TASK]).run();
     out.ok();
     let tasks = fields_by(&out.stdout, "task");
@@ -134,9 +139,9 @@ fn a_two_node_step_runs_its_four_tasks_in_one_container_per_node() {
 /// MPI itself finds that the two ranks of a node share memory (MPI_COMM_TYPE_SHARED).
 #[test]
 fn an_mpi_job_of_four_ranks_on_two_nodes_runs_through_pmix() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let out = pmix_step(&["-N", "2", "-n", "4"], &["/hello"]).run();
     out.ok();
     let ranks = ranks(&out.stdout);
@@ -162,9 +167,9 @@ fn an_mpi_job_of_four_ranks_on_two_nodes_runs_through_pmix() {
 /// selected.
 #[test]
 fn two_ranks_on_one_node_talk_through_shared_memory_alone() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let out = pmix_step(&["-N", "1", "-n", "2"], &["/pingpong", "8", "2000"])
         .env("OMPI_MCA_btl", "self,vader")
         .env("OMPI_MCA_btl_base_verbose", "100")
@@ -188,9 +193,9 @@ fn two_ranks_on_one_node_talk_through_shared_memory_alone() {
 /// Each task's own exit code reaches srun, which names them and exits with the highest.
 #[test]
 fn each_task_of_a_step_container_exits_with_its_own_code() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let out = mpi_step(
         &["-N", "1", "-n", "2"],
         &["sh", "-c", "exit $((SLURM_PROCID + 3))"],
@@ -204,21 +209,22 @@ fn each_task_of_a_step_container_exits_with_its_own_code() {
 /// `/hello 2`: rank 2 of an MPI job fails with 3 after MPI_Finalize; the others succeed.
 #[test]
 fn a_failing_mpi_rank_reports_its_exit_code() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let out = pmix_step(&["-N", "2", "-n", "4"], &["/hello", "2"]).run();
     out.code(3).stderr_has("task 2: Exited with exit code 3");
     assert_eq!(ranks(&out.stdout).len(), 4, "{}", out.report);
 }
 
 /// A step container is labelled with its cluster, node and step (several clusters' nodes share
-/// this dockerd), named for them, and gone when its node's last task has ended.
+/// this dockerd), and gone when its node's last task has ended; the job's epilog leaves the
+/// container of another cluster's job of the same id.
 #[test]
-fn step_containers_are_labelled_with_their_cluster_node_and_step_and_then_gone() {
-    if !mpi_cluster_is_up() {
+fn step_containers_are_labelled_with_their_cluster_and_gone_leaving_another_clusters() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let (_dir, job) = submit(&format!(
         "#!/bin/sh\n#SBATCH -N 2 -n 4\nsrun {INSTALLED} run --image {MPI_IMAGE} -- sleep 4\n"
     ));
@@ -240,18 +246,70 @@ fn step_containers_are_labelled_with_their_cluster_node_and_step_and_then_gone()
         assert_eq!(get("jobdock.uid"), Some("2001"), "{labels:?}");
         assert_eq!(get("jobdock.agent"), Some("1"), "{labels:?}");
     }
+    // The same job id on the other cluster that shares this dockerd (the test bed's main one):
+    // this cluster's epilog (jobdock cleanup with SLURM_CLUSTER_NAME) must leave it alone.
+    let decoy = Decoy::create(&job, "jobdock");
+    let ours = || {
+        containers_of(&job)
+            .into_iter()
+            .filter(|c| *c != decoy.0)
+            .count()
+    };
     util::wait_until(
         &format!("job {job}'s containers to go with its tasks"),
         Duration::from_secs(60),
-        || containers_of(&job).is_empty(),
+        || ours() == 0,
     );
+    util::wait_until(
+        &format!("job {job} to end, its epilog done"),
+        Duration::from_secs(60),
+        || {
+            let out = TestJob::program("squeue", &["-h", "-j", &job])
+                .env("SLURM_CONF", MPI_CONF)
+                .run();
+            out.stdout.trim().is_empty()
+        },
+    );
+    assert_eq!(
+        containers_of(&job),
+        std::slice::from_ref(&decoy.0),
+        "the other cluster's container of job {job} was removed"
+    );
+}
+
+/// A never-started container labelled as `cluster`'s job `job` of alice's; removed on drop.
+struct Decoy(String);
+
+impl Decoy {
+    fn create(job: &str, cluster: &str) -> Decoy {
+        let out = util::docker(&[
+            "create",
+            "--label",
+            &format!("jobdock.job={job}"),
+            "--label",
+            &format!("jobdock.cluster={cluster}"),
+            "--label",
+            &format!("jobdock.uid={}", ALICE.uid),
+            MPI_IMAGE,
+            "true",
+        ]);
+        assert!(out.status.success(), "docker create: {out:?}");
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Decoy(id[..12].to_string())
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        util::docker(&["rm", "-f", &self.0]);
+    }
 }
 
 #[test]
 fn scancel_of_a_step_container_job_leaves_no_container_and_no_process() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let marker = format!("jd-scancel-{}", util::job_id());
     let (_dir, job) = submit(&format!(
         "#!/bin/sh\n#SBATCH -N 2 -n 4\nsrun {INSTALLED} run --image {MPI_IMAGE} -- sh -c 'exec -a {marker} sleep 300'\n"
@@ -286,9 +344,9 @@ fn scancel_of_a_step_container_job_leaves_no_container_and_no_process() {
 
 #[test]
 fn jobdock_exec_runs_in_the_users_own_job_and_refuses_anothers() {
-    if !mpi_cluster_is_up() {
+    let Some(_turn) = mpi_cluster_is_up() else {
         return;
-    }
+    };
     let (_dir, job) = submit(&format!(
         "#!/bin/sh\n#SBATCH -N 1 -n 2\nsrun {INSTALLED} run --image {MPI_IMAGE} -- sleep 60\n"
     ));
@@ -307,7 +365,7 @@ fn jobdock_exec_runs_in_the_users_own_job_and_refuses_anothers() {
             "--",
             "sh",
             "-c",
-            "id -u; grep -l sleep /proc/[0-9]*/cmdline | wc -l",
+            "id -u; cat /proc/[0-9]*/comm | grep -cx sleep",
         ],
     )
     .user(ALICE)
