@@ -310,9 +310,11 @@ fn scancel_of_a_step_container_job_leaves_no_container_and_no_process() {
     let Some(_turn) = mpi_cluster_is_up() else {
         return;
     };
-    let marker = format!("jd-scancel-{}", util::job_id());
+    // A sleep of its own (busybox's applets go by argv[0], so no `exec -a`): years, until scancel.
+    let seconds = util::job_id();
+    let marker = format!("^sleep {seconds}$");
     let (_dir, job) = submit(&format!(
-        "#!/bin/sh\n#SBATCH -N 2 -n 4\nsrun {INSTALLED} run --image {MPI_IMAGE} -- sh -c 'exec -a {marker} sleep 300'\n"
+        "#!/bin/sh\n#SBATCH -N 2 -n 4\nsrun {INSTALLED} run --image {MPI_IMAGE} -- sleep {seconds}\n"
     ));
     util::wait_until(
         &format!("job {job}'s two step containers"),
