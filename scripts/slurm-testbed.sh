@@ -7,10 +7,17 @@
 # each of its jobs runs in a mount namespace of its own, with a private /tmp
 # and /dev/shm. Submit to it with SLURM_CONF=/etc/slurm-tmpfs/slurm.conf.
 #
-#   scripts/slurm-testbed.sh [up] [--no-verify]  bring both up (idempotent), then verify
+#   scripts/slurm-testbed.sh [up] [--no-verify]  bring all three up (idempotent), then verify
 #   scripts/slurm-testbed.sh verify              only the end-to-end checks
 #   scripts/slurm-testbed.sh down                stop both clusters' slurmd and slurmctld, and munged
 #   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or a node is not up
+#   scripts/slurm-testbed.sh mpi-up [--no-verify]  only the two-node MPI cluster "jobdock-mpi"
+#   scripts/slurm-testbed.sh mpi-down | mpi-status | mpi-verify   the same, for it alone
+#
+# The third cluster, "jobdock-mpi" (SLURM_CONF=/etc/slurm-mpi/slurm.conf), has two nodes n1 and
+# n2 on this host (one slurmd each, -N n1 / -N n2, own ports, spool dirs and TmpFS), PMIx
+# (mpi/pmix_v4 with Debian's libpmix2) as its default MPI plugin, and its own job ids. Its
+# commands never stop, start or reconfigure the other two clusters' daemons.
 #
 # Must run as root. Each step prints one "slurm-testbed: ..." line; noisy
 # output goes to files in $LOG_DIR. Needs scripts/testbed.sh (dockerd, the
@@ -120,6 +127,46 @@ TMPFS_SLURMD_LOG=$TMPFS_LOG_DIR/slurmd.log
 # labelled with its job id, whichever cluster started them.
 TMPFS_FIRST_JOB_ID=50000000
 
+# The two-node MPI cluster (issue 14): nodes n1 and n2 are two slurmd on this host
+# (--enable-multiple-slurmd: NodeHostname=this host, Port= each, slurmd -N), so one dockerd
+# serves both, as a real cluster's containers never would: jobdock's names and labels carry the
+# cluster and the node. PMIx (mpi/pmix_v4) needs Debian's libpmix2, which the slurm packages do
+# not pull in, installed before slurmd starts (else --mpi=pmix hangs or fails). Each node has
+# its own TmpFS (%n): two nodes' PMIx steps in one /tmp collide.
+MPI_CLUSTER=jobdock-mpi
+MPI_PARTITION=mpi
+MPI_CONF_DIR=/etc/slurm-mpi
+MPI_CONF_PATH=$MPI_CONF_DIR/slurm.conf              # what tests set SLURM_CONF to
+MPI_CGROUP_CONF=$MPI_CONF_DIR/cgroup.conf
+MPI_NODES=(n1 n2)
+MPI_SLURMCTLD_PORT=6837                             # main 6817/6818, tmpfs 6827/6828
+MPI_SLURMD_PORT_BASE=6838                           # n1 6838, n2 6839
+MPI_SLURMCTLD_PIDFILE=/run/slurmctld-mpi.pid
+MPI_STATE_BASE=/var/lib/jobdock-testbed/slurm-mpi
+MPI_STATE_DIR=$MPI_STATE_BASE/slurmctld             # StateSaveLocation
+MPI_SPOOL_BASE=$MPI_STATE_BASE/slurmd               # SlurmdSpoolDir = .../%n
+MPI_TMPFS_BASE=$MPI_STATE_BASE/tmp                  # TmpFS = .../%n
+MPI_LOG_DIR=$LOG_DIR/slurm-mpi
+MPI_SLURMCTLD_LOG=$MPI_LOG_DIR/slurmctld.log
+MPI_FIRST_JOB_ID=60000000
+# Its daemons run under names of their own (symlinks to Slurm's binaries): a process named
+# slurmd or slurmctld without "-f" of a known config is the main cluster's to every copy of
+# this script, including the ones older than this cluster.
+MPI_BIN_DIR=/usr/local/lib/jobdock-testbed
+MPI_SLURMCTLD_COMM="slurmctld-mpi"
+MPI_SLURMD_COMM="slurmd-mpi"
+MPI_PACKAGES=(libpmix2 openmpi-bin libopenmpi-dev)
+# The MPI test image: busybox plus the host's OpenMPI/PMIx (the same build as slurmd's PMIx
+# plugin talks to) and tests/mpi/{hello,pingpong}.c compiled with the host's mpicc. Rebuilt only
+# when its recipe (this function, the sources, the host's package versions) changes.
+MPI_IMAGE=jobdock-test/mpi:latest
+MPI_SRC_DIR=$REPO_ROOT/tests/mpi
+MPI_RECIPE_LABEL=jobdock.testbed.recipe
+
+# mpi_slurmd_pidfile NODE / mpi_slurmd_log NODE: SlurmdPidFile and SlurmdLogFile with %n.
+mpi_slurmd_pidfile() { printf '/run/slurmd-mpi-%s.pid' "$1"; }
+mpi_slurmd_log() { printf '%s/slurmd-%s.log' "$MPI_LOG_DIR" "$1"; }
+
 # verification
 VERIFY_USER=jdalice
 VERIFY_UID=2001
@@ -140,17 +187,28 @@ unset SLURM_CONF   # always the default /etc/slurm/slurm.conf, as users' command
 NODE=$(hostname -s)
 TMPFS_NODE=${NODE}tmpfs
 
-# The tmpfs cluster's slurmctld and slurmd run with "-f $TMPFS_CONF_PATH", the
-# main cluster's without: both are processes named slurmctld and slurmd.
-runs_tmpfs_conf() {
-  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$TMPFS_CONF_PATH"
+# The tmpfs and MPI clusters' slurmctld and slurmd run with "-f THEIR_CONF", the
+# main cluster's without: all are processes named slurmctld and slurmd.
+runs_conf() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"
+}
+runs_tmpfs_conf() { runs_conf "$1" "$TMPFS_CONF_PATH"; }
+
+# runs_node PID NODE: PID was started with "-N NODE".
+runs_node() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -A1 -xF -- -N | sed -n 2p | grep -qxF -- "$2"
 }
 
-# cluster_pid_is PID COMM main|tmpfs: PID is that cluster's live COMM.
+# cluster_pid_is PID COMM main|tmpfs|mpi|mpi:NODE: PID is that cluster's (node's) live COMM.
 cluster_pid_is() {
   pid_is "$1" "$2" || return 1
-  case $2 in slurmctld | slurmd) ;; *) return 0 ;; esac
-  if runs_tmpfs_conf "$1"; then [[ $3 == tmpfs ]]; else [[ $3 != tmpfs ]]; fi
+  case $2 in slurmctld | slurmd | "$MPI_SLURMCTLD_COMM" | "$MPI_SLURMD_COMM") ;; *) return 0 ;; esac
+  case $3 in
+    tmpfs) runs_tmpfs_conf "$1" ;;
+    mpi) runs_conf "$1" "$MPI_CONF_PATH" ;;
+    mpi:*) runs_conf "$1" "$MPI_CONF_PATH" && runs_node "$1" "${3#mpi:}" ;;
+    *) ! runs_tmpfs_conf "$1" && ! runs_conf "$1" "$MPI_CONF_PATH" ;;
+  esac
 }
 
 # daemon_pid PIDFILE COMM [main|tmpfs]: pid of the live daemon named COMM (of
@@ -413,6 +471,43 @@ PartitionName=$TMPFS_PARTITION Nodes=$TMPFS_NODE Default=YES MaxTime=INFINITE St
 EOF
 }
 
+# The MPI cluster: two nodes on this host, each with the host's CPUs and half of its memory.
+write_mpi_slurm_conf() {
+  local out=$1 hw mem i=0 node
+  hw=$(node_hw)
+  mem=$(( $(node_real_memory_mb) / 2 ))
+  {
+    cat <<EOF
+# Written by scripts/slurm-testbed.sh; changes are overwritten.
+# The two-node MPI test cluster; use it with SLURM_CONF=$MPI_CONF_PATH.
+ClusterName=$MPI_CLUSTER
+SlurmctldHost=$NODE
+SlurmctldPort=$MPI_SLURMCTLD_PORT
+SlurmUser=$SLURM_USER
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=pmix_v4
+ReturnToService=2
+FirstJobId=$MPI_FIRST_JOB_ID
+SlurmctldPidFile=$MPI_SLURMCTLD_PIDFILE
+SlurmdPidFile=$(mpi_slurmd_pidfile %n)
+StateSaveLocation=$MPI_STATE_DIR
+SlurmdSpoolDir=$MPI_SPOOL_BASE/%n
+TmpFS=$MPI_TMPFS_BASE/%n
+SlurmctldLogFile=$MPI_SLURMCTLD_LOG
+SlurmdLogFile=$(mpi_slurmd_log %n)
+$(slurm_conf_policy)
+
+EOF
+    for node in "${MPI_NODES[@]}"; do
+      echo "NodeName=$node NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$((MPI_SLURMD_PORT_BASE + i)) $hw RealMemory=$mem State=UNKNOWN"
+      i=$((i + 1))
+    done
+    echo "PartitionName=$MPI_PARTITION Nodes=$(IFS=,; echo "${MPI_NODES[*]}") Default=YES MaxTime=INFINITE State=UP"
+  } >"$out"
+}
+
 # Slurm 22.05 knows BasePath, AutoBasePath and InitScript (no Dirs=: always
 # /tmp and /dev/shm). Each job's /tmp is BasePath/<node>/<job>/.<job>, owned
 # by the job's user, removed when the job ends.
@@ -541,6 +636,35 @@ ensure_tmpfs_config() {
   fi
 }
 
+MPI_CONFIG_CHANGED=0
+ensure_mpi_config() {
+  local changed=() node
+  make_work_dir
+  install -d -m 0755 "$MPI_CONF_DIR"
+  write_mpi_slurm_conf "$WORK_DIR/mpi-slurm.conf"
+  write_cgroup_conf "$WORK_DIR/mpi-cgroup.conf"
+  if install_if_changed "$WORK_DIR/mpi-slurm.conf" "$MPI_CONF_PATH"; then changed+=("$MPI_CONF_PATH"); fi
+  if install_if_changed "$WORK_DIR/mpi-cgroup.conf" "$MPI_CGROUP_CONF"; then changed+=("$MPI_CGROUP_CONF"); fi
+  install -d -m 0755 "$MPI_STATE_BASE" "$MPI_SPOOL_BASE" "$MPI_TMPFS_BASE"
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" "$MPI_STATE_DIR" "$MPI_LOG_DIR"
+  touch "$MPI_SLURMCTLD_LOG"
+  chown "$SLURM_USER:$SLURM_USER" "$MPI_SLURMCTLD_LOG"
+  for node in "${MPI_NODES[@]}"; do
+    install -d -m 0755 -o root -g root "$MPI_SPOOL_BASE/$node"
+    # A job's TmpFS is where PMIx puts its server's files: every user's, as /tmp is.
+    install -d -m 1777 -o root -g root "$MPI_TMPFS_BASE/$node"
+    touch "$(mpi_slurmd_log "$node")"
+    chmod 0640 "$(mpi_slurmd_log "$node")"
+  done
+  local summary="nodes ${MPI_NODES[*]}, ports $MPI_SLURMCTLD_PORT/$MPI_SLURMD_PORT_BASE+, MpiDefault=pmix_v4, TmpFS=$MPI_TMPFS_BASE/%n"
+  if ((${#changed[@]})); then
+    MPI_CONFIG_CHANGED=1
+    say "mpi cluster config written: ${changed[*]} ($summary)"
+  else
+    say "mpi cluster config unchanged: $MPI_CONF_DIR/{slurm,cgroup}.conf ($summary)"
+  fi
+}
+
 # ------------------------------------------------------------------- slurm --
 # use_cluster main|tmpfs: what the functions below (and the Slurm commands
 # they run) work on. The main cluster is Slurm's default config, as users'
@@ -548,7 +672,22 @@ ensure_tmpfs_config() {
 # every command and daemon, which also get "-f" (see runs_tmpfs_conf).
 use_cluster() {
   CL=$1
-  if [[ $CL == tmpfs ]]; then
+  if [[ $CL == mpi || $CL == mpi:* ]]; then
+    local node=${CL#mpi:}
+    [[ $node == mpi ]] && node=${MPI_NODES[0]}
+    export SLURM_CONF=$MPI_CONF_PATH
+    CL_NAME="$MPI_CLUSTER "
+    CL_NODE=$node
+    CL_SLURMCTLD_PIDFILE=$MPI_SLURMCTLD_PIDFILE
+    CL_SLURMD_PIDFILE=$(mpi_slurmd_pidfile "$node")
+    CL_SLURMCTLD_LOG=$MPI_SLURMCTLD_LOG
+    CL_SLURMD_LOG=$(mpi_slurmd_log "$node")
+    CL_SLURMCTLD_ARGS=(-f "$MPI_CONF_PATH")
+    CL_SLURMD_ARGS=(-f "$MPI_CONF_PATH" -N "$node")
+    CL_CHANGED=$MPI_CONFIG_CHANGED
+    CL_SLURMCTLD_COMM=$MPI_SLURMCTLD_COMM
+    CL_SLURMD_COMM=$MPI_SLURMD_COMM
+  elif [[ $CL == tmpfs ]]; then
     export SLURM_CONF=$TMPFS_CONF_PATH
     CL_NAME="$TMPFS_CLUSTER "
     CL_NODE=$TMPFS_NODE
@@ -559,6 +698,8 @@ use_cluster() {
     CL_SLURMCTLD_ARGS=(-f "$TMPFS_CONF_PATH")
     CL_SLURMD_ARGS=(-f "$TMPFS_CONF_PATH" -N "$TMPFS_NODE")
     CL_CHANGED=$TMPFS_CONFIG_CHANGED
+    CL_SLURMCTLD_COMM=slurmctld
+    CL_SLURMD_COMM=slurmd
   else
     unset SLURM_CONF
     CL_NAME=""
@@ -570,6 +711,8 @@ use_cluster() {
     CL_SLURMCTLD_ARGS=()
     CL_SLURMD_ARGS=()
     CL_CHANGED=$CONFIG_CHANGED
+    CL_SLURMCTLD_COMM=slurmctld
+    CL_SLURMD_COMM=slurmd
   fi
 }
 use_cluster main
@@ -637,7 +780,7 @@ wait_slurmctld() {
       tail_log "$CL_SLURMCTLD_LOG"
       die "${CL_NAME}slurmctld does not answer 'scontrol ping' within ${SLURM_WAIT}s (log: $CL_SLURMCTLD_LOG)"
     fi
-    cluster_pid_is "$(pidfile_pid "$CL_SLURMCTLD_PIDFILE")" slurmctld "$CL" \
+    cluster_pid_is "$(pidfile_pid "$CL_SLURMCTLD_PIDFILE")" "$CL_SLURMCTLD_COMM" "$CL" \
       || { tail_log "$CL_SLURMCTLD_LOG"; die "${CL_NAME}slurmctld exited (log: $CL_SLURMCTLD_LOG)"; }
     sleep 0.3
   done
@@ -667,7 +810,7 @@ wait_node() {
       tail_log "$CL_SLURMD_LOG"
       die "node $CL_NODE is '${state:-?}' ($(node_reason)) after ${SLURM_WAIT}s (logs: $CL_SLURMD_LOG $CL_SLURMCTLD_LOG)"
     fi
-    cluster_pid_is "$(pidfile_pid "$CL_SLURMD_PIDFILE")" slurmd "$CL" \
+    cluster_pid_is "$(pidfile_pid "$CL_SLURMD_PIDFILE")" "$CL_SLURMD_COMM" "$CL" \
       || { tail_log "$CL_SLURMD_LOG"; die "${CL_NAME}slurmd exited (log: $CL_SLURMD_LOG)"; }
     sleep 0.5
   done
@@ -681,6 +824,88 @@ ensure_slurm() {
   ensure_slurm_daemon slurmd "$CL_SLURMD_PIDFILE" "$SLURMD_BIN" "$CL_SLURMD_LOG" "$CL_CHANGED" \
     "${CL_SLURMD_ARGS[@]}"
   wait_node
+}
+
+# ensure_mpi_slurm: the MPI cluster's slurmctld, then one slurmd per node.
+ensure_mpi_slurm() {
+  local node
+  install -d -m 0755 "$MPI_BIN_DIR"
+  ln -sfn "$SLURMCTLD_BIN" "$MPI_BIN_DIR/$MPI_SLURMCTLD_COMM"
+  ln -sfn "$SLURMD_BIN" "$MPI_BIN_DIR/$MPI_SLURMD_COMM"
+  use_cluster mpi
+  ensure_slurm_daemon "$CL_SLURMCTLD_COMM" "$CL_SLURMCTLD_PIDFILE" "$MPI_BIN_DIR/$MPI_SLURMCTLD_COMM" "$CL_SLURMCTLD_LOG" "$CL_CHANGED" \
+    "${CL_SLURMCTLD_ARGS[@]}"
+  wait_slurmctld
+  for node in "${MPI_NODES[@]}"; do
+    use_cluster "mpi:$node"
+    ensure_slurm_daemon "$CL_SLURMD_COMM" "$CL_SLURMD_PIDFILE" "$MPI_BIN_DIR/$MPI_SLURMD_COMM" "$CL_SLURMD_LOG" "$CL_CHANGED" \
+      "${CL_SLURMD_ARGS[@]}"
+    wait_node
+  done
+  use_cluster main
+}
+
+# ------------------------------------------------------------- MPI image --
+mpi_image_digest() {
+  {
+    declare -f build_mpi_image
+    cat "$MPI_SRC_DIR"/*.c
+    dpkg-query -W -f='${Package} ${Version}\n' openmpi-bin libopenmpi3 libpmix2 libc6 2>/dev/null
+  } | sha256sum | cut -c1-16
+}
+
+# build_mpi_image ROOT: busybox's files, the programs, and the shared-library closure of them,
+# of mpirun and of every OpenMPI and PMIx plugin (dlopened, so ldd cannot see them).
+build_mpi_image() {
+  local root=$1 f lib
+  umask 022
+  dk create --name "jobdock-testbed-mpi-base.$$" "$VERIFY_IMAGE" /bin/true >/dev/null
+  dk export "jobdock-testbed-mpi-base.$$" | tar -x -C "$root"
+  dk rm -f "jobdock-testbed-mpi-base.$$" >/dev/null
+  # Debian's merged /usr: /lib is usr/lib, where the loader that /lib64 names lives.
+  install -d -m 0755 "$root/usr/lib" "$root/usr/bin"
+  [[ -e $root/lib || -L $root/lib ]] || ln -s usr/lib "$root/lib"
+  mpicc -O2 -o "$root/hello" "$MPI_SRC_DIR/hello.c"
+  mpicc -O2 -o "$root/pingpong" "$MPI_SRC_DIR/pingpong.c"
+  local dirs=(/usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 /usr/share/openmpi
+    /usr/share/pmix /etc/openmpi)
+  for f in "${dirs[@]}"; do [[ -e $f ]] && cp -a --parents "$f" "$root/"; done
+  cp -a --parents /usr/bin/orterun /usr/bin/mpirun "$root/" 2>/dev/null || true
+  # (mpirun is a symlink to orterun; /usr/bin/mpirun -> /etc/alternatives/... -> orterun)
+  [[ -L $root/usr/bin/mpirun ]] && ln -sf orterun "$root/usr/bin/mpirun"
+  while read -r lib; do
+    [[ -e $root$lib ]] || cp -a --parents "$lib" "$root/"
+    # the file a symlinked soname names, too
+    f=$(readlink -f "$lib"); [[ -e $root$f ]] || cp -a --parents "$f" "$root/"
+  done < <(
+    # jobdock's agent (the host's jobdock, mounted) needs glibc and libgcc_s: see README.
+    { echo "$root/hello"; echo "$root/pingpong"; echo /usr/bin/orterun
+      find "${dirs[@]}" -name '*.so*' -type f 2>/dev/null; } \
+      | xargs -r ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
+  )
+  # jobdock's agent (the host's jobdock, mounted read-only) needs glibc and libgcc_s (README).
+  cp -a --parents /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 "$root/"
+  # cp --parents gives the directories it makes the modes of the host's; everything is
+  # world-readable in an image.
+  chmod -R u+rwX,go+rX-w "$root"
+  mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
+}
+
+ensure_mpi_image() {
+  local digest root
+  digest=$(mpi_image_digest)
+  if [[ $(dk image inspect -f "{{index .Config.Labels \"$MPI_RECIPE_LABEL\"}}" "$MPI_IMAGE" 2>/dev/null) == "$digest" ]]; then
+    say "image $MPI_IMAGE present (recipe $digest)"
+    return 0
+  fi
+  make_work_dir
+  root=$WORK_DIR/mpi-root
+  install -d -m 0755 "$root"
+  build_mpi_image "$root" >>"$LOG_DIR/mpi-image.log" 2>&1 \
+    || { tail_log "$LOG_DIR/mpi-image.log"; die "building the MPI image's files failed (log: $LOG_DIR/mpi-image.log)"; }
+  tar -C "$root" -c . | dk import --change "LABEL $MPI_RECIPE_LABEL=$digest" --change 'CMD ["/hello"]' - "$MPI_IMAGE" >/dev/null \
+    || die "docker import of $MPI_IMAGE failed"
+  say "image $MPI_IMAGE built ($(du -sh "$root" | cut -f1), recipe $digest)"
 }
 
 # ------------------------------------------------------------------ verify --
@@ -850,6 +1075,34 @@ verify_tmpfs() {
   say "verify: $TMPFS_CLUSTER srun as $VERIFY_USER, job $job on $TMPFS_NODE: mount ns $ns (host $host_ns); private /tmp (owner uid ${tmp##*:}, host's files unseen, its files not on the host); own /dev/shm; memory:$cg"
 }
 
+# 6. The MPI cluster: a 2-node, 4-task PMIx step as the test user runs 2 tasks on each node,
+#    each in its node's cgroups (/slurm_<node>), with a PMIx server directory in its environment.
+verify_mpi() {
+  local out n1 n2 pmix
+  use_cluster mpi
+  # shellcheck disable=SC2016  # expanded by the step's shell
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- srun -N2 -n4 --mpi=pmix --mem-per-cpu=64M --chdir=/tmp \
+    sh -c 'echo "task=$SLURM_PROCID node=$SLURMD_NODENAME pmix=${PMIX_SERVER_TMPDIR:+yes} cg=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup)"'
+  use_cluster main
+  n1=$(grep -c "node=${MPI_NODES[0]} pmix=yes cg=/slurm_${MPI_NODES[0]}/" <<<"$out" || true)
+  n2=$(grep -c "node=${MPI_NODES[1]} pmix=yes cg=/slurm_${MPI_NODES[1]}/" <<<"$out" || true)
+  pmix=$(grep -c 'pmix=yes' <<<"$out" || true)
+  [[ $n1 == 2 && $n2 == 2 && $pmix == 4 ]] \
+    || die "verify: $MPI_CLUSTER srun -N2 -n4 --mpi=pmix gave '$out', expected 2 PMIx tasks on each of ${MPI_NODES[*]} (log: $VERIFY_LOG)"
+  say "verify: $MPI_CLUSTER srun -N2 -n4 --mpi=pmix as $VERIFY_USER: 2 tasks on each of ${MPI_NODES[*]}, PMIx server dir set, node cgroups /slurm_<node>"
+}
+
+mpi_summary() {
+  local ctld node pid
+  ctld=$(daemon_pid "$MPI_SLURMCTLD_PIDFILE" "$MPI_SLURMCTLD_COMM" mpi)
+  say "mpi:      cluster $MPI_CLUSTER (SLURM_CONF=$MPI_CONF_PATH); slurmctld ${ctld:-DOWN} (port $MPI_SLURMCTLD_PORT)"
+  for node in "${MPI_NODES[@]}"; do
+    pid=$(daemon_pid "$(mpi_slurmd_pidfile "$node")" "$MPI_SLURMD_COMM" "mpi:$node")
+    say "node:     $node slurmd ${pid:-DOWN}: $(SLURM_CONF=$MPI_CONF_PATH sinfo -h -N -n "$node" -o '%T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
+  done
+  say "config:   $MPI_CONF_PATH $MPI_CGROUP_CONF; logs $MPI_LOG_DIR"
+}
+
 # ----------------------------------------------------------------- summary --
 summary() {
   local ctld slurmd munged
@@ -885,8 +1138,13 @@ cmd_up() {
   use_cluster tmpfs
   ensure_slurm
   use_cluster main
-  if ((do_verify)); then verify; verify_tmpfs; fi
+  ensure_packages "${MPI_PACKAGES[@]}"
+  ensure_mpi_config
+  ensure_mpi_slurm
+  ensure_mpi_image
+  if ((do_verify)); then verify; verify_tmpfs; verify_mpi; fi
   summary
+  mpi_summary
   say "up done in $((SECONDS - start))s"
 }
 
@@ -905,6 +1163,7 @@ cmd_down() {
   need_root down
   make_dirs
   take_lock
+  mpi_stop
   for comm in tmpfs:slurmd tmpfs:slurmctld slurmd slurmctld munged; do
     which=main
     case $comm in
@@ -966,19 +1225,72 @@ cmd_status() {
   fi
   status_cluster main || rc=1
   status_cluster tmpfs || rc=1
+  cmd_mpi_status || rc=1
   if slurmctld_answers; then summary; fi
   return "$rc"
 }
 
+# The MPI cluster alone: munged (shared, started if missing; never restarted if it answers),
+# libpmix2, its config and its daemons. The other clusters' daemons are not touched.
+cmd_mpi_up() {
+  local do_verify=$1 start=$SECONDS
+  need_root mpi-up
+  make_dirs
+  take_lock
+  ensure_packages "${SLURM_PACKAGES[@]}" "${MPI_PACKAGES[@]}"
+  ensure_munge_key
+  ensure_munged
+  ensure_mpi_config
+  ensure_mpi_slurm
+  ensure_testbed
+  ensure_mpi_image
+  if ((do_verify)); then make_work_dir; verify_mpi; fi
+  mpi_summary
+  say "mpi-up done in $((SECONDS - start))s"
+}
+
+cmd_mpi_down() {
+  need_root mpi-down
+  make_dirs
+  take_lock
+  mpi_stop
+}
+
+mpi_stop() {
+  local node pid pidfile
+  for node in "${MPI_NODES[@]}"; do
+    pidfile=$(mpi_slurmd_pidfile "$node")
+    pid=$(daemon_pid "$pidfile" "$MPI_SLURMD_COMM" "mpi:$node")
+    if [[ -n $pid ]]; then stop_pid "$pid" "$MPI_SLURMD_COMM" "$MPI_CLUSTER slurmd $node" 30; say "$MPI_CLUSTER slurmd $node stopped (pid $pid)"; fi
+    rm -f "$pidfile"
+  done
+  pid=$(daemon_pid "$MPI_SLURMCTLD_PIDFILE" "$MPI_SLURMCTLD_COMM" mpi)
+  if [[ -n $pid ]]; then stop_pid "$pid" "$MPI_SLURMCTLD_COMM" "$MPI_CLUSTER slurmctld" 30; say "$MPI_CLUSTER slurmctld stopped (pid $pid)"; fi
+  rm -f "$MPI_SLURMCTLD_PIDFILE"
+}
+
+cmd_mpi_status() {
+  local rc=0 node pid
+  use_cluster mpi
+  pid=$(daemon_pid "$MPI_SLURMCTLD_PIDFILE" "$MPI_SLURMCTLD_COMM" mpi)
+  if [[ -n $pid ]] && slurmctld_answers; then say "${CL_NAME}slurmctld running (pid $pid)"; else say "${CL_NAME}slurmctld NOT answering"; rc=1; fi
+  for node in "${MPI_NODES[@]}"; do
+    use_cluster "mpi:$node"
+    pid=$(daemon_pid "$CL_SLURMD_PIDFILE" "$CL_SLURMD_COMM" "$CL")
+    if [[ -n $pid ]] && node_usable; then say "${CL_NAME}node $node $(node_state) (slurmd pid $pid)"; else say "${CL_NAME}node $node NOT usable (slurmd ${pid:-none}, state '$(node_state || true)')"; rc=1; fi
+  done
+  use_cluster main
+  return "$rc"
+}
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 main() {
   local cmd=up do_verify=1 arg
   for arg in "$@"; do
     case $arg in
-      up | down | status | verify) cmd=$arg ;;
+      up | down | status | verify | mpi-up | mpi-down | mpi-status | mpi-verify) cmd=$arg ;;
       --no-verify) do_verify=0 ;;
       -h | --help | help) usage; return 0 ;;
       *) usage >&2; die "unknown argument: $arg" ;;
@@ -989,6 +1301,10 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     verify) cmd_verify ;;
+    mpi-up) cmd_mpi_up "$do_verify" ;;
+    mpi-down) cmd_mpi_down ;;
+    mpi-status) cmd_mpi_status ;;
+    mpi-verify) need_root mpi-verify; make_dirs; take_lock; make_work_dir; verify_mpi ;;
   esac
 }
 

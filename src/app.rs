@@ -99,6 +99,14 @@ pub fn main(cli: Cli) -> u8 {
     }
 
     let result = privileges(&cli.command).and_then(|()| match cli.command {
+        Command::Agent { tasks, socket } => crate::agent::serve(&socket, tasks)
+            .map(|()| 0)
+            .map_err(AppError::Internal),
+        Command::Exec {
+            job,
+            config,
+            command,
+        } => exec(config, &env, &job, command),
         Command::CheckConfig { draft, path } => Ok(check_config(path.as_deref(), draft)),
         Command::Doctor { config } => doctor(config),
         Command::Authz { config, listen } => authz(config, &listen),
@@ -398,8 +406,10 @@ fn privileges(command: &Command) -> Result<(), AppError> {
         | Command::LsfStarter { .. }
         | Command::Cleanup { .. }
         | Command::Images { .. }
-        | Command::Prune { .. } => Ok(()),
-        Command::Plan { .. }
+        | Command::Prune { .. }
+        | Command::Exec { .. } => Ok(()),
+        Command::Agent { .. }
+        | Command::Plan { .. }
         | Command::CheckConfig { .. }
         | Command::Esub { .. }
         | Command::Doctor { .. }
@@ -528,6 +538,39 @@ fn run(p: Prepared) -> Result<engine::Outcome, AppError> {
     Ok(outcome)
 }
 
+/// `jobdock exec --job ID -- CMD`: CMD in the caller's own running step container of job ID.
+fn exec(
+    config: Option<PathBuf>,
+    env: &Env,
+    job: &str,
+    command: Vec<String>,
+) -> Result<u8, AppError> {
+    let caller = Caller::current();
+    let config = load_config(config, env, caller)?;
+    // Only an id Slurm or LSF could have given: it is a label value in a daemon query.
+    if job.is_empty()
+        || job.len() > 64
+        || !job
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"[]._".contains(&b))
+    {
+        return Err(AppError::BadRequest(format!(
+            "exec: --job {job:?}: not a job id (digits, as in 4567 or 212[3])"
+        )));
+    }
+    let task = plan::TaskPlan {
+        argv: command,
+        // Empty: the container's own environment (the agent's).
+        env: Default::default(),
+        cwd: None,
+    };
+    let outcome = engine::exec(&config.engine, job, caller.real_uid, &task)?;
+    for message in &outcome.messages {
+        logging::say(message);
+    }
+    Ok(outcome.code)
+}
+
 /// `jobdock cleanup`: every container and file of one job (by default, the job it runs in).
 fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8, AppError> {
     let caller = Caller::current();
@@ -542,7 +585,9 @@ fn cleanup(config: Option<PathBuf>, env: &Env, job: Option<String>) -> Result<u8
         })?,
     };
     let job = job.as_str();
-    let report = engine::cleanup(&config.engine, job, caller.real_uid)?;
+    // An epilog's: several clusters' nodes may share one dockerd, each with job ids of its own.
+    let cluster = env.get("SLURM_CLUSTER_NAME").map(String::as_str);
+    let report = engine::cleanup(&config.engine, job, cluster, caller.real_uid)?;
     println!(
         "jobdock cleanup: job {job}: removed {} container(s) and {} file(s)",
         report.containers.len(),
@@ -630,6 +675,7 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         cgroup_memory_limit: None,
         cpus_allowed: cpus_allowed(),
         rlimits: rlimits(),
+        exe: std::fs::read_link("/proc/self/exe").ok(),
         env,
     };
     let snap = with_cgroup(snap);

@@ -107,6 +107,29 @@ pub enum Command {
         #[arg(long, value_name = "SOCKET", default_value = crate::authz::DEFAULT_SOCKET)]
         listen: PathBuf,
     },
+    /// Run a command in your own running job's step container on this node (the container
+    /// that `srun` tasks share), with your stdin, stdout and stderr; exits with its status.
+    /// Another user's job is refused (64).
+    Exec {
+        /// The job id, as `squeue` shows it.
+        #[arg(long, value_name = "ID")]
+        job: String,
+        /// Site config to use instead of /etc/jobdock/wrapper.toml (root only).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The command, after `--`. It gets the container's environment and working directory.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// The step container's agent (its command; not for users): runs the step's tasks that
+    /// jobdock hands it on SOCKET, and ends when TASKS have come and gone.
+    #[command(hide = true)]
+    Agent {
+        #[arg(long, value_name = "N")]
+        tasks: u32,
+        #[arg(long, value_name = "SOCKET")]
+        socket: PathBuf,
+    },
     /// Validate a site config, reporting every problem with its key (syntax errors with line and
     /// column). Exits 78 if jobdock would refuse the file: invalid, or writable by anyone but
     /// root where it is.

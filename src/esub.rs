@@ -178,6 +178,7 @@ pub fn decide(
         cgroup_memory_limit: None,
         cpus_allowed: None,
         rlimits: Vec::new(),
+        exe: None,
     };
     let req = Request {
         image: Some(image.to_string()),

@@ -7,6 +7,7 @@
 // Table-driven tests name their columns with tuples; that is the point of them.
 #![cfg_attr(test, allow(clippy::type_complexity))]
 
+pub mod agent;
 pub mod app;
 pub mod authz;
 pub mod cli;

@@ -32,6 +32,7 @@ pub struct SiteConfig {
     pub env: EnvPolicy,
     pub logging: Logging,
     pub authz: Authz,
+    pub mpi: Mpi,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -349,6 +350,30 @@ pub enum AuditTarget {
     Stderr,
     None,
 }
+/// Parallel jobs (issue 14): one container per job step per node, which the step's tasks join.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mpi {
+    /// The tasks of a Slurm step on a node share one container (one IPC, /dev/shm and PID
+    /// namespace, so MPI's shared-memory transport works); `false`: a container per task.
+    pub step_container: bool,
+    /// The network a PMIx step's container gets when the user asks for none: Slurm's PMIx
+    /// server listens on the host's loopback, unreachable from a bridge network. `None` (the
+    /// default): the site's usual default, and PMIx then fails with "Unreachable".
+    pub pmix_network: Option<String>,
+    /// `/dev/shm` of a step container when the user asks for no size (MPI puts its
+    /// shared-memory segments there; dockerd's 64 MiB is too small for many ranks).
+    pub shm_size: Option<ByteSize>,
+    /// Variables set in a step container unless the job sets them: MPI defaults that work in a
+    /// hardened container (no CMA/ptrace under Docker's seccomp and without CAP_SYS_PTRACE).
+    pub env: BTreeMap<String, String>,
+}
+
+/// OpenMPI's vader single-copy mechanism (CMA, process_vm_readv) is denied by Docker's seccomp
+/// profile and needs ptrace rights jobdock's containers lack; UCX's CMA likewise.
+pub const MPI_ENV_DEFAULTS: &[(&str, &str)] = &[
+    ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
+    ("UCX_TLS", "sm,self,tcp"),
+];
 
 impl Default for SiteConfig {
     fn default() -> Self {
@@ -414,6 +439,15 @@ impl Default for SiteConfig {
             authz: Authz {
                 allow: Vec::new(),
                 tls_users: false,
+            },
+            mpi: Mpi {
+                step_container: true,
+                pmix_network: None,
+                shm_size: Some(ByteSize::exact(ByteSize::GIB)),
+                env: MPI_ENV_DEFAULTS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
         }
     }
@@ -587,6 +621,16 @@ struct Raw {
     env: RawEnv,
     logging: RawLogging,
     authz: RawAuthz,
+    mpi: RawMpi,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawMpi {
+    step_container: Option<bool>,
+    pmix_network: Option<String>,
+    shm_size: Option<ByteSize>,
+    env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -958,6 +1002,43 @@ impl Raw {
             &mut bad,
             &["private", "shareable", "host", "none"],
         );
+
+        if let Some(b) = self.mpi.step_container {
+            c.mpi.step_container = b;
+        }
+        if let Some(net) = self.mpi.pmix_network {
+            if c.network.allowed.contains(&net) {
+                c.mpi.pmix_network = Some(net);
+            } else {
+                bad(
+                    "mpi.pmix_network",
+                    format!(
+                        "{net:?} is not one of network.allowed ({})",
+                        c.network.allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(size) = self.mpi.shm_size {
+            if size > c.limits.shm_size_max {
+                bad(
+                    "mpi.shm_size",
+                    format!(
+                        "{size} is more than limits.shm_size_max ({})",
+                        c.limits.shm_size_max
+                    ),
+                );
+            }
+            c.mpi.shm_size = Some(size);
+        }
+        if let Some(env) = self.mpi.env {
+            for k in env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    bad("mpi.env", format!("{k:?} is not a variable name"));
+                }
+            }
+            c.mpi.env = env;
+        }
 
         if let Some(range) = self.ports.range {
             match parse_port_range(&range) {

@@ -37,6 +37,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 passwd: _,
                 group: _,
                 script: _,
+                agent_dir: _,
             },
         hostname,
         user,
@@ -67,6 +68,8 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         log_level: _,
         notes: _,
         pins: _,
+        // The container runs the agent (entrypoint, cmd, mounts); the task goes to its socket.
+        step: _,
     } = plan;
 
     let mut exposed = Vec::new();

@@ -29,9 +29,13 @@ pub struct Report {
 /// How many times cleanup lists a job's containers, until none of the caller's is left.
 const CLEANUP_ROUNDS: u32 = 5;
 
+/// `cluster`: the Slurm cluster whose job it is (`SLURM_CLUSTER_NAME` of an epilog): one dockerd
+/// may serve nodes of several clusters, whose job ids are their own, so a container labelled
+/// with another cluster (`jobdock.cluster`) is another job's.
 pub(super) async fn clean_job<D: Daemon>(
     d: &D,
     job: &str,
+    cluster: Option<&str>,
     caller_uid: u32,
     dirs: &Dirs<'_>,
 ) -> Result<Report, EngineError> {
@@ -51,6 +55,12 @@ pub(super) async fn clean_job<D: Daemon>(
         others = 0;
         let mut removed_any = false;
         for c in found {
+            if let (Some(mine), Some(its)) = (cluster, c.labels.get("jobdock.cluster"))
+                && mine != its
+            {
+                others += 1;
+                continue;
+            }
             let owner = c.labels.get("jobdock.uid").map(String::as_str);
             // Anyone can label a container with any job id; a user's cleanup acts on theirs
             // only, and says nothing about the others (root's, the epilog's, removes them all).
@@ -76,7 +86,9 @@ pub(super) async fn clean_job<D: Daemon>(
         }
     }
     if others > 0 {
-        tracing::debug!("{others} container(s) labelled with job {job} are not the caller's");
+        tracing::debug!(
+            "{others} container(s) labelled with job {job} are not the caller's or another cluster's"
+        );
     }
 
     // The job's staging directories: of its containers, and (a jobdock killed before its
@@ -279,7 +291,7 @@ mod tests {
         let found = |id: &str, uid: &str| found(id, &format!("jobdock-lsf-212-{id}"), uid);
         let mut d = FakeDaemon::default();
         d.containers = vec![found("1", "2002"), found("2", "2001"), found("3", "2002")];
-        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 2002, &dirs).await.unwrap();
         assert_eq!(
             report.containers,
             ["jobdock-lsf-212-1", "jobdock-lsf-212-3"]
@@ -293,13 +305,45 @@ mod tests {
 
         let mut d = FakeDaemon::default();
         d.containers = vec![found("2", "2001")];
-        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 2002, &dirs).await.unwrap();
         assert!(
             report.containers.is_empty(),
             "nothing of hers, and no error"
         );
-        let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 0, &dirs).await.unwrap();
         assert_eq!(report.containers, ["jobdock-lsf-212-2"], "root removes all");
+    }
+
+    /// Two clusters' nodes on one dockerd: the epilog of one cluster's job 212 leaves the other
+    /// cluster's job 212 alone; without a cluster (LSF, an older Slurm) it removes them all.
+    #[tokio::test]
+    async fn a_clusters_cleanup_leaves_another_clusters_job_of_the_same_id() {
+        let node = Node::new();
+        let dirs = node.dirs();
+        let on = |id: &str, cluster: &str| {
+            let mut f = found(
+                id,
+                &format!("jobdock-slurm-{cluster}-212.0-n1-u2001"),
+                "2001",
+            );
+            f.labels.insert("jobdock.cluster".into(), cluster.into());
+            f
+        };
+        let mut d = FakeDaemon::default();
+        d.containers = vec![
+            on("1", "a"),
+            on("2", "b"),
+            found("3", "jobdock-slurm-212-9", "2001"),
+        ];
+        let report = clean_job(&d, "212", Some("a"), 0, &dirs).await.unwrap();
+        assert_eq!(
+            report.containers,
+            ["jobdock-slurm-a-212.0-n1-u2001", "jobdock-slurm-212-9"]
+        );
+        let mut d = FakeDaemon::default();
+        d.containers = vec![on("1", "a"), on("2", "b")];
+        let report = clean_job(&d, "212", None, 0, &dirs).await.unwrap();
+        assert_eq!(report.containers.len(), 2);
     }
 
     /// A jobdock killed while dockerd was creating its container: the container is listed, its
@@ -312,7 +356,7 @@ mod tests {
         let mut d = FakeDaemon::default();
         d.containers = vec![found("1", "jobdock-lsf-212-77", "2001")];
         d.created_late.borrow_mut().push("1".into());
-        let report = clean_job(&d, "212", 0, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 0, &dirs).await.unwrap();
         assert_eq!(report.containers, ["jobdock-lsf-212-77"]);
         let removes = d.calls().iter().filter(|c| c.starts_with("remove")).count();
         assert_eq!(removes, 2, "removed again once it existed");
@@ -332,9 +376,9 @@ mod tests {
         )
         .unwrap();
         let d = FakeDaemon::default();
-        let report = clean_job(&d, "212", 2002, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 2002, &dirs).await.unwrap();
         assert!(report.files.is_empty() && staging.exists(), "not jdbob's");
-        let report = clean_job(&d, "212", 2001, &dirs).await.unwrap();
+        let report = clean_job(&d, "212", None, 2001, &dirs).await.unwrap();
         assert_eq!(report.files, std::slice::from_ref(&staging));
         assert!(!staging.exists());
     }

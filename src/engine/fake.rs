@@ -56,6 +56,7 @@ pub(super) fn lsf_plan(
             soft: 1024,
             hard: 4096,
         }],
+        exe: None,
     };
     let ctx = crate::job::JobContext {
         job_id: Some("212".into()),

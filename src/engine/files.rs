@@ -226,6 +226,19 @@ impl Staging {
             plan.group.as_bytes(),
             0o644,
         )?;
+        // A step container's agent socket: the job user's alone (the agent runs as the user).
+        if let Some(agent_dir) = &plan.staging.agent_dir {
+            DirBuilder::new()
+                .mode(0o700)
+                .create(agent_dir)
+                .map_err(|e| fail("agent directory", agent_dir, e))?;
+            nix::unistd::chown(
+                agent_dir,
+                Some(nix::unistd::Uid::from_raw(plan.user.0)),
+                Some(nix::unistd::Gid::from_raw(plan.user.1)),
+            )
+            .map_err(|e| fail("agent directory", agent_dir, e))?;
+        }
         // The user's own command: in a directory only root can enter on the host, readable in
         // the container (where only the job user is).
         if let (Some(path), Some(text)) = (&plan.staging.script, &plan.script) {

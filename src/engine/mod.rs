@@ -26,6 +26,7 @@ mod pull;
 pub mod rlimit;
 mod run;
 mod signals;
+mod step;
 mod tty;
 mod verify;
 
@@ -149,6 +150,12 @@ pub enum EngineError {
     UnsafeImage { image: String, reason: String },
     #[error("{0}")]
     Rlimit(Box<rlimit::RlimitNotGranted>),
+    #[error("step container {name}: {reason}; this task was not run in it")]
+    StepRefused { name: String, reason: String },
+    #[error("{reason}")]
+    Agent { reason: String },
+    #[error("exec: job {job}: {reason}")]
+    ExecRefused { job: String, reason: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -200,7 +207,9 @@ impl EngineError {
             | EngineError::NameInUse { .. }
             | EngineError::CleanupFailed { .. }
             | EngineError::AccessUnknown { .. }
-            | EngineError::Tampered { .. } => Blame::Infrastructure,
+            | EngineError::Tampered { .. }
+            | EngineError::Agent { .. } => Blame::Infrastructure,
+            EngineError::StepRefused { .. } | EngineError::ExecRefused { .. } => Blame::BadRequest,
             EngineError::Files(e) if e.what.starts_with("engine.") => Blame::Config,
             EngineError::MountNamespace { .. } => Blame::Config,
             EngineError::SocketDenied { .. } => Blame::Config,
@@ -276,9 +285,43 @@ pub fn execute(
     })
 }
 
+/// `jobdock exec`: runs `task` in the running step container of `job` on this node, if it is
+/// `caller_uid`'s (root: anyone's), with jobdock's own stdio; its status is jobdock's.
+pub fn exec(
+    engine: &config::Engine,
+    job: &str,
+    caller_uid: u32,
+    task: &crate::plan::TaskPlan,
+) -> Result<Outcome, EngineError> {
+    with_runtime(|| async {
+        let mut signals = signals::listen()
+            .map_err(|e| EngineError::Internal(format!("listening for signals: {e}")))?;
+        let docker = docker::connect(
+            &engine.socket,
+            Duration::from_secs(engine.connect_timeout_secs),
+        )
+        .await?;
+        step::exec(
+            &docker,
+            job,
+            caller_uid,
+            &engine.state_dir,
+            task,
+            &mut signals,
+        )
+        .await
+    })
+}
+
 /// Removes every container of job `job` and its files (`jobdock cleanup`). A caller other than
 /// root (`caller_uid`) may only remove containers labelled with their own uid.
-pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Report, EngineError> {
+/// `cluster`: the Slurm cluster of the job (see `cleanup::clean_job`).
+pub fn cleanup(
+    engine: &config::Engine,
+    job: &str,
+    cluster: Option<&str>,
+    caller_uid: u32,
+) -> Result<Report, EngineError> {
     files_unlimited();
     with_runtime(|| async {
         let docker = docker::connect(
@@ -292,7 +335,7 @@ pub fn cleanup(engine: &config::Engine, job: &str, caller_uid: u32) -> Result<Re
             cidfile_dir: engine.cidfile_dir.as_ref().unwrap_or(&engine.state_dir),
             host: &host,
         };
-        cleanup::clean_job(&docker, job, caller_uid, &dirs).await
+        cleanup::clean_job(&docker, job, cluster, caller_uid, &dirs).await
     })
 }
 

@@ -64,7 +64,7 @@ pub(super) struct Io {
 
 /// What the engine created and must remove.
 #[derive(Debug, Default)]
-enum Container {
+pub(super) enum Container {
     #[default]
     None,
     /// A create request was sent; if its answer never arrived the container may exist by name.
@@ -73,11 +73,11 @@ enum Container {
 }
 
 #[derive(Debug, Default)]
-struct Leftovers {
+pub(super) struct Leftovers {
     /// Made once the image is there: a jobdock killed while it pulls leaves nothing behind.
-    staging: Option<Staging>,
-    container: Container,
-    cidfile: Option<PathBuf>,
+    pub staging: Option<Staging>,
+    pub container: Container,
+    pub cidfile: Option<PathBuf>,
 }
 
 /// Runs `plan` to the end and removes everything it made, whatever happened.
@@ -90,6 +90,9 @@ pub(super) async fn run<D: Daemon>(
 ) -> Result<Outcome, EngineError> {
     // A state directory the site must fix is reported before anything is done.
     files::ensure_private_dir("engine.state_dir", s.state_dir)?;
+    if plan.step.is_some() {
+        return crate::engine::step::run(d, plan, s, signals).await;
+    }
     let mut leftovers = Leftovers::default();
     let result = run_job(d, plan, s, signals, io, &mut leftovers).await;
     let cleaned = clean_up(d, plan, leftovers).await;
@@ -135,7 +138,7 @@ pub(super) async fn stop_requested(signals: &mut mpsc::Receiver<Sig>) -> Sig {
     }
 }
 
-async fn start<D: Daemon>(
+pub(super) async fn start<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     s: &Settings<'_>,
@@ -468,7 +471,7 @@ fn quietly(result: Result<(), DaemonError>, what: &str) -> bool {
 
 /// What the output pump tells the supervisor while it runs.
 #[derive(Default)]
-struct Pumping {
+pub(super) struct Pumping {
     /// Counts chunks read and written: a pump that makes progress.
     activity: AtomicU64,
     /// Notified when a reader of jobdock's output went away (EPIPE).
@@ -485,7 +488,7 @@ struct Pumping {
 /// (`[FATAL tini (7)] exec python3 failed: No such file or directory`), that line is held until
 /// the job's status is known: with 127 or 126 it is replaced by jobdock's own explanation (the
 /// `ExecFailure` returned); otherwise the job printed it itself and it is written as it came.
-async fn pump_output(
+pub(super) async fn pump_output(
     mut output: Output,
     stdout: Box<dyn AsyncWrite + Send + Unpin>,
     stderr: Box<dyn AsyncWrite + Send + Unpin>,
@@ -659,7 +662,7 @@ impl Drop for AbortOnDrop {
 
 /// Removes the container (by id, or by name if its create request was never answered), the
 /// cidfile and the staging directory; every failure is collected, none stops the others.
-async fn clean_up<D: Daemon>(
+pub(super) async fn clean_up<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     leftovers: Leftovers,

@@ -48,6 +48,7 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         scheduler_uid: None,
         confirmed: false,
         notes: Vec::new(),
+        parallel: None,
     })
 }
 

@@ -63,6 +63,23 @@ pub struct JobContext {
     pub confirmed: bool,
     /// What `confirm` set aside from the environment, and why: for the user.
     pub notes: Vec<String>,
+    /// Where this task stands in a parallel step (Slurm: cluster, node, step, tasks on this
+    /// node). These variables only decide which of the user's own step containers a task joins
+    /// and how long it lives; the job itself is still the cgroup's (`confirm`).
+    pub parallel: Option<Parallel>,
+}
+
+/// A task of a parallel job step, as the scheduler describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parallel {
+    /// `SLURM_CLUSTER_NAME`: one dockerd may serve nodes of several clusters.
+    pub cluster: String,
+    /// `SLURMD_NODENAME`: one host may run several nodes (multiple slurmd).
+    pub node: String,
+    /// The step alone (`0`), without the task.
+    pub step: String,
+    /// The step's tasks on this node (`SLURM_STEP_TASKS_PER_NODE` at `SLURM_NODEID`).
+    pub local_tasks: u32,
 }
 
 impl JobContext {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{
-    Env, JobContext, JobError, Scheduler, abs_path, bad, gpu_list, number, private_tmpdir,
+    Env, JobContext, JobError, Parallel, Scheduler, abs_path, bad, gpu_list, number, private_tmpdir,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -68,7 +68,79 @@ pub fn context(env: &Env, cwd: Option<PathBuf>) -> Result<JobContext, JobError> 
         tmpdir_by_convention: false,
         confirmed: false,
         notes: Vec::new(),
+        parallel: parallel(env, step_id(env)?)?,
     })
+}
+
+/// The task's place in a parallel step; `None` outside a numbered step, or when Slurm does not
+/// say (an older Slurm without `SLURM_CLUSTER_NAME`).
+fn parallel(env: &Env, step: Option<String>) -> Result<Option<Parallel>, JobError> {
+    let Some(step) = step.filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+        return Ok(None);
+    };
+    let (Some(cluster), Some(node), Some(per_node)) = (
+        env.get("SLURM_CLUSTER_NAME"),
+        env.get("SLURMD_NODENAME"),
+        env.get("SLURM_STEP_TASKS_PER_NODE"),
+    ) else {
+        return Ok(None);
+    };
+    for (name, value) in [("SLURM_CLUSTER_NAME", cluster), ("SLURMD_NODENAME", node)] {
+        if value.is_empty()
+            || value.len() > 64
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            || value.starts_with(['.', '-'])
+        {
+            return Err(bad(
+                name,
+                value,
+                "must be 1 to 64 letters, digits, '.', '-' or '_' (it names the step's container)",
+            ));
+        }
+    }
+    let node_id: usize = number(env, "SLURM_NODEID")?.unwrap_or(0);
+    let counts = tasks_per_node(per_node).ok_or_else(|| {
+        bad(
+            "SLURM_STEP_TASKS_PER_NODE",
+            per_node,
+            "must be Slurm's list of counts, like 2(x3),1",
+        )
+    })?;
+    let local_tasks = *counts.get(node_id).ok_or_else(|| {
+        bad(
+            "SLURM_NODEID",
+            &node_id.to_string(),
+            "is beyond the nodes SLURM_STEP_TASKS_PER_NODE counts",
+        )
+    })?;
+    Ok(Some(Parallel {
+        cluster: cluster.clone(),
+        node: node.clone(),
+        step,
+        local_tasks,
+    }))
+}
+
+/// `2(x3),1` -> `[2, 2, 2, 1]`; at most 65536 nodes, at most 65536 tasks per node.
+fn tasks_per_node(text: &str) -> Option<Vec<u32>> {
+    let mut counts = Vec::new();
+    for part in text.split(',') {
+        let (n, times) = match part.split_once("(x") {
+            Some((n, rest)) => (n, rest.strip_suffix(')')?.parse::<usize>().ok()?),
+            None => (part, 1),
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = n.parse().ok().filter(|&n| (1..=65536).contains(&n))?;
+        if times == 0 || counts.len() + times > 65536 {
+            return None;
+        }
+        counts.extend(std::iter::repeat_n(n, times));
+    }
+    Some(counts)
 }
 
 /// The step id: a number, or the names Slurm gives its special steps.
@@ -112,6 +184,59 @@ fn mem(env: &Env, name: &str) -> Result<Option<u64>, JobError> {
 mod tests {
     use super::super::{env_of, from_env};
     use super::*;
+
+    #[test]
+    fn tasks_per_node_lists() {
+        for (text, want) in [
+            ("2(x2)", Some(vec![2, 2])),
+            ("3,1", Some(vec![3, 1])),
+            ("2(x3),1", Some(vec![2, 2, 2, 1])),
+            ("4", Some(vec![4])),
+            ("", None),
+            ("0", None),
+            ("2(x0)", None),
+            ("2(x2", None),
+            ("x", None),
+            ("-1", None),
+            ("2(x99999999)", None),
+        ] {
+            assert_eq!(tasks_per_node(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_parallel_step_says_where_the_task_is() {
+        let mut vars = step();
+        vars.extend([
+            ("SLURM_CLUSTER_NAME", "jobdock-mpi"),
+            ("SLURMD_NODENAME", "n2"),
+            ("SLURM_STEP_TASKS_PER_NODE", "3,2"),
+            ("SLURM_NODEID", "1"),
+        ]);
+        let ctx = from_env(&env_of(&vars), None).unwrap();
+        assert_eq!(
+            ctx.parallel,
+            Some(Parallel {
+                cluster: "jobdock-mpi".into(),
+                node: "n2".into(),
+                step: "0".into(),
+                local_tasks: 2,
+            })
+        );
+        for (name, value) in [
+            ("SLURM_CLUSTER_NAME", "../x"),
+            ("SLURMD_NODENAME", "a/b"),
+            ("SLURMD_NODENAME", ""),
+            ("SLURM_STEP_TASKS_PER_NODE", "2(x"),
+            ("SLURM_NODEID", "7"),
+        ] {
+            let mut bad_vars = vars.clone();
+            bad_vars.retain(|(k, _)| *k != name);
+            bad_vars.push((name, value));
+            let err = from_env(&env_of(&bad_vars), None).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
 
     /// `srun -n1 -c2 --mem=2G jobdock run ...` inside `sbatch`: a job step's environment.
     fn step() -> Vec<(&'static str, &'static str)> {

@@ -200,6 +200,7 @@ mod tests {
             cgroup_memory_limit: Some(2 * ByteSize::GIB),
             cpus_allowed: Some("0-1".into()),
             rlimits: Vec::new(),
+            exe: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Snapshot {
     /// jobdock's own resource limits, for each of [`ULIMITS`]: the job's, as the scheduler (or
     /// the user's shell) set them. Read once, before planning.
     pub rlimits: Vec<Ulimit>,
+    /// The jobdock binary on the host (`/proc/self/exe`), mounted read-only as a step
+    /// container's agent; `None`: no step containers.
+    pub exe: Option<PathBuf>,
 }
 
 /// The resource limits a job's container gets from the job itself, by Docker's names.
@@ -91,10 +94,41 @@ pub struct Staging {
     pub group: PathBuf,
     /// The staged job script, when there is one (`ContainerPlan::script`).
     pub script: Option<PathBuf>,
+    /// A step container's agent directory (its socket), owned by the job user, mode 0700.
+    pub agent_dir: Option<PathBuf>,
 }
 
 /// Where a staged job script appears inside the container.
 pub const SCRIPT_TARGET: &str = "/.jobdock/job.sh";
+
+/// Where jobdock's own binary appears in a step container, run as its agent (`jobdock agent`).
+pub const AGENT_TARGET: &str = "/.jobdock/agent";
+/// Where the agent's directory appears in a step container; its socket is [`AGENT_SOCKET`].
+pub const AGENT_DIR_TARGET: &str = "/.jobdock/run";
+pub const AGENT_SOCKET: &str = "agent.sock";
+
+/// One container per job step per node (issue 14): the first task of the step on the node
+/// creates it, with jobdock's agent as its command; every task (the first too) hands the agent
+/// its own argv, environment, working directory and stdio, and gets its exit status back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepPlan {
+    pub cluster: String,
+    pub node: String,
+    pub step: String,
+    /// The step's tasks on this node: the agent ends when that many have come and gone.
+    pub local_tasks: u32,
+    /// This task, as the agent runs it.
+    pub task: TaskPlan,
+}
+
+/// A task the agent runs in its step container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TaskPlan {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// `None`: the container's working directory.
+    pub cwd: Option<PathBuf>,
+}
 
 /// A published port range, already checked against `ports.range`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -218,6 +252,9 @@ pub struct ContainerPlan {
     /// What each mount source the user's probe resolved named then (device and inode): the engine
     /// mounts exactly these files, or refuses to run (`engine::pin`).
     pub pins: BTreeMap<PathBuf, FileId>,
+    /// A step container's task (the container itself runs the agent); `None`: the container is
+    /// this task's alone.
+    pub step: Option<StepPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,12 +295,27 @@ pub fn build(
     let probe: &dyn HostProbe = &recording;
 
     let image = image(req, env, config)?;
-    let name = container_name(ctx, who, snap.pid);
-    let labels = labels(ctx, who, snap.pid);
-    let staging = staging(config, &name, &snap.token, req);
     let Command { entrypoint, cmd } = command::command(req, ctx, env)?;
+    let parallel = step_container(config, ctx, snap, entrypoint.as_ref(), cmd.as_ref());
+    let name = match parallel {
+        Some(p) => step_container_name(p, ctx, who),
+        None => container_name(ctx, who, snap.pid),
+    };
+    let mut labels = labels(ctx, who, snap.pid);
+    if let Some(p) = &ctx.parallel {
+        labels.insert("jobdock.cluster".into(), p.cluster.clone());
+        labels.insert("jobdock.node".into(), p.node.clone());
+    }
+    if let Some(p) = parallel {
+        labels.insert("jobdock.step".into(), p.step.clone());
+        labels.insert("jobdock.agent".into(), "1".into());
+    }
+    let mut staging = staging(config, &name, &snap.token, req);
+    if parallel.is_some() {
+        staging.agent_dir = Some(staging.dir.join("run"));
+    }
     let Mounts {
-        mounts,
+        mut mounts,
         working_dir,
         tmp_inside_tmp,
         tmp_tmpfs,
@@ -277,7 +329,7 @@ pub fn build(
         probe,
         &mut notes,
     )?;
-    let container_env = environment::environment(
+    let mut container_env = environment::environment(
         env,
         &image,
         config,
@@ -287,11 +339,28 @@ pub fn build(
         probe,
     )?;
     let Network {
-        network,
+        mut network,
         ipc,
         ports,
         extra_hosts,
     } = network::network(env, config, probe)?;
+    // Slurm's PMIx server listens on the host's loopback only.
+    if env.contains_key("PMIX_NAMESPACE") && overrides::setting(env, "NETWORK")?.is_none() {
+        match &config.mpi.pmix_network {
+            Some(n) if *n != network => {
+                notes.push(format!(
+                    "a PMIx step: network {n} (mpi.pmix_network), so that it reaches the PMIx server"
+                ));
+                network = n.clone();
+            }
+            Some(_) => {}
+            None if network != "host" => notes.push(format!(
+                "a PMIx step on network {network}: Slurm's PMIx server listens on the host's \
+                 loopback, which the job cannot reach (the site may set mpi.pmix_network = \"host\")"
+            )),
+            None => {}
+        }
+    }
     let Devices { devices, gpus } = limits::devices(config, ctx, probe);
     let Limits {
         memory,
@@ -306,6 +375,56 @@ pub fn build(
     let log_level = overrides::setting(env, "RUN_LOGLEVEL")?
         .map(|s| overrides::parse_log_level(&s))
         .transpose()?;
+
+    // A step container runs the agent; this task's own command goes to it over its socket.
+    let (entrypoint, cmd, shm_size, step) = match (parallel, &snap.exe, &staging.agent_dir) {
+        (Some(p), Some(exe), Some(agent_dir)) => {
+            for (k, v) in &config.mpi.env {
+                container_env.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            let argv: Vec<String> = entrypoint
+                .iter()
+                .flatten()
+                .chain(cmd.iter().flatten())
+                .cloned()
+                .collect();
+            mounts.push(MountPlan {
+                source: exe.clone(),
+                target: AGENT_TARGET.into(),
+                readonly: true,
+                why: "jobdock's step agent: runs the step's tasks on this node".into(),
+            });
+            mounts.push(MountPlan {
+                source: agent_dir.clone(),
+                target: AGENT_DIR_TARGET.into(),
+                readonly: false,
+                why: "the step agent's socket (the job user's, mode 0700)".into(),
+            });
+            let socket = format!("{AGENT_DIR_TARGET}/{AGENT_SOCKET}");
+            (
+                Some(vec![AGENT_TARGET.to_string(), "agent".to_string()]),
+                Some(vec![
+                    "--tasks".to_string(),
+                    p.local_tasks.to_string(),
+                    "--socket".to_string(),
+                    socket,
+                ]),
+                shm_size.or(config.mpi.shm_size),
+                Some(StepPlan {
+                    cluster: p.cluster.clone(),
+                    node: p.node.clone(),
+                    step: p.step.clone(),
+                    local_tasks: p.local_tasks,
+                    task: TaskPlan {
+                        argv,
+                        env: container_env.clone(),
+                        cwd: working_dir.clone(),
+                    },
+                }),
+            )
+        }
+        _ => (entrypoint, cmd, shm_size, None),
+    };
 
     let pins = recording
         .pins(mounts.iter().map(|m| m.source.as_path()))
@@ -353,6 +472,7 @@ pub fn build(
         log_level,
         notes,
         pins,
+        step,
     })
 }
 
@@ -405,6 +525,42 @@ pub fn tmpfs(tmp_tmpfs: Option<ByteSize>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The step this task's container is shared with, if it is: a confirmed Slurm job (the job is
+/// its cgroup's, so no one else's container has its name), a numbered step with more than one
+/// task on this node, a command jobdock knows (not the image's entrypoint), no terminal.
+fn step_container<'c>(
+    config: &SiteConfig,
+    ctx: &'c JobContext,
+    snap: &Snapshot,
+    entrypoint: Option<&Vec<String>>,
+    cmd: Option<&Vec<String>>,
+) -> Option<&'c crate::job::Parallel> {
+    let p = ctx.parallel.as_ref()?;
+    let known_command = entrypoint.is_some() && cmd.is_some_and(|c| !c.is_empty());
+    (config.mpi.step_container
+        && ctx.confirmed
+        && ctx.scheduler() == crate::job::Scheduler::Slurm
+        && p.local_tasks > 1
+        && known_command
+        && !snap.stdin_is_tty
+        && snap.exe.is_some())
+    .then_some(p)
+}
+
+/// `jobdock-slurm-<cluster>-<job>.<step>-<node>-u<uid>`: the same for every task of the step on
+/// the node, so the first create wins and the others join; the uid keeps a user from taking
+/// another's name.
+fn step_container_name(p: &crate::job::Parallel, ctx: &JobContext, who: &Identity) -> String {
+    format!(
+        "jobdock-slurm-{}-{}.{}-{}-u{}",
+        p.cluster,
+        ctx.job_id.as_deref().unwrap_or("none"),
+        p.step,
+        p.node,
+        who.uid
+    )
+}
+
 /// `no-new-privileges` always, and the site's SELinux labels.
 fn security_opt(config: &SiteConfig) -> Vec<String> {
     let mut opts = vec!["no-new-privileges".to_string()];
@@ -445,6 +601,7 @@ fn staging(config: &SiteConfig, name: &str, token: &str, req: &Request) -> Stagi
         passwd: dir.join("passwd"),
         group: dir.join("group"),
         script: req.script.as_ref().map(|_| dir.join("job.sh")),
+        agent_dir: None,
         dir,
     }
 }

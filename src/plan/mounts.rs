@@ -195,6 +195,28 @@ pub(super) fn mounts(
             Err(reason) => notes.push(format!("PMIX_SERVER_TMPDIR {pmix} not mounted: {reason}")),
         }
     }
+    // ... and its clients keep their session files (OpenMPI's session directory: without it
+    // MPI_Init fails in orte/util/session_dir.c) in the directory it made for the step's tasks.
+    if let Some(dir) = pmix_client_dir(env, who.uid, probe) {
+        let in_tmp = tmp.is_some() && paths::is_under(&dir, Path::new("/tmp"));
+        match job_tmpdir(probe, &dir, who.uid) {
+            Ok(_) if in_tmp => notes.push(format!(
+                "the step's PMIx client directory {} not mounted: it is under /tmp, which is the job's tmpdir",
+                dir.display()
+            )),
+            Ok(real) => add_unless_covered(
+                &mut mounts,
+                real,
+                dir,
+                false,
+                "the step's PMIx client directory (PMIX_NSDIR)",
+            ),
+            Err(reason) => notes.push(format!(
+                "the step's PMIx client directory {} not mounted: {reason}",
+                dir.display()
+            )),
+        }
+    }
     if let Some((path, real)) = &tmp {
         mounts.push(MountPlan {
             source: real.clone(),
@@ -308,6 +330,51 @@ fn private_tmp(probe: &dyn HostProbe, uid: u32) -> Option<PathBuf> {
 }
 
 /// Adds an identity-style mount unless an earlier mount already shows the same directory there.
+/// Where Slurm's PMIx plugin (mpi/pmix) made the step's client directory, which it names to the
+/// clients as PMIX_NSDIR: `<base>/spmix_appdir_<uid>_<job>.<step>` for `PMIX_NAMESPACE`
+/// `slurm.pmix.<job>.<step>`, where `<base>` is `SLURM_PMIX_TMPDIR`, else `PMIxCliTmpDirBase` in
+/// the mpi.conf beside `SLURM_CONF`, else that slurm.conf's `TmpFS` (`%n`: `SLURMD_NODENAME`),
+/// else `/tmp`. The files are read as the user; the directory must be the user's (`job_tmpdir`),
+/// so a base the user names can only show them their own directory.
+fn pmix_client_dir(env: &Env, uid: u32, probe: &dyn HostProbe) -> Option<PathBuf> {
+    let (job, step) = env
+        .get("PMIX_NAMESPACE")?
+        .strip_prefix("slurm.pmix.")?
+        .split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(job) || !digits(step) {
+        return None;
+    }
+    let conf_value = |file: &Path, key: &str| -> Option<String> {
+        let text = probe.read_file(file, 1 << 20).ok()?;
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let slurm_conf = env
+        .get("SLURM_CONF")
+        .filter(|c| c.starts_with('/'))
+        .map(PathBuf::from);
+    let base = env
+        .get("SLURM_PMIX_TMPDIR")
+        .cloned()
+        .or_else(|| {
+            let conf = slurm_conf.as_ref()?;
+            conf_value(&conf.with_file_name("mpi.conf"), "PMIxCliTmpDirBase")
+        })
+        .or_else(|| {
+            let tmp_fs = conf_value(slurm_conf.as_ref()?, "TmpFS")?;
+            let node = env.get("SLURMD_NODENAME").map_or("", String::as_str);
+            Some(tmp_fs.replace("%n", node))
+        })
+        .unwrap_or_else(|| "/tmp".to_string());
+    let base = paths::normalize(Path::new(&base));
+    base.is_absolute()
+        .then(|| base.join(format!("spmix_appdir_{uid}_{job}.{step}")))
+}
+
 fn add_unless_covered(
     mounts: &mut Vec<MountPlan>,
     source: PathBuf,

@@ -35,6 +35,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
                 passwd: _,
                 group: _,
                 script: _,
+                agent_dir: _,
             },
         hostname,
         user,
@@ -65,6 +66,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
         log_level: _,
         notes: _,
         pins: _,
+        step,
     } = plan;
     let mut out = Vec::new();
     let mut line = |words: Vec<String>, why: &str| {
@@ -81,7 +83,11 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     );
     line(
         vec!["--name".into(), name.clone()],
-        "unique per run: scheduler, job id, jobdock's pid",
+        if step.is_some() {
+            "one per job step per node: cluster, job, step, node, uid; the step's tasks join it"
+        } else {
+            "unique per run: scheduler, job id, jobdock's pid"
+        },
     );
     for (k, v) in labels {
         line(

@@ -64,7 +64,20 @@ fn host() -> FakeProbe {
             "/home/alice/hosts",
             "db.example:10.0.0.5\n# comment\n\nlicense:10.0.0.6\n",
         )
-        .file("/home/alice/badhosts", "db.example 10.0.0.5\n");
+        .file("/home/alice/badhosts", "db.example 10.0.0.5\n")
+        // Slurm's PMIx client directories (spmix_appdir_<uid>_<job>.<step>) and the files that
+        // say where they are.
+        .file(
+            "/etc/slurm/slurm.conf",
+            "ClusterName=c\ntmpfs = /var/tmp/%n # per node\n",
+        )
+        .file("/etc/slurm-b/slurm.conf", "TmpFS=/var/tmp/%n\n")
+        .file("/etc/slurm-b/mpi.conf", "PMIxCliTmpDirBase=/var/pmix\n")
+        .dir_owned_by("/var/tmp/n1/spmix_appdir_2001_77.0", 2001)
+        .dir_owned_by("/var/tmp/n1/spmix_appdir_2001_78.0", 2002)
+        .dir_owned_by("/var/pmix/spmix_appdir_2001_77.0", 2001)
+        .dir_owned_by("/gpfs/lab/spmix_appdir_2001_77.0", 2001)
+        .dir_owned_by("/tmp/spmix_appdir_2001_77.0", 2001);
     p.devices.insert(
         "/dev/infiniband/*".into(),
         vec![
@@ -122,6 +135,7 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup_memory_limit: None,
         cpus_allowed: None,
         rlimits: JOB_RLIMITS.to_vec(),
+        exe: Some("/usr/local/bin/jobdock".into()),
     }
 }
 
@@ -2266,4 +2280,97 @@ fn a_private_tmp_of_the_jobs_user_is_the_containers_tmp() {
     }
     let (_, p) = tmp_mounts(&host().dir_owned_by("/tmp", 2001));
     assert_eq!(p.tmp_tmpfs, None, "the job's own /tmp is mounted there");
+}
+
+/// Slurm's PMIx plugin names its clients' directory (PMIX_NSDIR) to them only through the PMIx
+/// server: jobdock finds it where the plugin makes it, and mounts it only when it is the user's.
+#[test]
+fn a_pmix_steps_client_directory_is_mounted_at_its_own_path_when_it_is_the_users() {
+    let cases: &[(&str, &[(&str, &str)], Option<&str>, &str)] = &[
+        (
+            "TmpFS of SLURM_CONF, with %n",
+            &[
+                ("PMIX_NAMESPACE", "slurm.pmix.77.0"),
+                ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+                ("SLURMD_NODENAME", "n1"),
+            ],
+            Some("/var/tmp/n1/spmix_appdir_2001_77.0"),
+            "",
+        ),
+        (
+            "PMIxCliTmpDirBase of the mpi.conf beside it",
+            &[
+                ("PMIX_NAMESPACE", "slurm.pmix.77.0"),
+                ("SLURM_CONF", "/etc/slurm-b/slurm.conf"),
+                ("SLURMD_NODENAME", "n1"),
+            ],
+            Some("/var/pmix/spmix_appdir_2001_77.0"),
+            "",
+        ),
+        (
+            "SLURM_PMIX_TMPDIR first",
+            &[
+                ("PMIX_NAMESPACE", "slurm.pmix.77.0"),
+                ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+                ("SLURM_PMIX_TMPDIR", "/gpfs/lab"),
+            ],
+            Some("/gpfs/lab/spmix_appdir_2001_77.0"),
+            "",
+        ),
+        (
+            "another user's directory of that name",
+            &[
+                ("PMIX_NAMESPACE", "slurm.pmix.78.0"),
+                ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+                ("SLURMD_NODENAME", "n1"),
+            ],
+            None,
+            "owned by uid 2002",
+        ),
+        (
+            "the default /tmp, which is the job's tmpdir here",
+            &[("PMIX_NAMESPACE", "slurm.pmix.77.0")],
+            None,
+            "under /tmp, which is the job's tmpdir",
+        ),
+        (
+            "not Slurm's namespace",
+            &[
+                ("PMIX_NAMESPACE", "prterun.77.0"),
+                ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+                ("SLURMD_NODENAME", "n1"),
+            ],
+            None,
+            "",
+        ),
+    ];
+    for (name, env, want, note) in cases {
+        let p = plan_cfg(&site(), env, &["true"]).unwrap();
+        let got: Vec<&MountPlan> = p
+            .mounts
+            .iter()
+            .filter(|m| m.why.contains("PMIx client"))
+            .collect();
+        match want {
+            Some(dir) => {
+                assert_eq!(got.len(), 1, "{name}: {:?}", p.mounts);
+                assert_eq!(got[0].source, Path::new(dir), "{name}");
+                assert_eq!(got[0].target, Path::new(dir), "{name}");
+                assert!(!got[0].readonly, "{name}");
+            }
+            None => assert!(got.is_empty(), "{name}: {got:?}"),
+        }
+        let noted = p.notes.iter().filter(|n| n.contains("PMIx client")).count();
+        if note.is_empty() {
+            assert_eq!(noted, 0, "{name}: {:?}", p.notes);
+        } else {
+            assert!(
+                p.notes
+                    .iter()
+                    .any(|n| n.contains("PMIx client") && n.contains(note)),
+                "{name}: {:?}",
+                p.notes
+            );
+        }
+    }
 }

@@ -18,7 +18,7 @@ fn cluster_is_up() -> bool {
 }
 
 /// Whether the cluster `conf` (a slurm.conf; `None`: the default one) accepts jobs.
-fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
+pub(crate) fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
     let mut sinfo = std::process::Command::new("sinfo");
     if let Some(conf) = conf {
         sinfo.env("SLURM_CONF", conf);
@@ -46,7 +46,7 @@ fn cluster_with_conf_is_up(conf: Option<&str>) -> bool {
 }
 
 /// `srun ARGS` as jdalice from her home.
-fn srun(args: &[&str]) -> TestJob {
+pub(crate) fn srun(args: &[&str]) -> TestJob {
     TestJob::program("srun", args)
         .by(ALICE)
         .env("USER", ALICE.name)
@@ -162,7 +162,7 @@ fn input_piped_to_srun_reaches_the_job() {
 }
 
 /// A batch script in a directory of alice's; `sbatch --wait` returns when it ended.
-fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("jobdock-slurm")
         .tempdir_in(HOME)

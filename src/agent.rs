@@ -1,0 +1,328 @@
+//! The step agent (issue 14): `jobdock agent`, the command of a step container, running in it as
+//! the job user. It runs each task of the step that a jobdock on the host hands it over its unix
+//! socket, and ends when the step's tasks on the node have come and gone. It decides nothing about
+//! the container: that was planned and checked before it started.
+//!
+//! Design: one container per job step per node. The first task's jobdock creates it (the
+//! deterministic name decides the race; the losers join); every task's jobdock, the first's too,
+//! connects to the agent's socket (in the job's staging directory, the user's, mode 0700), sends
+//! its argv, environment and working directory with its own stdin, stdout and stderr as
+//! SCM_RIGHTS, passes on the signals it gets, and exits with the status the agent reports. The
+//! task's output goes straight to Slurm's pipes: no copy through jobdock, and a second task costs
+//! a connect, not a container start. A task whose jobdock goes away (SIGKILL) is killed.
+//!
+//! Wire format: client -> agent: a u32 (big endian) length and that much JSON ([`TaskPlan`]), the
+//! three fds attached to the first bytes; then 4-byte signal numbers. Agent -> client: one JSON
+//! line, [`Status`].
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::plan::TaskPlan;
+
+/// The largest request: a task's environment is at most `plan::MAX_ENV_BYTES`.
+pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
+/// How long the agent waits for a task that has not come while none runs: a task that died
+/// before it could join must not keep the container forever (the epilog removes it anyway).
+pub const IDLE: Duration = Duration::from_secs(120);
+
+/// How a task ended, as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The exit code; with `signal`, none.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The task could not be started: why (and `code` is 127 or 126).
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct Count {
+    served: u32,
+    active: u32,
+    last: Option<Instant>,
+}
+
+/// Serves tasks on `socket` until `tasks` have come and gone (or none comes for [`IDLE`]).
+pub fn serve(socket: &Path, tasks: u32) -> Result<(), String> {
+    let _ = std::fs::remove_file(socket);
+    let listener =
+        UnixListener::bind(socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
+    let own_uid = nix::unistd::getuid().as_raw();
+    let count = Arc::new((Mutex::new(Count::default()), Condvar::new()));
+    {
+        let count = count.clone();
+        std::thread::spawn(move || watch(&count, tasks));
+    }
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        // Only the job user (its tasks' jobdock runs setuid root: euid 0) may hand in tasks.
+        match nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) if c.uid() == own_uid || c.uid() == 0 => {}
+            _ => continue,
+        }
+        {
+            let mut c = count.0.lock().expect("no panics while held");
+            c.served += 1;
+            c.active += 1;
+        }
+        let count = count.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = task(conn) {
+                eprintln!("jobdock agent: {e}");
+            }
+            let mut c = count.0.lock().expect("no panics while held");
+            c.active -= 1;
+            c.last = Some(Instant::now());
+            count.1.notify_all();
+        });
+    }
+    Ok(())
+}
+
+/// Ends the agent (and so the container) once every task has come and gone.
+fn watch(count: &(Mutex<Count>, Condvar), tasks: u32) {
+    let started = Instant::now();
+    let mut c = count.0.lock().expect("no panics while held");
+    loop {
+        let idle_since = c.last.unwrap_or(started);
+        if c.active == 0 && (c.served >= tasks || idle_since.elapsed() >= IDLE) {
+            std::process::exit(0);
+        }
+        c = count
+            .1
+            .wait_timeout(c, Duration::from_secs(1))
+            .expect("no panics while held")
+            .0;
+    }
+}
+
+/// One task: read it, run it, pass on signals, report how it ended.
+fn task(mut conn: UnixStream) -> Result<(), String> {
+    let (len, fds) = recv_header(&conn)?;
+    if len > MAX_REQUEST {
+        return Err(format!("a request of {len} bytes (at most {MAX_REQUEST})"));
+    }
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body)
+        .map_err(|e| format!("reading the task: {e}"))?;
+    let task: TaskPlan =
+        serde_json::from_slice(&body).map_err(|e| format!("the task is not JSON: {e}"))?;
+    let [stdin, stdout, stderr] = fds;
+    let Some((program, args)) = task.argv.split_first() else {
+        return reply(&conn, &failed(127, "an empty command".into()));
+    };
+    let mut command = std::process::Command::new(program);
+    // No environment (`jobdock exec`): the container's, which is the agent's own.
+    if !task.env.is_empty() {
+        command.env_clear().envs(&task.env);
+    }
+    command
+        .args(args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    if let Some(cwd) = &task.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                126
+            } else {
+                127
+            };
+            return reply(&conn, &failed(code, format!("{program}: {e}")));
+        }
+    };
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    // Signals from the task's jobdock; its going away (EOF) kills the task. Not once the task
+    // is reaped: its process group id may be another's by then.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader = conn.try_clone().map_err(|e| e.to_string())?;
+    let reaped = done.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        loop {
+            let sig = match reader.read_exact(&mut buf) {
+                Ok(()) => i32::from_be_bytes(buf),
+                Err(_) => libc_sigkill(),
+            };
+            if reaped.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+                let _ = nix::sys::signal::killpg(group, sig);
+            }
+            if sig == libc_sigkill() {
+                return;
+            }
+        }
+    });
+    // The task's other processes (its group) end with it; then it is reaped.
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(group),
+        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    ) {}
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the task: {e}"))?;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    reply(
+        &conn,
+        &Status {
+            code: status.code(),
+            signal: status.signal(),
+            error: None,
+        },
+    )?;
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}
+
+fn failed(code: i32, error: String) -> Status {
+    Status {
+        code: Some(code),
+        signal: None,
+        error: Some(error),
+    }
+}
+
+fn reply(mut conn: &UnixStream, status: &Status) -> Result<(), String> {
+    let mut line = serde_json::to_vec(status).expect("a status serializes");
+    line.push(b'\n');
+    conn.write_all(&line)
+        .map_err(|e| format!("reporting the task's status: {e}"))
+}
+
+/// The request's length, with exactly three fds attached.
+fn recv_header(conn: &UnixStream) -> Result<(usize, [OwnedFd; 3]), String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut len = [0u8; 4];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [std::io::IoSliceMut::new(&mut len)];
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the task: {e}"))?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(rights) = c {
+            // SAFETY: the kernel just gave us these descriptors; nothing else owns them.
+            fds.extend(
+                rights
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg.bytes != 4 {
+        return Err(format!("a request header of {} bytes, not 4", msg.bytes));
+    }
+    let fds: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+        format!("{} descriptors, not 3 (stdin, stdout, stderr)", v.len())
+    })?;
+    Ok((u32::from_be_bytes(len) as usize, fds))
+}
+
+/// Sends `task` with this process's stdin, stdout and stderr (the client side).
+pub fn send_task(conn: &UnixStream, task: &TaskPlan) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let body = serde_json::to_vec(task).expect("a task serializes");
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| (l as usize) <= MAX_REQUEST)
+        .ok_or_else(|| std::io::Error::other("the task's request is too large"))?
+        .to_be_bytes();
+    let fds = [0, 1, 2];
+    let iov = [std::io::IoSlice::new(&len)];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    (&*conn).write_all(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_run_with_their_own_argv_env_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let s = socket.clone();
+        // The agent exits the process when done; here it serves in a thread and is never done.
+        std::thread::spawn(move || serve(&s, 1000));
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (argv, want) in [
+            (
+                vec!["/bin/sh", "-c", "exit $CODE"],
+                Status {
+                    code: Some(7),
+                    signal: None,
+                    error: None,
+                },
+            ),
+            (
+                vec!["/bin/sh", "-c", "kill -TERM $$"],
+                Status {
+                    code: None,
+                    signal: Some(15),
+                    error: None,
+                },
+            ),
+        ] {
+            let conn = UnixStream::connect(&socket).unwrap();
+            let task = TaskPlan {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                env: [("CODE".to_string(), "7".to_string())].into(),
+                cwd: Some("/".into()),
+            };
+            send_task(&conn, &task).unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Status>(&line).unwrap(),
+                want,
+                "{argv:?}"
+            );
+        }
+        let conn = UnixStream::connect(&socket).unwrap();
+        let task = TaskPlan {
+            argv: vec!["/no/such/program".into()],
+            env: Default::default(),
+            cwd: None,
+        };
+        send_task(&conn, &task).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line).unwrap();
+        let status: Status = serde_json::from_str(&line).unwrap();
+        assert_eq!(status.code, Some(127));
+        assert!(status.error.unwrap().contains("/no/such/program"));
+    }
+}
