@@ -2,9 +2,11 @@
 # Parallel-step benchmarks of BENCHMARKS.md (issue 14), on scripts/slurm-testbed.sh's two-node
 # cluster jobdock-mpi, as jdalice through the installed jobdock (/usr/local/bin/jobdock). Measures,
 # never asserts; ROUNDS rounds, the variants interleaved within each round:
-#   join      a step's 2nd..16th task on a node joining its container (task 0 creates it and
-#             holds it; the others start 2 s later): each task's `jobdock run -- true`, timed
-#             around jobdock by the task's shell
+#   join      a step's 2nd task on a node joining its container alone (task 0 creates it and
+#             holds it; task 1 starts 2 s later): task 1's `jobdock run -- true`, timed around
+#             jobdock by the task's shell: the cost of one join
+#   join16    the same with 16 tasks, 15 of them joining at once on the node's 2 CPUs: the
+#             latency of a join within a burst (15 jobdock processes share 2 CPUs)
 #   pingpong  tests/mpi/pingpong.c, 2 ranks on one node: through jobdock (one step container,
 #             PMIx, host network) vs the same binary on the host (srun --mpi=pmix, no container)
 #   burst     16 tasks on one node, each `true`: srun through jobdock with a step container, the
@@ -34,13 +36,15 @@ e=$(date +%s%N)
 echo "join task=$SLURM_PROCID us=$(( (e - s) / 1000 ))"'
 
 for round in $(seq "$ROUNDS"); do
-  # join: 16 tasks on n1 (overcommitted: the node has 2 CPUs)
-  as_user srun -N1 -n16 --overcommit -w n1 sh -c "$join_task" | sed "s/^/round=$round /"
+  # join: 2 tasks on n1, the second joining alone
+  as_user srun -N1 -n2 -w n1 sh -c "$join_task" | sed "s/^/round=$round join2 /"
+  # join16: 16 tasks on n1 (overcommitted: the node has 2 CPUs)
+  as_user srun -N1 -n16 --overcommit -w n1 sh -c "$join_task" | sed "s/^/round=$round join16 /"
 
   # pingpong: jobdock, then the host
   as_user env LSB_DOCKER_NETWORK=host srun --mpi=pmix -N1 -n2 -w n1 \
-    "$JOBDOCK" run --image "$IMAGE" -- /pingpong 8 100000 | grep '^pingpong' | sed "s/^/round=$round jobdock /"
-  as_user srun --mpi=pmix -N1 -n2 -w n1 "$work/pingpong" 8 100000 | grep '^pingpong' | sed "s/^/round=$round host /"
+    "$JOBDOCK" run --image "$IMAGE" -- /pingpong 8 20000 | grep '^pingpong' | sed "s/^/round=$round jobdock /"
+  as_user srun --mpi=pmix -N1 -n2 -w n1 "$work/pingpong" 8 20000 | grep '^pingpong' | sed "s/^/round=$round host /"
 
   # burst: step container, container per task, docker run
   s=$(now_ms); as_user srun -N1 -n16 --overcommit -w n1 "$JOBDOCK" run --image "$IMAGE" -- true; e=$(now_ms)
@@ -60,9 +64,10 @@ python3 - "$work/raw" <<'EOF'
 import re, statistics, sys
 series = {}
 for line in open(sys.argv[1]):
-    if m := re.search(r"join task=(\d+) us=(\d+)", line):
-        if m[1] != "0":
-            series.setdefault("join: task 2..16 jobdock run (ms)", []).append(int(m[2]) / 1000)
+    if m := re.search(r"(join2|join16) join task=(\d+) us=(\d+)", line):
+        if m[2] != "0":
+            what = "2nd task alone" if m[1] == "join2" else "tasks 2..16 at once"
+            series.setdefault(f"join: {what}, jobdock run (ms)", []).append(int(m[3]) / 1000)
     elif m := re.search(r"(jobdock|host) pingpong .*latency_us=(\S+)", line):
         series.setdefault(f"pingpong 8 B one-way, {m[1]} (us)", []).append(float(m[2]))
     elif m := re.search(r"burst (\S+) ms=(\S+)", line):

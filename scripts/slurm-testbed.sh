@@ -878,13 +878,10 @@ build_mpi_image() {
     # the file a symlinked soname names, too
     f=$(readlink -f "$lib"); [[ -e $root$f ]] || cp -a --parents "$f" "$root/"
   done < <(
-    # jobdock's agent (the host's jobdock, mounted) needs glibc and libgcc_s: see README.
     { echo "$root/hello"; echo "$root/pingpong"; echo /usr/bin/orterun
       find "${dirs[@]}" -name '*.so*' -type f 2>/dev/null; } \
       | xargs -r ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
   )
-  # jobdock's agent (the host's jobdock, mounted read-only) needs glibc and libgcc_s (README).
-  cp -a --parents /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 "$root/"
   # cp --parents gives the directories it makes the modes of the host's; everything is
   # world-readable in an image.
   chmod -R u+rwX,go+rX-w "$root"

@@ -4,7 +4,7 @@
 //! read here, no daemon. Everything a security reviewer cares about is decided in `build`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -51,9 +51,32 @@ pub struct Snapshot {
     /// jobdock's own resource limits, for each of [`ULIMITS`]: the job's, as the scheduler (or
     /// the user's shell) set them. Read once, before planning.
     pub rlimits: Vec<Ulimit>,
-    /// The jobdock binary on the host (`/proc/self/exe`), mounted read-only as a step
-    /// container's agent; `None`: no step containers.
-    pub exe: Option<PathBuf>,
+    /// The jobdock binary on the host, mounted read-only as a step container's agent; `None`: no
+    /// step containers.
+    pub exe: Option<OwnBinary>,
+}
+
+/// jobdock's own binary on the host (`/proc/self/exe`) and the shared objects the running process
+/// has mapped (`/proc/self/maps`: its dynamic loader, libc, libgcc_s), which a step container gets
+/// beside it, read-only, so that its agent runs in any image, also one without the host's glibc
+/// (a static busybox, alpine's musl). The tasks the agent starts run the image's own programs
+/// and libraries: the loader is named on the agent's command line, never in the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnBinary {
+    pub path: PathBuf,
+    pub libraries: Vec<PathBuf>,
+}
+
+impl OwnBinary {
+    /// The dynamic loader among the libraries (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`,
+    /// `ld64.so.2`); `None` for a static build, which runs by itself.
+    fn loader(&self) -> Option<&Path> {
+        self.libraries.iter().map(PathBuf::as_path).find(|l| {
+            l.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ld-linux") || n.starts_with("ld64.so"))
+        })
+    }
 }
 
 /// The resource limits a job's container gets from the job itself, by Docker's names.
@@ -103,6 +126,8 @@ pub const SCRIPT_TARGET: &str = "/.jobdock/job.sh";
 
 /// Where jobdock's own binary appears in a step container, run as its agent (`jobdock agent`).
 pub const AGENT_TARGET: &str = "/.jobdock/agent";
+/// Where the shared objects of jobdock's binary appear in a step container ([`OwnBinary`]).
+pub const AGENT_LIB_TARGET: &str = "/.jobdock/lib";
 /// Where the agent's directory appears in a step container; its socket is [`AGENT_SOCKET`].
 pub const AGENT_DIR_TARGET: &str = "/.jobdock/run";
 pub const AGENT_SOCKET: &str = "agent.sock";
@@ -389,11 +414,32 @@ pub fn build(
                 .cloned()
                 .collect();
             mounts.push(MountPlan {
-                source: exe.clone(),
+                source: exe.path.clone(),
                 target: AGENT_TARGET.into(),
                 readonly: true,
                 why: "jobdock's step agent: runs the step's tasks on this node".into(),
             });
+            let lib_dir = Path::new(AGENT_LIB_TARGET);
+            let mut named = std::collections::BTreeSet::new();
+            for lib in &exe.libraries {
+                if let Some(name) = lib.file_name().filter(|n| named.insert(n.to_owned())) {
+                    mounts.push(MountPlan {
+                        source: lib.clone(),
+                        target: lib_dir.join(name),
+                        readonly: true,
+                        why: "a shared object of jobdock's step agent (the host's)".into(),
+                    });
+                }
+            }
+            let mut agent = Vec::new();
+            if let Some(name) = exe.loader().and_then(Path::file_name) {
+                agent.extend([
+                    lib_dir.join(name).display().to_string(),
+                    "--library-path".to_string(),
+                    AGENT_LIB_TARGET.to_string(),
+                ]);
+            }
+            agent.extend([AGENT_TARGET.to_string(), "agent".to_string()]);
             mounts.push(MountPlan {
                 source: agent_dir.clone(),
                 target: AGENT_DIR_TARGET.into(),
@@ -402,7 +448,7 @@ pub fn build(
             });
             let socket = format!("{AGENT_DIR_TARGET}/{AGENT_SOCKET}");
             (
-                Some(vec![AGENT_TARGET.to_string(), "agent".to_string()]),
+                Some(agent),
                 Some(vec![
                     "--tasks".to_string(),
                     p.local_tasks.to_string(),

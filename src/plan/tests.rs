@@ -135,7 +135,14 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup_memory_limit: None,
         cpus_allowed: None,
         rlimits: JOB_RLIMITS.to_vec(),
-        exe: Some("/usr/local/bin/jobdock".into()),
+        exe: Some(OwnBinary {
+            path: "/usr/local/bin/jobdock".into(),
+            libraries: vec![
+                "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1".into(),
+                "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+            ],
+        }),
     }
 }
 
@@ -561,6 +568,79 @@ fn slurm_step_plan() {
         serde_json::json!(["2", "3"])
     );
     assert_eq!(body["Image"], "127.0.0.1:5000/jobdock-test/busybox:latest");
+}
+
+/// A step container (issue 14) runs the host's jobdock as its agent, with the shared objects it
+/// needs beside it and the host's loader named on its command line: so it runs in an image
+/// without glibc (a static busybox, alpine), and nothing of the host's reaches the tasks'
+/// environment.
+#[test]
+fn a_step_container_runs_its_agent_through_the_hosts_loader() {
+    let env = [
+        ("SLURM_JOB_ID", "4567"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "1"),
+        ("SLURM_NODEID", "0"),
+        ("SLURM_STEP_TASKS_PER_NODE", "2"),
+        ("SLURM_CLUSTER_NAME", "c1"),
+        ("SLURMD_NODENAME", "n1"),
+        ("JOBDOCK_IMAGE", "jobdock-test/busybox"),
+    ];
+    let snap = snap(&env);
+    let mut ctx = context(&snap).unwrap();
+    ctx.confirmed = true;
+    assert!(ctx.parallel.is_some(), "{ctx:?}");
+    let req = Request {
+        image: None,
+        command: vec!["hostname".into()],
+        script: None,
+    };
+    let p = build(&req, &snap, &site(), &ctx, &alice(), &host()).unwrap();
+    assert!(p.step.is_some(), "not a step container");
+    assert_eq!(
+        p.entrypoint.as_deref().unwrap(),
+        [
+            "/.jobdock/lib/ld-linux-x86-64.so.2",
+            "--library-path",
+            "/.jobdock/lib",
+            "/.jobdock/agent",
+            "agent"
+        ]
+    );
+    let ro: Vec<(&str, &str)> = p
+        .mounts
+        .iter()
+        .filter(|m| m.target.starts_with("/.jobdock/") && m.readonly)
+        .map(|m| (m.source.to_str().unwrap(), m.target.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ro,
+        [
+            ("/usr/local/bin/jobdock", "/.jobdock/agent"),
+            (
+                "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/.jobdock/lib/libgcc_s.so.1"
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                "/.jobdock/lib/libc.so.6"
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                "/.jobdock/lib/ld-linux-x86-64.so.2"
+            ),
+        ]
+    );
+    assert!(!p.env.keys().any(|k| k.starts_with("LD_")), "{:?}", p.env);
+
+    // A static jobdock runs by itself.
+    let mut fixed = snap.clone();
+    fixed.exe.as_mut().unwrap().libraries.clear();
+    let p = build(&req, &fixed, &site(), &ctx, &alice(), &host()).unwrap();
+    assert_eq!(
+        p.entrypoint.as_deref().unwrap(),
+        ["/.jobdock/agent", "agent"]
+    );
 }
 
 #[test]

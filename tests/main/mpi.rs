@@ -40,7 +40,8 @@ fn mpi_step(srun_args: &[&str], command: &[&str]) -> TestJob {
 /// which the test site allows): PMIx 4 talks TCP only, and Slurm's PMIx server listens on the
 /// host's 127.0.0.1 alone.
 fn pmix_step(srun_args: &[&str], command: &[&str]) -> TestJob {
-    let mut args = vec!["--mpi=pmix"];
+    // A time limit: an MPI job that hangs (a rank waiting forever) fails the test in minutes.
+    let mut args = vec!["--mpi=pmix", "--time=3"];
     args.extend(srun_args);
     mpi_step(&args, command).env("LSB_DOCKER_NETWORK", "host")
 }

@@ -593,9 +593,10 @@ fn srun_container_image_runs_the_task_in_a_container_as_the_user() {
     );
 }
 
-/// `srun -n 2`: each task runs in a container of its own, and srun reports each task's exit code.
+/// `srun -n 2`: the tasks run in the step's one container on the node (issue 14, as
+/// `srun jobdock run` gives them), and srun reports each task's own exit code.
 #[test]
-fn srun_n2_runs_each_task_in_a_container_with_its_own_exit_code() {
+fn srun_n2_runs_the_tasks_in_the_steps_container_each_with_its_own_exit_code() {
     if !spank_is_up() {
         return;
     }
@@ -629,7 +630,11 @@ fn srun_n2_runs_each_task_in_a_container_with_its_own_exit_code() {
         );
         cgroups.push(container.to_string());
     }
-    assert_ne!(cgroups[0], cgroups[1], "one container each{}", out.report);
+    assert_eq!(
+        cgroups[0], cgroups[1],
+        "the step's tasks on one node share its container{}",
+        out.report
+    );
 }
 
 /// `#SBATCH --container-image` (the shipped line has sbatch=1): the batch script itself runs in a
