@@ -77,6 +77,8 @@ struct Leftovers {
     /// Made once the image is there: a jobdock killed while it pulls leaves nothing behind.
     staging: Option<Staging>,
     container: Container,
+    /// The container the image's files were read from (`verify::created`), until it is removed.
+    inert: Option<String>,
     cidfile: Option<PathBuf>,
 }
 
@@ -189,7 +191,7 @@ async fn start<D: Daemon>(
         &id,
     )?);
 
-    verify::created(d, &staged.plan, plan, &id, s.host).await?;
+    leftovers.inert = verify::created(d, &staged.plan, plan, &id, s.host, s.state_dir).await?;
     // Only now: dockerd mounts the container's mounts to answer this, following the image's
     // symlinks, which `created` has just ruled out at every mount point.
     if let Some(program) = plan
@@ -214,10 +216,23 @@ async fn start<D: Daemon>(
         .attach(&id)
         .await
         .map_err(|e| EngineError::daemon("attaching to the container", e))?;
-    d.start(&id).await.map_err(|e| start_error(e, plan))?;
-    // Until this passes, the job's output waits in the attach stream: a job that fails it is
-    // removed, and nothing it printed reaches anyone.
-    verify::started(d, &staged.plan, &id, s.host).await?;
+    // The image-reading container guards nothing once the job's exists: it goes while the job
+    // starts, off the start's path.
+    let inert = leftovers.inert.take();
+    let (started, ()) = tokio::join!(
+        async {
+            d.start(&id).await.map_err(|e| start_error(e, plan))?;
+            // Until this passes, the job's output waits in the attach stream: a job that fails it
+            // is removed, and nothing it printed reaches anyone.
+            verify::started(d, &staged.plan, &id, s.host).await
+        },
+        async {
+            if let Some(inert) = &inert {
+                verify::remove_inert(d, inert).await;
+            }
+        }
+    );
+    started?;
     // The container holds its own mounts now.
     if let Err(e) = staged.release() {
         tracing::warn!("staging mounts: {e}");
@@ -678,6 +693,9 @@ async fn clean_up<D: Daemon>(
             "container {} was not removed ({e}); `jobdock cleanup --job {job}` removes it",
             plan.name
         ));
+    }
+    if let Some(inert) = &leftovers.inert {
+        verify::remove_inert(d, inert).await;
     }
     if let Some(cidfile) = &leftovers.cidfile
         && let Err(e) = files::remove_file("cidfile", cidfile)
