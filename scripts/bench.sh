@@ -329,6 +329,38 @@ if want registry; then
   row burst jobdock
   target "burst: most pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | tail -n1)" "==" 1
   target "burst: fewest pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | head -n1)" "==" 1
+
+  # Per-job requests by kind, for the scale estimate in BENCHMARKS.md: a cold job (image absent,
+  # pull "missing"), warm jobs under "newer", and one cold job with the access cache emptied.
+  kinds() { # kinds START_LINE: "COUNT METHOD PATH" for the bench's repository, digests shortened
+    registry_lines "$1" | grep "/v2/$REMOTE_REPO/" \
+      | sed -E 's/.*"(GET|HEAD|POST|PUT) ([^ ?]*)[^"]*" ([0-9]+).*/\1 \2 \3/; s/sha256:[0-9a-f]{64}/sha256:DIGEST/' \
+      | sort | uniq -c | sed 's/^ */    /'
+  }
+  NEWER_CONFIG=$BENCH_DIR/wrapper-newer.toml
+  sed 's/^pull = "missing"$/pull = "newer"/' "$CONFIG" >"$NEWER_CONFIG.new"
+  install -m 0644 -o root -g root "$NEWER_CONFIG.new" "$NEWER_CONFIG" && rm -f "$NEWER_CONFIG.new"
+  jd_newer() { jd run --config "$NEWER_CONFIG" --user "$USER_NAME" --image "$REMOTE" -- true; }
+  jd_remote </dev/null
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  for ((r = 0; r < BENCH_RUNS; r++)); do jd_newer </dev/null; done
+  sleep 1
+  n=$(registry_lines "$start_line" | grep -c "/v2/$REMOTE_REPO/" || true)
+  out "registry: $BENCH_RUNS warm starts with pull \"newer\": $n requests for $REMOTE_REPO, by kind (count, method, path, status):"
+  out "$(kinds "$start_line")"
+  "$DOCKER" rmi "$REMOTE" >/dev/null
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  jd_remote </dev/null
+  sleep 1
+  out "registry: one cold start (tag absent, layers present, pull \"missing\", access verdict cached), by kind:"
+  out "$(kinds "$start_line")"
+  "$DOCKER" rmi "$REMOTE" >/dev/null
+  rm -rf "$STATE/access"
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  jd_remote </dev/null
+  sleep 1
+  out "registry: one cold start as above with the access cache emptied (a node's first job of the image), by kind:"
+  out "$(kinds "$start_line")"
 fi
 
 # ------------------------------------------------------------------- plan --

@@ -278,12 +278,13 @@ mod tests {
         assert!(!k.passed());
         // At most MAX_KEYS keys per image, the newest kept.
         std::fs::remove_file(&entry).unwrap();
-        for g in 0..(MAX_KEYS as u32 + 5) {
+        let max = u32::try_from(MAX_KEYS).unwrap();
+        for g in 0..(max + 5) {
             key(state.path(), A, &mounts(), &[g]).record();
         }
         let text = std::fs::read_to_string(&entry).unwrap();
         assert_eq!(text.lines().count(), MAX_KEYS);
-        assert!(key(state.path(), A, &mounts(), &[MAX_KEYS as u32 + 4]).passed());
+        assert!(key(state.path(), A, &mounts(), &[max + 4]).passed());
         assert!(!key(state.path(), A, &mounts(), &[0]).passed());
         // Nothing else is left in the directory.
         let names: Vec<_> = std::fs::read_dir(state.path().join(DIR))
