@@ -37,6 +37,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 passwd: _,
                 group: _,
                 script: _,
+                fifos: _,
             },
         hostname,
         user,

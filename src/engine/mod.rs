@@ -15,6 +15,7 @@ pub mod body;
 mod cleanup;
 mod daemon;
 mod docker;
+mod fifo;
 mod files;
 mod host;
 pub mod images;

@@ -191,6 +191,12 @@ fn needs_of(plan: &ContainerPlan, source: &Path) -> Needs {
     } else if [&plan.staging.passwd, &plan.staging.group]
         .into_iter()
         .chain(plan.staging.script.as_ref())
+        .chain(
+            plan.staging
+                .fifos
+                .iter()
+                .flat_map(|f| [&f.stdout, &f.stderr]),
+        )
         .any(|f| f == source)
     {
         Needs::File
