@@ -20,8 +20,13 @@ use crate::engine::daemon::{Chunk, DaemonError, ErrorKind, Output};
 use crate::engine::files::FileError;
 use crate::plan::Fifos;
 
-/// Each read takes up to this much (the pipe buffer is raised to it where the kernel allows).
-const CHUNK: usize = 1 << 20;
+/// Each read takes up to this much: one buffer per stream, and the copy tokio's stdout makes of
+/// a chunk, stay within the peak RSS target (BENCHMARKS.md: 1 MiB reads cost 3 MiB more, 128 KiB
+/// reads 1.5 MiB).
+const CHUNK: usize = 64 << 10;
+
+/// The pipe buffer asked for (the kernel's default is 64 KiB; `fs.pipe-max-size` bounds it).
+const PIPE_SIZE: usize = 1 << 20;
 
 /// Makes the two FIFOs, owned by `uid:gid`, mode 0600. The directory is root's alone and new, so
 /// nothing can be in their place.
@@ -99,7 +104,10 @@ fn open_one(path: &Path, uid: u32) -> Result<(pipe::Receiver, File), String> {
         return Err("changed while jobdock opened it".into());
     }
     // A larger pipe buffer: fewer wake-ups per GiB. Not granted is fine.
-    let _ = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETPIPE_SZ(libc_int(CHUNK)));
+    let _ = nix::fcntl::fcntl(
+        &reader,
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(libc_int(PIPE_SIZE)),
+    );
     let fd = reader.as_raw_fd();
     let receiver = pipe::Receiver::from_file(reader)
         .map_err(|e| format!("registering fd {fd} with the runtime: {e}"))?;
