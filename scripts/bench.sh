@@ -78,6 +78,10 @@ pull = "missing"
 default = "none"
 EOF
 install -m 0644 -o root -g root "$CONFIG.new" "$CONFIG" && rm -f "$CONFIG.new"
+# The same with the job's output through FIFOs (engine.output = "fifo").
+FIFO_CONFIG=$BENCH_DIR/wrapper-fifo.toml
+sed 's/^pull = "missing"$/pull = "missing"\noutput = "fifo"/' "$CONFIG" >"$FIFO_CONFIG.new"
+install -m 0644 -o root -g root "$FIFO_CONFIG.new" "$FIFO_CONFIG" && rm -f "$FIFO_CONFIG.new"
 
 if [[ $(stat -c %s "$PATTERN" 2>/dev/null || echo 0) != "$PATTERN_BYTES" ]]; then
   say "writing $PATTERN"
@@ -109,6 +113,7 @@ timed() { if [[ -n ${RSS_FILE:-} ]]; then /usr/bin/time -f %M -o "$RSS_FILE" "$@
 jd() { (cd "$WORK" && timed env -i PATH="$JOB_PATH" HOME=/root "$JOBDOCK" "$@"); }
 jd_run() { jd run --config "$CONFIG" --user "$USER_NAME" --image "$IMAGE" -- "$@"; }
 jd_other() { JOBDOCK=$BENCH_OTHER jd_run "$@"; }
+jd_fifo() { jd run --config "$FIFO_CONFIG" --user "$USER_NAME" --image "$IMAGE" -- "$@"; }
 OTHER=()   # the "other" variant, when BENCH_OTHER names a binary
 if [[ -n ${BENCH_OTHER:-} ]]; then OTHER=(other); fi
 
@@ -263,15 +268,20 @@ if want output; then
   say "output: 1 GiB on stdout"
   rounds output "$WANT_BIG" "pipe:host cat $PATTERN" "jobdock:jd_run cat $PATTERN" \
     "docker_none:dk_run cat $PATTERN" "docker_json:dk_run_logged cat $PATTERN" \
-    "floor:floor cat $PATTERN" "fifo_proto:fifo cat $PATTERN" ${OTHER:+"other:jd_other cat $PATTERN"}
+    "floor:floor cat $PATTERN" "fifo_proto:fifo cat $PATTERN" "jobdock_fifo:jd_fifo cat $PATTERN" \
+    ${OTHER:+"other:jd_other cat $PATTERN"}
   out ""
   out "output: 1 GiB of text on the job's stdout, checked with cksum (wall seconds; MB/s = 1 GiB / median)"
-  for v in pipe jobdock docker_none docker_json floor fifo_proto "${OTHER[@]}"; do
+  for v in pipe jobdock jobdock_fifo docker_none docker_json floor fifo_proto "${OTHER[@]}"; do
     row output "$v" $PATTERN_BYTES
   done
   target "output: jobdock speed / docker run (json-file)" "$(ratio "$(median output.docker_json)" "$(median output.jobdock)")" ">=" 5
   target "output: jobdock speed / plain pipe" "$(ratio "$(median output.pipe)" "$(median output.jobdock)")" ">=" 0.5
   target "output: FIFO prototype speed / plain pipe" "$(ratio "$(median output.pipe)" "$(median output.fifo_proto)")" ">=" 0.5
+  target "output: jobdock (fifo) speed / plain pipe" "$(ratio "$(median output.pipe)" "$(median output.jobdock_fifo)")" ">=" 0.5
+  target "output: jobdock (fifo) speed / docker run (json-file)" "$(ratio "$(median output.docker_json)" "$(median output.jobdock_fifo)")" ">=" 5
+  target "output: jobdock (fifo) runs with wrong bytes" "${BAD[output.jobdock_fifo]:-0}" "==" 0
+  target "peak RSS of jobdock (fifo) moving 1 GiB (MiB)" "$(awk -v k="$(max_rss output.jobdock_fifo)" 'BEGIN { printf "%.1f", k / 1024 }')" "<=" 8
   target "output: jobdock runs with wrong bytes" "${BAD[output.jobdock]:-0}" "==" 0
   target "peak RSS of jobdock moving 1 GiB (MiB)" "$(awk -v k="$(max_rss output.jobdock)" 'BEGIN { printf "%.1f", k / 1024 }')" "<=" 8
 fi
@@ -280,13 +290,15 @@ if want lines; then
   say "lines: $LINES short lines"
   rounds lines "$WANT_LINES" "pipe:host seq $LINES" "jobdock:jd_run seq $LINES" \
     "docker_none:dk_run seq $LINES" "docker_json:dk_run_logged seq $LINES" "floor:floor seq $LINES" \
-    "fifo_proto:fifo seq $LINES" ${OTHER:+"other:jd_other seq $LINES"}
+    "fifo_proto:fifo seq $LINES" "jobdock_fifo:jd_fifo seq $LINES" ${OTHER:+"other:jd_other seq $LINES"}
   out ""
   out "lines: seq $LINES (6.9 MB) on the job's stdout, checked with cksum (wall seconds)"
-  for v in pipe jobdock docker_none docker_json floor fifo_proto "${OTHER[@]}"; do row lines "$v"; done
+  for v in pipe jobdock jobdock_fifo docker_none docker_json floor fifo_proto "${OTHER[@]}"; do row lines "$v"; done
   target "lines: jobdock speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.jobdock)")" ">=" 5
   target "lines: jobdock speed / plain pipe (wall, start included)" "$(ratio "$(median lines.pipe)" "$(median lines.jobdock)")" ">=" 0.5
   target "lines: FIFO prototype speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.fifo_proto)")" ">=" 5
+  target "lines: jobdock (fifo) speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.jobdock_fifo)")" ">=" 5
+  target "lines: jobdock (fifo) runs with wrong bytes" "${BAD[lines.jobdock_fifo]:-0}" "==" 0
   target "lines: jobdock runs with wrong bytes" "${BAD[lines.jobdock]:-0}" "==" 0
 fi
 
@@ -329,6 +341,38 @@ if want registry; then
   row burst jobdock
   target "burst: most pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | tail -n1)" "==" 1
   target "burst: fewest pulls in one burst" "$(tr ' ' '\n' <<<"$PULLS" | grep . | sort -n | head -n1)" "==" 1
+
+  # Per-job requests by kind, for the scale estimate in BENCHMARKS.md: a cold job (image absent,
+  # pull "missing"), warm jobs under "newer", and one cold job with the access cache emptied.
+  kinds() { # kinds START_LINE: "COUNT METHOD PATH" for the bench's repository, digests shortened
+    registry_lines "$1" | grep "/v2/$REMOTE_REPO/" \
+      | sed -E 's/.*"(GET|HEAD|POST|PUT) ([^ ?]*)[^"]*" ([0-9]+).*/\1 \2 \3/; s/sha256:[0-9a-f]{64}/sha256:DIGEST/' \
+      | sort | uniq -c | sed 's/^ */    /'
+  }
+  NEWER_CONFIG=$BENCH_DIR/wrapper-newer.toml
+  sed 's/^pull = "missing"$/pull = "newer"/' "$CONFIG" >"$NEWER_CONFIG.new"
+  install -m 0644 -o root -g root "$NEWER_CONFIG.new" "$NEWER_CONFIG" && rm -f "$NEWER_CONFIG.new"
+  jd_newer() { jd run --config "$NEWER_CONFIG" --user "$USER_NAME" --image "$REMOTE" -- true; }
+  jd_remote </dev/null
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  for ((r = 0; r < BENCH_RUNS; r++)); do jd_newer </dev/null; done
+  sleep 1
+  n=$(registry_lines "$start_line" | grep -c "/v2/$REMOTE_REPO/" || true)
+  out "registry: $BENCH_RUNS warm starts with pull \"newer\": $n requests for $REMOTE_REPO, by kind (count, method, path, status):"
+  out "$(kinds "$start_line")"
+  "$DOCKER" rmi "$REMOTE" >/dev/null
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  jd_remote </dev/null
+  sleep 1
+  out "registry: one cold start (tag absent, layers present, pull \"missing\", access verdict cached), by kind:"
+  out "$(kinds "$start_line")"
+  "$DOCKER" rmi "$REMOTE" >/dev/null
+  rm -rf "$STATE/access"
+  start_line=$(wc -l <"$REGISTRY_LOG")
+  jd_remote </dev/null
+  sleep 1
+  out "registry: one cold start as above with the access cache emptied (a node's first job of the image), by kind:"
+  out "$(kinds "$start_line")"
 fi
 
 # ------------------------------------------------------------------- plan --

@@ -944,6 +944,33 @@ fn random_token() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// jobdock's own binary and the shared objects this process has mapped, for a step container's
+/// agent (see [`plan::OwnBinary`]); `None` if /proc does not say.
+fn own_binary() -> Option<plan::OwnBinary> {
+    let path = std::fs::read_link("/proc/self/exe").ok()?;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path; a replaced file's path ends in " (deleted)".
+        let Some(file) = line.split_whitespace().nth(5).map(Path::new) else {
+            continue;
+        };
+        let shared_object = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(".so"));
+        if file.is_absolute()
+            && shared_object
+            && !line.ends_with(" (deleted)")
+            && file != path
+            && !libraries.iter().any(|l| l == file)
+        {
+            libraries.push(file.to_path_buf());
+        }
+    }
+    Some(plan::OwnBinary { path, libraries })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -971,31 +998,4 @@ mod tests {
             assert_eq!(super::interpreter(script), *want, "{script:?}");
         }
     }
-}
-
-/// jobdock's own binary and the shared objects this process has mapped, for a step container's
-/// agent (see [`plan::OwnBinary`]); `None` if /proc does not say.
-fn own_binary() -> Option<plan::OwnBinary> {
-    let path = std::fs::read_link("/proc/self/exe").ok()?;
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let mut libraries: Vec<PathBuf> = Vec::new();
-    for line in maps.lines() {
-        // address perms offset dev inode path; a replaced file's path ends in " (deleted)".
-        let Some(file) = line.split_whitespace().nth(5).map(Path::new) else {
-            continue;
-        };
-        let shared_object = file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.contains(".so"));
-        if file.is_absolute()
-            && shared_object
-            && !line.ends_with(" (deleted)")
-            && file != path
-            && !libraries.iter().any(|l| l == file)
-        {
-            libraries.push(file.to_path_buf());
-        }
-    }
-    Some(plan::OwnBinary { path, libraries })
 }

@@ -135,6 +135,63 @@ fn jobdock_plans_pass_unchanged() {
     );
 }
 
+/// With `engine.output = "fifo"` the body has exactly two more binds, the job's FIFOs from its
+/// staging directory: they pass, as every staged file does, and a FIFO bind from anywhere else
+/// (another path at the same target) does not.
+#[test]
+fn the_output_fifos_pass_and_nothing_else_with_them() {
+    let mut config = site();
+    let policy = Policy::new(&config);
+    let attach = jobdock_body(&config, &[]);
+    config.engine.output = crate::config::OutputPath::Fifo;
+    let fifo = jobdock_body(&config, &[]);
+    let mounts = |b: &Value| b["HostConfig"]["Mounts"].as_array().unwrap().clone();
+    // (The staged copies of the user's directories are numbered in mount order: compare by
+    // target.)
+    let targets = |b: &Value| -> Vec<String> {
+        mounts(b)
+            .iter()
+            .map(|m| m["Target"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let extra: Vec<String> = targets(&fifo)
+        .into_iter()
+        .filter(|t| !targets(&attach).contains(t))
+        .collect();
+    assert_eq!(extra, ["/dev/jobdock/stdout", "/dev/jobdock/stderr"]);
+    for m in mounts(&fifo)
+        .iter()
+        .filter(|m| m["Target"].as_str().unwrap().starts_with("/dev/jobdock/"))
+    {
+        let source = m["Source"].as_str().unwrap();
+        assert!(
+            source.starts_with(&format!("{}/", config.engine.state_dir.display())),
+            "{m}"
+        );
+    }
+    assert_eq!(mounts(&fifo).len(), mounts(&attach).len() + 2);
+    assert_eq!(
+        create(&policy, &Who::Unnamed, &bytes(&fifo)),
+        Ok(()),
+        "{fifo:#}"
+    );
+    let i = mounts(&fifo)
+        .iter()
+        .position(|m| m["Target"] == "/dev/jobdock/stdout")
+        .unwrap();
+    let elsewhere = with(
+        fifo,
+        &format!("/HostConfig/Mounts/{i}/Source"),
+        json!("/home/alice/fifo"),
+    );
+    assert_denied(
+        "a FIFO bind from the user's home",
+        create(&policy, &Who::Unnamed, &bytes(&elsewhere)),
+        &format!("HostConfig.Mounts[{i}]"),
+        "neither in jobdock's staging directory",
+    );
+}
+
 #[test]
 fn a_site_mount_passes_and_must_stay_read_only() {
     let mut config = site();

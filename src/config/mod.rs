@@ -57,6 +57,19 @@ pub struct Engine {
     pub job_cgroup: bool,
     /// dockerd's cgroup driver: `cgroupfs` or `systemd` (`docker info` shows it).
     pub cgroup_driver: String,
+    /// How a batch job's stdout and stderr reach jobdock (a terminal's always go through attach).
+    pub output: OutputPath,
+}
+
+/// `engine.output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputPath {
+    /// Through dockerd's attach stream (the shim, dockerd and its framing carry every byte).
+    Attach,
+    /// Through two FIFOs jobdock owns, bind-mounted into the container, past the shim and dockerd
+    /// (BENCHMARKS.md); needs `/bin/sh` in the image (without it, the job goes through attach).
+    Fifo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -389,6 +402,7 @@ impl Default for SiteConfig {
                 pull_timeout_secs: 3600,
                 job_cgroup: true,
                 cgroup_driver: "cgroupfs".into(),
+                output: OutputPath::Attach,
             },
             images: Images {
                 allowed_registries: Vec::new(),
@@ -646,6 +660,7 @@ struct RawEngine {
     pull_timeout_secs: Option<u64>,
     job_cgroup: Option<bool>,
     cgroup_driver: Option<String>,
+    output: Option<OutputPath>,
 }
 
 #[derive(Default, Deserialize)]
@@ -760,6 +775,7 @@ impl Raw {
             c.engine.grace_period_secs = grace;
         }
         c.engine.job_cgroup = self.engine.job_cgroup.unwrap_or(c.engine.job_cgroup);
+        c.engine.output = self.engine.output.unwrap_or(c.engine.output);
         if let Some(driver) = self.engine.cgroup_driver {
             if driver != "cgroupfs" && driver != "systemd" {
                 bad(

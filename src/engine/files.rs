@@ -244,6 +244,9 @@ impl Staging {
         if let (Some(path), Some(text)) = (&plan.staging.script, &plan.script) {
             write_new("staging file", path, text.as_bytes(), 0o644)?;
         }
+        if let Some(fifos) = &plan.staging.fifos {
+            super::fifo::make(fifos, plan.user.0, plan.user.1)?;
+        }
         Ok(staging)
     }
 

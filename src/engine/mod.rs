@@ -15,6 +15,7 @@ pub mod body;
 mod cleanup;
 mod daemon;
 mod docker;
+mod fifo;
 mod files;
 mod host;
 pub mod images;
@@ -399,6 +400,7 @@ async fn prune_with<D: daemon::Daemon>(
                     if let Some(record) = images::record_path(state_dir, &removal.image.id) {
                         let _ = std::fs::remove_file(record);
                     }
+                    verify::forget(state_dir, &removal.image.id);
                     images::Pruned::Removed
                 }
                 Err(e) if e.kind == daemon::ErrorKind::Conflict => images::Pruned::InUse,

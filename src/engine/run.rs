@@ -77,6 +77,8 @@ pub(super) struct Leftovers {
     /// Made once the image is there: a jobdock killed while it pulls leaves nothing behind.
     pub staging: Option<Staging>,
     pub container: Container,
+    /// The container the image's files were read from (`verify::created`), until it is removed.
+    pub inert: Option<String>,
     pub cidfile: Option<PathBuf>,
 }
 
@@ -118,13 +120,24 @@ async fn run_job<D: Daemon>(
     leftovers: &mut Leftovers,
 ) -> Result<Outcome, EngineError> {
     // Until the job runs, a stop signal abandons the setup (the cleanup still runs).
-    let (id, attached, image) = tokio::select! {
+    let started = tokio::select! {
         started = start(d, plan, s, leftovers) => started?,
         signal = stop_requested(signals) => return Err(EngineError::Interrupted { signal }),
     };
-    let mut outcome = supervise(d, plan, s, &id, attached, signals, io).await?;
+    let image = started.image.clone();
+    let mut outcome = supervise(d, plan, s, started, signals, io).await?;
     outcome.image = image;
     Ok(outcome)
+}
+
+/// A job that runs: its container, its streams, and the image it was made of.
+pub(super) struct Started {
+    pub id: String,
+    pub attached: Attached,
+    /// The image id or confirmed digest the container was made of.
+    pub image: String,
+    /// The job's output FIFOs (`engine.output = "fifo"`), opened.
+    pub fifos: Option<super::fifo::Opened>,
 }
 
 /// Waits for a signal that asks jobdock to stop; the others mean nothing before the job runs.
@@ -143,7 +156,7 @@ pub(super) async fn start<D: Daemon>(
     plan: &ContainerPlan,
     s: &Settings<'_>,
     leftovers: &mut Leftovers,
-) -> Result<(String, Attached, String), EngineError> {
+) -> Result<Started, EngineError> {
     let local = pull::ensure_image(d, &plan.image, &s.pull).await?;
     let confirmed = access::check(d, &plan.image, &local, &s.access).await?;
     // When a job last ran it: what `jobdock prune` judges the image by.
@@ -171,8 +184,86 @@ pub(super) async fn start<D: Daemon>(
     if let Some(confirmed) = confirmed {
         staged.plan.image = confirmed;
     }
+    let mut id = create_checked(d, &staged.plan, plan, s, leftovers).await?;
+    // The FIFO wrapper needs the image's /bin/sh (asked of the job's container: its mounts were
+    // just checked). Without it the job's output goes through attach: the container is made again.
+    let attach_plan;
+    let mut plan = plan;
+    if plan.staging.fifos.is_some() && !program_exists(d, &id, "/bin/sh").await? {
+        tracing::info!(
+            "the image has no /bin/sh for the output FIFOs; the output goes through attach"
+        );
+        discard(d, leftovers).await;
+        attach_plan = plan.without_fifos();
+        plan = &attach_plan;
+        staged.plan = staged.plan.without_fifos();
+        id = create_checked(d, &staged.plan, plan, s, leftovers).await?;
+    }
+    // Only now: dockerd mounts the container's mounts to answer this, following the image's
+    // symlinks, which `created` has just ruled out at every mount point.
+    let program = plan
+        .entrypoint
+        .as_ref()
+        .and_then(|e| e.first())
+        .filter(|p| p.starts_with('/'));
+    if let Some(program) = program
+        && !program_exists(d, &id, program).await?
+    {
+        return Err(EngineError::NoProgram {
+            image: plan.image.to_string(),
+            program: program.clone(),
+        });
+    }
+    // Opened before the job starts, so no job can open the other end first, and checked.
+    let fifos = match &plan.staging.fifos {
+        Some(f) => Some(super::fifo::open(f, plan.user.0)?),
+        None => None,
+    };
+
+    let attached = d
+        .attach(&id)
+        .await
+        .map_err(|e| EngineError::daemon("attaching to the container", e))?;
+    // The image-reading container guards nothing once the job's exists: it goes while the job
+    // starts, off the start's path.
+    let inert = leftovers.inert.take();
+    let (started, ()) = tokio::join!(
+        async {
+            d.start(&id).await.map_err(|e| start_error(e, plan))?;
+            // Until this passes, the job's output waits in the attach stream: a job that fails it
+            // is removed, and nothing it printed reaches anyone.
+            verify::started(d, &staged.plan, &id, s.host).await
+        },
+        async {
+            if let Some(inert) = &inert {
+                verify::remove_inert(d, inert).await;
+            }
+        }
+    );
+    started?;
+    // The container holds its own mounts now.
+    if let Err(e) = staged.release() {
+        tracing::warn!("staging mounts: {e}");
+    }
+    Ok(Started {
+        id,
+        attached,
+        image: ran,
+        fifos,
+    })
+}
+
+/// Creates the container of `staged` (`plan` with its staged mount sources), writes the cidfile
+/// and checks the container against the plan (`verify::created`).
+async fn create_checked<D: Daemon>(
+    d: &D,
+    staged: &ContainerPlan,
+    plan: &ContainerPlan,
+    s: &Settings<'_>,
+    leftovers: &mut Leftovers,
+) -> Result<String, EngineError> {
     leftovers.container = Container::Creating;
-    let id = match d.create(&staged.plan).await {
+    let id = match d.create(staged).await {
         Ok(id) => id,
         Err(e) if e.kind == ErrorKind::Conflict => {
             // Not ours: the name includes jobdock's pid, so something else holds it.
@@ -191,41 +282,33 @@ pub(super) async fn start<D: Daemon>(
         &plan.name,
         &id,
     )?);
+    leftovers.inert = verify::created(d, staged, plan, &id, s.host, s.state_dir).await?;
+    Ok(id)
+}
 
-    verify::created(d, &staged.plan, plan, &id, s.host).await?;
-    // Only now: dockerd mounts the container's mounts to answer this, following the image's
-    // symlinks, which `created` has just ruled out at every mount point.
-    if let Some(program) = plan
-        .entrypoint
-        .as_ref()
-        .and_then(|e| e.first())
-        .filter(|p| p.starts_with('/'))
+/// Removes what `create_checked` made, before it is made again.
+async fn discard<D: Daemon>(d: &D, leftovers: &mut Leftovers) {
+    if let Some(inert) = leftovers.inert.take() {
+        verify::remove_inert(d, &inert).await;
+    }
+    if let Container::Created(id) = std::mem::take(&mut leftovers.container)
+        && let Err(e) = remove_container(d, &id).await
     {
-        let found = d
-            .path_exists(&id, program)
-            .await
-            .map_err(|e| EngineError::daemon("looking for the entrypoint in the image", e))?;
-        if !found {
-            return Err(EngineError::NoProgram {
-                image: plan.image.to_string(),
-                program: program.clone(),
-            });
-        }
+        tracing::warn!("removing the container {id} to make it again: {e}");
+        leftovers.container = Container::Created(id);
     }
+    if let Some(cidfile) = leftovers.cidfile.take()
+        && let Err(e) = files::remove_file("cidfile", &cidfile)
+    {
+        tracing::warn!("{e}");
+    }
+}
 
-    let attached = d
-        .attach(&id)
+/// Whether `program` is in the container `id` (its image, and the mounts).
+async fn program_exists<D: Daemon>(d: &D, id: &str, program: &str) -> Result<bool, EngineError> {
+    d.path_exists(id, program)
         .await
-        .map_err(|e| EngineError::daemon("attaching to the container", e))?;
-    d.start(&id).await.map_err(|e| start_error(e, plan))?;
-    // Until this passes, the job's output waits in the attach stream: a job that fails it is
-    // removed, and nothing it printed reaches anyone.
-    verify::started(d, &staged.plan, &id, s.host).await?;
-    // The container holds its own mounts now.
-    if let Err(e) = staged.release() {
-        tracing::warn!("staging mounts: {e}");
-    }
-    Ok((id, attached, ran))
+        .map_err(|e| EngineError::daemon("looking for the entrypoint in the image", e))
 }
 
 /// `dir` is the very directory to dockerd (in its mount namespace) that it is to jobdock.
@@ -272,11 +355,17 @@ async fn supervise<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     s: &Settings<'_>,
-    id: &str,
-    attached: Attached,
+    started: Started,
     signals: &mut mpsc::Receiver<Sig>,
     io: Io,
 ) -> Result<Outcome, EngineError> {
+    let Started {
+        id,
+        attached,
+        fifos,
+        image: _,
+    } = started;
+    let id = id.as_str();
     let Io {
         stdout,
         stderr,
@@ -301,6 +390,16 @@ async fn supervise<D: Daemon>(
     resize().await;
 
     let Attached { output, input } = attached;
+    // Through FIFOs, the attach stream still carries what is written before the wrapper has
+    // redirected (docker-init's own errors); the program the wrapper execs is the job's command.
+    let (output, writers, wrapped) = match fifos {
+        Some(f) => (
+            Box::pin(futures_util::stream::select(output, f.output)) as Output,
+            f.writers,
+            wrapped_program(plan),
+        ),
+        None => (output, Vec::new(), None),
+    };
     let pumping = Arc::new(Pumping::default());
     let (status_tx, status_rx) = tokio::sync::oneshot::channel();
     let mut pump = tokio::spawn(pump_output(
@@ -309,6 +408,7 @@ async fn supervise<D: Daemon>(
         stderr,
         pumping.clone(),
         status_rx,
+        wrapped,
     ));
     let feeder = AbortOnDrop(tokio::spawn(feed_input(stdin, input, !plan.tty)));
 
@@ -365,6 +465,9 @@ async fn supervise<D: Daemon>(
         }
     };
     drop(feeder);
+    // The job is gone, and with it every writer of its FIFOs but jobdock: what is in them is the
+    // rest of its output, and then they end.
+    drop(writers);
     // A pump holding what may be docker-init's report of a failed exec needs the status.
     let _ = status_tx.send(status);
     if !pump_done {
@@ -494,6 +597,7 @@ pub(super) async fn pump_output(
     stderr: Box<dyn AsyncWrite + Send + Unpin>,
     pumping: Arc<Pumping>,
     status: tokio::sync::oneshot::Receiver<i64>,
+    wrapped: Option<String>,
 ) -> Result<Option<ExecFailure>, DaemonError> {
     let mut stdout = Sink::new("stdout", stdout);
     let mut stderr = Sink::new("stderr", stderr);
@@ -504,7 +608,11 @@ pub(super) async fn pump_output(
         let chunk = chunk?;
         if std::mem::take(&mut first)
             && let Chunk::Stderr(bytes) = &chunk
-            && let Some(failure) = ExecFailure::parse(bytes)
+            && let Some(failure) = ExecFailure::parse(bytes).or_else(|| {
+                wrapped
+                    .as_deref()
+                    .and_then(|p| ExecFailure::parse_sh(bytes, p))
+            })
         {
             held = Some((bytes.clone(), failure));
             continue;
@@ -536,6 +644,17 @@ pub(super) async fn pump_output(
     Ok(explained)
 }
 
+/// The program the FIFO wrapper execs: the job's own entrypoint's, else its command's.
+fn wrapped_program(plan: &ContainerPlan) -> Option<String> {
+    let own = plan
+        .entrypoint
+        .as_ref()?
+        .get(crate::plan::FIFO_WRAPPER.len()..)?;
+    own.first()
+        .or_else(|| plan.cmd.as_ref().and_then(|c| c.first()))
+        .cloned()
+}
+
 /// docker-init (tini) could not exec the job's command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ExecFailure {
@@ -557,6 +676,28 @@ impl ExecFailure {
                 program: program.to_string(),
                 reason: reason.to_string(),
             }
+        })
+    }
+
+    /// The FIFO wrapper's `sh` could not exec `program`, as one line on the job's stderr:
+    /// `jobdock: exec: line 0: PROGRAM: not found` (busybox), `jobdock: 1: exec: PROGRAM: not
+    /// found` (dash), `jobdock: line 0: exec: PROGRAM: not found` (bash); or `Permission denied`.
+    fn parse_sh(bytes: &[u8], program: &str) -> Option<ExecFailure> {
+        let line = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let rest = line.strip_prefix("jobdock: ")?;
+        if line.contains('\n') || !rest.contains("exec: ") {
+            return None;
+        }
+        let reason = [
+            ("not found", "No such file or directory"),
+            ("Permission denied", "Permission denied"),
+        ]
+        .into_iter()
+        .find(|(said, _)| rest.ends_with(&format!(": {program}: {said}")))?
+        .1;
+        Some(ExecFailure {
+            program: program.to_string(),
+            reason: reason.to_string(),
         })
     }
 }
@@ -681,6 +822,9 @@ pub(super) async fn clean_up<D: Daemon>(
             "container {} was not removed ({e}); `jobdock cleanup --job {job}` removes it",
             plan.name
         ));
+    }
+    if let Some(inert) = &leftovers.inert {
+        verify::remove_inert(d, inert).await;
     }
     if let Some(cidfile) = &leftovers.cidfile
         && let Err(e) = files::remove_file("cidfile", cidfile)

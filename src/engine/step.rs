@@ -75,7 +75,13 @@ async fn create_and_run<D: Daemon>(
     signals: &mut mpsc::Receiver<Sig>,
     leftovers: &mut Leftovers,
 ) -> Result<Outcome, EngineError> {
-    let (id, attached, image) = tokio::select! {
+    // A step container's tasks hand the agent their own stdio: it has no output FIFOs.
+    let run::Started {
+        id,
+        attached,
+        image,
+        fifos: _,
+    } = tokio::select! {
         started = run::start(d, plan, s, leftovers) => started?,
         signal = run::stop_requested(signals) => return Err(EngineError::Interrupted { signal }),
     };
@@ -89,6 +95,7 @@ async fn create_and_run<D: Daemon>(
         Box::new(tokio::io::stderr()),
         pumping,
         no_status,
+        None,
     ));
     drop(attached.input);
     let mut outcome = join(d, plan, s.state_dir, task, signals).await;

@@ -19,13 +19,17 @@ const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
 /// After create, before start: the container dockerd stored is `plan` (as dockerd got it: with its
 /// staged mount sources), the mount sources the user's probe checked (`checked`'s) still name the
 /// same files, and so do the staging mounts. `Err` leaves the container to be removed.
+///
+/// Returns the inert container the image's files were read from, if one was made: it guards
+/// nothing, and the caller removes it once the job has started (or with the job's, on failure).
 pub(super) async fn created<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     checked: &ContainerPlan,
     id: &str,
     host: &dyn Host,
-) -> Result<(), EngineError> {
+    state_dir: &Path,
+) -> Result<Option<String>, EngineError> {
     if let Some(pause) = host.pause_before_checks() {
         tokio::time::sleep(pause).await;
     }
@@ -53,7 +57,6 @@ pub(super) async fn created<D: Daemon>(
             ),
         });
     }
-    image_agrees(d, plan, &state.effective.image).await?;
     // The user's paths: a swap since the check gains nothing (the container gets the pinned
     // directory), but it is refused as what it is.
     for (source, pin) in &checked.pins {
@@ -97,7 +100,8 @@ pub(super) async fn created<D: Daemon>(
             }
         }
     }
-    Ok(())
+    // Last: what it returns must be removed by the caller.
+    image_agrees(d, plan, &state.effective.image, state_dir).await
 }
 
 /// Largest image `/etc/group` jobdock reads.
@@ -105,12 +109,25 @@ const MAX_GROUP_FILE: u64 = 1 << 20;
 
 /// What the image itself holds, read from an inert container of it (the job's own shows
 /// jobdock's mounts, and dockerd mounts them to answer): its mount points (`mount_points_agree`)
-/// and its `/etc/group` (`groups_agree`).
+/// and its `/etc/group` (`groups_agree`). A pass is kept per image id (`cache`), and a later job
+/// with the same key reads nothing. Returns the inert container, if one was made, for the caller
+/// to remove; on a refusal it is removed here.
 async fn image_agrees<D: Daemon>(
     d: &D,
     plan: &ContainerPlan,
     image: &str,
-) -> Result<(), EngineError> {
+    state_dir: &Path,
+) -> Result<Option<String>, EngineError> {
+    let mounts: Vec<(PathBuf, &'static str)> = plan
+        .mounts
+        .iter()
+        .map(|m| (m.target.clone(), needs_of(plan, &m.source).name()))
+        .collect();
+    let key = cache::Key::new(state_dir, image, &mounts, &plan.group_add, MAX_GROUP_FILE);
+    if key.as_ref().is_some_and(cache::Key::passed) {
+        tracing::debug!("the image {image} passed its checks for these mounts and groups before");
+        return Ok(None);
+    }
     let inert = d
         .create_inert(image, &format!("{}-image", plan.name), &plan.labels)
         .await
@@ -120,10 +137,26 @@ async fn image_agrees<D: Daemon>(
         groups_agree(d, plan, &inert).await
     }
     .await;
-    if let Err(e) = crate::engine::daemon::remove_container(d, &inert).await {
+    match checked {
+        Ok(()) => {
+            if let Some(key) = key {
+                key.record();
+            }
+            Ok(Some(inert))
+        }
+        Err(e) => {
+            remove_inert(d, &inert).await;
+            Err(e)
+        }
+    }
+}
+
+/// Removes the container `image_agrees` read the image from; a failure is only logged (its
+/// labels let `jobdock cleanup` find it).
+pub(super) async fn remove_inert<D: Daemon>(d: &D, inert: &str) {
+    if let Err(e) = crate::engine::daemon::remove_container(d, inert).await {
         tracing::warn!("removing the image-reading container {inert}: {e}");
     }
-    checked
 }
 
 /// The files dockerd itself mounts into every container (runc creates each where the image's
@@ -137,6 +170,39 @@ enum Needs {
     File,
     /// A site mount: jobdock does not know which.
     Either,
+}
+
+impl Needs {
+    /// As the check cache's key names it.
+    fn name(self) -> &'static str {
+        match self {
+            Needs::Directory => "directory",
+            Needs::File => "file",
+            Needs::Either => "either",
+        }
+    }
+}
+
+/// What the mount of `source` needs at its target: a directory for the user's pinned ones, a file
+/// for jobdock's staged files, either for a site's.
+fn needs_of(plan: &ContainerPlan, source: &Path) -> Needs {
+    if plan.pins.contains_key(source) {
+        Needs::Directory
+    } else if [&plan.staging.passwd, &plan.staging.group]
+        .into_iter()
+        .chain(plan.staging.script.as_ref())
+        .chain(
+            plan.staging
+                .fifos
+                .iter()
+                .flat_map(|f| [&f.stdout, &f.stderr]),
+        )
+        .any(|f| f == source)
+    {
+        Needs::File
+    } else {
+        Needs::Either
+    }
 }
 
 /// No mount may make the engine create anything on the host (issue 11.2), and the plan cannot see
@@ -157,17 +223,7 @@ async fn mount_points_agree<D: Daemon>(
     };
     let mut kinds = std::collections::BTreeMap::new();
     for m in &plan.mounts {
-        let needs = if plan.pins.contains_key(&m.source) {
-            Needs::Directory
-        } else if [&plan.staging.passwd, &plan.staging.group]
-            .into_iter()
-            .chain(plan.staging.script.as_ref())
-            .any(|f| *f == m.source)
-        {
-            Needs::File
-        } else {
-            Needs::Either
-        };
+        let needs = needs_of(plan, &m.source);
         let parts: Vec<_> = m.target.iter().skip(1).collect();
         let mut at = PathBuf::from("/");
         for (i, part) in parts.iter().enumerate() {
@@ -457,7 +513,9 @@ pub(super) async fn started<D: Daemon>(
     Ok(())
 }
 
+mod cache;
 mod compare;
+pub(crate) use cache::forget;
 pub(super) use compare::{check_status, compare};
 use compare::{clean, conflicting_group};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{PullPolicy, SiteConfig};
+use crate::config::{OutputPath, PullPolicy, SiteConfig};
 use crate::identity::{self, Caller, Identity};
 use crate::image::ImageRef;
 use crate::job::cgroup::JobCgroup;
@@ -119,7 +119,30 @@ pub struct Staging {
     pub script: Option<PathBuf>,
     /// A step container's agent directory (its socket), owned by the job user, mode 0700.
     pub agent_dir: Option<PathBuf>,
+    /// The FIFOs the job's stdout and stderr go to (`engine.output = "fifo"`), made by the engine.
+    pub fifos: Option<Fifos>,
 }
+
+/// The job's output FIFOs in the staging directory, mounted at [`FIFO_STDOUT`] and
+/// [`FIFO_STDERR`]; the command is run through [`FIFO_WRAPPER`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fifos {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// Where the job's stdout FIFO appears inside the container.
+pub const FIFO_STDOUT: &str = "/dev/jobdock/stdout";
+/// Where the job's stderr FIFO appears inside the container.
+pub const FIFO_STDERR: &str = "/dev/jobdock/stderr";
+/// What runs the job's command with its stdout and stderr on the FIFOs: the entrypoint is this
+/// followed by the job's own entrypoint, and the command is the job's.
+pub const FIFO_WRAPPER: [&str; 4] = [
+    "/bin/sh",
+    "-c",
+    "exec >/dev/jobdock/stdout 2>/dev/jobdock/stderr && exec \"$@\"",
+    "jobdock",
+];
 
 /// Where a staged job script appears inside the container.
 pub const SCRIPT_TARGET: &str = "/.jobdock/job.sh";
@@ -335,10 +358,28 @@ pub fn build(
         labels.insert("jobdock.step".into(), p.step.clone());
         labels.insert("jobdock.agent".into(), "1".into());
     }
-    let mut staging = staging(config, &name, &snap.token, req);
+    // A terminal's output stays a terminal's (attach); raw mode has no command jobdock can wrap;
+    // a step container's tasks hand its agent their own stdio.
+    let fifos = config.engine.output == OutputPath::Fifo
+        && !snap.stdin_is_tty
+        && entrypoint.is_some()
+        && cmd.is_some()
+        && parallel.is_none();
+    let mut staging = staging(config, &name, &snap.token, req, fifos);
     if parallel.is_some() {
         staging.agent_dir = Some(staging.dir.join("run"));
     }
+    let entrypoint = entrypoint.map(|e| {
+        if fifos {
+            FIFO_WRAPPER
+                .iter()
+                .map(ToString::to_string)
+                .chain(e)
+                .collect()
+        } else {
+            e
+        }
+    });
     let Mounts {
         mut mounts,
         working_dir,
@@ -641,14 +682,35 @@ fn labels(ctx: &JobContext, who: &Identity, pid: u32) -> BTreeMap<String, String
 
 /// The job's staging directory in the state directory, named by the container and a random
 /// token (unpredictable), and the files in it.
-fn staging(config: &SiteConfig, name: &str, token: &str, req: &Request) -> Staging {
+fn staging(config: &SiteConfig, name: &str, token: &str, req: &Request, fifos: bool) -> Staging {
     let dir = config.engine.state_dir.join(format!("{name}.{token}"));
     Staging {
         passwd: dir.join("passwd"),
         group: dir.join("group"),
         script: req.script.as_ref().map(|_| dir.join("job.sh")),
         agent_dir: None,
+        fifos: fifos.then(|| Fifos {
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+        }),
         dir,
+    }
+}
+
+impl ContainerPlan {
+    /// This plan with the job's output through attach instead of its FIFOs (for an image without
+    /// `/bin/sh`, which the FIFO wrapper needs); the same plan if it has none.
+    pub fn without_fifos(&self) -> ContainerPlan {
+        let mut plan = self.clone();
+        let Some(fifos) = plan.staging.fifos.take() else {
+            return plan;
+        };
+        plan.mounts
+            .retain(|m| m.source != fifos.stdout && m.source != fifos.stderr);
+        if let Some(e) = plan.entrypoint.as_mut() {
+            e.drain(..FIFO_WRAPPER.len().min(e.len()));
+        }
+        plan
     }
 }
 

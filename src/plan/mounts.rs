@@ -68,6 +68,19 @@ pub(super) fn mounts(
             why: "the user's command, exactly as submitted".into(),
         });
     }
+    if let Some(fifos) = &staging.fifos {
+        for (source, target, which) in [
+            (&fifos.stdout, super::FIFO_STDOUT, "stdout"),
+            (&fifos.stderr, super::FIFO_STDERR, "stderr"),
+        ] {
+            mounts.push(MountPlan {
+                source: source.clone(),
+                target: target.into(),
+                readonly: false,
+                why: format!("the job's {which}: a FIFO jobdock reads (engine.output)"),
+            });
+        }
+    }
     let jobdock_mounts = mounts.len();
     // The job's tmpdir is its /tmp. At its own path too, unless that path is under /tmp: the
     // engine would create that mount point inside the tmpdir itself, as root; there /tmp shows it.

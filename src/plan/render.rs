@@ -36,6 +36,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
                 group: _,
                 script: _,
                 agent_dir: _,
+                fifos: _,
             },
         hostname,
         user,
@@ -277,15 +278,27 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
     for (k, v) in env {
         line(vec!["--env".into(), format!("{k}={v}")], "");
     }
+    // `--entrypoint` takes one word: the entrypoint's others go first among the arguments, as
+    // dockerd joins them (Entrypoint then Cmd).
+    let mut entrypoint_args: &[String] = &[];
     match entrypoint {
         None => {}
         Some(e) if e.is_empty() => line(w(&["--entrypoint", ""]), "run exactly the job's command"),
-        Some(e) => line(
-            vec!["--entrypoint".into(), e.join(" ")],
-            "entrypoint for the job's command",
-        ),
+        Some(e) => {
+            line(
+                vec!["--entrypoint".into(), e[0].clone()],
+                "entrypoint for the job's command",
+            );
+            entrypoint_args = &e[1..];
+        }
     }
     line(vec![image.to_string()], "the image");
+    if !entrypoint_args.is_empty() {
+        line(
+            entrypoint_args.to_vec(),
+            "the entrypoint's arguments: the output FIFOs' wrapper (engine.output)",
+        );
+    }
     if let Some(cmd) = cmd {
         line(cmd.clone(), "the job's command");
     }

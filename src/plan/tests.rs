@@ -2454,3 +2454,65 @@ fn a_pmix_steps_client_directory_is_mounted_at_its_own_path_when_it_is_the_users
         }
     }
 }
+
+// ---- issue 15.2: the output FIFOs ------------------------------------------------------------------
+
+/// With `engine.output = "fifo"`, a batch job's command runs through the wrapper with two more
+/// mounts from its staging directory; without them (`without_fifos`) it is exactly the plan
+/// `"attach"` makes. A terminal's job and raw mode keep attach.
+#[test]
+fn fifo_output_wraps_the_command_and_adds_exactly_the_two_fifo_mounts() {
+    let mut fifo = site();
+    fifo.engine.output = crate::config::OutputPath::Fifo;
+    for command in [&[][..], &["id", "-u"][..]] {
+        let attach = plan_cfg(&site(), &[], command).unwrap();
+        let p = plan_cfg(&fifo, &[], command).unwrap();
+        let fifos = p.staging.fifos.clone().expect("fifos planned");
+        assert_eq!(fifos.stdout, p.staging.dir.join("stdout"));
+        assert_eq!(fifos.stderr, p.staging.dir.join("stderr"));
+        let wrapper: Vec<String> = FIFO_WRAPPER.iter().map(ToString::to_string).collect();
+        let mut want = wrapper.clone();
+        want.extend(attach.entrypoint.clone().unwrap());
+        assert_eq!(p.entrypoint, Some(want), "{command:?}");
+        assert_eq!(p.cmd, attach.cmd);
+        let added: Vec<(&Path, &Path, bool)> = p
+            .mounts
+            .iter()
+            .filter(|m| !attach.mounts.contains(m))
+            .map(|m| (m.source.as_path(), m.target.as_path(), m.readonly))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                (fifos.stdout.as_path(), Path::new(FIFO_STDOUT), false),
+                (fifos.stderr.as_path(), Path::new(FIFO_STDERR), false),
+            ]
+        );
+        assert_eq!(p.without_fifos(), attach, "{command:?}");
+        // The docker run rendering names them too, as one exact argv.
+        let text = render::docker_run_text(&p);
+        assert!(text.contains("target=/dev/jobdock/stdout"), "{text}");
+        assert!(text.contains("--entrypoint /bin/sh"), "{text}");
+    }
+    // Raw mode (the image's own entrypoint) and a terminal keep attach.
+    let raw = plan_cfg(&fifo, &[("LSB_DOCKER_RUN_RAW_ARGS", "1")], &["serve"]).unwrap();
+    assert_eq!(raw.staging.fifos, None);
+    assert_eq!(raw.entrypoint, None);
+    let mut all: Vec<(&str, &str)> = LSF_JOB.to_vec();
+    all.retain(|(k, _)| *k != "LSB_CONTAINER_IMAGE");
+    all.push(("LSB_CONTAINER_IMAGE", "alpine"));
+    let mut tty = snap(&all);
+    tty.stdin_is_tty = true;
+    let ctx = context(&tty).unwrap();
+    let req = Request {
+        command: vec!["id".into()],
+        ..Default::default()
+    };
+    let p = build(&req, &tty, &fifo, &ctx, &alice(), &host()).unwrap();
+    assert_eq!(p.staging.fifos, None);
+    assert!(
+        !p.mounts
+            .iter()
+            .any(|m| m.target.starts_with("/dev/jobdock"))
+    );
+}

@@ -219,6 +219,14 @@ fn jobdock_jobs_pass_through_unchanged() {
     let _plugin = plugin_in_place();
     let before = log_size();
     let job = util::job_id();
+    // Without a kept verdict on the image's files, the first job reads them through an inert
+    // container of its own, whose create must pass the plugin too (the event log shows it made).
+    let _ = std::fs::remove_dir_all("/run/jobdock-authz-test/state/image-checks");
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     let run = |command: &[&str], stdin: &[u8]| {
         let mut args = vec![
             "run", "--config", CONFIG, "--user", "jdalice", "--image", IMAGE, "--",
@@ -253,6 +261,24 @@ fn jobdock_jobs_pass_through_unchanged() {
         .run()
         .ok()
         .stdout_has("removed 0 container(s)");
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = std::process::Command::new("docker")
+        .args(["-H", &format!("unix://{SOCK}"), "events", "--since", &since])
+        .args(["--until", &until, "--filter", "event=create", "--filter"])
+        .arg(format!("label=jobdock.job={job}"))
+        .args(["--format", "{{.Actor.Attributes.name}}"])
+        .output()
+        .unwrap();
+    let created = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        created.lines().filter(|n| n.ends_with("-image")).count() == 1,
+        "one image-reading container through the plugin, the later jobs none: {created:?}"
+    );
     // Its creates name the job (the other requests, by id, the stderr check covers).
     let log = log_since(before);
     assert!(

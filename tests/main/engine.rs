@@ -1081,3 +1081,177 @@ fn a_device_jobs_memlock_is_devices_memlock_and_a_refusal_names_it() {
 fn out_job(bed: &Site) -> String {
     bed.jobs.last()
 }
+
+// ---- issue 15.2: output through FIFOs (engine.output = "fifo") ---------------------------------
+
+const FIFO: &str = "output = \"fifo\"";
+
+/// `job` run to the end with its raw stdout and stderr (not decoded as text).
+fn raw_run(job: &TestJob) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    let out = job.spawn().wait_with_output().unwrap();
+    (out.status.code(), out.stdout, out.stderr)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// 64 MiB of random bytes through the job's stdout, and through its stderr, arrive byte-exact
+/// (sha256) on jobdock's, each alone; the job's stdout really is the FIFO, and with
+/// `engine.output = "attach"` it is dockerd's pipe, with the same bytes.
+#[test]
+fn sixty_four_mib_of_random_bytes_pass_each_fifo_byte_exact() {
+    if !bed_is_up() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("jobdock-fifo")
+        .tempdir_in(ALICE.home)
+        .unwrap();
+    let file = dir.path().join("random");
+    let mut data = vec![0u8; 64 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    std::fs::write(&file, &data).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(ALICE.uid), None).unwrap();
+    std::os::unix::fs::chown(&file, Some(ALICE.uid), None).unwrap();
+    let want = sha256_hex(&data);
+    let path = file.display().to_string();
+    for (engine, fd1) in [
+        (FIFO, "/dev/jobdock/stdout"),
+        ("output = \"attach\"", "pipe:"),
+    ] {
+        let site = Site::with_engine(engine, "");
+        let (code, out, err) = raw_run(&site.job(ALICE, IMAGE, &["cat", &path]));
+        assert_eq!(code, Some(0), "{engine}: {}", String::from_utf8_lossy(&err));
+        assert_eq!(
+            (out.len(), sha256_hex(&out)),
+            (data.len(), want.clone()),
+            "{engine}"
+        );
+        assert!(
+            err.is_empty(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&err)
+        );
+        let script = format!("cat {path} >&2; l=$(readlink /proc/$$/fd/1); echo \"$l\" >&2");
+        let (code, out, err) = raw_run(&site.job(ALICE, IMAGE, &["sh", "-c", &script]));
+        assert_eq!(code, Some(0), "{engine}");
+        assert!(
+            out.is_empty(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        let (bytes, link) = err.split_at(data.len().min(err.len()));
+        assert_eq!(sha256_hex(bytes), want, "{engine}: stderr");
+        assert!(
+            String::from_utf8_lossy(link).starts_with(fd1),
+            "{engine}: the job's stdout is {:?}, want {fd1}",
+            String::from_utf8_lossy(link)
+        );
+        assert!(
+            site.leftovers().is_empty(),
+            "{engine}: {:?}",
+            site.leftovers()
+        );
+    }
+}
+
+/// Through the FIFOs each stream keeps its order, written alternately by one process and by two
+/// at once; exit codes pass as through attach; a job that closes its output at once, or whose
+/// background child still holds its stdout when it exits, ends with the job.
+#[test]
+fn fifo_streams_keep_their_order_and_the_job_ends_when_its_init_does() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::with_engine(FIFO, "");
+    let seq = |n: usize| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    let out = site
+        .job(
+            ALICE,
+            IMAGE,
+            &["sh", "-c", "seq 200000 & seq 100000 >&2 & wait"],
+        )
+        .run();
+    out.code(0);
+    assert!(out.stdout == seq(200000), "stdout out of order or short");
+    assert!(out.stderr == seq(100000), "stderr out of order or short");
+    let alternating = "for i in $(seq 2000); do echo o$i; echo e$i >&2; done";
+    let out = site.job(ALICE, IMAGE, &["sh", "-c", alternating]).run();
+    out.code(0);
+    let want = |p: &str| (1..=2000).map(|i| format!("{p}{i}\n")).collect::<String>();
+    assert!(
+        out.stdout == want("o") && out.stderr == want("e"),
+        "{}",
+        out.report
+    );
+    for (script, code) in [
+        ("exit 3", 3),
+        ("kill -TERM $$", 143),
+        ("exec >&- 2>&-; exit 5", 5),
+    ] {
+        site.job(ALICE, IMAGE, &["sh", "-c", script])
+            .run()
+            .code(code);
+    }
+    // The child would hold the FIFO for 60 s; the container's end takes it with the job.
+    let started = Instant::now();
+    let out = site
+        .job(
+            ALICE,
+            IMAGE,
+            &["sh", "-c", "(sleep 60; echo late) & echo now"],
+        )
+        .run();
+    out.code(0);
+    assert_eq!(out.stdout, "now\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "jobdock waited for the background child: {:?}",
+        started.elapsed()
+    );
+    assert!(site.leftovers().is_empty(), "{:?}", site.leftovers());
+}
+
+/// Through the FIFOs, a command the image lacks is explained as through attach (the wrapper's
+/// `sh` reports it, not docker-init), and the out-of-memory kill is told; an image without
+/// `/bin/sh` runs through attach.
+#[test]
+fn fifo_jobs_explain_failures_as_attach_does_and_an_image_without_a_shell_uses_attach() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::with_engine(FIFO, "[limits]\nmemory = \"48m\"\n");
+    let out = site.job(ALICE, IMAGE, &["nosuchprog", "x"]).run();
+    out.code(127)
+        .stderr_has("jobdock: nosuchprog: not found in image jobdock-test/busybox:latest (PATH=");
+    if out.stderr.contains("exec: line") {
+        out.fail("sh's own words were shown");
+    }
+    site.job(ALICE, IMAGE, &["/etc/passwd"])
+        .run()
+        .code(126)
+        .stderr_has("/etc/passwd: not executable in image");
+    site.job(
+        ALICE,
+        IMAGE,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
+    )
+    .run()
+    .code(137)
+    .stderr_has("jobdock: killed: out of memory (limit 48.0 MiB)");
+    // The noshell image's /true runs, through attach.
+    site.job(ALICE, NOSHELL, &["/true"]).run().code(0);
+    assert!(site.leftovers().is_empty(), "{:?}", site.leftovers());
+}

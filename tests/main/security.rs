@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -2577,4 +2577,172 @@ fn each_job_leaves_one_audit_record_in_syslog() {
         assert!(r.contains(want), "no {want:?} in {r}");
     }
     assert!(!r.contains("\nexit=0") && !r.contains(" exit=0 "), "{r}");
+}
+
+// ---- issue 15.1: the image checks' verdicts, kept per image id ---------------------------------
+
+/// The names of the containers dockerd created for job `job` since `since` (unix seconds), from
+/// dockerd's own event log: what jobdock made, whatever it says.
+fn created_for(job: &str, since: &str) -> Vec<String> {
+    let until = format!("{:.3}", now_secs() + 0.001);
+    let out = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=create",
+        "--filter",
+        &format!("label=jobdock.job={job}"),
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    assert!(out.status.success(), "docker events: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn image_id(image: &str) -> String {
+    let out = docker(&["image", "inspect", "-f", "{{.Id}}", image]);
+    assert!(
+        out.status.success(),
+        "docker image inspect {image}: {out:?}"
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs `job` (which must succeed) and returns whether dockerd created a container to read the
+/// image's files for it (the job's own is always created).
+#[track_caller]
+fn read_the_image(site: &Site, user: util::TestUser, image: &str) -> bool {
+    let since = format!("{:.3}", now_secs() - 0.001);
+    let job = site.job(user, image, &["true"]);
+    job.run().code(0);
+    let made = created_for(&job.id, &since);
+    let inert: Vec<_> = made.iter().filter(|n| n.ends_with("-image")).collect();
+    assert!(
+        made.len() == 1 + inert.len() && inert.len() <= 1,
+        "{}: dockerd created {made:?}",
+        job.shown()
+    );
+    assert!(containers_of(&job.id).is_empty(), "a container is left");
+    !inert.is_empty()
+}
+
+/// A job's image checks read the image through an inert container; a later job of the same image
+/// id with the same mounts and groups trusts the kept verdict and makes none (dockerd's event log
+/// shows it). An entry that is not root's alone is ignored, the image read again, and the entry
+/// replaced by root's.
+#[test]
+fn an_image_check_that_passed_is_kept_per_image_id_while_roots_alone() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let entry = site
+        .state()
+        .join("image-checks")
+        .join(image_id(BUSYBOX).trim_start_matches("sha256:"));
+    assert!(
+        read_the_image(&site, ALICE, BUSYBOX),
+        "the first job reads the image"
+    );
+    let meta = std::fs::symlink_metadata(&entry).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (0, 0o600),
+        "{}",
+        entry.display()
+    );
+    assert!(
+        !read_the_image(&site, ALICE, BUSYBOX),
+        "the second job reads it again"
+    );
+    // Another user's groups are another key.
+    assert!(
+        read_the_image(&site, BOB, BUSYBOX),
+        "jdbob's groups are not jdalice's"
+    );
+    assert!(!read_the_image(&site, BOB, BUSYBOX));
+    // Not root's alone: ignored, read again, and root's again after.
+    std::os::unix::fs::chown(&entry, Some(ALICE.uid), None).unwrap();
+    assert!(
+        read_the_image(&site, ALICE, BUSYBOX),
+        "a user's entry was trusted"
+    );
+    assert_eq!(std::fs::symlink_metadata(&entry).unwrap().uid(), 0);
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o602)).unwrap();
+    assert!(
+        read_the_image(&site, ALICE, BUSYBOX),
+        "a world-writable entry was trusted"
+    );
+    assert!(!read_the_image(&site, ALICE, BUSYBOX));
+}
+
+/// The hostile image (a group named "3001" with gid 0) is refused for jdalice whatever entry lies
+/// at its id: busybox's verdict copied there (it names busybox's id), or a pass forged for it that
+/// is not root's alone. The control: the same forged pass as root's is trusted (no container
+/// reads the image), so the forged line is the very key the job looks for.
+#[test]
+fn a_kept_image_verdict_is_never_another_images_nor_a_users() {
+    if !bed_is_up() {
+        return;
+    }
+    let site = Site::new("");
+    let busybox = image_id(BUSYBOX);
+    let hostile = image_id(HOSTILE);
+    assert_ne!(busybox, hostile);
+    let dir = site.state().join("image-checks");
+    assert!(read_the_image(&site, ALICE, BUSYBOX));
+    let kept = std::fs::read_to_string(dir.join(busybox.trim_start_matches("sha256:"))).unwrap();
+    assert!(kept.contains(&busybox), "{kept}");
+    let at_hostile = dir.join(hostile.trim_start_matches("sha256:"));
+    let refused = |case: &str| {
+        let job = site.job(ALICE, HOSTILE, &["id"]);
+        let out = job.run();
+        out.code(64)
+            .stderr_has("its /etc/group has a group named \"3001\" with gid 0")
+            .never_shows("uid=");
+        assert!(
+            containers_of(&job.id).is_empty(),
+            "{case}: a container was left"
+        );
+    };
+    std::fs::write(&at_hostile, &kept).unwrap();
+    std::fs::set_permissions(&at_hostile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused("busybox's verdict at the hostile image's id");
+    let forged = kept.replace(&busybox, &hostile);
+    for (case, uid, mode) in [
+        ("jdalice's", ALICE.uid, 0o600),
+        ("group-writable", 0, 0o620),
+    ] {
+        std::fs::write(&at_hostile, &forged).unwrap();
+        std::os::unix::fs::chown(&at_hostile, Some(uid), Some(0)).unwrap();
+        std::fs::set_permissions(&at_hostile, std::fs::Permissions::from_mode(mode)).unwrap();
+        refused(case);
+    }
+    // The control: root's forged pass is the key jdalice's job looks for, and is used (root's
+    // state directory is root's word, as the site config is).
+    std::fs::write(&at_hostile, &forged).unwrap();
+    std::os::unix::fs::chown(&at_hostile, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&at_hostile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::metadata(&at_hostile).unwrap().uid(), 0);
+    assert!(
+        !read_the_image(&site, ALICE, HOSTILE),
+        "root's entry was not used: the forged line is not the job's key"
+    );
+    std::fs::remove_file(&at_hostile).unwrap();
 }

@@ -649,14 +649,15 @@ impl Site {
         self.dir.path().join("state")
     }
 
-    /// Entries in the state dir but the node's pull locks, image access verdicts and image runs.
+    /// Entries in the state dir but the node's pull locks, image access verdicts, image runs and
+    /// image check verdicts.
     pub(crate) fn leftovers(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.state()) else {
             return Vec::new();
         };
         entries
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !["locks", "access", "images"].contains(&n.as_str()))
+            .filter(|n| !["locks", "access", "images", "image-checks"].contains(&n.as_str()))
             .collect()
     }
 

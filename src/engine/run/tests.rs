@@ -171,10 +171,11 @@ async fn a_job_runs_in_order_and_leaves_nothing() {
             "create_inert",
             "stat_path",
             "read_file",
-            "remove",
             "attach",
             "start",
             "inspect",
+            // The image-reading container goes while the job starts.
+            "remove",
             "wait",
             "inspect",
             "remove"
@@ -904,6 +905,7 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
         writer(),
         Arc::new(Pumping::default()),
         status,
+        None,
     )
     .await
     .unwrap();
@@ -1048,4 +1050,95 @@ async fn staging_is_made_after_the_pull_and_says_whose_it_is() {
         .result
         .unwrap();
     assert!(!stale.exists(), "swept");
+}
+
+/// Issue 15.2: through the output FIFOs the wrapper's `sh` reports a command it cannot exec, in
+/// each shell's words; held as the first output and explained for 127 and 126 as tini's report
+/// is, written as it came otherwise, and never for another program than the job's.
+#[tokio::test]
+async fn the_fifo_wrappers_exec_failure_is_explained_as_tinis() {
+    let cases = [
+        (
+            "jobdock: exec: line 0: python3: not found\n",
+            "python3",
+            127,
+            true,
+        ),
+        (
+            "jobdock: 1: exec: python3: not found\n",
+            "python3",
+            127,
+            true,
+        ),
+        (
+            "jobdock: line 0: exec: python3: not found\n",
+            "python3",
+            127,
+            true,
+        ),
+        (
+            "jobdock: 1: exec: /data/run.sh: Permission denied\n",
+            "/data/run.sh",
+            126,
+            true,
+        ),
+        // The job's own words, another program, another status, or more than the one line.
+        (
+            "jobdock: 1: exec: python3: not found\n",
+            "python3",
+            0,
+            false,
+        ),
+        (
+            "jobdock: 1: exec: python3: not found\n",
+            "python",
+            127,
+            false,
+        ),
+        ("sh: 1: exec: python3: not found\n", "python3", 127, false),
+        ("jobdock: 1: python3: not found\n", "python3", 127, false),
+        (
+            "jobdock: 1: exec: python3: not found\nmore\n",
+            "python3",
+            127,
+            false,
+        ),
+    ];
+    for (line, program, status, explained) in cases {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = || {
+            Box::new(Deferred {
+                pending: Vec::new(),
+                log: log.clone(),
+            })
+        };
+        let output: Output = Box::pin(futures_util::stream::iter([Ok(chunk_err(line))]));
+        let (status_tx, rx) = tokio::sync::oneshot::channel();
+        status_tx.send(status).unwrap();
+        let got = pump_output(
+            output,
+            writer(),
+            writer(),
+            Arc::new(Pumping::default()),
+            rx,
+            Some(program.to_string()),
+        )
+        .await
+        .unwrap();
+        let written = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        if explained {
+            let f = got.unwrap_or_else(|| panic!("{line:?}: not explained"));
+            assert_eq!(f.program, program);
+            let reason = if status == 126 {
+                "Permission denied"
+            } else {
+                "No such file or directory"
+            };
+            assert_eq!(f.reason, reason);
+            assert_eq!(written, "", "{line:?}");
+        } else {
+            assert_eq!(got, None, "{line:?} {program} {status}");
+            assert_eq!(written, line);
+        }
+    }
 }

@@ -493,10 +493,11 @@ async fn an_honest_daemon_and_host_run_the_job() {
             "stat_path",
             "stat_path",
             "read_file",
-            "remove",
             "attach",
             "start",
             "inspect",
+            // The image-reading container goes while the job starts.
+            "remove",
             "wait",
             "kill",
             "inspect",
@@ -978,5 +979,80 @@ async fn ordinary_mount_points_pass_and_each_path_is_asked_once() {
             .iter()
             .any(|c| c.starts_with("stat_path /run/systemd/")),
         "{asked:?}"
+    );
+}
+
+// ---- issue 15.1: image verdicts kept per image id -------------------------------------------------
+
+fn full_id_a(e: &mut Effective) {
+    e.image = format!("sha256:{}", "a".repeat(64));
+}
+
+fn full_id_b(e: &mut Effective) {
+    e.image = format!("sha256:{}", "b".repeat(64));
+}
+
+/// A pass of the image checks is kept for the image id the container got: the next job of that
+/// id reads nothing from the image, one of another id does; a refusal is not kept; and the
+/// image-reading container is removed after the job's start.
+#[tokio::test]
+#[ignore = "needs root: scripts/test.sh runs it with --include-ignored"]
+async fn a_passed_image_check_is_kept_for_its_image_id_and_a_refusal_is_not() {
+    let dir = state_dir();
+    let p = plan_in(&dir.path().join("state"));
+    let hostile = ContainerFile::Regular(b"3001:x:0:\n".to_vec());
+    let run_with = |tamper: fn(&mut Effective), group: Option<ContainerFile>| {
+        let mut d = FakeDaemon::default();
+        d.tamper = Some(tamper);
+        if let Some(g) = group {
+            d.image_files.insert("/etc/group", g);
+        }
+        d
+    };
+    // Refused: nothing kept, so the same image is read (and refused) again.
+    for _ in 0..2 {
+        let d = run_with(full_id_a, Some(hostile.clone()));
+        let ran = run_on(&d, &p, &honest_host(&p)).await;
+        assert!(ran.result.is_err());
+        assert!(
+            names(&ran.calls).contains(&"create_inert"),
+            "{:?}",
+            ran.calls
+        );
+    }
+    // Passed: read once, then not again for that id; another id is read.
+    let d = run_with(full_id_a, None);
+    let ran = run_on(&d, &p, &honest_host(&p)).await;
+    assert!(ran.result.is_ok(), "{:?}", ran.result);
+    let calls = names(&ran.calls);
+    let at = |c: &str| calls.iter().position(|n| *n == c).unwrap();
+    let inert_removed = ran
+        .calls
+        .iter()
+        .position(|c| *c == format!("remove {}", crate::engine::fake::INERT))
+        .unwrap();
+    assert!(at("start") < inert_removed, "{:?}", ran.calls);
+    for _ in 0..2 {
+        let d = run_with(full_id_a, None);
+        let ran = run_on(&d, &p, &honest_host(&p)).await;
+        assert!(ran.result.is_ok(), "{:?}", ran.result);
+        let calls = names(&ran.calls);
+        assert!(!calls.contains(&"create_inert"), "{calls:?}");
+        assert!(!calls.contains(&"stat_path") && !calls.contains(&"read_file"));
+    }
+    // The kept pass is not the hostile image's, though it has the same mounts and groups.
+    let d = run_with(full_id_b, Some(hostile));
+    let ran = run_on(&d, &p, &honest_host(&p)).await;
+    assert!(ran.result.is_err());
+    assert!(names(&ran.calls).contains(&"create_inert"));
+    // Nor the key of a job with other groups.
+    let mut other = p.clone();
+    other.group_add.push(4242);
+    let d = run_with(full_id_a, None);
+    let ran = run_on(&d, &other, &honest_host(&other)).await;
+    assert!(
+        names(&ran.calls).contains(&"create_inert"),
+        "{:?}",
+        ran.calls
     );
 }
