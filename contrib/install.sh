@@ -23,6 +23,15 @@
 # - The manual page and bash completion, written by the installed jobdock itself (`jobdock man`,
 #   `jobdock completions bash`): $PREFIX/share/man/man1/jobdock.1 and
 #   $PREFIX/share/bash-completion/completions/jobdock.
+# - The systemd units of contrib/systemd (the authorization plugin, the prune service and its
+#   timer) in $PREFIX/lib/systemd/system, which systemd reads for /usr/local and /usr alike; none
+#   is enabled. The files a site merges into its own configuration, in $PREFIX/share/jobdock:
+#   slurm/plugstack.conf, lsf/lsb.applications, lsf/lsb.queues, lsf/esub.docker,
+#   systemd/docker.service.d/jobdock-authz.conf and authz/make-certs.sh. The documentation
+#   (README.md, SECURITY.md, CHANGELOG.md, LICENSE) in $PREFIX/share/doc/jobdock. Every installed
+#   file names the installed paths ($PREFIX/bin/jobdock, $PREFIX/lib/jobdock, ...), never the
+#   /usr/local of the checkout's copies. scripts/build-deb.sh makes the Debian package from this
+#   install (PREFIX=/usr, staged with DESTDIR).
 # - Then `jobdock check-config` (an invalid config fails the install) and, on the live node,
 #   `jobdock doctor`, whose findings are shown but do not fail the install (a node is often
 #   installed before dockerd is set up); fix what it reports before running jobs.
@@ -63,15 +72,19 @@ fi
 jobdock=$prefix/bin/jobdock
 spank_so=$prefix/lib/jobdock/jobdock_spank.so
 
-# Copies contrib file $1 to $2 (mode 0755), naming the installed jobdock instead of
-# /usr/local/bin/jobdock; copy then rename, so a hook never runs a half-written file.
-install_script() {
-    sed "s|/usr/local/bin/jobdock|$jobdock|g" "$1" >"$2.new"
+# Copies file $1 of the checkout to $2 with mode $3 (0755 for a script), naming the installed
+# jobdock, plugin directory and documentation instead of the checkout's /usr/local ones; copy then
+# rename, so a hook never runs a half-written file.
+install_file() {
+    sed -e "s|/usr/local/bin/jobdock|$jobdock|g" \
+        -e "s|/usr/local/lib/jobdock/|$prefix/lib/jobdock/|g" \
+        -e "s|/usr/local/share/doc/jobdock/|$prefix/share/doc/jobdock/|g" "$1" >"$2.new"
     chown root:root "$2.new"
-    chmod 0755 "$2.new"
+    chmod "$3" "$2.new"
     mv -f "$2.new" "$2"
     say "$2 from ${1#"$here"/}"
 }
+install_script() { install_file "$1" "$2" 0755; }
 
 install -d -o root -g root -m 0755 "$destdir$prefix/bin" "$destdir$confdir"
 # Copy then rename: a running job keeps its old binary, a new one never sees a half-written file.
@@ -100,6 +113,26 @@ say "$man_dir/jobdock.1 (man jobdock)"
 chmod 0644 "$completion_dir/jobdock.new"
 mv -f "$completion_dir/jobdock.new" "$completion_dir/jobdock"
 say "$completion_dir/jobdock (bash completion)"
+
+unit_dir=$destdir$prefix/lib/systemd/system
+share_dir=$destdir$prefix/share/jobdock
+doc_dir=$destdir$prefix/share/doc/jobdock
+install -d -o root -g root -m 0755 "$unit_dir" "$share_dir/slurm" "$share_dir/lsf" \
+    "$share_dir/systemd/docker.service.d" "$share_dir/authz" "$doc_dir"
+for unit in jobdock-authz.service jobdock-prune.service jobdock-prune.timer; do
+    install_file "$here/contrib/systemd/$unit" "$unit_dir/$unit" 0644
+done
+install_file "$here/contrib/slurm/plugstack.conf" "$share_dir/slurm/plugstack.conf" 0644
+for file in lsb.applications lsb.queues; do
+    install_file "$here/contrib/lsf/$file" "$share_dir/lsf/$file" 0644
+done
+install_script "$here/contrib/lsf/esub.docker" "$share_dir/lsf/esub.docker"
+install_file "$here/contrib/systemd/docker.service.d/jobdock-authz.conf" \
+    "$share_dir/systemd/docker.service.d/jobdock-authz.conf" 0644
+install_script "$here/contrib/authz/make-certs.sh" "$share_dir/authz/make-certs.sh"
+for file in README.md SECURITY.md CHANGELOG.md LICENSE; do
+    install_file "$here/$file" "$doc_dir/$file" 0644
+done
 
 slurm=
 spank=

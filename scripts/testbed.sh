@@ -5,6 +5,8 @@
 #   scripts/testbed.sh [up] [--rebuild]   bring everything up (idempotent)
 #   scripts/testbed.sh down               stop the registry and dockerd started here
 #   scripts/testbed.sh status             report; exit 1 if daemon or registry is down
+#   scripts/testbed.sh debian-image       only the Debian 12 image of the package test (and
+#                                         the tools that build and check the .deb)
 #
 # Must run as root. Each step prints one "testbed: ..." line; noisy command
 # output goes to files in /var/log/jobdock-testbed (TESTBED_LOG_DIR).
@@ -99,6 +101,16 @@ HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD ["/bin/sh", "-c", "id > /
 IMAGE_ENTRYPOINT=jobdock-test/entrypoint:latest
 ENTRYPOINT_RECIPE='FROM jobdock-test/busybox:latest
 ENTRYPOINT ["/bin/echo", "the image entrypoint ran with:"]'
+# A Debian 12 system of its own (debootstrap minbase, with man-db), where tests/main/package.rs
+# installs, upgrades, removes and purges the jobdock .deb without touching this machine's /usr.
+# Built once per machine; rebuilt when its recipe (the suite, mirror and packages) changes.
+IMAGE_DEBIAN=jobdock-test/debian12:latest
+DEBIAN_SUITE=bookworm
+DEBIAN_MIRROR=${TESTBED_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_INCLUDE=man-db
+DEBIAN_LABEL=jobdock.testbed.debian
+# scripts/build-deb.sh (dpkg-deb, dpkg-shlibdeps) and the checks of the package it builds.
+PACKAGE_TOOLS=(debootstrap dpkg-dev lintian)
 HOSTILE_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile/escalate.c
 HOSTILE_PACKAGES=(gcc libc6-dev libcap2-bin)
 HOSTILE_LABEL=jobdock.testbed.hostile        # its value: a digest of what the images are made of
@@ -530,6 +542,33 @@ ensure_healthcheck_image() {
   say "image $IMAGE_HEALTHCHECK built (its HEALTHCHECK runs under docker run: $status)"
 }
 
+# debian_digest: what the Debian image is made of.
+debian_digest() {
+  printf '%s\n' "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$DEBIAN_INCLUDE" | sha256sum | cut -c1-16
+}
+
+ensure_debian_image() {
+  local rebuild=$1 digest root
+  ensure_packages "${PACKAGE_TOOLS[@]}"
+  digest=$(debian_digest)
+  if ((rebuild == 0)) \
+    && [[ $(dk image inspect -f "{{index .Config.Labels \"$DEBIAN_LABEL\"}}" "$IMAGE_DEBIAN" 2>/dev/null) == "$digest" ]]; then
+    say "image $IMAGE_DEBIAN present"
+    return 0
+  fi
+  root=$WORK_DIR/debian/rootfs
+  say "image $IMAGE_DEBIAN: debootstrap $DEBIAN_SUITE from $DEBIAN_MIRROR (a few minutes, once)"
+  run_logged "$IMAGES_LOG" debootstrap --variant=minbase --include="$DEBIAN_INCLUDE" \
+    "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR"
+  # No package lists or downloaded .debs in the image: the tests install only what they bring.
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  import_rootfs "$root" "$IMAGE_DEBIAN" "LABEL $DEBIAN_LABEL=$digest" \
+    'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/bash"]'
+  dk run --rm --network none "$IMAGE_DEBIAN" dpkg-query -W man-db >>"$IMAGES_LOG" 2>&1 \
+    || { tail_log "$IMAGES_LOG"; die "fresh image $IMAGE_DEBIAN does not run dpkg-query"; }
+  say "image $IMAGE_DEBIAN built (label $DEBIAN_LABEL=$digest)"
+}
+
 # ---------------------------------------------------------------- registry --
 write_registry_config() {
   local tmp=$WORK_DIR/registry.yml
@@ -879,6 +918,7 @@ cmd_up() {
   ensure_hostile_images "$rebuild"
   ensure_healthcheck_image "$rebuild"
   ensure_entrypoint_image "$rebuild"
+  ensure_debian_image "$rebuild"
   ensure_registry
   ensure_pushed "$rebuild"
   ensure_users
@@ -888,6 +928,17 @@ cmd_up() {
   ensure_syslog
   summary
   say "up done in $((SECONDS - start))s"
+}
+
+# Only the Debian image (tests/main/package.rs), without the rest of the test bed.
+cmd_debian_image() {
+  local rebuild=$1
+  need_root debian-image
+  make_dirs
+  make_work_dir
+  daemon_answers || die "no docker daemon answers on $DOCKER_SOCK (scripts/testbed.sh up starts it)"
+  pick_docker_cli
+  ensure_debian_image "$rebuild"
 }
 
 cmd_down() {
@@ -950,7 +1001,7 @@ main() {
   local cmd=up rebuild=0 arg
   for arg in "$@"; do
     case $arg in
-      up | down | status) cmd=$arg ;;
+      up | down | status | debian-image) cmd=$arg ;;
       --rebuild) rebuild=1 ;;
       -h | --help | help) usage; return 0 ;;
       *) usage >&2; die "unknown argument: $arg" ;;
@@ -965,6 +1016,7 @@ main() {
   case $cmd in
     up) cmd_up "$rebuild" ;;
     down) cmd_down ;;
+    debian-image) cmd_debian_image "$rebuild" ;;
     status) cmd_status ;;
   esac
 }

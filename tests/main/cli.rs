@@ -610,6 +610,49 @@ fn install_sh_with_a_prefix_installs_hooks_that_call_the_installed_binary() {
         std::fs::read_to_string(dest.join("opt/jobdock/share/bash-completion/completions/jobdock"))
             .unwrap();
     assert!(completion.contains("_jobdock()"), "{completion}");
+    // The systemd units, the files a site merges into its configuration and the documentation
+    // (issue 18.5: the Debian package is this install with PREFIX=/usr), naming the PREFIX.
+    for (file, want) in [
+        (
+            "opt/jobdock/lib/systemd/system/jobdock-authz.service",
+            "ExecStart=/opt/jobdock/bin/jobdock authz ",
+        ),
+        (
+            "opt/jobdock/lib/systemd/system/jobdock-authz.service",
+            "file:///opt/jobdock/share/doc/jobdock/SECURITY.md",
+        ),
+        (
+            "opt/jobdock/lib/systemd/system/jobdock-prune.service",
+            "ExecStart=/opt/jobdock/bin/jobdock prune",
+        ),
+        (
+            "opt/jobdock/lib/systemd/system/jobdock-prune.timer",
+            "OnCalendar=",
+        ),
+        (
+            "opt/jobdock/share/jobdock/slurm/plugstack.conf",
+            "\nrequired /opt/jobdock/lib/jobdock/jobdock_spank.so jobdock=/opt/jobdock/bin/jobdock ",
+        ),
+        (
+            "opt/jobdock/share/jobdock/lsf/lsb.applications",
+            "JOB_STARTER  = exec /opt/jobdock/bin/jobdock lsf-starter;",
+        ),
+        (
+            "opt/jobdock/share/jobdock/lsf/esub.docker",
+            "exec /opt/jobdock/bin/jobdock esub",
+        ),
+        (
+            "opt/jobdock/share/jobdock/systemd/docker.service.d/jobdock-authz.conf",
+            "Requires=jobdock-authz.service",
+        ),
+        ("opt/jobdock/share/doc/jobdock/README.md", "# jobdock"),
+        ("opt/jobdock/share/doc/jobdock/LICENSE", "MIT License"),
+    ] {
+        let text =
+            std::fs::read_to_string(dest.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(text.contains(want), "{file} lacks {want:?}:\n{text}");
+        assert!(!text.contains("/usr/local/"), "{file}:\n{text}");
+    }
     for want in [
         "Epilog=/etc/slurm/jobdock-epilog",
         "scontrol reconfigure",

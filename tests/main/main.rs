@@ -1,9 +1,9 @@
 //! The integration tests, one binary: the jobdock binary without a daemon (`cli`), against the
 //! real dockerd of scripts/testbed.sh (`engine`, `security`), under LSF as it runs a job starter
-//! (`lsf`), under the test bed's Slurm cluster (`slurm`) and its two-node MPI cluster (`mpi`).
-//! One harness for all of them (`util`): a `TestJob` builder, one job-id generator, one test user
-//! type, and the ways a job reaches jobdock (a site's config, a setuid copy, the installed
-//! binary).
+//! (`lsf`), under the test bed's Slurm cluster (`slurm`) and its two-node MPI cluster (`mpi`), and
+//! its Debian package in a Debian container (`package`). One harness for all of them (`util`): a
+//! `TestJob` builder, one job-id generator, one test user type, and the ways a job reaches
+//! jobdock (a site's config, a setuid copy, the installed binary).
 //!
 //! Run one part with `cargo test --test main engine::` (as root, with the test bed up). A new
 //! suite is a module here (Cargo.toml has `autotests = false`: a file straight under tests/
@@ -16,6 +16,7 @@ mod cli;
 mod engine;
 mod lsf;
 mod mpi;
+mod package;
 mod security;
 mod slurm;
 

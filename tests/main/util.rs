@@ -290,6 +290,45 @@ pub(crate) fn install_jobdock() {
     });
 }
 
+/// Builds the Debian package of the jobdock under test (scripts/build-deb.sh, from the release
+/// builds of jobdock and its SPANK plugin) with `version` into `out`; returns its path.
+pub(crate) fn build_deb(out: &Path, version: &str) -> PathBuf {
+    let binary = release_binary();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let spank = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "jobdock-spank"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo build --release -p jobdock-spank");
+    assert!(
+        spank.status.success(),
+        "cargo build --release -p jobdock-spank failed:\n{}",
+        String::from_utf8_lossy(&spank.stderr)
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-deb.sh");
+    let built = TestJob::program(script, &[&out.display().to_string()])
+        .env("JOBDOCK_BINARY", &binary.display().to_string())
+        .env(
+            "SPANK_PLUGIN",
+            &binary
+                .with_file_name("libjobdock_spank.so")
+                .display()
+                .to_string(),
+        )
+        .env("DEB_VERSION", version)
+        .run();
+    built.ok();
+    let arch = TestJob::program("dpkg", &["--print-architecture"]).run();
+    let deb = out.join(format!("jobdock_{version}_{}.deb", arch.ok().stdout.trim()));
+    assert_eq!(
+        built.stdout.trim(),
+        deb.display().to_string(),
+        "{}",
+        built.report
+    );
+    deb
+}
+
 /// One process under test, built up like a `Command` from a cleared environment: jobdock (the
 /// build under test, as root, unless told otherwise) or a program that runs it (`/bin/sh` with an
 /// LSF job file, srun, sbatch, script(1)).
