@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Parallel-step benchmarks of BENCHMARKS.md (issue 14), on scripts/slurm-testbed.sh's two-node
-# cluster jobdock-mpi, as jdalice through the installed jobdock (/usr/local/bin/jobdock). Measures,
+# cluster jobdock-mpi, as jdalice through the installed jobdock (/usr/bin/jobdock, the package). Measures,
 # never asserts; ROUNDS rounds, the variants interleaved within each round:
 #   join      a step's 2nd task on a node joining its container alone (task 0 creates it and
 #             holds it; task 1 starts 2 s later): task 1's `jobdock run -- true`, timed around
@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROUNDS=${1:-5}
 IMAGE=jobdock-test/mpi
-JOBDOCK=/usr/local/bin/jobdock
+JOBDOCK=/usr/bin/jobdock
 export SLURM_CONF=/etc/slurm-mpi/slurm.conf
 USER_NAME=jdalice
 work=$(mktemp -d /tmp/jobdock-bench-mpi.XXXXXX)

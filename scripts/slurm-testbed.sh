@@ -75,25 +75,27 @@ MEM_HEADROOM_PERCENT=10
 DEF_MEM_PER_CPU_MB=512                     # a job without --mem gets this per CPU
 SLURM_WAIT=${SLURM_TESTBED_WAIT:-60}       # seconds for daemons / node to come up
 
-# jobdock's Slurm epilog: the checkout's own, so the tests run the working tree's
-# file (an installed node has it as /etc/slurm/jobdock-epilog, from contrib/install.sh,
-# which names the installed jobdock). Configured as Epilog= only when the file exists and is
+# jobdock's Slurm epilog: the Debian package's (scripts/test.sh installs it first), which names
+# the installed /usr/bin/jobdock. Configured as Epilog= only when the file exists and is
 # executable; otherwise slurm.conf carries a commented placeholder. Override with
 # SLURM_EPILOG=/path scripts/slurm-testbed.sh up. Not exported: srun reads an
 # environment variable of this name as its own --epilog.
-SLURM_EPILOG=${SLURM_EPILOG:-$REPO_ROOT/contrib/slurm/epilog}
+SLURM_EPILOG=${SLURM_EPILOG:-/usr/libexec/jobdock/jobdock-epilog}
 export -n SLURM_EPILOG
 
-# jobdock's SPANK plugin on the main cluster (srun/sbatch --container-image): the release build
-# where contrib/install.sh puts it, under the plugstack line contrib/slurm/plugstack.conf ships,
+# jobdock's SPANK plugin on the main cluster (srun/sbatch --container-image): the Debian
+# package's (dpkg owns it: this script only checks it is there), under the plugstack line the
+# package ships (SPANK_PLUGSTACK_LINE),
 # in a plugstack.conf.d file of its own (Debian's plugstack.conf includes them; the other
 # clusters' slurm.conf live elsewhere and read no plugstack). Next to it the test build
 # (--features test-hooks: plugin_name jobdock_test, only the option --jobdock-test-panic=HOOK).
-# scripts/test.sh builds both first; `up` builds whichever is missing.
-SPANK_BUILD=$REPO_ROOT/target/release/libjobdock_spank.so
+# scripts/test.sh installs the package and builds the test build first; `up` builds the test build
+# if it is missing.
 SPANK_TEST_TARGET=$REPO_ROOT/target/spank-test-hooks
 SPANK_TEST_BUILD=$SPANK_TEST_TARGET/release/libjobdock_spank.so
-SPANK_SO=/usr/local/lib/jobdock/jobdock_spank.so
+SPANK_SO=/usr/lib/jobdock/jobdock_spank.so
+SPANK_PLUGSTACK_LINE=/usr/share/jobdock/slurm/plugstack.conf
+SPANK_SUM=/var/lib/jobdock-testbed/jobdock_spank.so.sha256   # the plugin slurmd last started with
 SPANK_TEST_SO=/usr/local/lib/jobdock-test/jobdock_spank_test.so
 SPANK_PLUGSTACK=$SLURM_CONF_DIR/plugstack.conf.d/jobdock.conf
 SPANK_LOG=$LOG_DIR/slurm-spank-build.log
@@ -578,21 +580,21 @@ ensure_config() {
 ensure_spank() {
   local changed=() line
   make_work_dir
-  if [[ ! -f $SPANK_BUILD ]]; then
-    say "building the SPANK plugin (log: $SPANK_LOG)"
-    run_logged "$SPANK_LOG" cargo build --release --quiet -p jobdock-spank --manifest-path "$REPO_ROOT/Cargo.toml" 8>&-
-  fi
+  [[ -f $SPANK_SO && -f $SPANK_PLUGSTACK_LINE ]] \
+    || die "$SPANK_SO or $SPANK_PLUGSTACK_LINE missing: install the jobdock package first (scripts/build-deb.sh, dpkg -i; scripts/test.sh does)"
   if [[ ! -f $SPANK_TEST_BUILD ]]; then
     say "building the SPANK plugin's test build (log: $SPANK_LOG)"
     run_logged "$SPANK_LOG" cargo build --release --quiet -p jobdock-spank --features test-hooks \
       --target-dir "$SPANK_TEST_TARGET" --manifest-path "$REPO_ROOT/Cargo.toml" 8>&-
   fi
-  install -d -m 0755 "${SPANK_SO%/*}" "${SPANK_TEST_SO%/*}" "${SPANK_PLUGSTACK%/*}"
-  if install_if_changed "$SPANK_BUILD" "$SPANK_SO"; then changed+=("$SPANK_SO"); fi
+  install -d -m 0755 "${SPANK_TEST_SO%/*}" "${SPANK_PLUGSTACK%/*}" "${SPANK_SUM%/*}"
+  # dpkg replaced the package's plugin: slurmd must start again to load the new one.
+  sha256sum "$SPANK_SO" >"$WORK_DIR/jobdock_spank.so.sha256"
+  if install_if_changed "$WORK_DIR/jobdock_spank.so.sha256" "$SPANK_SUM"; then changed+=("$SPANK_SO"); fi
   if install_if_changed "$SPANK_TEST_BUILD" "$SPANK_TEST_SO"; then changed+=("$SPANK_TEST_SO"); fi
-  line=$(grep '^required ' "$REPO_ROOT/contrib/slurm/plugstack.conf") \
-    || die "contrib/slurm/plugstack.conf has no 'required' line"
-  [[ $line == "required $SPANK_SO "* ]] || die "contrib/slurm/plugstack.conf does not name $SPANK_SO: $line"
+  line=$(grep '^required ' "$SPANK_PLUGSTACK_LINE") \
+    || die "$SPANK_PLUGSTACK_LINE has no 'required' line"
+  [[ $line == "required $SPANK_SO "* ]] || die "$SPANK_PLUGSTACK_LINE does not name $SPANK_SO: $line"
   {
     echo '# Written by scripts/slurm-testbed.sh; changes are overwritten.'
     echo "$line"

@@ -2,8 +2,8 @@
 # The whole test suite, as CI runs it: brings up the test beds (dockerd, a local registry, test
 # images and users; a one-node Slurm cluster; a second dockerd behind the authorization plugin),
 # then format, lint, every test, and every fuzz target for a short while. The LSF and Slurm tests
-# install the jobdock under test setuid root in /usr/local/bin (contrib/install.sh), as a site
-# would. Run as root on a Debian machine.
+# install the jobdock under test as its Debian package (scripts/build-deb.sh, then dpkg -i:
+# setuid root in /usr/bin), as a site would. Run as root on a Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/testbed.sh up
-# The release jobdock, installed as a site installs it before its Slurm nodes run jobs: the Slurm
+# The release jobdock, installed as a site installs it (its Debian package) before its Slurm
+# nodes run jobs: the Slurm
 # test bed's own checks run jobs through it (its epilog and the plugin call it), and an older
 # jobdock left on this machine would refuse the test bed's newer config. The LSF and Slurm
 # suites install it again, as sites do. Then the SPANK plugin, which the Slurm test bed installs:
@@ -24,8 +25,10 @@ cargo build --release --quiet
 cargo build --release --quiet -p jobdock-spank
 cargo build --release --quiet -p jobdock-spank --features test-hooks --target-dir target/spank-test-hooks
 install_log=/var/log/jobdock-testbed/install.log
-bash contrib/install.sh target/release/jobdock >"$install_log" 2>&1 \
-    || { tail -20 "$install_log"; echo "scripts/test.sh: contrib/install.sh failed" >&2; exit 1; }
+# --force-confold: the test bed's /etc/jobdock/wrapper.toml is the site's, kept without a question.
+{ deb=$(bash scripts/build-deb.sh) && dpkg -i --force-confdef --force-confold "$deb" </dev/null; } \
+    >"$install_log" 2>&1 \
+    || { tail -20 "$install_log"; echo "scripts/test.sh: building or installing the package failed" >&2; exit 1; }
 bash scripts/slurm-testbed.sh up
 
 echo "== cargo fmt --all --check"

@@ -2,7 +2,7 @@
 //! `.lsbatch` with jobdock spliced in as JOB_STARTER, run by `/bin/sh` as the user in a process
 //! group of its own with LSF's variables; bkill's signal sequence ending in SIGKILL followed by
 //! the shipped POST_EXEC cleanup; the esub in both dialects. jobdock is the installed setuid copy
-//! (contrib/install.sh), as on a site.
+//! (the Debian package), as on a site.
 
 // Table-driven cases name their columns with tuples.
 #![allow(clippy::type_complexity)]
@@ -18,9 +18,11 @@ use crate::util::{ALICE, INSTALLED, Out, TestJob};
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = ALICE.home;
 /// The JOB_STARTER line contrib/lsf ships, as an LSF-family config reader hands it on (it cuts
-/// every line at `#`: the line has none). `stored_starter_line_survives_the_config_reader` reads it
-/// from the shipped files.
-const STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
+/// every line at `#`: the line has none). `the_shipped_starter_line_survives_the_config_reader`
+/// reads it from the shipped files; install.sh and the package write it naming the installed
+/// jobdock, as the job files below are.
+const SHIPPED_STARTER: &str = "exec /usr/local/bin/jobdock lsf-starter;";
+const STARTER: &str = "exec /usr/bin/jobdock lsf-starter;";
 
 /// What an LSF-family scheduler's config reader makes of a `KEY = value` line of lsb.queues or
 /// lsb.applications (research/lsf_observed.md): everything from the first `#` is gone, quotes or
@@ -240,7 +242,7 @@ fn the_shipped_starter_line_survives_the_config_reader() {
             .filter(|(k, _)| k == "JOB_STARTER")
             .map(|(_, v)| v)
             .collect();
-        assert_eq!(starters, [STARTER], "{path}");
+        assert_eq!(starters, [SHIPPED_STARTER], "{path}");
     }
 }
 
@@ -253,9 +255,9 @@ fn a_starter_line_cut_at_its_hash_fails_closed_as_the_sites_error() {
         return;
     }
     let (_, cut) =
-        as_the_config_reader_reads("JOB_STARTER = exec /usr/local/bin/jobdock lsf-starter #")
+        as_the_config_reader_reads(&format!("JOB_STARTER = exec {INSTALLED} lsf-starter #"))
             .unwrap();
-    assert_eq!(cut, "exec /usr/local/bin/jobdock lsf-starter");
+    assert_eq!(cut, format!("exec {INSTALLED} lsf-starter"));
     let job = LsfJob::new("echo hi", 0);
     let text = std::fs::read_to_string(&job.file)
         .unwrap()
@@ -263,7 +265,7 @@ fn a_starter_line_cut_at_its_hash_fails_closed_as_the_sites_error() {
     std::fs::write(&job.file, text).unwrap();
     let out = job.starter().env("LSB_JOB_STARTER", &cut).run();
     out.code(78)
-        .stderr_has("JOB_STARTER must be `exec /usr/local/bin/jobdock lsf-starter;`");
+        .stderr_has(&format!("JOB_STARTER must be `{STARTER}`"));
     assert!(job.containers().is_empty());
 }
 
@@ -305,7 +307,7 @@ fn bkill_then_post_exec_leaves_nothing() {
         "SIGKILLed jobdock cannot clean up: the post-exec must"
     );
 
-    // POST_EXEC = /usr/local/bin/jobdock cleanup, as the user, with the job's variables.
+    // POST_EXEC = /usr/bin/jobdock cleanup, as the user, with the job's variables.
     let post = TestJob::program(INSTALLED, &["cleanup"])
         .user(ALICE)
         .cwd(HOME)

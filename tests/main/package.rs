@@ -146,9 +146,8 @@ fn the_debian_package_installs_upgrades_and_purges_to_nothing() {
     ] {
         hooks.stdout_has(want);
     }
-    // No text file of the package names the /usr/local of a source install. (The binary's own
-    // help for lsf-starter, and so the manual page, still names /usr/local/bin/jobdock: a
-    // constant of src/job/lsf.rs, not a file this package writes.)
+    // No text file of the package, the manual page among them, names the /usr/local of a
+    // source install.
     let local = node.sh(
         "dpkg -L jobdock | while read -r f; do \
          [ ! -f \"$f\" ] || grep -lIE '/usr/local/(bin|lib|share/doc)/jobdock' \"$f\" || [ $? = 1 ]; \

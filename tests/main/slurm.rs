@@ -468,10 +468,11 @@ fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
 
 // ---- issue 16: srun/sbatch --container-image through jobdock's SPANK plugin ---------------------
 
-/// The plugin where contrib/install.sh puts it, and the main cluster's plugstack file, which
-/// scripts/slurm-testbed.sh writes: contrib/slurm/plugstack.conf's `required` line and the test
-/// build (`--features test-hooks`, only `--jobdock-test-panic=HOOK`).
-const SPANK_SO: &str = "/usr/local/lib/jobdock/jobdock_spank.so";
+/// The plugin where the Debian package puts it, and the main cluster's plugstack file, which
+/// scripts/slurm-testbed.sh writes: the package's `required` line
+/// (/usr/share/jobdock/slurm/plugstack.conf) and the test build (`--features test-hooks`, only
+/// `--jobdock-test-panic=HOOK`).
+const SPANK_SO: &str = "/usr/lib/jobdock/jobdock_spank.so";
 const SPANK_PLUGSTACK: &str = "/etc/slurm/plugstack.conf.d/jobdock.conf";
 const SLURMD_LOG: &str = "/var/log/jobdock-testbed/slurm/slurmd.log";
 /// The bounding set of jobdock's capability allowlist (tests/security.rs).

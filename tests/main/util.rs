@@ -3,7 +3,7 @@
 //! user, directory and input) whose `Out` reports everything (command, env, exit, stdout, stderr)
 //! when an expectation fails, and the ways a job reaches jobdock: `Site` (a config of the test's
 //! own, jobs run as root for a user, as a scheduler's prolog would), `Setuid` (a setuid-root copy
-//! run as the user) and `INSTALLED` (contrib/install.sh's copy, for LSF and Slurm). Every
+//! run as the user) and `INSTALLED` (the Debian package's copy, for LSF and Slurm). Every
 //! container of a `Site`'s or a `Setuid`'s jobs is removed when the test ends.
 
 use std::collections::BTreeMap;
@@ -244,8 +244,9 @@ pub(crate) fn with_installed_jobdock(what: &str, present: bool) -> bool {
     true
 }
 
-/// jobdock as a site installs it (contrib/install.sh): setuid root in /usr/local/bin.
-pub(crate) const INSTALLED: &str = "/usr/local/bin/jobdock";
+/// jobdock as a site installs it (the Debian package of scripts/build-deb.sh): setuid root in
+/// /usr/bin.
+pub(crate) const INSTALLED: &str = "/usr/bin/jobdock";
 
 /// The release build of the jobdock under test, as sites install it (no debug-only test hooks):
 /// built here, once per test binary (a no-op when scripts/test.sh has just built it), so it is
@@ -271,22 +272,25 @@ pub(crate) fn release_binary() -> &'static Path {
     })
 }
 
-/// Installs the release build of the jobdock under test with contrib/install.sh, once per test
-/// binary.
+/// Installs the release build of the jobdock under test as the Debian package, once per test
+/// binary: built into target/debian, then `dpkg -i`. The test bed's /etc/jobdock/wrapper.toml
+/// is kept without a question (`--force-confold`: the node's config is the site's).
 pub(crate) fn install_jobdock() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/install.sh");
-        let out = Command::new(script)
-            .arg(release_binary())
-            .output()
-            .expect("run contrib/install.sh");
-        assert!(
-            out.status.success(),
-            "contrib/install.sh failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debian");
+        let deb = build_deb(&out, env!("CARGO_PKG_VERSION"));
+        TestJob::program(
+            "dpkg",
+            &[
+                "-i",
+                "--force-confdef",
+                "--force-confold",
+                &deb.display().to_string(),
+            ],
+        )
+        .run()
+        .ok();
     });
 }
 
