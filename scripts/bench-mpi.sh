@@ -7,7 +7,7 @@
 #             jobdock by the task's shell: the cost of one join
 #   join16    the same with 16 tasks, 15 of them joining at once on the node's 2 CPUs: the
 #             latency of a join within a burst (15 jobdock processes share 2 CPUs)
-#   pingpong  tests/mpi/pingpong.c, 2 ranks on one node: through jobdock (one step container,
+#   pingpong  scripts/mpi/pingpong.c, 2 ranks on one node: through jobdock (one step container,
 #             PMIx, host network) vs the same binary on the host (srun --mpi=pmix, no container)
 #   burst     16 tasks on one node, each `true`: srun through jobdock with a step container, the
 #             same with a container per task (raw mode, LSB_DOCKER_RUN_RAW_ARGS=true, turns step
@@ -23,7 +23,7 @@ USER_NAME=jdalice
 work=$(mktemp -d /tmp/jobdock-bench-mpi.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work"
-mpicc -O2 -o "$work/pingpong" "$(dirname "$0")/../tests/mpi/pingpong.c"
+mpicc -O2 -o "$work/pingpong" "$(dirname "$0")/mpi/pingpong.c"
 
 as_user() { runuser -u "$USER_NAME" -- env -C /tmp SLURM_CONF="$SLURM_CONF" "$@"; }
 now_ms() { date +%s%N | awk '{ printf "%.1f", $1 / 1e6 }'; }

@@ -159,10 +159,10 @@ MPI_SLURMCTLD_COMM="slurmctld-mpi"
 MPI_SLURMD_COMM="slurmd-mpi"
 MPI_PACKAGES=(libpmix2 openmpi-bin libopenmpi-dev)
 # The MPI test image: busybox plus the host's OpenMPI/PMIx (the same build as slurmd's PMIx
-# plugin talks to) and tests/mpi/{hello,pingpong}.c compiled with the host's mpicc. Rebuilt only
+# plugin talks to) and scripts/mpi/{hello,pingpong}.c compiled with the host's mpicc. Rebuilt only
 # when its recipe (this function, the sources, the host's package versions) changes.
 MPI_IMAGE=jobdock-test/mpi:latest
-MPI_SRC_DIR=$REPO_ROOT/tests/mpi
+MPI_SRC_DIR=$REPO_ROOT/scripts/mpi
 MPI_RECIPE_LABEL=jobdock.testbed.recipe
 
 # mpi_slurmd_pidfile NODE / mpi_slurmd_log NODE: SlurmdPidFile and SlurmdLogFile with %n.

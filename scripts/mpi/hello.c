@@ -1,5 +1,5 @@
 /* jobdock's MPI test program (issue 14): one line per rank, naming what the rank shares with
- * the others on its node, for tests/slurm.rs to count. Built on the host with mpicc by
+ * the others on its node, for tests/main/mpi.rs to count. Built on the host with mpicc by
  * scripts/slurm-testbed.sh into the jobdock-test/mpi image. */
 #include <mpi.h>
 #include <stdio.h>
