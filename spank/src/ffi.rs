@@ -461,17 +461,18 @@ fn exec_task(exec: &task::Exec, env: &[Vec<u8>]) -> String {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slurm_spank_job_epilog(
     sp: Spank,
-    _ac: c_int,
-    _av: *const *const c_char,
+    ac: c_int,
+    av: *const *const c_char,
 ) -> c_int {
+    // SAFETY: Slurm's (ac, av).
+    let args = unsafe { words(ac, av) };
     guard("job_epilog", false, || {
         if cfg!(feature = "test-hooks") || spank_context() != S_CTX_JOB_SCRIPT {
             return Ok(());
         }
-        let jobdock = state()
-            .site
-            .as_ref()
-            .map_or(site::DEFAULT_JOBDOCK.to_string(), |s| s.jobdock.clone());
+        // slurmd runs the job epilog without slurm_spank_init: the plugstack line's own
+        // arguments (jobdock=PATH) are this hook's.
+        let jobdock = site::parse(&args)?.jobdock;
         let mut job: u32 = 0;
         // SAFETY: S_JOB_ID takes a uint32_t *.
         let rc = unsafe { spank_get_item(sp, S_JOB_ID, &mut job as *mut u32) };

@@ -380,13 +380,10 @@ fn esub(
         std::fs::write(f, "").unwrap();
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
-    // The shipped esub, installed as a site installs it ($LSF_SERVERDIR/esub.docker).
+    // The package's esub (naming the installed jobdock), as a site copies it into
+    // $LSF_SERVERDIR/esub.docker.
     let script = dir.path().join("esub.docker");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/lsf/esub.docker"),
-        &script,
-    )
-    .unwrap();
+    std::fs::copy("/usr/share/jobdock/lsf/esub.docker", &script).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut run = TestJob::program(script.display().to_string(), &[])
         .user(ALICE)

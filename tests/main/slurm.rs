@@ -219,9 +219,9 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
         .unwrap();
     let configured = String::from_utf8_lossy(&epilog.stdout)
         .lines()
-        .any(|l| l.starts_with("Epilog ") && l.contains("contrib/slurm/epilog"));
+        .any(|l| l.starts_with("Epilog ") && l.contains(PACKAGE_EPILOG));
     if !require(
-        "Epilog=contrib/slurm/epilog in slurm.conf (scripts/slurm-testbed.sh up)",
+        "Epilog=/usr/libexec/jobdock/jobdock-epilog (the package's) in slurm.conf (scripts/slurm-testbed.sh up)",
         configured,
     ) {
         return;
@@ -474,6 +474,10 @@ fn a_job_in_slurms_private_mount_namespace_gets_its_real_directories() {
 /// `--jobdock-test-panic=HOOK`).
 const SPANK_SO: &str = "/usr/lib/jobdock/jobdock_spank.so";
 const SPANK_PLUGSTACK: &str = "/etc/slurm/plugstack.conf.d/jobdock.conf";
+/// The plugstack line the Debian package ships for sites to add.
+const PACKAGE_PLUGSTACK: &str = "/usr/share/jobdock/slurm/plugstack.conf";
+/// The Slurm epilog of the Debian package.
+const PACKAGE_EPILOG: &str = "/usr/libexec/jobdock/jobdock-epilog";
 const SLURMD_LOG: &str = "/var/log/jobdock-testbed/slurm/slurmd.log";
 /// The bounding set of jobdock's capability allowlist (tests/security.rs).
 const SPANK_ALLOWED_CAPS: &str = "0000000000804121";
@@ -484,15 +488,12 @@ fn spank_is_up() -> bool {
         return false;
     }
     let conf = std::fs::read_to_string(SPANK_PLUGSTACK).unwrap_or_default();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/contrib/slurm/plugstack.conf"
-    ))
-    .unwrap();
+    // The line the installed package gives sites to add (naming its own paths).
+    let shipped = std::fs::read_to_string(PACKAGE_PLUGSTACK).unwrap_or_default();
     let line = shipped
         .lines()
         .find(|l| l.starts_with("required "))
-        .unwrap();
+        .unwrap_or("(no required line in the package's plugstack.conf)");
     require(
         "the SPANK plugin on the main cluster's plugstack (scripts/slurm-testbed.sh up)",
         conf.lines().any(|l| l == line)
