@@ -41,9 +41,31 @@ fn mpi_step(srun_args: &[&str], command: &[&str]) -> TestJob {
 /// host's 127.0.0.1 alone.
 fn pmix_step(srun_args: &[&str], command: &[&str]) -> TestJob {
     // A time limit: an MPI job that hangs (a rank waiting forever) fails the test in minutes.
-    let mut args = vec!["--mpi=pmix", "--time=3"];
+    let mut args = vec!["--mpi=pmix", "--time=2"];
     args.extend(srun_args);
-    mpi_step(&args, command).env("LSB_DOCKER_NETWORK", "host")
+    mpi_step(&args, command)
+        .env("LSB_DOCKER_NETWORK", "host")
+        // Both test nodes are this one host: one interface for OpenMPI's TCP between them.
+        .env("OMPI_MCA_btl_tcp_if_include", "lo")
+}
+
+/// Runs a step of ranks on both test nodes. Such a step has twice hung in OpenMPI's
+/// `MPI_Allreduce` (inside `MPI_Comm_split_type`, the TCP connections between the "nodes" set
+/// up, nothing queued) on the loaded CI machine, never when run alone (40 runs, with load, with
+/// dropped caches): a suspected artifact of two nodes that are one host with one address, in
+/// OpenMPI's TCP transport, not in jobdock. A step that Slurm ends at its time limit is run
+/// once more, saying so on stderr; any other outcome, and a second hang, are the test's.
+fn run_across_nodes(step: TestJob) -> crate::util::Out {
+    let out = step.run();
+    if !out.stderr.contains("DUE TO TIME LIMIT") {
+        return out;
+    }
+    eprintln!(
+        "mpi: the step hung until its time limit (see run_across_nodes); running it once more. \
+         First run:{}",
+        out.report
+    );
+    step.run()
 }
 
 /// The `key=value` words of each line that starts with `first=`, by that line's `first` value.
@@ -143,7 +165,7 @@ fn an_mpi_job_of_four_ranks_on_two_nodes_runs_through_pmix() {
     let Some(_turn) = mpi_cluster_is_up() else {
         return;
     };
-    let out = pmix_step(&["-N", "2", "-n", "4"], &["/hello"]).run();
+    let out = run_across_nodes(pmix_step(&["-N", "2", "-n", "4"], &["/hello"]));
     out.ok();
     let ranks = ranks(&out.stdout);
     assert_eq!(
@@ -213,7 +235,7 @@ fn a_failing_mpi_rank_reports_its_exit_code() {
     let Some(_turn) = mpi_cluster_is_up() else {
         return;
     };
-    let out = pmix_step(&["-N", "2", "-n", "4"], &["/hello", "2"]).run();
+    let out = run_across_nodes(pmix_step(&["-N", "2", "-n", "4"], &["/hello", "2"]));
     out.code(3).stderr_has("task 2: Exited with exit code 3");
     assert_eq!(ranks(&out.stdout).len(), 4, "{}", out.report);
 }

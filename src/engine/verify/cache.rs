@@ -3,11 +3,11 @@
 //! An image id is the digest of the image's config, which names its layers by the digests of
 //! their contents: the files the checks read never change under one id. What the verdict depends
 //! on besides the files is in the key: the planned mount targets and what each needs, the job's
-//! groups, the size limit on the group file, and the jobdock version (a check that changes makes
-//! new keys). Only passes are kept; a refusal is checked again every time. An entry is trusted
-//! only if it is a regular file owned by root and writable by nobody else, in the root-only
-//! directory; anything else is ignored (and replaced when the check passes). This module must not
-//! decide anything itself: it only remembers what the checks said.
+//! groups, the size limit on the group file, and the jobdock version and commit (a check that
+//! changes makes new keys). Only passes are kept; a refusal is checked again every time. An
+//! entry is trusted only if it is a regular file owned by root and writable by nobody else, in the
+//! root-only directory; anything else is ignored (and replaced when the check passes). This
+//! module must not decide anything itself: it only remembers what the checks said.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -52,7 +52,8 @@ impl Key {
         groups.sort_unstable();
         groups.dedup();
         let line = serde_json::json!({
-            "jobdock": env!("CARGO_PKG_VERSION"),
+            // The commit too: a build whose checks changed makes new keys.
+            "jobdock": crate::cli::VERSION,
             "image": id,
             "group_file_limit": group_file_limit,
             "groups": groups,
