@@ -98,6 +98,15 @@ pub(super) async fn run<D: Daemon>(
     let mut leftovers = Leftovers::default();
     let result = run_job(d, plan, s, signals, io, &mut leftovers).await;
     let cleaned = clean_up(d, plan, leftovers).await;
+    with_cleanup(result, cleaned)
+}
+
+/// A job's result with what cleaning up after it said: a cleanup failure is a message of a job
+/// that ran, or reported beside the error of one that did not.
+pub(super) fn with_cleanup(
+    result: Result<Outcome, EngineError>,
+    cleaned: Result<(), String>,
+) -> Result<Outcome, EngineError> {
     match (result, cleaned) {
         (result, Ok(())) => result,
         (Ok(mut outcome), Err(cleanup)) => {

@@ -54,17 +54,7 @@ pub(super) async fn run<D: Daemon>(
         return join(d, plan, s.state_dir, task, signals).await;
     }
     let cleaned = run::clean_up(d, plan, leftovers).await;
-    match (result, cleaned) {
-        (result, Ok(())) => result,
-        (Ok(mut outcome), Err(cleanup)) => {
-            outcome.messages.push(cleanup);
-            Ok(outcome)
-        }
-        (Err(run), Err(cleanup)) => Err(EngineError::AndCleanup {
-            run: Box::new(run),
-            cleanup,
-        }),
-    }
+    run::with_cleanup(result, cleaned)
 }
 
 async fn create_and_run<D: Daemon>(
@@ -198,12 +188,7 @@ async fn wait_for_agent<D: Daemon>(
             Err(e) => return Err(EngineError::daemon("inspecting the step's container", e)),
         };
         if state.running {
-            let dir = state
-                .effective
-                .mounts
-                .iter()
-                .find(|m| m.destination == AGENT_DIR_TARGET)
-                .map(|m| PathBuf::from(&m.source))
+            let dir = agent_dir(&state.effective)
                 .ok_or_else(|| refuse(format!("it has no {AGENT_DIR_TARGET} mount")))?;
             check_agent_dir(&dir, state_dir, plan.user.0).map_err(refuse)?;
             // As root, only whether it is there yet (connect_as checks it as the user).
@@ -380,16 +365,10 @@ pub(super) async fn exec<D: Daemon>(
             reason: format!("its container {} is not running", target.name),
         });
     }
-    let dir = state
-        .effective
-        .mounts
-        .iter()
-        .find(|m| m.destination == AGENT_DIR_TARGET)
-        .map(|m| PathBuf::from(&m.source))
-        .ok_or_else(|| EngineError::ExecRefused {
-            job: job.to_string(),
-            reason: format!("its container {} has no agent", target.name),
-        })?;
+    let dir = agent_dir(&state.effective).ok_or_else(|| EngineError::ExecRefused {
+        job: job.to_string(),
+        reason: format!("its container {} has no agent", target.name),
+    })?;
     check_agent_dir(&dir, state_dir, uid).map_err(|reason| EngineError::ExecRefused {
         job: job.to_string(),
         reason,
@@ -397,4 +376,13 @@ pub(super) async fn exec<D: Daemon>(
     // The user's primary group does not matter here: the directory is the user's, mode 0700.
     let conn = connect_as(&dir, (uid, uid))?;
     send(conn, task, signals, state.effective.image).await
+}
+
+/// The host directory a step container has as its agent's ([`AGENT_DIR_TARGET`]).
+fn agent_dir(effective: &crate::engine::daemon::Effective) -> Option<PathBuf> {
+    effective
+        .mounts
+        .iter()
+        .find(|m| m.destination == AGENT_DIR_TARGET)
+        .map(|m| PathBuf::from(&m.source))
 }
