@@ -610,25 +610,32 @@ pub(super) async fn pump_output(
 ) -> Result<Option<ExecFailure>, DaemonError> {
     let mut stdout = Sink::new("stdout", stdout);
     let mut stderr = Sink::new("stderr", stderr);
-    let mut first = true;
-    let mut held: Option<(bytes::Bytes, ExecFailure)> = None;
+    let mut first = FirstLine::Open(Vec::new());
     while let Some(chunk) = output.next().await {
         pumping.activity.fetch_add(1, Ordering::Relaxed);
-        let chunk = chunk?;
-        if std::mem::take(&mut first)
-            && let Chunk::Stderr(bytes) = &chunk
-            && let Some(failure) = ExecFailure::parse(bytes).or_else(|| {
-                wrapped
-                    .as_deref()
-                    .and_then(|p| ExecFailure::parse_sh(bytes, p))
-            })
-        {
-            held = Some((bytes.clone(), failure));
-            continue;
-        }
-        if let Some((bytes, _)) = held.take() {
-            stderr.write(&bytes, &pumping).await;
-        }
+        let chunk = match (std::mem::replace(&mut first, FirstLine::Done), chunk?) {
+            // docker-init writes its report in three writes, which dockerd may deliver as three
+            // chunks: the job's first stderr is gathered to its first newline while it may be one.
+            (FirstLine::Open(mut line), Chunk::Stderr(bytes)) => {
+                line.extend_from_slice(&bytes);
+                match ExecFailure::gathered(&line, wrapped.as_deref()) {
+                    Gathered::Failure(failure) => {
+                        first = FirstLine::Held(line, failure);
+                        continue;
+                    }
+                    Gathered::MayBe => {
+                        first = FirstLine::Open(line);
+                        continue;
+                    }
+                    Gathered::Not => Chunk::Stderr(line.into()),
+                }
+            }
+            (FirstLine::Open(line) | FirstLine::Held(line, _), chunk) => {
+                stderr.write(&line, &pumping).await;
+                chunk
+            }
+            (FirstLine::Done, chunk) => chunk,
+        };
         match chunk {
             Chunk::Stdout(bytes) => {
                 stderr.flush(&pumping).await;
@@ -642,11 +649,13 @@ pub(super) async fn pump_output(
         pumping.activity.fetch_add(1, Ordering::Relaxed);
     }
     let mut explained = None;
-    if let Some((bytes, failure)) = held {
-        match status.await {
+    match first {
+        FirstLine::Held(line, failure) => match status.await {
             Ok(126 | 127) => explained = Some(failure),
-            _ => stderr.write(&bytes, &pumping).await,
-        }
+            _ => stderr.write(&line, &pumping).await,
+        },
+        FirstLine::Open(line) => stderr.write(&line, &pumping).await,
+        FirstLine::Done => {}
     }
     stdout.flush(&pumping).await;
     stderr.flush(&pumping).await;
@@ -664,6 +673,21 @@ fn wrapped_program(plan: &ContainerPlan) -> Option<String> {
         .cloned()
 }
 
+/// The job's first stderr while it may be docker-init's report of a failed exec: gathered, held
+/// as one, or neither (written as it came).
+enum FirstLine {
+    Open(Vec<u8>),
+    Held(Vec<u8>, ExecFailure),
+    Done,
+}
+
+/// What the job's first stderr gathered so far is.
+enum Gathered {
+    Failure(ExecFailure),
+    MayBe,
+    Not,
+}
+
 /// docker-init (tini) could not exec the job's command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ExecFailure {
@@ -673,7 +697,27 @@ pub(super) struct ExecFailure {
 }
 
 impl ExecFailure {
-    /// `[FATAL tini (N)] exec PROGRAM failed: REASON\n`, as one chunk and nothing else.
+    /// Whether `line`, the job's first stderr so far, is a report of a failed exec (one line and
+    /// nothing else), may still become one (the start of one, without its newline), or is not.
+    fn gathered(line: &[u8], wrapped: Option<&str>) -> Gathered {
+        /// docker-init's report is one short line; longer first output is the job's.
+        const LONGEST: usize = 4096;
+        let may_start = |prefix: &[u8]| line.starts_with(prefix) || prefix.starts_with(line);
+        match line.iter().position(|&b| b == b'\n') {
+            Some(end) if end + 1 == line.len() => ExecFailure::parse(line)
+                .or_else(|| wrapped.and_then(|p| ExecFailure::parse_sh(line, p)))
+                .map_or(Gathered::Not, Gathered::Failure),
+            None if line.len() < LONGEST
+                && (may_start(b"[FATAL tini (")
+                    || wrapped.is_some() && may_start(b"jobdock: ")) =>
+            {
+                Gathered::MayBe
+            }
+            _ => Gathered::Not,
+        }
+    }
+
+    /// `[FATAL tini (N)] exec PROGRAM failed: REASON\n`: one line and nothing else.
     fn parse(bytes: &[u8]) -> Option<ExecFailure> {
         let line = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
         let rest = line.strip_prefix("[FATAL tini (")?;

@@ -1142,3 +1142,80 @@ async fn the_fifo_wrappers_exec_failure_is_explained_as_tinis() {
         }
     }
 }
+
+/// docker-init writes its report in three writes (`[FATAL tini (7)] `, the words, `\n`), and
+/// dockerd delivers them as one chunk or several, as they were read: either way it is explained.
+/// A first stderr that only starts like one is the job's, written whole and in its place.
+#[tokio::test]
+async fn tinis_report_in_several_chunks_is_explained_and_other_first_output_kept() {
+    let report = [
+        "[FATAL tini (7)] ",
+        "exec python3 failed: No such file or directory",
+        "\n",
+    ];
+    let cases: [(Vec<Chunk>, Option<&str>, &str); 6] = [
+        (report.map(chunk_err).to_vec(), Some("python3"), ""),
+        (
+            vec![chunk_err("[FATAL ti"), chunk_err(&report[..].concat()[9..])],
+            Some("python3"),
+            "",
+        ),
+        // More than the one line, or output between: the job's own.
+        (
+            vec![
+                chunk_err(report[0]),
+                chunk_err(report[1]),
+                chunk_err("\nmore\n"),
+            ],
+            None,
+            "[FATAL tini (7)] exec python3 failed: No such file or directory\nmore\n",
+        ),
+        (
+            vec![
+                chunk_err(report[0]),
+                chunk_out("out\n"),
+                chunk_err("rest\n"),
+            ],
+            None,
+            "[FATAL tini (7)] out\nrest\n",
+        ),
+        (
+            vec![
+                chunk_err("[FATAL"),
+                chunk_err(" job: no\n"),
+                chunk_out("out\n"),
+            ],
+            None,
+            "[FATAL job: no\nout\n",
+        ),
+        // An unfinished line at the end is written as it came.
+        (vec![chunk_err(report[0])], None, report[0]),
+    ];
+    for (chunks, explained, written) in cases {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = || {
+            Box::new(Deferred {
+                pending: Vec::new(),
+                log: log.clone(),
+            })
+        };
+        let output: Output = Box::pin(futures_util::stream::iter(
+            chunks.clone().into_iter().map(Ok),
+        ));
+        let (status_tx, rx) = tokio::sync::oneshot::channel();
+        status_tx.send(127).unwrap();
+        let got = pump_output(
+            output,
+            writer(),
+            writer(),
+            Arc::new(Pumping::default()),
+            rx,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.map(|f| f.program).as_deref(), explained, "{chunks:?}");
+        let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        assert_eq!(log, written, "{chunks:?}");
+    }
+}
