@@ -24,6 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::plan::TaskPlan;
+use crate::units::CpuList;
 
 /// The largest request: a task's environment is at most `plan::MAX_ENV_BYTES`.
 pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
@@ -132,6 +133,9 @@ fn task(mut conn: UnixStream) -> Result<(), String> {
     if let Some(cwd) = &task.cwd {
         command.current_dir(cwd);
     }
+    if let Some(cpus) = &task.cpus {
+        bind(cpus);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -187,6 +191,29 @@ fn task(mut conn: UnixStream) -> Result<(), String> {
     )?;
     let _ = conn.shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+/// Binds this thread, and so the task it is about to fork, to the CPUs the scheduler bound the
+/// task to, as far as the container has them; a task whose CPUs the container lacks keeps the
+/// container's (a binding is placement, never a limit: the cgroup is).
+fn bind(cpus: &str) {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let this = nix::unistd::Pid::from_raw(0);
+    let (Ok(list), Ok(own)) = (cpus.parse::<CpuList>(), sched_getaffinity(this)) else {
+        eprintln!("jobdock agent: the task's CPUs {cpus:?} are not a CPU list; not bound");
+        return;
+    };
+    let mut set = CpuSet::new();
+    for &cpu in list.cpus() {
+        if own.is_set(cpu).unwrap_or(false) {
+            let _ = set.set(cpu);
+        }
+    }
+    if (0..CpuSet::count()).any(|c| set.is_set(c).unwrap_or(false))
+        && let Err(e) = sched_setaffinity(this, &set)
+    {
+        eprintln!("jobdock agent: binding the task to CPUs {cpus}: {e}");
+    }
 }
 
 fn libc_sigkill() -> i32 {
@@ -302,6 +329,7 @@ mod tests {
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 env: [("CODE".to_string(), "7".to_string())].into(),
                 cwd: Some("/".into()),
+                cpus: None,
             };
             send_task(&conn, &task).unwrap();
             let mut line = String::new();
@@ -312,11 +340,37 @@ mod tests {
                 "{argv:?}"
             );
         }
+        // A task keeps the CPU its scheduler bound it to (here: the last this test may use), and
+        // one bound to CPUs the container lacks keeps the container's.
+        let own = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let mine: Vec<usize> = (0..nix::sched::CpuSet::count())
+            .filter(|&c| own.is_set(c).unwrap())
+            .collect();
+        let last = mine.last().unwrap().to_string();
+        let all = CpuList::new(mine).unwrap().to_string();
+        for (cpus, want) in [(last.as_str(), last.as_str()), ("8191", all.as_str())] {
+            let conn = UnixStream::connect(&socket).unwrap();
+            let script =
+                format!("test \"$(grep Cpus_allowed_list /proc/self/status | cut -f2)\" = {want}");
+            let task = TaskPlan {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                env: Default::default(),
+                cwd: None,
+                cpus: Some(cpus.to_string()),
+            };
+            send_task(&conn, &task).unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line).unwrap();
+            let status: Status = serde_json::from_str(&line).unwrap();
+            assert_eq!(status.code, Some(0), "bound to {cpus}, want {want}");
+        }
+
         let conn = UnixStream::connect(&socket).unwrap();
         let task = TaskPlan {
             argv: vec!["/no/such/program".into()],
             env: Default::default(),
             cwd: None,
+            cpus: None,
         };
         send_task(&conn, &task).unwrap();
         let mut line = String::new();

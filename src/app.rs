@@ -16,6 +16,7 @@ use crate::job::{self, Env, JobError};
 use crate::logging;
 use crate::plan::{self, ContainerPlan, PlanError, Request, Snapshot};
 use crate::probe::{AsUser, HostProbe};
+use crate::units::CpuList;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -563,6 +564,7 @@ fn exec(
         // Empty: the container's own environment (the agent's).
         env: Default::default(),
         cwd: None,
+        cpus: None,
     };
     let outcome = engine::exec(&config.engine, job, caller.real_uid, &task)?;
     for message in &outcome.messages {
@@ -666,14 +668,15 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        host_cpus: std::thread::available_parallelism()
-            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        host_cpus: online_cpus()
+            .map(|c| u32::try_from(c.count()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         token: random_token().map_err(|e| AppError::Internal(format!("getrandom: {e}")))?,
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: cpus_allowed(),
+        cgroup_cpus: None,
         rlimits: rlimits(),
         exe: own_binary(),
         env,
@@ -864,9 +867,11 @@ fn env_snapshot() -> Env {
 /// The cgroup jobdock runs in and its memory limit, from /proc and /sys.
 fn with_cgroup(mut snap: Snapshot) -> Snapshot {
     let root = Path::new("/sys/fs/cgroup");
-    snap.cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|t| JobCgroup::parse(&t));
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    snap.cgroup = JobCgroup::parse(&text);
+    snap.cgroup_cpus = job::cgroup::cpuset_cpus(&text, root, |p| std::fs::read_to_string(p).ok())
+        .filter(|c| Some(c) != online_cpus().as_ref())
+        .map(|c| c.to_string());
     snap.cgroup_memory_limit = snap
         .cgroup
         .as_ref()
@@ -908,33 +913,20 @@ fn rlimits() -> Vec<plan::Ulimit> {
 /// The CPUs the scheduler bound jobdock to, as a cpuset list, if fewer than the host has.
 fn cpus_allowed() -> Option<String> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
-    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap_or(false))
-        .collect();
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
-    if online.trim() == cpu_list(&cpus) {
-        return None;
-    }
-    Some(cpu_list(&cpus))
+    let cpus = CpuList::new(
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+    )?;
+    (Some(&cpus) != online_cpus().as_ref()).then(|| cpus.to_string())
 }
 
-/// `[0, 1, 2, 5]` -> `0-2,5`.
-fn cpu_list(cpus: &[usize]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
-            i += 1;
-        }
-        parts.push(if cpus[i] == start {
-            start.to_string()
-        } else {
-            format!("{start}-{}", cpus[i])
-        });
-        i += 1;
-    }
-    parts.join(",")
+/// The host's online CPUs.
+fn online_cpus() -> Option<CpuList> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// 96 random bits from the kernel (getrandom(2): no /dev/urandom to open, or to be missing).
@@ -973,13 +965,6 @@ fn own_binary() -> Option<plan::OwnBinary> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(super::cpu_list(&[0, 1, 2, 5]), "0-2,5");
-        assert_eq!(super::cpu_list(&[3]), "3");
-        assert_eq!(super::cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
-    }
-
     /// A Slurm batch script (`--script`) runs through its own `#!` line, as the kernel reads it.
     #[test]
     fn script_interpreters() {

@@ -177,6 +177,7 @@ pub fn decide(
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        cgroup_cpus: None,
         rlimits: Vec::new(),
         exe: None,
     };

@@ -1,4 +1,5 @@
-//! Typed values parsed once from text: byte sizes and Linux capabilities. Parsing only, no I/O.
+//! Typed values parsed once from text: byte sizes, Linux capabilities and CPU lists. Parsing
+//! only, no I/O.
 
 use std::fmt;
 use std::str::FromStr;
@@ -252,9 +253,105 @@ impl fmt::Display for Capability {
     }
 }
 
+/// A set of CPUs in the kernel's list format, as cpusets and `Cpus_allowed_list` write it:
+/// `0-3,8`. Sorted, without duplicates, never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(Vec<usize>);
+
+impl CpuList {
+    /// The highest CPU number taken: the kernel's own limit (`CONFIG_NR_CPUS`) is 8192.
+    pub const MAX_CPU: usize = 8191;
+
+    /// `None` for no CPUs or one above [`CpuList::MAX_CPU`].
+    pub fn new(mut cpus: Vec<usize>) -> Option<CpuList> {
+        cpus.sort_unstable();
+        cpus.dedup();
+        (!cpus.is_empty() && cpus.iter().all(|&c| c <= Self::MAX_CPU)).then_some(CpuList(cpus))
+    }
+
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+
+    /// How many CPUs: at least one.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a CPU list like 0-3,8");
+        let number = |n: &str| {
+            n.parse::<usize>()
+                .ok()
+                .filter(|&c| c <= Self::MAX_CPU && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let mut cpus = Vec::new();
+        for part in text.trim().split(',') {
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (number(a).ok_or_else(bad)?, number(b).ok_or_else(bad)?),
+                None => {
+                    let c = number(part).ok_or_else(bad)?;
+                    (c, c)
+                }
+            };
+            if first > last {
+                return Err(bad());
+            }
+            cpus.extend(first..=last);
+        }
+        CpuList::new(cpus).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for CpuList {
+    /// `[0, 1, 2, 5]` -> `0-2,5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut i = 0;
+        while i < self.0.len() {
+            let start = self.0[i];
+            while i + 1 < self.0.len() && self.0[i + 1] == self.0[i] + 1 {
+                i += 1;
+            }
+            if i > 0 && start != self.0[0] {
+                f.write_str(",")?;
+            }
+            if self.0[i] == start {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{}", self.0[i])?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        for (text, cpus, shown) in [
+            ("0", vec![0], "0"),
+            ("0-3,8", vec![0, 1, 2, 3, 8], "0-3,8"),
+            ("5,0-1,1", vec![0, 1, 5], "0-1,5"),
+            ("0,2,4,5", vec![0, 2, 4, 5], "0,2,4-5"),
+            ("2,4,6\n", vec![2, 4, 6], "2,4,6"),
+        ] {
+            let list: CpuList = text.parse().unwrap();
+            assert_eq!(list.cpus(), cpus, "{text:?}");
+            assert_eq!(list.to_string(), shown, "{text:?}");
+            assert_eq!(list.count(), cpus.len());
+        }
+        for bad in ["", "-", "3-1", "a", "0,,1", "+1", "0-8192", "1 2"] {
+            assert!(bad.parse::<CpuList>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn byte_sizes() {

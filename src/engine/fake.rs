@@ -51,6 +51,7 @@ pub(super) fn lsf_plan(
         cgroup: None,
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        cgroup_cpus: None,
         rlimits: vec![crate::plan::Ulimit {
             name: "nofile",
             soft: 1024,

@@ -110,6 +110,37 @@ impl JobCgroup {
     }
 }
 
+/// The CPUs of the cpuset cgroup of the process whose `/proc/<pid>/cgroup` is `text`, read through
+/// `read` under the cgroup mount `root`: in v1 the cpuset controller's `cpuset.cpus`, in v2 the
+/// unified cgroup's `cpuset.cpus.effective`. Under Slurm with `ConstrainCores` it is the step's
+/// CPUs on this node, all of its tasks' together.
+pub fn cpuset_cpus(
+    text: &str,
+    root: &Path,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<crate::units::CpuList> {
+    let mut file = None;
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Some(rel) = path.strip_prefix('/') else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "cpuset") {
+            file = Some(root.join("cpuset").join(rel).join("cpuset.cpus"));
+            break;
+        }
+        if id == "0" && controllers.is_empty() {
+            file = Some(root.join(rel).join("cpuset.cpus.effective"));
+        }
+    }
+    read(&file?)?.parse().ok()
+}
+
 /// The job a cgroup path says its processes belong to: the scheduler made it and put the job's
 /// processes in it, and a user cannot move a process out of it, so unlike the environment it
 /// cannot be forged.
@@ -286,6 +317,38 @@ mod tests {
             let want = want.map(|(s, id, i)| (s, id.to_string(), i));
             assert_eq!(job(path), want, "{path}");
         }
+    }
+
+    /// A Slurm step's CPUs: the cpuset controller's cgroup (v1), the unified one's effective set
+    /// (v2); nothing without a readable, valid list.
+    #[test]
+    fn the_cpus_of_the_cpuset_cgroup() {
+        let root = Path::new("/sys/fs/cgroup");
+        let v1 = "4:memory:/slurm_n1/uid_2001/job_9/step_0/task_1\n3:cpuset:/slurm_n1/uid_2001/job_9/step_0\n0::/\n";
+        let read = |p: &Path| {
+            (p == Path::new("/sys/fs/cgroup/cpuset/slurm_n1/uid_2001/job_9/step_0/cpuset.cpus"))
+                .then(|| "0-1\n".to_string())
+        };
+        assert_eq!(
+            cpuset_cpus(v1, root, read)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("0-1")
+        );
+        let v2 = "0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n";
+        let read = |p: &Path| {
+            (p == Path::new("/sys/fs/cgroup/system.slice/slurmstepd.scope/job_7/step_0/user/task_0/cpuset.cpus.effective"))
+                .then(|| "2-3\n".to_string())
+        };
+        assert_eq!(
+            cpuset_cpus(v2, root, read)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("2-3")
+        );
+        assert_eq!(cpuset_cpus(v1, root, |_| None), None);
+        assert_eq!(cpuset_cpus(v1, root, |_| Some("\n".into())), None);
+        assert_eq!(cpuset_cpus("garbage\n", root, |_| Some("0".into())), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::config::{self, SiteConfig};
 use crate::job::{Env, JobContext};
 use crate::overrides;
 use crate::probe::HostProbe;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, CpuList};
 
 use super::{PlanError, Snapshot, ULIMITS, Ulimit};
 
@@ -55,13 +55,15 @@ pub struct Limits {
 }
 
 /// The limits part. `has_devices`: the job gets devices (memlock is then `devices.memlock`).
-/// What is left out, and why, goes to `notes`.
+/// `step`: the container is a step's, shared by its tasks on this node. What is left out, and
+/// why, goes to `notes`.
 pub(super) fn limits(
     env: &Env,
     snap: &Snapshot,
     config: &SiteConfig,
     ctx: &JobContext,
     has_devices: bool,
+    step: bool,
     notes: &mut Vec<String>,
 ) -> Result<Limits, PlanError> {
     let get = |suffix: &str| overrides::setting(env, suffix);
@@ -138,10 +140,21 @@ pub(super) fn limits(
     }
     // Every source is bounded (the job adapters and the cgroup's limit parser): the type says so.
     let memory = ByteSize::new(memory).unwrap_or(ByteSize::exact(ByteSize::MAX));
-    let cpuset_cpus = snap.cpus_allowed.clone().filter(|_| in_job);
-    let nano_cpus = ctx
-        .cpus
-        .map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
+    // A task's container gets the CPUs the task is bound to. A step's container holds all of the
+    // step's tasks on the node: the step's CPUs there (its cpuset cgroup), and each task keeps
+    // its own binding inside (`TaskPlan::cpus`); else they would all share the first task's.
+    let (cpuset_cpus, cpus) = if step && in_job {
+        match snap.cgroup_cpus.as_deref().map(str::parse::<CpuList>) {
+            Some(Ok(step_cpus)) => (
+                Some(step_cpus.to_string()),
+                u32::try_from(step_cpus.count()).ok(),
+            ),
+            _ => (None, ctx.cpus),
+        }
+    } else {
+        (snap.cpus_allowed.clone().filter(|_| in_job), ctx.cpus)
+    };
+    let nano_cpus = cpus.map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
 
     Ok(Limits {
         memory,
@@ -199,6 +212,7 @@ mod tests {
             ),
             cgroup_memory_limit: Some(2 * ByteSize::GIB),
             cpus_allowed: Some("0-1".into()),
+            cgroup_cpus: None,
             rlimits: Vec::new(),
             exe: None,
         }
@@ -219,6 +233,7 @@ mod tests {
             &snap(),
             &site,
             &confirmed,
+            false,
             false,
             &mut Vec::new(),
         )
@@ -245,6 +260,7 @@ mod tests {
             &site,
             &unconfirmed,
             false,
+            false,
             &mut Vec::new(),
         )
         .unwrap();
@@ -255,6 +271,37 @@ mod tests {
             ByteSize::exact(ByteSize::GIB),
             "its own claim, never above its cgroup's"
         );
+    }
+
+    /// Issue 14.7: a step's container gets the step's CPUs on the node (its cpuset cgroup), not
+    /// the binding of the task that made it; a task's container keeps the task's binding.
+    #[test]
+    fn a_step_container_gets_the_steps_cpus_a_task_container_the_tasks() {
+        let site = SiteConfig::default();
+        let ctx = JobContext {
+            cpus: Some(4),
+            confirmed: true,
+            ..Default::default()
+        };
+        let mut s = snap();
+        s.cpus_allowed = Some("1".into());
+        s.cgroup_cpus = Some("0-3".into());
+        // (step, cgroup cpus, cpuset, nano cpus)
+        for (step, cgroup_cpus, cpuset, nano) in [
+            (true, Some("0-3"), Some("0-3"), 4),
+            (true, Some("2,5"), Some("2,5"), 2),
+            // No cpuset of its own (not constrained): the host's, and the job's count.
+            (true, None, None, 4),
+            (false, Some("0-3"), Some("1"), 4),
+        ] {
+            s.cgroup_cpus = cgroup_cpus.map(str::to_string);
+            let l = limits(&Env::new(), &s, &site, &ctx, false, step, &mut Vec::new()).unwrap();
+            assert_eq!(
+                (l.cpuset_cpus.as_deref(), l.nano_cpus),
+                (cpuset, Some(nano * 1_000_000_000)),
+                "step {step}, cgroup {cgroup_cpus:?}"
+            );
+        }
     }
 
     #[test]
@@ -272,6 +319,7 @@ mod tests {
                 &site,
                 &ctx,
                 false,
+                false,
                 &mut Vec::new(),
             )
             .unwrap_err()
@@ -286,6 +334,7 @@ mod tests {
             &snap(),
             &site,
             &ctx,
+            false,
             false,
             &mut Vec::new(),
         )

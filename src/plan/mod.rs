@@ -46,8 +46,12 @@ pub struct Snapshot {
     pub cgroup: Option<JobCgroup>,
     /// That cgroup's memory limit, if it has one.
     pub cgroup_memory_limit: Option<u64>,
-    /// The CPUs jobdock may run on (`0-3,8`), when fewer than the host's.
+    /// The CPUs jobdock may run on (`0-3,8`), when fewer than the host's: under Slurm, the
+    /// task's own binding.
     pub cpus_allowed: Option<String>,
+    /// The CPUs of jobdock's cpuset cgroup, when fewer than the host's: under Slurm, all of the
+    /// step's tasks' on this node.
+    pub cgroup_cpus: Option<String>,
     /// jobdock's own resource limits, for each of [`ULIMITS`]: the job's, as the scheduler (or
     /// the user's shell) set them. Read once, before planning.
     pub rlimits: Vec<Ulimit>,
@@ -176,6 +180,10 @@ pub struct TaskPlan {
     pub env: BTreeMap<String, String>,
     /// `None`: the container's working directory.
     pub cwd: Option<PathBuf>,
+    /// The CPUs the scheduler bound the task to (`0-3,8`), which it keeps in the container;
+    /// `None`: the container's.
+    #[serde(default)]
+    pub cpus: Option<String>,
 }
 
 /// A published port range, already checked against `ports.range`.
@@ -437,7 +445,15 @@ pub fn build(
         ulimits,
         cgroup_parent,
         cgroup_parent_why,
-    } = limits::limits(env, snap, config, ctx, !devices.is_empty(), &mut notes)?;
+    } = limits::limits(
+        env,
+        snap,
+        config,
+        ctx,
+        !devices.is_empty(),
+        parallel.is_some(),
+        &mut notes,
+    )?;
     let log_level = overrides::setting(env, "RUN_LOGLEVEL")?
         .map(|s| overrides::parse_log_level(&s))
         .transpose()?;
@@ -506,6 +522,7 @@ pub fn build(
                         argv,
                         env: container_env.clone(),
                         cwd: working_dir.clone(),
+                        cpus: snap.cpus_allowed.clone().filter(|_| ctx.confirmed),
                     },
                 }),
             )

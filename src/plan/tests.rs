@@ -134,6 +134,7 @@ fn snap(env: &[(&str, &str)]) -> Snapshot {
         cgroup: job_cgroup(env),
         cgroup_memory_limit: None,
         cpus_allowed: None,
+        cgroup_cpus: None,
         rlimits: JOB_RLIMITS.to_vec(),
         exe: Some(OwnBinary {
             path: "/usr/local/bin/jobdock".into(),
@@ -632,6 +633,17 @@ fn a_step_container_runs_its_agent_through_the_hosts_loader() {
         ]
     );
     assert!(!p.env.keys().any(|k| k.starts_with("LD_")), "{:?}", p.env);
+
+    // The step's CPUs on the node for the container, the task's own binding for the task.
+    let mut bound = snap.clone();
+    bound.cpus_allowed = Some("1".into());
+    bound.cgroup_cpus = Some("0-1".into());
+    let p = build(&req, &bound, &site(), &ctx, &alice(), &host()).unwrap();
+    assert_eq!(
+        (p.cpuset_cpus.as_deref(), p.nano_cpus),
+        (Some("0-1"), Some(2_000_000_000))
+    );
+    assert_eq!(p.step.unwrap().task.cpus.as_deref(), Some("1"));
 
     // A static jobdock runs by itself.
     let mut fixed = snap.clone();

@@ -130,7 +130,9 @@ fn labels_of(container: &str) -> BTreeMap<String, String> {
 
 const DESCRIBE_TASK: &str = "echo task=$SLURM_PROCID node=$SLURMD_NODENAME \
      pidns=$(readlink /proc/self/ns/pid) ipcns=$(readlink /proc/self/ns/ipc) \
-     init=$(tr '\\0' _ </proc/1/cmdline | cut -c1-40) pid=$$";
+     init=$(tr '\\0' _ </proc/1/cmdline | cut -c1-40) pid=$$ \
+     cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2) \
+     container_cpus=$(cat /sys/fs/cgroup/cpuset/cpuset.cpus)";
 
 #[test]
 fn a_two_node_step_runs_its_four_tasks_in_one_container_per_node() {
@@ -152,6 +154,19 @@ fn a_two_node_step_runs_its_four_tasks_in_one_container_per_node() {
         assert_eq!(ranks[0]["ipcns"], ranks[1]["ipcns"], "{}", out.report);
         assert_ne!(ranks[0]["pid"], ranks[1]["pid"], "{}", out.report);
         assert!(ranks[0]["init"].contains("docker-init"), "{}", out.report);
+    }
+    // Issue 14.7: the container has the step's two CPUs on the node, and each task keeps the
+    // one Slurm's task/affinity bound it to (a container of the first task's CPU alone put both
+    // ranks on it: 4 ms ping-pong).
+    for ranks in [&n1, &n2] {
+        let cpus: std::collections::BTreeSet<&str> =
+            ranks.iter().map(|t| t["cpus"].as_str()).collect();
+        assert_eq!(cpus, ["0", "1"].into(), "{}", out.report);
+        assert!(
+            ranks.iter().all(|t| t["container_cpus"] == "0-1"),
+            "{}",
+            out.report
+        );
     }
     // The two nodes' containers are not confused, though one dockerd runs both.
     assert_ne!(n1[0]["pidns"], n2[0]["pidns"], "{}", out.report);
