@@ -50,7 +50,8 @@ struct Count {
     last: Option<Instant>,
 }
 
-/// Serves tasks on `socket` until `tasks` have come and gone (or none comes for [`IDLE`]).
+/// Serves tasks on `socket` until `tasks` have come and gone (or none comes for [`IDLE`]); with
+/// `tasks` 0 (a job's named container), until the container is removed.
 pub fn serve(socket: &Path, tasks: u32) -> Result<(), String> {
     let _ = std::fs::remove_file(socket);
     let listener =
@@ -89,6 +90,9 @@ pub fn serve(socket: &Path, tasks: u32) -> Result<(), String> {
 
 /// Ends the agent (and so the container) once every task has come and gone.
 fn watch(count: &(Mutex<Count>, Condvar), tasks: u32) {
+    if tasks == 0 {
+        return;
+    }
     let started = Instant::now();
     let mut c = count.0.lock().expect("no panics while held");
     loop {

@@ -122,7 +122,8 @@ pub enum Command {
         command: Vec<String>,
     },
     /// The step container's agent (its command; not for users): runs the step's tasks that
-    /// jobdock hands it on SOCKET, and ends when TASKS have come and gone.
+    /// jobdock hands it on SOCKET, and ends when TASKS have come and gone (0: runs until the
+    /// container is removed, for a job's named container).
     #[command(hide = true)]
     Agent {
         #[arg(long, value_name = "N")]

@@ -97,6 +97,7 @@ static STATE: Mutex<State> = Mutex::new(State {
         env: None,
         entrypoint: None,
         mount_home: None,
+        name: None,
     },
     #[cfg(feature = "test-hooks")]
     panic_in: None,

@@ -25,6 +25,7 @@ pub(crate) enum Opt {
     NoEntrypoint,
     MountHome,
     NoMountHome,
+    Name,
 }
 
 impl Opt {
@@ -33,7 +34,7 @@ impl Opt {
     }
 }
 
-/// Every option. (`--container-name` comes with per-job containers.)
+/// Every option.
 pub(crate) const OPTIONS: &[Spec] = &[
     Spec {
         name: "container-image",
@@ -83,6 +84,12 @@ pub(crate) const OPTIONS: &[Spec] = &[
         usage: "[jobdock] do not mount the home directory",
         opt: Opt::NoMountHome,
     },
+    Spec {
+        name: "container-name",
+        arginfo: Some("NAME"),
+        usage: "[jobdock] run in the job's container NAME on the node: made by the first step that names it, kept for the later ones until the job ends (LSB_DOCKER_CONTAINER_NAME)",
+        opt: Opt::Name,
+    },
 ];
 
 /// The options a step was given.
@@ -94,6 +101,7 @@ pub(crate) struct Values {
     pub(crate) env: Option<String>,
     pub(crate) entrypoint: Option<bool>,
     pub(crate) mount_home: Option<bool>,
+    pub(crate) name: Option<String>,
 }
 
 impl Values {
@@ -155,6 +163,21 @@ pub(crate) fn set(values: &mut Values, opt: Opt, arg: Option<&str>) -> Result<()
         Opt::NoEntrypoint => values.entrypoint = Some(false),
         Opt::MountHome => values.mount_home = Some(true),
         Opt::NoMountHome => values.mount_home = Some(false),
+        Opt::Name => {
+            let value = text()?;
+            // pyxis's `NAME:flag`: `auto` is what jobdock does; the others it does not.
+            let name = match value.rsplit_once(':') {
+                None => value,
+                Some((name, "auto")) => name.to_string(),
+                Some((_, flag)) => {
+                    return Err(format!(
+                        "{shown}: the flag {flag:?} is not supported (NAME or NAME:auto: made \
+                         by the first step that names it, joined by the later ones)"
+                    ));
+                }
+            };
+            values.name = Some(name);
+        }
     }
     Ok(())
 }
@@ -199,6 +222,10 @@ mod tests {
         assert_eq!(v.image.as_deref(), Some("jobdock-test/busybox"));
         assert_eq!(v.entrypoint, Some(false));
         assert_eq!(v.mount_home, Some(false), "the last one given wins");
+        set(&mut v, Opt::Name, Some("work:auto")).unwrap();
+        assert_eq!(v.name.as_deref(), Some("work"));
+        set(&mut v, Opt::Name, Some("work2")).unwrap();
+        assert_eq!(v.name.as_deref(), Some("work2"));
         let long = "x".repeat(MAX_VALUE + 1);
         for (opt, arg, want) in [
             (Opt::Image, Some(""), "--container-image: must not be empty"),
@@ -222,6 +249,11 @@ mod tests {
                 Opt::Env,
                 Some("A B"),
                 "--container-env: names are separated by commas",
+            ),
+            (
+                Opt::Name,
+                Some("work:exec"),
+                "--container-name: the flag \"exec\" is not supported",
             ),
         ] {
             let err = set(&mut Values::default(), opt, arg).unwrap_err();

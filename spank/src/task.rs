@@ -11,7 +11,14 @@ pub(crate) const BATCH_STEP: u32 = 0xffff_fffb;
 pub(crate) const INTERACTIVE_STEP: u32 = 0xffff_fffa;
 
 /// The overrides the options set, by jobdock's suffix (LSB_DOCKER_<suffix>).
-const OVERRIDES: &[&str] = &["VOLUMES", "WORKDIR", "ENV", "RUN_RAW_ARGS", "MOUNT_HOME"];
+const OVERRIDES: &[&str] = &[
+    "VOLUMES",
+    "WORKDIR",
+    "ENV",
+    "RUN_RAW_ARGS",
+    "MOUNT_HOME",
+    "CONTAINER_NAME",
+];
 
 /// The program to exec and its argv and environment (`NAME=value` entries).
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +94,7 @@ pub(crate) fn command(
         ("ENV", values.env.as_ref().map(|e| e.replace(',', " "))),
         ("RUN_RAW_ARGS", values.entrypoint.map(|b| b.to_string())),
         ("MOUNT_HOME", values.mount_home.map(|b| b.to_string())),
+        ("CONTAINER_NAME", values.name.clone()),
     ]
     .into_iter()
     .filter_map(|(suffix, value)| value.map(|v| (suffix, v)))
@@ -195,6 +203,7 @@ mod tests {
         set(&mut v, Opt::Mounts, Some("/s/a:/a:ro,/s/b")).unwrap();
         set(&mut v, Opt::NoMountHome, None).unwrap();
         set(&mut v, Opt::Entrypoint, None).unwrap();
+        set(&mut v, Opt::Name, Some("work")).unwrap();
         let argv = bytes(&["sh", "-c", "echo $HOME; id"]);
         let env = bytes(&[
             "SLURM_JOB_ID=5",
@@ -224,7 +233,8 @@ mod tests {
                 "LSB_DOCKER_VOLUMES=/s/a:/a:ro /s/b",
                 "LSB_DOCKER_RUN_RAW_ARGS=true",
                 "LSB_DOCKER_MOUNT_HOME=false",
-                "JOBDOCK_SPANK_OPTIONS=VOLUMES RUN_RAW_ARGS MOUNT_HOME",
+                "LSB_DOCKER_CONTAINER_NAME=work",
+                "JOBDOCK_SPANK_OPTIONS=VOLUMES RUN_RAW_ARGS MOUNT_HOME CONTAINER_NAME",
             ]
         );
     }

@@ -116,7 +116,11 @@ pub(super) struct Creator {
 impl Creator {
     /// This jobdock, working for the user `uid`.
     pub(super) fn this_process(uid: u32) -> Creator {
-        let pid = std::process::id();
+        Creator::of(uid, std::process::id())
+    }
+
+    /// The running process `pid`, working for the user `uid`.
+    pub(super) fn of(uid: u32, pid: u32) -> Creator {
         Creator {
             uid,
             pid,
@@ -248,6 +252,18 @@ impl Staging {
             super::fifo::make(fifos, plan.user.0, plan.user.1)?;
         }
         Ok(staging)
+    }
+
+    /// Hands the directory to `creator` (a named container's init, which outlives this jobdock):
+    /// kept while that runs, swept once it has gone (`cleanup::sweep_stale`), and not removed
+    /// when this jobdock ends. The job's cleanup removes it with the container.
+    pub(super) fn hand_over(self, creator: Creator) -> Result<(), FileError> {
+        let next = self.dir.join(format!("{OWNER}.next"));
+        write_new("staging file", &next, creator.line().as_bytes(), 0o600)?;
+        std::fs::rename(&next, self.dir.join(OWNER))
+            .map_err(|e| fail("staging file", &self.dir.join(OWNER), e))?;
+        std::mem::forget(self);
+        Ok(())
     }
 
     /// Removes the staging directory; gone already is fine.

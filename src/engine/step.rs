@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::agent::Status;
 use crate::engine::daemon::{Daemon, ErrorKind, Found};
+use crate::engine::files;
 use crate::engine::run::{self, Container, Leftovers, Settings};
 use crate::engine::signals::Sig;
 use crate::engine::{EngineError, Outcome};
@@ -88,6 +89,11 @@ async fn create_and_run<D: Daemon>(
         None,
     ));
     drop(attached.input);
+    let named = plan.step.as_ref().is_some_and(|p| p.local_tasks.is_none());
+    if named {
+        // Kept for the job's later steps: its files go to its init, which outlives this jobdock.
+        keep_for_the_job(d, &id, plan, leftovers).await?;
+    }
     let mut outcome = join(d, plan, s.state_dir, task, signals).await;
     if let Ok(o) = &mut outcome {
         // What the registry confirmed, not only the local id the container has.
@@ -96,6 +102,10 @@ async fn create_and_run<D: Daemon>(
     if outcome.is_err() {
         // This task could not run in it: nor will the others.
         let _ = d.kill(&id, "SIGKILL").await;
+    } else if named {
+        // The job's epilog removes it (`jobdock cleanup`), with its files.
+        leftovers.container = Container::None;
+        return outcome;
     }
     // The container ends when the step's last task on the node has; a stop signal ends it now.
     {
@@ -112,6 +122,31 @@ async fn create_and_run<D: Daemon>(
     }
     leftovers.container = Container::Created(id);
     outcome
+}
+
+/// A named container stays for the job's later steps: the staging directory it mounts is handed
+/// to its init (so no sweep takes it while it runs, and this jobdock's end does not), and it is
+/// no longer this jobdock's to remove, unless this task cannot run in it.
+async fn keep_for_the_job<D: Daemon>(
+    d: &D,
+    id: &str,
+    plan: &ContainerPlan,
+    leftovers: &mut Leftovers,
+) -> Result<(), EngineError> {
+    let state = d
+        .inspect(id)
+        .await
+        .map_err(|e| EngineError::daemon("inspecting the job's named container", e))?;
+    if !state.running || state.pid == 0 {
+        return Err(EngineError::Agent {
+            reason: format!("the job's container {} ended as it started", plan.name),
+        });
+    }
+    if let Some(staging) = leftovers.staging.take() {
+        staging.hand_over(files::Creator::of(plan.user.0, state.pid))?;
+    }
+    leftovers.cidfile = None;
+    Ok(())
 }
 
 /// The step's container on this node, by its name (labels checked in `join`).
@@ -162,10 +197,22 @@ async fn wait_for_agent<D: Daemon>(
             continue;
         };
         seen = true;
+        // A job's named container runs the image it was made of: another is not this task's.
+        if let (Some(made), Some(wanted)) = (
+            found.labels.get("jobdock.image"),
+            plan.labels.get("jobdock.image"),
+        ) && made != wanted
+        {
+            return Err(refuse(format!(
+                "it runs {made}, not {wanted}: give the image it was made of, or another name"
+            )));
+        }
         for key in [
             "jobdock.uid",
             "jobdock.job",
             "jobdock.step",
+            "jobdock.name",
+            "jobdock.image",
             "jobdock.cluster",
             "jobdock.node",
             "jobdock.agent",
@@ -195,6 +242,7 @@ async fn wait_for_agent<D: Daemon>(
             if std::fs::symlink_metadata(dir.join(AGENT_SOCKET))
                 .is_ok_and(|m| m.file_type().is_socket())
             {
+                warn_of_mounts_not_there(plan, &state.effective);
                 return Ok((dir, state.effective.image));
             }
         } else if state.pid == 0
@@ -218,6 +266,28 @@ async fn wait_for_agent<D: Daemon>(
             });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A job's named container keeps the mounts of the step that made it: a later step's own (its
+/// `--container-mounts`) are not there, which the user is told, by target.
+fn warn_of_mounts_not_there(plan: &ContainerPlan, effective: &crate::engine::daemon::Effective) {
+    if plan.step.as_ref().is_none_or(|p| p.local_tasks.is_some()) {
+        return;
+    }
+    let missing: Vec<String> = plan
+        .mounts
+        .iter()
+        .map(|m| m.target.display().to_string())
+        .filter(|t| !effective.mounts.iter().any(|m| &m.destination == t))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "the job's container {} was made by an earlier step and keeps its mounts: {} of \
+             this step's are not mounted in it (another container name gets them)",
+            plan.name,
+            missing.join(", ")
+        );
     }
 }
 

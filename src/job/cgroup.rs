@@ -153,6 +153,26 @@ pub struct CgroupJob {
 }
 
 impl JobCgroup {
+    /// The cgroup of the Slurm job this one is in (`.../job_<id>`, without the step below it),
+    /// if it names one.
+    pub fn slurm_job(&self) -> Option<JobCgroup> {
+        let mut path = PathBuf::new();
+        for c in self.path.components() {
+            path.push(c);
+            if let std::path::Component::Normal(p) = c
+                && p.to_str()
+                    .and_then(|p| p.strip_prefix("job_"))
+                    .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Some(JobCgroup {
+                    path,
+                    version: self.version,
+                });
+            }
+        }
+        None
+    }
+
     /// The scheduler's job this cgroup belongs to, if any. Slurm: `.../slurm[_<node>]/uid_<uid>/
     /// job_<id>/step_<step>/...` (v1) or `.../slurmstepd.scope/job_<id>/...` (v2). LSF's cgroup
     /// tracking: `.../lsf/<cluster>/job.<id>.<index>.<submit time>`.
@@ -253,6 +273,10 @@ mod tests {
         assert_eq!(
             cg.memory_limit(Path::new("/sys/fs/cgroup"), read),
             Some(64 << 20)
+        );
+        assert_eq!(
+            cg.slurm_job().unwrap().path,
+            PathBuf::from("/slurm_vm/uid_2001/job_2")
         );
         let batch =
             JobCgroup::parse("4:memory:/slurm_vm/uid_2001/job_3/step_batch/task_0\n").unwrap();

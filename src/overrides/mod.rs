@@ -73,6 +73,11 @@ pub const OVERRIDES: &[(&str, &str)] = &[
         "ENV",
         "names of variables to pass into the container (comma- or space-separated)",
     ),
+    (
+        "CONTAINER_NAME",
+        "a Slurm job step's tasks run in the job's container of this name on the node, made by \
+         the first step that names it and kept for the later ones until the job ends",
+    ),
 ];
 
 /// The names of `OVERRIDES`.
@@ -105,6 +110,7 @@ pub const SPANK_OPTIONS: &[(&str, &str)] = &[
     ("ENV", "--container-env"),
     ("RUN_RAW_ARGS", "--[no-]container-entrypoint"),
     ("MOUNT_HOME", "--[no-]container-mount-home"),
+    ("CONTAINER_NAME", "--container-name"),
 ];
 
 /// Set by the SPANK plugin: the overrides (suffixes, space-separated) it set from srun options.

@@ -54,16 +54,26 @@ pub struct Limits {
     pub cgroup_parent_why: String,
 }
 
+/// Whose container it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// One task's.
+    Task,
+    /// A step's, shared by its tasks on this node.
+    Step,
+    /// The job's, named and kept for its later steps: it outlives the step that made it.
+    Job,
+}
+
 /// The limits part. `has_devices`: the job gets devices (memlock is then `devices.memlock`).
-/// `step`: the container is a step's, shared by its tasks on this node. What is left out, and
-/// why, goes to `notes`.
+/// What is left out, and why, goes to `notes`.
 pub(super) fn limits(
     env: &Env,
     snap: &Snapshot,
     config: &SiteConfig,
     ctx: &JobContext,
     has_devices: bool,
-    step: bool,
+    scope: Scope,
     notes: &mut Vec<String>,
 ) -> Result<Limits, PlanError> {
     let get = |suffix: &str| overrides::setting(env, suffix);
@@ -95,8 +105,18 @@ pub(super) fn limits(
                 .into());
         }
         None if config.engine.job_cgroup && ctx.confirmed => {
-            match snap
-                .cgroup
+            // A named container outlives the step that makes it: under the job's cgroup, which
+            // lives as long as the container may, not the step's, which Slurm removes.
+            let cgroup = match (scope, &snap.cgroup) {
+                (Scope::Job, Some(c)) => Some(c.slurm_job().ok_or_else(|| PlanError::Path {
+                    what: "job cgroup",
+                    path: c.path.display().to_string(),
+                    reason:
+                        "names no Slurm job_<id> for the job's named container to go under".into(),
+                })?),
+                (_, c) => c.clone(),
+            };
+            match cgroup
                 .as_ref()
                 .map(|c| c.docker_parent(&config.engine.cgroup_driver))
             {
@@ -143,16 +163,19 @@ pub(super) fn limits(
     // A task's container gets the CPUs the task is bound to. A step's container holds all of the
     // step's tasks on the node: the step's CPUs there (its cpuset cgroup), and each task keeps
     // its own binding inside (`TaskPlan::cpus`); else they would all share the first task's.
-    let (cpuset_cpus, cpus) = if step && in_job {
-        match snap.cgroup_cpus.as_deref().map(str::parse::<CpuList>) {
+    // A named container, the job's, has the job's CPUs on the node: its cgroup's (unset, runc
+    // gives a container its parent's CPU set).
+    let (cpuset_cpus, cpus) = match scope {
+        _ if !in_job => (None, ctx.cpus),
+        Scope::Task => (snap.cpus_allowed.clone(), ctx.cpus),
+        Scope::Step => match snap.cgroup_cpus.as_deref().map(str::parse::<CpuList>) {
             Some(Ok(step_cpus)) => (
                 Some(step_cpus.to_string()),
                 u32::try_from(step_cpus.count()).ok(),
             ),
             _ => (None, ctx.cpus),
-        }
-    } else {
-        (snap.cpus_allowed.clone().filter(|_| in_job), ctx.cpus)
+        },
+        Scope::Job => (None, ctx.cpus),
     };
     let nano_cpus = cpus.map(|c| c.clamp(1, snap.host_cpus.max(1)) as i64 * 1_000_000_000);
 
@@ -234,7 +257,7 @@ mod tests {
             &site,
             &confirmed,
             false,
-            false,
+            Scope::Task,
             &mut Vec::new(),
         )
         .unwrap();
@@ -260,7 +283,7 @@ mod tests {
             &site,
             &unconfirmed,
             false,
-            false,
+            Scope::Task,
             &mut Vec::new(),
         )
         .unwrap();
@@ -276,7 +299,7 @@ mod tests {
     /// Issue 14.7: a step's container gets the step's CPUs on the node (its cpuset cgroup), not
     /// the binding of the task that made it; a task's container keeps the task's binding.
     #[test]
-    fn a_step_container_gets_the_steps_cpus_a_task_container_the_tasks() {
+    fn a_step_container_gets_the_steps_cpus_a_task_container_the_tasks_a_named_the_jobs() {
         let site = SiteConfig::default();
         let ctx = JobContext {
             cpus: Some(4),
@@ -286,22 +309,49 @@ mod tests {
         let mut s = snap();
         s.cpus_allowed = Some("1".into());
         s.cgroup_cpus = Some("0-3".into());
-        // (step, cgroup cpus, cpuset, nano cpus)
-        for (step, cgroup_cpus, cpuset, nano) in [
-            (true, Some("0-3"), Some("0-3"), 4),
-            (true, Some("2,5"), Some("2,5"), 2),
+        // (scope, cgroup cpus, cpuset, nano cpus)
+        for (scope, cgroup_cpus, cpuset, nano) in [
+            (Scope::Step, Some("0-3"), Some("0-3"), 4),
+            (Scope::Step, Some("2,5"), Some("2,5"), 2),
             // No cpuset of its own (not constrained): the host's, and the job's count.
-            (true, None, None, 4),
-            (false, Some("0-3"), Some("1"), 4),
+            (Scope::Step, None, None, 4),
+            (Scope::Task, Some("0-3"), Some("1"), 4),
+            // The job's named container: its cgroup's CPU set, the job's count.
+            (Scope::Job, Some("0-3"), None, 4),
         ] {
             s.cgroup_cpus = cgroup_cpus.map(str::to_string);
-            let l = limits(&Env::new(), &s, &site, &ctx, false, step, &mut Vec::new()).unwrap();
+            let l = limits(&Env::new(), &s, &site, &ctx, false, scope, &mut Vec::new()).unwrap();
             assert_eq!(
                 (l.cpuset_cpus.as_deref(), l.nano_cpus),
                 (cpuset, Some(nano * 1_000_000_000)),
-                "step {step}, cgroup {cgroup_cpus:?}"
+                "{scope:?}, cgroup {cgroup_cpus:?}"
             );
         }
+        // A named container goes under the job's cgroup, not the step's.
+        let l = limits(
+            &Env::new(),
+            &s,
+            &site,
+            &ctx,
+            false,
+            Scope::Job,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(l.cgroup_parent.as_deref(), Some("/slurm_vm/uid_2001/job_5"));
+        s.cgroup = crate::job::cgroup::JobCgroup::parse("4:memory:/user.slice/user-2001.slice\n");
+        let e = limits(
+            &Env::new(),
+            &s,
+            &site,
+            &ctx,
+            false,
+            Scope::Job,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("job_<id>"), "{e}");
     }
 
     #[test]
@@ -319,7 +369,7 @@ mod tests {
                 &site,
                 &ctx,
                 false,
-                false,
+                Scope::Task,
                 &mut Vec::new(),
             )
             .unwrap_err()
@@ -335,7 +385,7 @@ mod tests {
             &site,
             &ctx,
             false,
-            false,
+            Scope::Task,
             &mut Vec::new(),
         )
         .unwrap();

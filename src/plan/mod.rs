@@ -162,15 +162,35 @@ pub const AGENT_SOCKET: &str = "agent.sock";
 /// One container per job step per node (issue 14): the first task of the step on the node
 /// creates it, with jobdock's agent as its command; every task (the first too) hands the agent
 /// its own argv, environment, working directory and stdio, and gets its exit status back.
+///
+/// A container the job's tasks name (`LSB_DOCKER_CONTAINER_NAME`, srun's `--container-name`) is
+/// the same, shared by every step of the job that names it on the node: made by the first, kept
+/// running (with whatever its tasks left in it) until the job ends and its epilog removes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StepPlan {
     pub cluster: String,
     pub node: String,
-    pub step: String,
-    /// The step's tasks on this node: the agent ends when that many have come and gone.
-    pub local_tasks: u32,
+    /// The step's tasks on this node: the agent ends when that many have come and gone. `None`:
+    /// a named container, kept for the job's later steps.
+    pub local_tasks: Option<u32>,
     /// This task, as the agent runs it.
     pub task: TaskPlan,
+}
+
+/// Who shares a step container: the tasks of one step on the node, or every step of the job
+/// that names it (`LSB_DOCKER_CONTAINER_NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shared<'c> {
+    Step(&'c crate::job::Parallel),
+    Named(&'c crate::job::Parallel, &'c str),
+}
+
+impl<'c> Shared<'c> {
+    fn parallel(self) -> &'c crate::job::Parallel {
+        match self {
+            Shared::Step(p) | Shared::Named(p, _) => p,
+        }
+    }
 }
 
 /// A task the agent runs in its step container.
@@ -352,9 +372,15 @@ pub fn build(
 
     let image = image(req, env, config)?;
     let Command { entrypoint, cmd } = command::command(req, ctx, env)?;
-    let parallel = step_container(config, ctx, snap, entrypoint.as_ref(), cmd.as_ref());
+    let named = container_name_override(env, config, ctx, snap, entrypoint.as_ref(), cmd.as_ref())?;
+    let parallel = match &named {
+        Some((p, n)) => Some(Shared::Named(p, n)),
+        None => {
+            step_container(config, ctx, snap, entrypoint.as_ref(), cmd.as_ref()).map(Shared::Step)
+        }
+    };
     let name = match parallel {
-        Some(p) => step_container_name(p, ctx, who),
+        Some(shared) => step_container_name(shared, ctx, who),
         None => container_name(ctx, who, snap.pid),
     };
     let mut labels = labels(ctx, who, snap.pid);
@@ -362,8 +388,19 @@ pub fn build(
         labels.insert("jobdock.cluster".into(), p.cluster.clone());
         labels.insert("jobdock.node".into(), p.node.clone());
     }
-    if let Some(p) = parallel {
-        labels.insert("jobdock.step".into(), p.step.clone());
+    match parallel {
+        Some(Shared::Step(p)) => {
+            labels.insert("jobdock.step".into(), p.step.clone());
+        }
+        Some(Shared::Named(_, n)) => {
+            // Every step of the job that names it shares it: no one step's.
+            labels.remove("jobdock.step");
+            labels.insert("jobdock.name".into(), n.to_string());
+            labels.insert("jobdock.image".into(), image.to_string());
+        }
+        None => {}
+    }
+    if parallel.is_some() {
         labels.insert("jobdock.agent".into(), "1".into());
     }
     // A terminal's output stays a terminal's (attach); raw mode has no command jobdock can wrap;
@@ -451,7 +488,11 @@ pub fn build(
         config,
         ctx,
         !devices.is_empty(),
-        parallel.is_some(),
+        match parallel {
+            None => limits::Scope::Task,
+            Some(Shared::Step(_)) => limits::Scope::Step,
+            Some(Shared::Named(..)) => limits::Scope::Job,
+        },
         &mut notes,
     )?;
     let log_level = overrides::setting(env, "RUN_LOGLEVEL")?
@@ -460,7 +501,12 @@ pub fn build(
 
     // A step container runs the agent; this task's own command goes to it over its socket.
     let (entrypoint, cmd, shm_size, step) = match (parallel, &snap.exe, &staging.agent_dir) {
-        (Some(p), Some(exe), Some(agent_dir)) => {
+        (Some(shared), Some(exe), Some(agent_dir)) => {
+            let p = shared.parallel();
+            let local_tasks = match shared {
+                Shared::Step(p) => Some(p.local_tasks),
+                Shared::Named(..) => None,
+            };
             for (k, v) in &config.mpi.env {
                 container_env.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -508,7 +554,8 @@ pub fn build(
                 Some(agent),
                 Some(vec![
                     "--tasks".to_string(),
-                    p.local_tasks.to_string(),
+                    // 0: until the container is removed.
+                    local_tasks.unwrap_or(0).to_string(),
                     "--socket".to_string(),
                     socket,
                 ]),
@@ -516,8 +563,7 @@ pub fn build(
                 Some(StepPlan {
                     cluster: p.cluster.clone(),
                     node: p.node.clone(),
-                    step: p.step.clone(),
-                    local_tasks: p.local_tasks,
+                    local_tasks,
                     task: TaskPlan {
                         argv,
                         env: container_env.clone(),
@@ -651,18 +697,75 @@ fn step_container<'c>(
     .then_some(p)
 }
 
-/// `jobdock-slurm-<cluster>-<job>.<step>-<node>-u<uid>`: the same for every task of the step on
-/// the node, so the first create wins and the others join; the uid keeps a user from taking
-/// another's name.
-fn step_container_name(p: &crate::job::Parallel, ctx: &JobContext, who: &Identity) -> String {
+/// `jobdock-slurm-<cluster>-<job>.<step>-<node>-u<uid>`, or `...-<job>-named-<NAME>-<node>-u<uid>`:
+/// the same for every task that shares it on the node, so the first create wins and the others
+/// join; the uid keeps a user from taking another's name.
+fn step_container_name(shared: Shared, ctx: &JobContext, who: &Identity) -> String {
+    let job = ctx.job_id.as_deref().unwrap_or("none");
+    let p = shared.parallel();
+    let scope = match shared {
+        Shared::Step(p) => format!("{job}.{}", p.step),
+        Shared::Named(_, name) => format!("{job}-named-{name}"),
+    };
     format!(
-        "jobdock-slurm-{}-{}.{}-{}-u{}",
-        p.cluster,
-        ctx.job_id.as_deref().unwrap_or("none"),
-        p.step,
-        p.node,
-        who.uid
+        "jobdock-slurm-{}-{scope}-{}-u{}",
+        p.cluster, p.node, who.uid
     )
+}
+
+/// The container the task names (`LSB_DOCKER_CONTAINER_NAME`), with the step it is in: only a
+/// task of a numbered step of a confirmed Slurm job, with a command jobdock knows and no
+/// terminal (what any step container needs), and a name of 1 to 64 letters, digits, `.`, `-`
+/// or `_`.
+fn container_name_override<'c>(
+    env: &Env,
+    config: &SiteConfig,
+    ctx: &'c JobContext,
+    snap: &Snapshot,
+    entrypoint: Option<&Vec<String>>,
+    cmd: Option<&Vec<String>>,
+) -> Result<Option<(&'c crate::job::Parallel, String)>, PlanError> {
+    let Some(setting) = overrides::setting(env, "CONTAINER_NAME")? else {
+        return Ok(None);
+    };
+    let name = &setting.value;
+    if name.is_empty()
+        || name.len() > 64
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(setting
+            .refuse(
+                "must be 1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit",
+            )
+            .into());
+    }
+    let why_not = match &ctx.parallel {
+        _ if !config.mpi.step_container => {
+            Some("this site has no step containers (mpi.step_container)")
+        }
+        None => Some("a named container is for the tasks of a Slurm job step (srun)"),
+        Some(_) if !ctx.confirmed || ctx.scheduler() != crate::job::Scheduler::Slurm => Some(
+            "a named container is for the tasks of a Slurm job step, and this process is not in one's cgroup",
+        ),
+        Some(_) if entrypoint.is_none() || cmd.is_none_or(|c| c.is_empty()) => {
+            Some("a named container runs a command, not the image's entrypoint (raw mode)")
+        }
+        Some(_) if snap.stdin_is_tty => {
+            Some("a named container's tasks have no terminal (srun --pty)")
+        }
+        Some(_) if snap.exe.is_none() => {
+            Some("jobdock's own binary could not be found to run as its agent")
+        }
+        Some(_) => None,
+    };
+    if let Some(why) = why_not {
+        return Err(setting.refuse(why).into());
+    }
+    let parallel = ctx.parallel.as_ref().expect("checked above");
+    Ok(Some((parallel, setting.value)))
 }
 
 /// `no-new-privileges` always, and the site's SELinux labels.

@@ -655,6 +655,78 @@ fn a_step_container_runs_its_agent_through_the_hosts_loader() {
     );
 }
 
+/// Issue 16.1's `--container-name` (LSB_DOCKER_CONTAINER_NAME): the job's container of that name
+/// on the node, the same for every step that names it (even a one-task step), kept for them
+/// (agent `--tasks 0`), under the job's cgroup; labelled with its name and image, no one step's.
+/// Refused, naming the variable, for a bad name and outside a confirmed Slurm step.
+#[test]
+fn a_named_container_is_the_jobs_for_every_step_that_names_it() {
+    let env = |step: &'static str, name: &'static str| {
+        vec![
+            ("SLURM_JOB_ID", "4567"),
+            ("SLURM_STEP_ID", step),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NODEID", "0"),
+            ("SLURM_STEP_TASKS_PER_NODE", "1"),
+            ("SLURM_CLUSTER_NAME", "c1"),
+            ("SLURMD_NODENAME", "n1"),
+            ("JOBDOCK_IMAGE", "jobdock-test/busybox"),
+            ("LSB_DOCKER_CONTAINER_NAME", name),
+        ]
+    };
+    let req = Request {
+        image: None,
+        command: vec!["hostname".into()],
+        script: None,
+    };
+    let plan_of = |env: &[(&str, &str)], confirmed: bool| {
+        let mut snap = snap(env);
+        snap.cgroup = crate::job::cgroup::JobCgroup::parse(
+            "4:memory:/slurm_n1/uid_2001/job_4567/step_3/task_0\n",
+        );
+        let mut ctx = context(&snap).unwrap();
+        ctx.confirmed = confirmed;
+        build(&req, &snap, &site(), &ctx, &alice(), &host())
+    };
+    let first = plan_of(&env("0", "work"), true).unwrap();
+    let later = plan_of(&env("3", "work"), true).unwrap();
+    assert_eq!(first.name, "jobdock-slurm-c1-4567-named-work-n1-u2001");
+    assert_eq!(later.name, first.name, "every step that names it shares it");
+    assert_eq!(first.labels["jobdock.name"], "work");
+    assert_eq!(first.labels["jobdock.image"], "jobdock-test/busybox:latest");
+    assert_eq!(first.labels["jobdock.agent"], "1");
+    assert!(
+        !first.labels.contains_key("jobdock.step"),
+        "{:?}",
+        first.labels
+    );
+    let step = first.step.as_ref().expect("a step container");
+    assert_eq!(step.local_tasks, None, "kept for the job's later steps");
+    assert_eq!(step.task.argv, ["hostname"]);
+    let cmd = first.cmd.as_deref().unwrap();
+    assert_eq!(&cmd[..2], ["--tasks", "0"]);
+    assert_eq!(
+        first.cgroup_parent.as_deref(),
+        Some("/slurm_n1/uid_2001/job_4567"),
+        "the job's cgroup, which outlives the step"
+    );
+    assert_ne!(plan_of(&env("0", "other"), true).unwrap().name, first.name);
+
+    for (env, confirmed, want) in [
+        (env("0", "a b"), true, "1 to 64 letters"),
+        (env("0", "-x"), true, "1 to 64 letters"),
+        (env("0", ""), true, "1 to 64 letters"),
+        (env("0", "work"), false, "not in one's cgroup"),
+        (env("batch", "work"), true, "tasks of a Slurm job step"),
+    ] {
+        let e = plan_of(&env, confirmed).unwrap_err().to_string();
+        assert!(
+            e.contains("LSB_DOCKER_CONTAINER_NAME") && e.contains(want),
+            "{env:?} {confirmed}: {e}"
+        );
+    }
+}
+
 #[test]
 fn lsf_array_elements_get_distinct_names_and_the_job_id_label() {
     let p = plan_with(

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{ALICE, INSTALLED, TestJob, containers_of, require};
+use crate::util::{ALICE, INSTALLED, TestJob, containers_of, require, running_containers_of};
 
 const IMAGE: &str = "jobdock-test/busybox";
 const HOME: &str = ALICE.home;
@@ -639,6 +639,117 @@ fn srun_n2_runs_the_tasks_in_the_steps_container_each_with_its_own_exit_code() {
     );
 }
 
+/// `--container-name` (issue 16.1): the job's container of that name on the node, made by the
+/// first step that names it (under the job's cgroup, not the step's), joined by the later ones,
+/// which find what the first left in it; another name is another container; another image is
+/// refused, naming it; pyxis's flags other than `auto` are refused by srun. The containers live
+/// until the job ends, and then its epilog removes them.
+#[test]
+fn container_name_keeps_the_jobs_container_for_its_later_steps() {
+    if !spank_is_up() {
+        return;
+    }
+    let data = alices_dir_with_marker("/scratch/jdalice", "named-marker");
+    let (dir, script) = batch(&format!(
+        "#!/bin/sh\n#SBATCH --mem=64M\n\
+         srun --container-image={IMAGE} --container-name=work sh -c \
+           'echo kept >/tmp/marker; echo \"first pidns=$(readlink /proc/self/ns/pid) $(grep :memory: /proc/self/cgroup)\"'\n\
+         echo first=$?\n\
+         srun --container-image={IMAGE} --container-name=work:auto sh -c \
+           'echo \"second marker=$(cat /tmp/marker) pidns=$(readlink /proc/self/ns/pid)\"'\n\
+         echo second=$?\n\
+         srun --container-image={IMAGE} --container-name=work --container-mounts={data}:/data \
+           sh -c 'ls /data 2>/dev/null || echo \"data absent\"'\n\
+         srun --container-image={IMAGE} --container-name=other sh -c \
+           'echo \"other marker=$(cat /tmp/marker 2>/dev/null || echo none)\"'\n\
+         srun --container-image=jobdock-test/entrypoint --container-name=work true\n\
+         echo mismatch=$?\n\
+         srun --container-image={IMAGE} --container-name=work:exec true\n\
+         echo flag=$?\n\
+         echo steps-done\n\
+         sleep 120\n",
+        data = data.path().display()
+    ));
+    let output = dir.path().join("out");
+    let out = TestJob::program(
+        "sbatch",
+        &[
+            "--parsable",
+            "-o",
+            &output.display().to_string(),
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE)
+    .cwd(dir.path())
+    .run();
+    out.ok();
+    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    // A failing assertion must not leave the job holding the node for its two minutes.
+    struct Cancel(String);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            let _ = TestJob::program("scancel", &[&self.0]).user(ALICE).run();
+        }
+    }
+    let cancel = Cancel(job.clone());
+    util::wait_until(
+        &format!("job {job}'s steps in {}", output.display()),
+        Duration::from_secs(120),
+        || std::fs::read_to_string(&output).is_ok_and(|t| t.contains("steps-done")),
+    );
+    let text = std::fs::read_to_string(&output).unwrap();
+    let line = |start: &str| -> &str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} line in:\n{text}"))
+    };
+    assert_eq!(line("first="), "first=0", "{text}");
+    assert_eq!(line("second="), "second=0", "{text}");
+    let first = line("first pidns=");
+    let second = line("second marker=");
+    assert!(second.starts_with("second marker=kept "), "{text}");
+    let pidns = |l: &str| {
+        l.split_whitespace()
+            .find(|w| w.starts_with("pidns="))
+            .unwrap_or("no pidns")
+            .to_string()
+    };
+    assert_eq!(
+        pidns(first),
+        pidns(second),
+        "the later step joined the first one's container:\n{text}"
+    );
+    // Under the job's cgroup, which outlives the step: .../job_<id>/<container id>.
+    let container = first.split(&format!("/job_{job}/")).nth(1).unwrap_or("");
+    assert_eq!(container.len(), 64, "not under the job's cgroup:\n{text}");
+    assert_eq!(line("other marker="), "other marker=none", "{text}");
+    // A later step's own mounts are not in it, and it says so.
+    assert_eq!(line("data "), "data absent", "{text}");
+    assert!(
+        text.contains("keeps its mounts: /data of this step's are not mounted"),
+        "{text}"
+    );
+    assert_ne!(line("mismatch="), "mismatch=0", "{text}");
+    assert!(
+        text.contains("it runs jobdock-test/busybox:latest, not jobdock-test/entrypoint:latest"),
+        "{text}"
+    );
+    assert_ne!(line("flag="), "flag=0", "{text}");
+    assert!(
+        text.contains("--container-name: the flag \"exec\" is not supported"),
+        "{text}"
+    );
+    // Both named containers run on while the job does, and its end removes them.
+    assert_eq!(running_containers_of(&job).len(), 2, "{text}");
+    drop(cancel);
+    util::wait_until(
+        &format!("job {job}'s named containers removed by its epilog"),
+        Duration::from_secs(60),
+        || containers_of(&job).is_empty(),
+    );
+}
+
 /// `#SBATCH --container-image` (the shipped line has sbatch=1): the batch script itself runs in a
 /// container, as the user, in the batch step's cgroup, with its arguments and exit code.
 #[test]
@@ -845,6 +956,7 @@ fn srun_help_lists_the_options() {
         "--no-container-entrypoint",
         "--container-mount-home",
         "--no-container-mount-home",
+        "--container-name=NAME",
     ] {
         out.stdout_has(option);
     }
