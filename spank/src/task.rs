@@ -61,6 +61,17 @@ pub(crate) fn command(
         BATCH_STEP => true,
         _ => false,
     };
+    // Under `enforce`, a task that is the site's jobdock running a job (`srun /usr/bin/jobdock
+    // run ...`) is in a container already and runs as it is. Only `run` and only the site's own
+    // path, as given: jobdock's other commands (its agent runs tasks on the host) and any other
+    // file named jobdock are programs like any other.
+    if site.enforce
+        && !values.any()
+        && argv.first().map(Vec::as_slice) == Some(site.jobdock.as_bytes())
+        && argv.get(1).map(Vec::as_slice) == Some(b"run".as_slice())
+    {
+        return Ok(None);
+    }
     let Some(image) = image(site, values)? else {
         return Ok(None);
     };
@@ -302,6 +313,32 @@ mod tests {
         assert_eq!(
             command(&default, &Values::default(), EXTERN_STEP, &argv, &[]),
             Ok(None)
+        );
+        // `srun /usr/local/bin/jobdock run ...` is a container already; its other commands, a
+        // jobdock found on PATH (slurmstepd's lookup, not this plugin's) and one given options
+        // are wrapped.
+        let run = bytes(&["/usr/local/bin/jobdock", "run", "--image", "x", "--", "id"]);
+        assert_eq!(
+            command(&default, &Values::default(), 0, &run, &[]),
+            Ok(None)
+        );
+        for argv in [
+            bytes(&["/usr/local/bin/jobdock", "agent", "--tasks", "1"]),
+            bytes(&["jobdock", "run", "--", "id"]),
+            bytes(&["/home/u/jobdock", "run", "--", "id"]),
+        ] {
+            let exec = command(&default, &Values::default(), 0, &argv, &[]).unwrap();
+            assert!(exec.is_some(), "{argv:?} not wrapped");
+        }
+        assert!(
+            command(&default, &mounts_only, 0, &run, &[])
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            command(&site(), &Values::default(), 0, &argv, &[])
+                .unwrap()
+                .is_none()
         );
     }
 
