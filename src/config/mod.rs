@@ -402,7 +402,7 @@ impl Default for SiteConfig {
                 pull_timeout_secs: 3600,
                 job_cgroup: true,
                 cgroup_driver: "cgroupfs".into(),
-                output: OutputPath::Attach,
+                output: OutputPath::Fifo,
             },
             images: Images {
                 allowed_registries: Vec::new(),

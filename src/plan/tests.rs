@@ -27,8 +27,17 @@ fn alice() -> Identity {
 }
 
 /// The shipped example config (`wrapper.toml.example`).
+/// The shipped example config, but with output through attach: these tests are about all but the
+/// output path, whose own tests (`fifo_output_*`, the engine's FIFO tests) ask for the FIFOs.
 pub(crate) fn site() -> SiteConfig {
-    SiteConfig::parse(include_str!("../../wrapper.toml.example")).unwrap()
+    let mut site = SiteConfig::parse(include_str!("../../wrapper.toml.example")).unwrap();
+    assert_eq!(
+        site.engine.output,
+        crate::config::OutputPath::Fifo,
+        "the example's"
+    );
+    site.engine.output = crate::config::OutputPath::Attach;
+    site
 }
 
 /// The host as alice sees it: her home, a project on GPFS, a job tmpdir, and some traps.

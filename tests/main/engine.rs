@@ -255,17 +255,22 @@ fn only_the_planned_mounts_are_visible() {
         })
         .cloned()
         .collect();
-    let ok = ours.len() == 3
-        && ours.iter().any(|(t, src, ro)| {
-            t == "/etc/passwd" && src.starts_with(&staging) && src.ends_with("/passwd") && *ro
+    // The output FIFOs of the default `engine.output = "fifo"` are staged too, and writable.
+    let staged = |target: &str, file: &str, readonly: bool| {
+        ours.iter().any(|(t, src, ro)| {
+            t == target && src.starts_with(&staging) && src.ends_with(file) && *ro == readonly
         })
-        && ours.iter().any(|(t, src, ro)| {
-            t == "/etc/group" && src.starts_with(&staging) && src.ends_with("/group") && *ro
-        })
+    };
+    let ok = ours.len() == 5
+        && staged("/etc/passwd", "/passwd", true)
+        && staged("/etc/group", "/group", true)
+        && staged("/dev/jobdock/stdout", "/stdout", false)
+        && staged("/dev/jobdock/stderr", "/stderr", false)
         && ours.contains(&(ALICE.home.into(), ALICE.home.into(), false));
     if !ok {
         out.fail(&format!(
-            "expected exactly passwd, group (read-only, staged) and the home directory; saw {ours:?}"
+            "expected exactly passwd, group (read-only, staged), the output FIFOs (staged) and \
+             the home directory; saw {ours:?}"
         ));
     }
 

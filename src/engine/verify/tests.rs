@@ -31,6 +31,9 @@ fn plan_in(state_dir: &Path) -> ContainerPlan {
     let mut config = SiteConfig::default();
     config.engine.state_dir = state_dir.to_path_buf();
     config.mounts.allowed_roots = vec!["/gpfs".into()];
+    // The fake daemon has no FIFOs to write to: output through attach (the FIFOs' own tests are
+    // the engine module's, on the real dockerd).
+    config.engine.output = crate::config::OutputPath::Attach;
     config.devices.paths = vec!["/dev/infiniband/*".into()];
     let ctx = JobContext {
         gpus: vec!["3".into()],
