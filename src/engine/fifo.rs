@@ -94,10 +94,9 @@ fn select(a: Output, b: Output) -> Output {
 /// the bytes between two pipes inside the kernel, past jobdock's memory and tokio's blocking
 /// stdout. A file, a terminal or a socket gets the bytes copied.
 pub(super) fn splice_target(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let stat = nix::sys::stat::fstat(fd).ok()?;
-    let fifo = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
-        .contains(nix::sys::stat::SFlag::S_IFIFO);
-    if !fifo {
+    use nix::sys::stat::SFlag;
+    let mode = SFlag::from_bits_truncate(nix::sys::stat::fstat(fd).ok()?.st_mode);
+    if mode & SFlag::S_IFMT != SFlag::S_IFIFO {
         return None;
     }
     fd.try_clone_to_owned()
