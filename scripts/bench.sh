@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # jobdock benchmark suite (BENCHMARKS.md explains every figure and target).
 #
-#   scripts/bench.sh [SECTION...]    sections: start output lines registry plan (default: all)
+#   scripts/bench.sh [SECTION...]    sections: start output lines lines-cat registry plan
+#                                    (default: all)
 #   BENCH_RUNS=N                     rounds (default 5; start: BENCH_START_RUNS, default 4N)
 #   BENCH_OTHER=PATH                 also run another jobdock binary (variant "other") in start,
 #                                    output and lines: a before/after comparison in one run
+#   BENCH_OTHER_OUTPUT=fifo          run "other" with engine.output = "fifo" (default: attach)
 #
 # As root, after `scripts/testbed.sh up`. Builds the release binary and examples/engine_floor,
 # then measures side by side, interleaved (the order rotates every round), BENCH_RUNS rounds
@@ -24,6 +26,7 @@ WORK=$BENCH_DIR/work                # the jobs' working directory (mounted into 
 PATTERN=$WORK/pattern.txt           # 1 GiB of text: base64 of random bytes, 77-byte lines
 PATTERN_BYTES=1073741824
 LINES=1000000
+LINES_FILE=$WORK/lines.txt          # the same million lines, for a producer that costs nothing
 FIFO=$BENCH_DIR/fifo-out            # the bind-mounted FIFO prototype
 RESULTS=$BENCH_DIR/results.txt
 
@@ -90,6 +93,9 @@ if [[ $(stat -c %s "$PATTERN" 2>/dev/null || echo 0) != "$PATTERN_BYTES" ]]; the
 fi
 WANT_BIG=$(cksum <"$PATTERN")
 WANT_LINES=$(seq "$LINES" | cksum)
+if [[ $(cksum 2>/dev/null <"$LINES_FILE") != "$WANT_LINES" ]]; then
+  seq "$LINES" >"$LINES_FILE.new" && chmod 0644 "$LINES_FILE.new" && mv "$LINES_FILE.new" "$LINES_FILE"
+fi
 
 # The test user in MANY_GROUPS groups (idempotent: only what is missing is added).
 ensure_many_groups() {
@@ -112,8 +118,12 @@ ensure_many_groups() {
 timed() { if [[ -n ${RSS_FILE:-} ]]; then /usr/bin/time -f %M -o "$RSS_FILE" "$@"; else "$@"; fi; }
 jd() { (cd "$WORK" && timed env -i PATH="$JOB_PATH" HOME=/root "$JOBDOCK" "$@"); }
 jd_run() { jd run --config "$CONFIG" --user "$USER_NAME" --image "$IMAGE" -- "$@"; }
-jd_other() { JOBDOCK=$BENCH_OTHER jd_run "$@"; }
 jd_fifo() { jd run --config "$FIFO_CONFIG" --user "$USER_NAME" --image "$IMAGE" -- "$@"; }
+if [[ ${BENCH_OTHER_OUTPUT:-attach} == fifo ]]; then
+  jd_other() { JOBDOCK=$BENCH_OTHER jd_fifo "$@"; }
+else
+  jd_other() { JOBDOCK=$BENCH_OTHER jd_run "$@"; }
+fi
 OTHER=()   # the "other" variant, when BENCH_OTHER names a binary
 if [[ -n ${BENCH_OTHER:-} ]]; then OTHER=(other); fi
 
@@ -236,7 +246,7 @@ target() { # target TEXT VALUE OP LIMIT
 }
 
 SECTIONS=("$@")
-((${#SECTIONS[@]})) || SECTIONS=(start output lines registry plan)
+((${#SECTIONS[@]})) || SECTIONS=(start output lines lines-cat registry plan)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 
 : >"$RESULTS"
@@ -246,7 +256,7 @@ if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
 else
   rev=${BENCH_REV:-"? (not a git tree)"}
 fi
-out "  dockerd $("$DOCKER" version -f '{{.Server.Version}}'), client $DOCKER $("$DOCKER" version -f '{{.Client.Version}}'), jobdock $rev${BENCH_OTHER:+, other: $BENCH_OTHER}"
+out "  dockerd $("$DOCKER" version -f '{{.Server.Version}}'), client $DOCKER $("$DOCKER" version -f '{{.Client.Version}}'), jobdock $rev${BENCH_OTHER:+, other: $BENCH_OTHER (output ${BENCH_OTHER_OUTPUT:-attach})}"
 out "  $BENCH_RUNS rounds ($START_RUNS for start, $((BENCH_RUNS * 4)) for plan)"
 out "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -300,6 +310,23 @@ if want lines; then
   target "lines: jobdock (fifo) speed / docker run (json-file)" "$(ratio "$(median lines.docker_json)" "$(median lines.jobdock_fifo)")" ">=" 5
   target "lines: jobdock (fifo) runs with wrong bytes" "${BAD[lines.jobdock_fifo]:-0}" "==" 0
   target "lines: jobdock runs with wrong bytes" "${BAD[lines.jobdock]:-0}" "==" 0
+fi
+
+# The same million lines from a file: busybox `seq` takes 0.36 s of CPU or more for them, which
+# bounds every variant of "lines" but the host pipe; `cat` writes them in big blocks.
+if want lines-cat; then
+  say "lines-cat: $LINES short lines, cat from a file"
+  rounds lines-cat "$WANT_LINES" "pipe:host cat $LINES_FILE" "jobdock:jd_run cat $LINES_FILE" \
+    "docker_none:dk_run cat $LINES_FILE" "docker_json:dk_run_logged cat $LINES_FILE" \
+    "floor:floor cat $LINES_FILE" "fifo_proto:fifo cat $LINES_FILE" \
+    "jobdock_fifo:jd_fifo cat $LINES_FILE" ${OTHER:+"other:jd_other cat $LINES_FILE"}
+  out ""
+  out "lines-cat: cat of a file of seq $LINES (6.9 MB) on the job's stdout, checked with cksum (wall seconds)"
+  for v in pipe jobdock jobdock_fifo docker_none docker_json floor fifo_proto "${OTHER[@]}"; do row lines-cat "$v"; done
+  target "lines-cat: jobdock speed / docker run (json-file)" "$(ratio "$(median lines-cat.docker_json)" "$(median lines-cat.jobdock)")" ">=" 5
+  target "lines-cat: FIFO prototype speed / docker run (json-file)" "$(ratio "$(median lines-cat.docker_json)" "$(median lines-cat.fifo_proto)")" ">=" 5
+  target "lines-cat: jobdock (fifo) speed / docker run (json-file)" "$(ratio "$(median lines-cat.docker_json)" "$(median lines-cat.jobdock_fifo)")" ">=" 5
+  target "lines-cat: jobdock (fifo) runs with wrong bytes" "${BAD[lines-cat.jobdock_fifo]:-0}" "==" 0
 fi
 
 # --------------------------------------------------------------- registry --

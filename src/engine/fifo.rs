@@ -3,16 +3,20 @@
 //! 0600; opened by jobdock before the job starts, without following a symlink and checked to be
 //! the FIFOs it made; read until the job is gone. jobdock keeps a write end of each open until
 //! the job has exited, so a job that never opens its output, or closes it early, is no end of the
-//! stream, and no open waits for the other side. Nothing here writes to the job's output.
+//! stream, and no open waits for the other side. When jobdock's stdout is a pipe, the job's stdout
+//! is spliced into it (`Splice`); otherwise, and always for stderr, it is read in chunks. Nothing
+//! here writes into the FIFOs.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use nix::fcntl::OFlag;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, SpliceFFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
@@ -47,12 +51,57 @@ pub(super) fn make(fifos: &Fifos, uid: u32, gid: u32) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Both FIFOs, open: the read ends as streams, and jobdock's own write ends.
+/// Both FIFOs, open: the read ends, and jobdock's own write ends.
 pub(super) struct Opened {
-    /// The job's stdout and stderr, each chunk as it was read, until both FIFOs are at EOF.
-    pub output: Output,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
     /// Dropped once the job has exited: then the readers see EOF when the FIFOs are empty.
     pub writers: Vec<File>,
+}
+
+impl Opened {
+    /// The job's output: its stderr as chunks read, and its stdout likewise, or spliced into
+    /// `pipe` (jobdock's own stdout, when that is a pipe: `splice_target`) instead. Also the
+    /// write ends, to be dropped once the job has exited.
+    pub(super) fn into_output(self, pipe: Option<OwnedFd>) -> (Output, Option<Splice>, Vec<File>) {
+        let Opened {
+            stdout,
+            stderr,
+            writers,
+        } = self;
+        let stderr = stream(stderr, Chunk::Stderr);
+        // Never written through tokio: only spliced into with SPLICE_F_NONBLOCK, so jobdock's
+        // stdout is left in the blocking mode it shares with other processes.
+        let out = pipe
+            .map(pipe::Sender::from_owned_fd_unchecked)
+            .transpose()
+            .unwrap_or_else(|e| {
+                tracing::warn!("jobdock's stdout: {e}; the job's stdout is copied instead");
+                None
+            });
+        match out {
+            Some(out) => (stderr, Some(Splice { fifo: stdout, out }), writers),
+            None => (select(stream(stdout, Chunk::Stdout), stderr), None, writers),
+        }
+    }
+}
+
+fn select(a: Output, b: Output) -> Output {
+    Box::pin(futures_util::stream::select(a, b))
+}
+
+/// jobdock's stdout (`fd`), to splice the job's stdout into, if it is a pipe: splice(2) moves
+/// the bytes between two pipes inside the kernel, past jobdock's memory and tokio's blocking
+/// stdout. A file, a terminal or a socket gets the bytes copied.
+pub(super) fn splice_target(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    use nix::sys::stat::SFlag;
+    let mode = SFlag::from_bits_truncate(nix::sys::stat::fstat(fd).ok()?.st_mode);
+    if mode & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return None;
+    }
+    fd.try_clone_to_owned()
+        .inspect_err(|e| tracing::warn!("duplicating jobdock's stdout: {e}"))
+        .ok()
 }
 
 /// Opens the job's FIFOs, before it starts: each must still be the FIFO `make` made (a FIFO, of
@@ -70,10 +119,11 @@ pub(super) fn open(fifos: &Fifos, uid: u32) -> Result<Opened, FileError> {
         readers.push(reader);
         writers.push(writer);
     }
-    let stderr = stream(readers.pop().expect("two"), Chunk::Stderr);
-    let stdout = stream(readers.pop().expect("two"), Chunk::Stdout);
+    let stderr = readers.pop().expect("two");
+    let stdout = readers.pop().expect("two");
     Ok(Opened {
-        output: Box::pin(futures_util::stream::select(stdout, stderr)),
+        stdout,
+        stderr,
         writers,
     })
 }
@@ -120,10 +170,7 @@ fn libc_int(n: usize) -> i32 {
 
 /// The chunks read from `receiver` until EOF (or the first error, which ends it). One buffer,
 /// reused once the writer has let go of the last chunk.
-fn stream(
-    receiver: pipe::Receiver,
-    chunk: fn(bytes::Bytes) -> Chunk,
-) -> impl futures_util::Stream<Item = Result<Chunk, DaemonError>> + Send {
+fn stream(receiver: pipe::Receiver, chunk: fn(bytes::Bytes) -> Chunk) -> Output {
     let state = Some((receiver, BytesMut::new()));
     futures_util::stream::unfold(state, move |state| async move {
         let (mut receiver, mut buf) = state?;
@@ -144,4 +191,109 @@ fn stream(
         }
     })
     .boxed()
+}
+
+/// The job's stdout FIFO spliced into jobdock's stdout, a pipe. The pump moves the bytes as it
+/// would write a chunk, so back-pressure, the order with stderr and the handling of errors are
+/// the same as when they are copied.
+pub(super) struct Splice {
+    fifo: pipe::Receiver,
+    out: pipe::Sender,
+}
+
+impl Splice {
+    /// Waits until the FIFO holds bytes (`true`), or is at its end (`false`: empty, and no
+    /// writer is left).
+    pub(super) async fn ready(&self) -> std::io::Result<bool> {
+        loop {
+            self.fifo.readable().await?;
+            // In try_io, readiness is cleared only if no event came since it was last seen.
+            let polled = self.fifo.try_io(|| {
+                let seen = polled(self.fifo.as_fd(), PollFlags::POLLIN)?;
+                if seen.contains(PollFlags::POLLIN) {
+                    Ok(true)
+                } else if seen.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    Ok(false)
+                } else {
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                }
+            });
+            match polled {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                held => return held,
+            }
+        }
+    }
+
+    /// Moves some of what the FIFO holds into jobdock's stdout, waiting while that is full; how
+    /// many bytes (0 when the FIFO turned out empty). An error is jobdock's stdout's (`EPIPE`
+    /// when its reader went away).
+    pub(super) async fn move_some(&self) -> std::io::Result<usize> {
+        let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+        loop {
+            self.out.writable().await?;
+            let moved = self.out.try_io(|| {
+                loop {
+                    match nix::fcntl::splice(&self.fifo, None, &self.out, None, PIPE_SIZE, flags) {
+                        Ok(n) => return Ok(n),
+                        Err(Errno::EINTR) => {}
+                        // Either pipe may be the one not ready: only a full stdout is waited for.
+                        Err(Errno::EAGAIN)
+                            if polled(self.out.as_fd(), PollFlags::POLLOUT)?.is_empty() =>
+                        {
+                            return Err(std::io::ErrorKind::WouldBlock.into());
+                        }
+                        Err(Errno::EAGAIN) => return Ok(0),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            });
+            match moved {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                moved => return moved,
+            }
+        }
+    }
+
+    /// The FIFO's rest as chunks read, once jobdock's stdout failed: the job must not block on a
+    /// full FIFO while the stdout `Sink` discards.
+    pub(super) fn into_chunks(self) -> Output {
+        stream(self.fifo, Chunk::Stdout)
+    }
+}
+
+/// What `poll(2)` sees of `fd` now, of `events` (and `POLLHUP`, `POLLERR`).
+fn polled(fd: BorrowedFd<'_>, events: PollFlags) -> std::io::Result<PollFlags> {
+    let mut fds = [PollFd::new(fd, events)];
+    nix::poll::poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
+}
+
+#[cfg(test)]
+impl Opened {
+    /// The read ends of two pipes standing in for the FIFOs, as `open` leaves them.
+    pub(super) fn from_pipes(stdout: OwnedFd, stderr: OwnedFd) -> Opened {
+        Opened {
+            stdout: pipe::Receiver::from_owned_fd(stdout).expect("a pipe's read end"),
+            stderr: pipe::Receiver::from_owned_fd(stderr).expect("a pipe's read end"),
+            writers: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::splice_target;
+
+    #[test]
+    fn only_a_pipe_is_spliced_into() {
+        let (_read, write) = nix::unistd::pipe().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let null = std::fs::File::create("/dev/null").unwrap();
+        assert!(splice_target(write.as_fd()).is_some(), "a pipe");
+        assert!(splice_target(file.as_fd()).is_none(), "a file");
+        assert!(splice_target(null.as_fd()).is_none(), "a character device");
+    }
 }

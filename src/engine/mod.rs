@@ -3,6 +3,7 @@
 //! `Daemon` trait, so the run logic is tested against a recording fake as well as a real dockerd.
 //! Nothing here decides what the container may do: that is in the plan.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -275,6 +276,7 @@ pub fn execute(
         let io = run::Io {
             stdout: Box::new(tokio::io::stdout()),
             stderr: Box::new(tokio::io::stderr()),
+            stdout_pipe: fifo::splice_target(std::io::stdout().as_fd()),
             stdin: stdin_chunks(),
             terminal: plan.tty.then(std::io::stdin),
         };

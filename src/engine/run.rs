@@ -20,6 +20,7 @@ use crate::engine::daemon::remove_container;
 use crate::engine::daemon::{
     Attached, Chunk, ContainerState, Daemon, DaemonError, ErrorKind, Input, Output,
 };
+use crate::engine::fifo::Splice;
 use crate::engine::files::{self, Staging};
 use crate::engine::host;
 use crate::engine::pin;
@@ -56,6 +57,9 @@ pub(super) struct Settings<'a> {
 pub(super) struct Io {
     pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
     pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    /// `stdout` once more, when it is a pipe (`fifo::splice_target`): the job's stdout FIFO is
+    /// spliced into it.
+    pub stdout_pipe: Option<std::os::fd::OwnedFd>,
     /// The job's input in chunks; the channel closing is the input's end.
     pub stdin: mpsc::Receiver<Vec<u8>>,
     /// An interactive job's terminal: raw mode while the job runs, and its size.
@@ -378,6 +382,7 @@ async fn supervise<D: Daemon>(
     let Io {
         stdout,
         stderr,
+        stdout_pipe,
         stdin,
         terminal,
     } = io;
@@ -401,18 +406,18 @@ async fn supervise<D: Daemon>(
     let Attached { output, input } = attached;
     // Through FIFOs, the attach stream still carries what is written before the wrapper has
     // redirected (docker-init's own errors); the program the wrapper execs is the job's command.
-    let (output, writers, wrapped) = match fifos {
-        Some(f) => (
-            Box::pin(futures_util::stream::select(output, f.output)) as Output,
-            f.writers,
-            wrapped_program(plan),
-        ),
-        None => (output, Vec::new(), None),
+    let (output, spliced, writers, wrapped) = match fifos {
+        Some(f) => {
+            let (fifo_output, spliced, writers) = f.into_output(stdout_pipe);
+            let output = Box::pin(futures_util::stream::select(output, fifo_output));
+            (output as Output, spliced, writers, wrapped_program(plan))
+        }
+        None => (output, None, Vec::new(), None),
     };
     let pumping = Arc::new(Pumping::default());
     let (status_tx, status_rx) = tokio::sync::oneshot::channel();
     let mut pump = tokio::spawn(pump_output(
-        output,
+        Source { output, spliced },
         stdout,
         stderr,
         pumping.clone(),
@@ -590,33 +595,71 @@ pub(super) struct Pumping {
     broken_pipe: Notify,
 }
 
+/// The job's output: chunks read (from attach, and the FIFOs), and its stdout FIFO when that is
+/// spliced into jobdock's stdout instead.
+pub(super) struct Source {
+    pub output: Output,
+    pub spliced: Option<Splice>,
+}
+
+/// What the pump has next: a chunk, or bytes in the spliced stdout FIFO.
+enum Piece {
+    Chunk(Chunk),
+    Spliceable,
+}
+
 /// Copies the job's output to jobdock's stdout and stderr, one chunk at a time: the next chunk is
 /// read only once the last one is handed to the writer, so a slow reader slows the job instead of
 /// filling jobdock's memory. Output nobody can receive any more is discarded, so the job never
 /// blocks. A stream is flushed only when the other one has something to write, which keeps their
 /// order on a shared terminal without waiting for every chunk to be written (BENCHMARKS.md).
+/// A spliced stdout FIFO is a stdout chunk of its own: moved when it holds bytes, by as much as
+/// jobdock's stdout takes at once.
 ///
 /// When the job's very first output is docker-init's report that it could not exec the command
 /// (`[FATAL tini (7)] exec python3 failed: No such file or directory`), that line is held until
 /// the job's status is known: with 127 or 126 it is replaced by jobdock's own explanation (the
 /// `ExecFailure` returned); otherwise the job printed it itself and it is written as it came.
 pub(super) async fn pump_output(
-    mut output: Output,
+    source: Source,
     stdout: Box<dyn AsyncWrite + Send + Unpin>,
     stderr: Box<dyn AsyncWrite + Send + Unpin>,
     pumping: Arc<Pumping>,
     status: tokio::sync::oneshot::Receiver<i64>,
     wrapped: Option<String>,
 ) -> Result<Option<ExecFailure>, DaemonError> {
+    let Source {
+        mut output,
+        mut spliced,
+    } = source;
     let mut stdout = Sink::new("stdout", stdout);
     let mut stderr = Sink::new("stderr", stderr);
     let mut first = FirstLine::Open(Vec::new());
-    while let Some(chunk) = output.next().await {
+    let mut output_ended = false;
+    loop {
+        let piece = tokio::select! {
+            chunk = output.next(), if !output_ended => match chunk {
+                Some(chunk) => Piece::Chunk(chunk?),
+                None => {
+                    output_ended = true;
+                    continue;
+                }
+            },
+            held = spliceable(spliced.as_ref()), if spliced.is_some() => {
+                if held.map_err(|e| fifo_error(&e))? {
+                    Piece::Spliceable
+                } else {
+                    spliced = None;
+                    continue;
+                }
+            },
+            else => break,
+        };
         pumping.activity.fetch_add(1, Ordering::Relaxed);
-        let chunk = match (std::mem::replace(&mut first, FirstLine::Done), chunk?) {
+        let piece = match (std::mem::replace(&mut first, FirstLine::Done), piece) {
             // docker-init writes its report in three writes, which dockerd may deliver as three
             // chunks: the job's first stderr is gathered to its first newline while it may be one.
-            (FirstLine::Open(mut line), Chunk::Stderr(bytes)) => {
+            (FirstLine::Open(mut line), Piece::Chunk(Chunk::Stderr(bytes))) => {
                 line.extend_from_slice(&bytes);
                 match ExecFailure::gathered(&line, wrapped.as_deref()) {
                     Gathered::Failure(failure) => {
@@ -627,23 +670,37 @@ pub(super) async fn pump_output(
                         first = FirstLine::Open(line);
                         continue;
                     }
-                    Gathered::Not => Chunk::Stderr(line.into()),
+                    Gathered::Not => Piece::Chunk(Chunk::Stderr(line.into())),
                 }
             }
-            (FirstLine::Open(line) | FirstLine::Held(line, _), chunk) => {
+            (FirstLine::Open(line) | FirstLine::Held(line, _), piece) => {
                 stderr.write(&line, &pumping).await;
-                chunk
+                piece
             }
-            (FirstLine::Done, chunk) => chunk,
+            (FirstLine::Done, piece) => piece,
         };
-        match chunk {
-            Chunk::Stdout(bytes) => {
+        match piece {
+            Piece::Chunk(Chunk::Stdout(bytes)) => {
                 stderr.flush(&pumping).await;
                 stdout.write(&bytes, &pumping).await;
             }
-            Chunk::Stderr(bytes) => {
+            Piece::Chunk(Chunk::Stderr(bytes)) => {
                 stdout.flush(&pumping).await;
                 stderr.write(&bytes, &pumping).await;
+            }
+            Piece::Spliceable => {
+                stderr.flush(&pumping).await;
+                let from = spliced.as_ref().expect("a piece of it");
+                if !stdout.splice(from, &pumping).await {
+                    // Discarding: the rest is read as chunks, which the sink drops.
+                    let rest = spliced.take().expect("a piece of it").into_chunks();
+                    output = if output_ended {
+                        rest
+                    } else {
+                        Box::pin(futures_util::stream::select(output, rest))
+                    };
+                    output_ended = false;
+                }
             }
         }
         pumping.activity.fetch_add(1, Ordering::Relaxed);
@@ -660,6 +717,21 @@ pub(super) async fn pump_output(
     stdout.flush(&pumping).await;
     stderr.flush(&pumping).await;
     Ok(explained)
+}
+
+/// Whether the spliced stdout FIFO holds bytes (`false`: it ended); `spliced` is there.
+async fn spliceable(spliced: Option<&Splice>) -> std::io::Result<bool> {
+    match spliced {
+        Some(s) => s.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn fifo_error(e: &std::io::Error) -> DaemonError {
+    DaemonError::new(
+        ErrorKind::Other,
+        format!("reading the job's output FIFO: {e}"),
+    )
 }
 
 /// The program the FIFO wrapper execs: the job's own entrypoint's, else its command's.
@@ -781,6 +853,18 @@ impl Sink {
             let flushed = w.flush().await;
             self.check(flushed, pumping);
         }
+    }
+
+    /// Splices bytes from `from` into this stream, after what was written to it; `false` once it
+    /// discards (then `from` is the caller's to drain).
+    async fn splice(&mut self, from: &Splice, pumping: &Pumping) -> bool {
+        self.flush(pumping).await;
+        if self.writer.is_none() {
+            return false;
+        }
+        let moved = from.move_some().await.map(drop);
+        self.check(moved, pumping);
+        self.writer.is_some()
     }
 
     fn check(&mut self, result: std::io::Result<()>, pumping: &Pumping) {

@@ -81,7 +81,10 @@ async fn create_and_run<D: Daemon>(
     // No status to wait for: a docker-init failure line of the agent's is written as it came.
     let (_, no_status) = tokio::sync::oneshot::channel();
     let _pump = tokio::spawn(run::pump_output(
-        attached.output,
+        run::Source {
+            output: attached.output,
+            spliced: None,
+        },
         Box::new(tokio::io::stderr()),
         Box::new(tokio::io::stderr()),
         pumping,

@@ -591,26 +591,34 @@ fn stdin_is_piped_through_byte_for_byte() {
     assert_eq!(short.stdout_bytes, b"data");
 }
 
+/// Through attach, and through the stdout FIFO spliced into jobdock's stdout (a pipe here).
 #[test]
 fn a_reader_that_goes_away_ends_the_job_with_sigpipe() {
     if !bed_is_up() {
         return;
     }
-    let bed = Site::new("");
-    let job = bed.job(ALICE, IMAGE, &["yes"]);
-    let start = Instant::now();
-    let mut child = job.spawn();
-    let mut first = [0u8; 4];
-    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
-    // The read end is closed now, as `jobdock run -- yes | head -2` does.
-    let out = Out::timed(
-        child.wait_with_output().unwrap(),
-        start.elapsed(),
-        job.shown(),
-    );
-    out.code(141);
-    assert_eq!(&first, b"y\ny\n");
-    assert!(containers_of(&job.id).is_empty());
+    for engine in ["output = \"attach\"", FIFO] {
+        let bed = Site::with_engine(engine, "");
+        let job = bed.job(ALICE, IMAGE, &["yes"]);
+        let start = Instant::now();
+        let mut child = job.spawn();
+        let mut first = [0u8; 4];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end is closed now, as `jobdock run -- yes | head -2` does.
+        let out = Out::timed(
+            child.wait_with_output().unwrap(),
+            start.elapsed(),
+            job.shown(),
+        );
+        out.code(141);
+        assert_eq!(&first, b"y\ny\n", "{engine}");
+        assert!(containers_of(&job.id).is_empty(), "{engine}");
+        assert!(
+            bed.leftovers().is_empty(),
+            "{engine}: {:?}",
+            bed.leftovers()
+        );
+    }
 }
 
 #[test]
@@ -1111,7 +1119,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// 64 MiB of random bytes through the job's stdout, and through its stderr, arrive byte-exact
 /// (sha256) on jobdock's, each alone; the job's stdout really is the FIFO, and with
-/// `engine.output = "attach"` it is dockerd's pipe, with the same bytes.
+/// `engine.output = "attach"` it is dockerd's pipe, with the same bytes. jobdock's stdout is a
+/// pipe (the FIFO is spliced into it) and a file (copied).
 #[test]
 fn sixty_four_mib_of_random_bytes_pass_each_fifo_byte_exact() {
     if !bed_is_up() {
@@ -1148,6 +1157,18 @@ fn sixty_four_mib_of_random_bytes_pass_each_fifo_byte_exact() {
             err.is_empty(),
             "{engine}: {}",
             String::from_utf8_lossy(&err)
+        );
+        let into = dir.path().join("stdout");
+        let job = site.job(ALICE, IMAGE, &["cat", &path]);
+        let mut cmd = job.command();
+        cmd.stdout(std::fs::File::create(&into).unwrap());
+        let ran = cmd.output().unwrap();
+        assert_eq!(ran.status.code(), Some(0), "{engine}: into a file");
+        let out = std::fs::read(&into).unwrap();
+        assert_eq!(
+            (out.len(), sha256_hex(&out)),
+            (data.len(), want.clone()),
+            "{engine}: into a file"
         );
         let script = format!("cat {path} >&2; l=$(readlink /proc/$$/fd/1); echo \"$l\" >&2");
         let (code, out, err) = raw_run(&site.job(ALICE, IMAGE, &["sh", "-c", &script]));

@@ -126,6 +126,7 @@ async fn run_with(
     let io = Io {
         stdout: Box::new(stdout.clone()),
         stderr: Box::new(stderr.clone()),
+        stdout_pipe: None,
         stdin: in_rx,
         terminal: None,
     };
@@ -501,6 +502,7 @@ async fn a_reader_that_goes_away_gets_the_job_a_sigpipe_as_in_a_shell() {
     let io = Io {
         stdout: Box::new(BrokenPipe),
         stderr: Box::new(stderr.clone()),
+        stdout_pipe: None,
         stdin: mpsc::channel(1).1,
         terminal: None,
     };
@@ -624,6 +626,7 @@ async fn a_stop_signal_before_the_job_starts_abandons_it_and_cleans_up() {
     let io = Io {
         stdout: Box::new(SharedBuf::default()),
         stderr: Box::new(SharedBuf::default()),
+        stdout_pipe: None,
         stdin: mpsc::channel(1).1,
         terminal: None,
     };
@@ -903,7 +906,10 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
     let output: Output = Box::pin(futures_util::stream::iter(chunks.map(Ok)));
     let (_status_tx, status) = tokio::sync::oneshot::channel();
     pump_output(
-        output,
+        Source {
+            output,
+            spliced: None,
+        },
         writer(),
         writer(),
         Arc::new(Pumping::default()),
@@ -1119,7 +1125,10 @@ async fn the_fifo_wrappers_exec_failure_is_explained_as_tinis() {
         let (status_tx, rx) = tokio::sync::oneshot::channel();
         status_tx.send(status).unwrap();
         let got = pump_output(
-            output,
+            Source {
+                output,
+                spliced: None,
+            },
             writer(),
             writer(),
             Arc::new(Pumping::default()),
@@ -1208,7 +1217,10 @@ async fn tinis_report_in_several_chunks_is_explained_and_other_first_output_kept
         let (status_tx, rx) = tokio::sync::oneshot::channel();
         status_tx.send(127).unwrap();
         let got = pump_output(
-            output,
+            Source {
+                output,
+                spliced: None,
+            },
             writer(),
             writer(),
             Arc::new(Pumping::default()),
@@ -1221,4 +1233,147 @@ async fn tinis_report_in_several_chunks_is_explained_and_other_first_output_kept
         let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
         assert_eq!(log, written, "{chunks:?}");
     }
+}
+
+// ---- issue 15 item 2: the job's stdout FIFO spliced into jobdock's stdout --
+
+/// Pipes standing in for the job's FIFOs (read ends as `fifo::open` leaves them; the job's write
+/// ends) and for jobdock's stdout (its read end; the write end spliced into).
+fn spliced_pipes() -> (Source, std::fs::File, std::fs::File, std::fs::File) {
+    let (out_r, job_out) = nix::unistd::pipe().unwrap();
+    let (err_r, job_err) = nix::unistd::pipe().unwrap();
+    let (ours_r, ours_w) = nix::unistd::pipe().unwrap();
+    let opened = crate::engine::fifo::Opened::from_pipes(out_r, err_r);
+    let (output, spliced, writers) = opened.into_output(Some(ours_w));
+    assert!(spliced.is_some() && writers.is_empty());
+    (
+        Source { output, spliced },
+        job_out.into(),
+        job_err.into(),
+        ours_r.into(),
+    )
+}
+
+/// Bytes no two pieces of which are alike for long: a lost, doubled or moved block shows.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn log_writer(log: &Arc<std::sync::Mutex<Vec<u8>>>) -> Box<Deferred> {
+    Box::new(Deferred {
+        pending: Vec::new(),
+        log: log.clone(),
+    })
+}
+
+#[tokio::test]
+async fn a_spliced_stdout_reaches_jobdocks_pipe_byte_exact_and_a_slow_reader_holds_the_job() {
+    use std::io::{Read, Write};
+    let (source, mut job_out, mut job_err, mut ours) = spliced_pipes();
+    let data = pattern(16 << 20);
+    let written = Arc::new(AtomicU64::new(0));
+    let job = {
+        let (data, written) = (data.clone(), written.clone());
+        std::thread::spawn(move || {
+            for piece in data.chunks(100_003) {
+                job_out.write_all(piece).unwrap();
+                written.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+            drop(job_out);
+            job_err.write_all(b"done\n").unwrap();
+        })
+    };
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pumping = Arc::new(Pumping::default());
+    let (_status_tx, status) = tokio::sync::oneshot::channel();
+    let pump = tokio::spawn(pump_output(
+        source,
+        Box::new(tokio::io::sink()),
+        log_writer(&log),
+        pumping.clone(),
+        status,
+        None,
+    ));
+    // Nobody reads jobdock's stdout yet: the job gets no further than the two pipes hold.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = written.load(Ordering::Relaxed);
+    assert!(held < 4 << 20, "the job wrote {held} bytes nobody read");
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        ours.read_to_end(&mut got).unwrap();
+        got
+    });
+    assert_eq!(pump.await.unwrap().unwrap(), None);
+    job.join().unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the bytes differ");
+    assert_eq!(log.lock().unwrap().as_slice(), b"done\n");
+}
+
+#[tokio::test]
+async fn a_reader_of_a_spliced_stdout_going_away_is_a_broken_pipe_and_the_job_is_not_held() {
+    use std::io::Write;
+    let (source, mut job_out, job_err, ours) = spliced_pipes();
+    drop(ours);
+    drop(job_err);
+    // Far more than the pipes hold: the job ends only if its output is read and discarded.
+    let job = std::thread::spawn(move || job_out.write_all(&pattern(8 << 20)).unwrap());
+    let pumping = Arc::new(Pumping::default());
+    let (_status_tx, status) = tokio::sync::oneshot::channel();
+    let pumped = pump_output(
+        source,
+        Box::new(tokio::io::sink()),
+        Box::new(tokio::io::sink()),
+        pumping.clone(),
+        status,
+        None,
+    )
+    .await;
+    assert_eq!(pumped.unwrap(), None);
+    job.join().unwrap();
+    let notified = pumping.broken_pipe.notified();
+    assert!(
+        futures_util::FutureExt::now_or_never(notified).is_some(),
+        "no broken pipe reported"
+    );
+}
+
+/// The end of a spliced stdout the job never wrote to is no output: the wrapper's report of a
+/// failed exec stays held and is explained.
+#[tokio::test]
+async fn a_held_exec_failure_is_explained_when_the_spliced_stdout_ends_empty() {
+    use std::io::{Read, Write};
+    let (source, job_out, mut job_err, mut ours) = spliced_pipes();
+    drop(job_out);
+    job_err
+        .write_all(b"jobdock: exec: line 0: python3: not found\n")
+        .unwrap();
+    drop(job_err);
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (status_tx, status) = tokio::sync::oneshot::channel();
+    status_tx.send(127).unwrap();
+    let got = pump_output(
+        source,
+        log_writer(&log),
+        log_writer(&log),
+        Arc::new(Pumping::default()),
+        status,
+        Some("python3".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.map(|f| f.program).as_deref(), Some("python3"));
+    assert_eq!(log.lock().unwrap().as_slice(), b"");
+    let mut spliced = Vec::new();
+    ours.read_to_end(&mut spliced).unwrap();
+    assert_eq!(spliced, b"");
 }

@@ -446,6 +446,7 @@ async fn run_on(d: &FakeDaemon, plan: &ContainerPlan, host: &FakeHost) -> Ran {
     let io = Io {
         stdout: Box::new(stdout.clone()),
         stderr: Box::new(SharedBuf::default()),
+        stdout_pipe: None,
         stdin: in_rx,
         terminal: None,
     };
