@@ -57,6 +57,7 @@ pub(super) async fn clean_job<D: Daemon>(
         for c in found {
             if let (Some(mine), Some(its)) = (cluster, c.labels.get("jobdock.cluster"))
                 && mine != its
+                && !in_slurm_job_cgroup(d, &c.id, job).await
             {
                 others += 1;
                 continue;
@@ -184,6 +185,23 @@ pub(super) fn sweep_stale(state_dir: &Path, host: &dyn host::Host) {
         }
     }
     files::remove_unheld_locks(state_dir);
+}
+
+/// Whether container `id` lives in a Slurm cgroup of job `job` (`/slurm.../job_<job>/...`, which
+/// jobdock, as root, took from the kernel): then it is this job's on this node, whatever cluster
+/// its label names. The label comes from the job's `SLURM_CLUSTER_NAME`, which the user can set:
+/// a job's named container labelled with a made-up cluster must not outlive its epilog.
+async fn in_slurm_job_cgroup<D: Daemon>(d: &D, id: &str, job: &str) -> bool {
+    let Ok(state) = d.inspect(id).await else {
+        return false;
+    };
+    let parent = std::path::Path::new(&state.effective.cgroup_parent);
+    let mut parts = parent.components().filter_map(|c| match c {
+        std::path::Component::Normal(p) => p.to_str(),
+        _ => None,
+    });
+    parts.next().is_some_and(|top| top.starts_with("slurm"))
+        && parts.any(|p| p.strip_prefix("job_") == Some(job))
 }
 
 /// A job id as jobdock labels it: `212`, `212[3]`, `4567`, `pid-123`.
@@ -344,6 +362,17 @@ mod tests {
         d.containers = vec![on("1", "a"), on("2", "b")];
         let report = clean_job(&d, "212", None, 0, &dirs).await.unwrap();
         assert_eq!(report.containers.len(), 2);
+        // The cluster label is the job's SLURM_CLUSTER_NAME, which its user can set: a container
+        // in this job's Slurm cgroup is this job's, whatever its label says.
+        let mut d = FakeDaemon::default();
+        d.containers = vec![on("1", "a"), on("2", "made-up")];
+        d.tamper = Some(|e| e.cgroup_parent = "/slurm_n1/uid_2001/job_212".into());
+        let report = clean_job(&d, "212", Some("a"), 0, &dirs).await.unwrap();
+        assert_eq!(report.containers.len(), 2, "{:?}", report.containers);
+        d.tamper = Some(|e| e.cgroup_parent = "/slurm_n1/uid_2001/job_2120".into());
+        d.containers = vec![on("2", "made-up")];
+        let report = clean_job(&d, "212", Some("a"), 0, &dirs).await.unwrap();
+        assert!(report.containers.is_empty(), "another job's cgroup");
     }
 
     /// A jobdock killed while dockerd was creating its container: the container is listed, its

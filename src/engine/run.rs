@@ -639,7 +639,14 @@ pub(super) async fn pump_output(
     loop {
         let piece = tokio::select! {
             chunk = output.next(), if !output_ended => match chunk {
-                Some(chunk) => Piece::Chunk(chunk?),
+                Some(Ok(chunk)) => Piece::Chunk(chunk),
+                Some(Err(e)) => {
+                    // What was gathered of the first line is the job's: written before giving up.
+                    if let FirstLine::Open(line) | FirstLine::Held(line, _) = &first {
+                        stderr.write(line, &pumping).await;
+                    }
+                    return Err(e);
+                }
                 None => {
                     output_ended = true;
                     continue;

@@ -108,6 +108,7 @@ async fn create_and_run<D: Daemon>(
     } else if named {
         // The job's epilog removes it (`jobdock cleanup`), with its files.
         leftovers.container = Container::None;
+        leftovers.cidfile = None;
         return outcome;
     }
     // The container ends when the step's last task on the node has; a stop signal ends it now.
@@ -145,10 +146,20 @@ async fn keep_for_the_job<D: Daemon>(
             reason: format!("the job's container {} ended as it started", plan.name),
         });
     }
+    // The pid is dockerd's word: it must be a process of this very container.
+    let of_container = std::fs::read_to_string(format!("/proc/{}/cgroup", state.pid))
+        .is_ok_and(|c| c.contains(id));
+    if !of_container {
+        return Err(EngineError::Agent {
+            reason: format!(
+                "the job's container {}: its init (pid {}) is not in its cgroup",
+                plan.name, state.pid
+            ),
+        });
+    }
     if let Some(staging) = leftovers.staging.take() {
         staging.hand_over(files::Creator::of(plan.user.0, state.pid))?;
     }
-    leftovers.cidfile = None;
     Ok(())
 }
 

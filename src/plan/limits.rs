@@ -139,6 +139,24 @@ pub(super) fn limits(
         }
         None => None,
     };
+    // A named container outlives the step that made it: without the job's cgroup nothing but
+    // the epilog would hold it, nor its CPUs (it has no CPU set of its own).
+    if scope == Scope::Job && cgroup_parent.is_none() {
+        return Err(PlanError::Path {
+            what: "job cgroup",
+            path: snap
+                .cgroup
+                .as_ref()
+                .map_or("unknown".into(), |c| c.path.display().to_string()),
+            reason: format!(
+                "a named container (LSB_DOCKER_CONTAINER_NAME) goes under the job's cgroup, and \
+                 this one would not: {}",
+                notes
+                    .last()
+                    .map_or("engine.job_cgroup is off", String::as_str)
+            ),
+        });
+    }
 
     // The scheduler's allocation; else the job cgroup's limit; else the site default. Never more
     // than the job cgroup allows, whatever the environment says; and the job's cgroup and CPU set
@@ -352,6 +370,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("job_<id>"), "{e}");
+        // Nor without a job cgroup at all.
+        let mut off = site.clone();
+        off.engine.job_cgroup = false;
+        let e = limits(
+            &Env::new(),
+            &snap(),
+            &off,
+            &ctx,
+            false,
+            Scope::Job,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("engine.job_cgroup is off"), "{e}");
     }
 
     #[test]

@@ -666,6 +666,9 @@ fn container_name_keeps_the_jobs_container_for_its_later_steps() {
          echo mismatch=$?\n\
          srun --container-image={IMAGE} --container-name=work:exec true\n\
          echo flag=$?\n\
+         srun sh -c 'SLURM_CLUSTER_NAME=made-up LSB_DOCKER_CONTAINER_NAME=forged \
+           {INSTALLED} run --image {IMAGE} -- true'\n\
+         echo forged=$?\n\
          echo steps-done\n\
          sleep 120\n",
         data = data.path().display()
@@ -740,8 +743,10 @@ fn container_name_keeps_the_jobs_container_for_its_later_steps() {
         text.contains("--container-name: the flag \"exec\" is not supported"),
         "{text}"
     );
-    // Both named containers run on while the job does, and its end removes them.
-    assert_eq!(running_containers_of(&job).len(), 2, "{text}");
+    // The named containers run on while the job does, and its end removes them, also the one
+    // whose cluster label the user made up (SLURM_CLUSTER_NAME is the job's environment).
+    assert_eq!(line("forged="), "forged=0", "{text}");
+    assert_eq!(running_containers_of(&job).len(), 3, "{text}");
     drop(cancel);
     util::wait_until(
         &format!("job {job}'s named containers removed by its epilog"),
