@@ -55,7 +55,17 @@ fn lsf_plan_as_root_for_alice() {
         "{}",
         out.report
     );
-    assert_eq!(create["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    // The job's output through the FIFOs (the default engine.output): the wrapper, then sh.
+    assert_eq!(
+        create["Entrypoint"],
+        serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "exec >/dev/jobdock/stdout 2>/dev/jobdock/stderr && exec \"$@\"",
+            "jobdock",
+            "/bin/sh"
+        ])
+    );
     assert_eq!(
         create["Cmd"],
         serde_json::json!(["/home/jdalice/.lsbatch/1700000000.212"])
