@@ -11,6 +11,8 @@ use crate::engine::daemon::Daemon;
 use crate::engine::daemon::remove_container;
 use crate::engine::files;
 use crate::engine::{host, pin};
+use crate::job::Scheduler;
+use crate::job::cgroup::{CgroupVersion, JobCgroup};
 
 pub(super) struct Dirs<'a> {
     pub state_dir: &'a Path,
@@ -195,13 +197,14 @@ async fn in_slurm_job_cgroup<D: Daemon>(d: &D, id: &str, job: &str) -> bool {
     let Ok(state) = d.inspect(id).await else {
         return false;
     };
-    let parent = std::path::Path::new(&state.effective.cgroup_parent);
-    let mut parts = parent.components().filter_map(|c| match c {
-        std::path::Component::Normal(p) => p.to_str(),
-        _ => None,
-    });
-    parts.next().is_some_and(|top| top.starts_with("slurm"))
-        && parts.any(|p| p.strip_prefix("job_") == Some(job))
+    // What job a path names does not depend on the hierarchy's version.
+    let parent = JobCgroup {
+        path: state.effective.cgroup_parent.into(),
+        version: CgroupVersion::V1,
+    };
+    parent
+        .job()
+        .is_some_and(|j| j.scheduler == Scheduler::Slurm && j.job_id == job)
 }
 
 /// A job id as jobdock labels it: `212`, `212[3]`, `4567`, `pid-123`.

@@ -23,16 +23,7 @@ impl JobCgroup {
     /// limit); a v2-only host has the single `0::` line.
     pub fn parse(text: &str) -> Option<JobCgroup> {
         let mut unified = None;
-        for line in text.lines() {
-            let mut fields = line.splitn(3, ':');
-            let (Some(id), Some(controllers), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if !path.starts_with('/') {
-                continue;
-            }
+        for (id, controllers, path) in entries(text) {
             if controllers.split(',').any(|c| c == "memory") {
                 return Some(JobCgroup {
                     path: path.into(),
@@ -110,6 +101,15 @@ impl JobCgroup {
     }
 }
 
+/// The `ID:CONTROLLERS:PATH` lines of a `/proc/<pid>/cgroup`, those with an absolute path.
+fn entries(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    text.lines().filter_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let entry = (fields.next()?, fields.next()?, fields.next()?);
+        entry.2.starts_with('/').then_some(entry)
+    })
+}
+
 /// The CPUs of the cpuset cgroup of the process whose `/proc/<pid>/cgroup` is `text`, read through
 /// `read` under the cgroup mount `root`: in v1 the cpuset controller's `cpuset.cpus`, in v2 the
 /// unified cgroup's `cpuset.cpus.effective`. Under Slurm with `ConstrainCores` it is the step's
@@ -120,16 +120,8 @@ pub fn cpuset_cpus(
     read: impl Fn(&Path) -> Option<String>,
 ) -> Option<crate::units::CpuList> {
     let mut file = None;
-    for line in text.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Some(rel) = path.strip_prefix('/') else {
-            continue;
-        };
+    for (id, controllers, path) in entries(text) {
+        let rel = path.strip_prefix('/').unwrap_or(path);
         if controllers.split(',').any(|c| c == "cpuset") {
             file = Some(root.join("cpuset").join(rel).join("cpuset.cpus"));
             break;
@@ -156,43 +148,34 @@ impl JobCgroup {
     /// The cgroup of the Slurm job this one is in (`.../job_<id>`, without the step below it),
     /// if it names one.
     pub fn slurm_job(&self) -> Option<JobCgroup> {
-        let mut path = PathBuf::new();
-        for c in self.path.components() {
-            path.push(c);
-            if let std::path::Component::Normal(p) = c
-                && p.to_str()
-                    .and_then(|p| p.strip_prefix("job_"))
-                    .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-            {
-                return Some(JobCgroup {
-                    path,
-                    version: self.version,
-                });
-            }
-        }
-        None
+        let parts = self.parts();
+        let at = (0..parts.len()).find(|&i| slurm_job_id(&parts[..i], parts[i]).is_some())?;
+        let path: PathBuf = ["/"].iter().chain(&parts[..=at]).collect();
+        Some(JobCgroup {
+            path,
+            version: self.version,
+        })
+    }
+
+    /// The path's names, `/` and `.` left out.
+    fn parts(&self) -> Vec<&str> {
+        self.path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(p) => p.to_str(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The scheduler's job this cgroup belongs to, if any. Slurm: `.../slurm[_<node>]/uid_<uid>/
     /// job_<id>/step_<step>/...` (v1) or `.../slurmstepd.scope/job_<id>/...` (v2). LSF's cgroup
     /// tracking: `.../lsf/<cluster>/job.<id>.<index>.<submit time>`.
     pub fn job(&self) -> Option<CgroupJob> {
-        let parts: Vec<&str> = self
-            .path
-            .components()
-            .filter_map(|c| match c {
-                std::path::Component::Normal(p) => p.to_str(),
-                _ => None,
-            })
-            .collect();
-        let digits =
-            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let parts = self.parts();
         for (i, part) in parts.iter().enumerate() {
             let above = &parts[..i];
-            if let Some(id) = part.strip_prefix("job_")
-                && digits(id)
-                && above.iter().any(|p| p.starts_with("slurm"))
-            {
+            if let Some(id) = slurm_job_id(above, part) {
                 return Some(CgroupJob {
                     scheduler: super::Scheduler::Slurm,
                     job_id: id.trim_start_matches('0').to_string(),
@@ -224,6 +207,18 @@ impl JobCgroup {
         }
         None
     }
+}
+
+/// At most 20 digits: a job id or index as the schedulers write them.
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The Slurm job id a path component `part` names (`job_<id>`, below a `slurm...` directory of
+/// `above`).
+fn slurm_job_id<'a>(above: &[&str], part: &'a str) -> Option<&'a str> {
+    part.strip_prefix("job_")
+        .filter(|id| digits(id) && above.iter().any(|p| p.starts_with("slurm")))
 }
 
 /// A memory limit file's content: bytes, or `None` for "max"/unlimited.
