@@ -661,6 +661,7 @@ const MAX_JOB_FILE: u64 = 1 << 20;
 fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppError> {
     let caller = Caller::current();
     let config = load_config(args.config.clone(), &env, caller)?;
+    let online = online_cpus();
     let snap = Snapshot {
         cwd: std::env::current_dir().ok(),
         caller,
@@ -668,20 +669,21 @@ fn prepare(args: &JobArgs, env: Env, lsf_starter: bool) -> Result<Prepared, AppE
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        host_cpus: online_cpus()
+        host_cpus: online
+            .as_ref()
             .map(|c| u32::try_from(c.count()).unwrap_or(u32::MAX))
             .unwrap_or(1),
         stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         token: random_token().map_err(|e| AppError::Internal(format!("getrandom: {e}")))?,
         cgroup: None,
         cgroup_memory_limit: None,
-        cpus_allowed: cpus_allowed(),
+        cpus_allowed: cpus_allowed(online.as_ref()),
         cgroup_cpus: None,
         rlimits: rlimits(),
         exe: own_binary(),
         env,
     };
-    let snap = with_cgroup(snap);
+    let snap = with_cgroup(snap, online.as_ref());
     let ctx = job::confirm(
         job::from_env(&snap.env, snap.cwd.clone())?,
         snap.cgroup.as_ref(),
@@ -864,13 +866,14 @@ fn env_snapshot() -> Env {
     env
 }
 
-/// The cgroup jobdock runs in and its memory limit, from /proc and /sys.
-fn with_cgroup(mut snap: Snapshot) -> Snapshot {
+/// The cgroup jobdock runs in, its memory limit and its CPU set (when fewer than `online`), from
+/// /proc and /sys.
+fn with_cgroup(mut snap: Snapshot, online: Option<&CpuList>) -> Snapshot {
     let root = Path::new("/sys/fs/cgroup");
     let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     snap.cgroup = JobCgroup::parse(&text);
     snap.cgroup_cpus = job::cgroup::cpuset_cpus(&text, root, |p| std::fs::read_to_string(p).ok())
-        .filter(|c| Some(c) != online_cpus().as_ref())
+        .filter(|c| Some(c) != online)
         .map(|c| c.to_string());
     snap.cgroup_memory_limit = snap
         .cgroup
@@ -910,15 +913,16 @@ fn rlimits() -> Vec<plan::Ulimit> {
     .collect()
 }
 
-/// The CPUs the scheduler bound jobdock to, as a cpuset list, if fewer than the host has.
-fn cpus_allowed() -> Option<String> {
+/// The CPUs the scheduler bound jobdock to, as a cpuset list, if fewer than the host has
+/// (`online`).
+fn cpus_allowed(online: Option<&CpuList>) -> Option<String> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
     let cpus = CpuList::new(
         (0..nix::sched::CpuSet::count())
             .filter(|&c| set.is_set(c).unwrap_or(false))
             .collect(),
     )?;
-    (Some(&cpus) != online_cpus().as_ref()).then(|| cpus.to_string())
+    (Some(&cpus) != online).then(|| cpus.to_string())
 }
 
 /// The host's online CPUs.
