@@ -888,14 +888,7 @@ impl tokio::io::AsyncWrite for Deferred {
 
 #[tokio::test]
 async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it() {
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writer = || {
-        Box::new(Deferred {
-            pending: Vec::new(),
-            log: log.clone(),
-        })
-    };
-    let chunks = [
+    let chunks = vec![
         chunk_out("1 out\n"),
         chunk_out("2 out\n"),
         chunk_err("3 err\n"),
@@ -903,23 +896,41 @@ async fn output_reaches_a_shared_terminal_in_the_order_the_streams_delivered_it(
         chunk_err("5 err\n"),
         chunk_err("6 err\n"),
     ];
-    let output: Output = Box::pin(futures_util::stream::iter(chunks.map(Ok)));
-    let (_status_tx, status) = tokio::sync::oneshot::channel();
-    pump_output(
+    let (_, got) = pump_chunks(chunks, None, None).await;
+    assert_eq!(got, "1 out\n2 out\n3 err\n4 out\n5 err\n6 err\n");
+}
+
+/// `chunks` through `pump_output` as attach delivers them, both streams written to one log (as
+/// to a shared terminal), with the job's exit `status` (`None`: never known) and the program the
+/// FIFO wrapper execs (`wrapped`): the exec failure it explains and what it wrote.
+async fn pump_chunks(
+    chunks: Vec<Chunk>,
+    status: Option<i64>,
+    wrapped: Option<&str>,
+) -> (Option<ExecFailure>, String) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let output: Output = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+    let (status_tx, rx) = tokio::sync::oneshot::channel();
+    // Unsent, the status is never known (and the sender lives as long as the pump).
+    let _unsent = match status {
+        Some(status) => status_tx.send(status).map(|()| None).unwrap(),
+        None => Some(status_tx),
+    };
+    let got = pump_output(
         Source {
             output,
             spliced: None,
         },
-        writer(),
-        writer(),
+        log_writer(&log),
+        log_writer(&log),
         Arc::new(Pumping::default()),
-        status,
-        None,
+        rx,
+        wrapped.map(str::to_string),
     )
     .await
     .unwrap();
-    let got = String::from_utf8(log.lock().unwrap().clone()).unwrap();
-    assert_eq!(got, "1 out\n2 out\n3 err\n4 out\n5 err\n6 err\n");
+    let written = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    (got, written)
 }
 
 // ---- issue 11: private images, the pull lock, leftovers --
@@ -1114,30 +1125,7 @@ async fn the_fifo_wrappers_exec_failure_is_explained_as_tinis() {
         ),
     ];
     for (line, program, status, explained) in cases {
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = || {
-            Box::new(Deferred {
-                pending: Vec::new(),
-                log: log.clone(),
-            })
-        };
-        let output: Output = Box::pin(futures_util::stream::iter([Ok(chunk_err(line))]));
-        let (status_tx, rx) = tokio::sync::oneshot::channel();
-        status_tx.send(status).unwrap();
-        let got = pump_output(
-            Source {
-                output,
-                spliced: None,
-            },
-            writer(),
-            writer(),
-            Arc::new(Pumping::default()),
-            rx,
-            Some(program.to_string()),
-        )
-        .await
-        .unwrap();
-        let written = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        let (got, written) = pump_chunks(vec![chunk_err(line)], Some(status), Some(program)).await;
         if explained {
             let f = got.unwrap_or_else(|| panic!("{line:?}: not explained"));
             assert_eq!(f.program, program);
@@ -1204,33 +1192,8 @@ async fn tinis_report_in_several_chunks_is_explained_and_other_first_output_kept
         (vec![chunk_err(report[0])], None, report[0]),
     ];
     for (chunks, explained, written) in cases {
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = || {
-            Box::new(Deferred {
-                pending: Vec::new(),
-                log: log.clone(),
-            })
-        };
-        let output: Output = Box::pin(futures_util::stream::iter(
-            chunks.clone().into_iter().map(Ok),
-        ));
-        let (status_tx, rx) = tokio::sync::oneshot::channel();
-        status_tx.send(127).unwrap();
-        let got = pump_output(
-            Source {
-                output,
-                spliced: None,
-            },
-            writer(),
-            writer(),
-            Arc::new(Pumping::default()),
-            rx,
-            None,
-        )
-        .await
-        .unwrap();
+        let (got, log) = pump_chunks(chunks.clone(), Some(127), None).await;
         assert_eq!(got.map(|f| f.program).as_deref(), explained, "{chunks:?}");
-        let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
         assert_eq!(log, written, "{chunks:?}");
     }
 }
