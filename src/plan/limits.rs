@@ -324,9 +324,11 @@ mod tests {
             confirmed: true,
             ..Default::default()
         };
+        let of = |s: &Snapshot, site: &SiteConfig, scope| {
+            limits(&Env::new(), s, site, &ctx, false, scope, &mut Vec::new())
+        };
         let mut s = snap();
         s.cpus_allowed = Some("1".into());
-        s.cgroup_cpus = Some("0-3".into());
         // (scope, cgroup cpus, cpuset, nano cpus)
         for (scope, cgroup_cpus, cpuset, nano) in [
             (Scope::Step, Some("0-3"), Some("0-3"), 4),
@@ -338,7 +340,7 @@ mod tests {
             (Scope::Job, Some("0-3"), None, 4),
         ] {
             s.cgroup_cpus = cgroup_cpus.map(str::to_string);
-            let l = limits(&Env::new(), &s, &site, &ctx, false, scope, &mut Vec::new()).unwrap();
+            let l = of(&s, &site, scope).unwrap();
             assert_eq!(
                 (l.cpuset_cpus.as_deref(), l.nano_cpus),
                 (cpuset, Some(nano * 1_000_000_000)),
@@ -346,44 +348,15 @@ mod tests {
             );
         }
         // A named container goes under the job's cgroup, not the step's.
-        let l = limits(
-            &Env::new(),
-            &s,
-            &site,
-            &ctx,
-            false,
-            Scope::Job,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let l = of(&s, &site, Scope::Job).unwrap();
         assert_eq!(l.cgroup_parent.as_deref(), Some("/slurm_vm/uid_2001/job_5"));
         s.cgroup = crate::job::cgroup::JobCgroup::parse("4:memory:/user.slice/user-2001.slice\n");
-        let e = limits(
-            &Env::new(),
-            &s,
-            &site,
-            &ctx,
-            false,
-            Scope::Job,
-            &mut Vec::new(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = of(&s, &site, Scope::Job).unwrap_err().to_string();
         assert!(e.contains("job_<id>"), "{e}");
         // Nor without a job cgroup at all.
         let mut off = site.clone();
         off.engine.job_cgroup = false;
-        let e = limits(
-            &Env::new(),
-            &snap(),
-            &off,
-            &ctx,
-            false,
-            Scope::Job,
-            &mut Vec::new(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = of(&snap(), &off, Scope::Job).unwrap_err().to_string();
         assert!(e.contains("engine.job_cgroup is off"), "{e}");
     }
 

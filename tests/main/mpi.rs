@@ -101,16 +101,7 @@ fn ranks(stdout: &str) -> BTreeMap<u32, BTreeMap<String, String>> {
 /// An sbatch job of alice's on the MPI cluster; its id.
 fn submit(script: &str) -> (tempfile::TempDir, String) {
     let (dir, path) = batch(script);
-    let out = TestJob::program(
-        "sbatch",
-        &["--parsable", "-o", "/dev/null", &path.display().to_string()],
-    )
-    .user(ALICE)
-    .env("SLURM_CONF", MPI_CONF)
-    .cwd(dir.path())
-    .run();
-    out.ok();
-    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    let job = crate::slurm::submit(&path, std::path::Path::new("/dev/null"), Some(MPI_CONF));
     (dir, job)
 }
 

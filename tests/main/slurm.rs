@@ -176,6 +176,28 @@ pub(crate) fn batch(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
+/// `sbatch --parsable -o OUTPUT` of `batch`'s script as alice, from its directory, on the cluster
+/// of `conf` (`None`: the main one): the job's id.
+pub(crate) fn submit(script: &Path, output: &Path, conf: Option<&str>) -> String {
+    let mut sbatch = TestJob::program(
+        "sbatch",
+        &[
+            "--parsable",
+            "-o",
+            &output.display().to_string(),
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE)
+    .cwd(script.parent().unwrap());
+    if let Some(conf) = conf {
+        sbatch = sbatch.env("SLURM_CONF", conf);
+    }
+    let out = sbatch.run();
+    out.ok();
+    out.stdout.trim().split(';').next().unwrap().to_string()
+}
+
 #[test]
 fn an_sbatch_script_runs_jobdock() {
     if !cluster_is_up() {
@@ -226,23 +248,10 @@ fn a_cancelled_job_leaves_nothing_after_the_epilog() {
     ) {
         return;
     }
-    let (dir, script) = batch(&format!(
+    let (_dir, script) = batch(&format!(
         "#!/bin/sh\n#SBATCH --mem=64M\n{INSTALLED} run --image {IMAGE} -- sleep 300\n"
     ));
-    let out = TestJob::program(
-        "sbatch",
-        &[
-            "--parsable",
-            "-o",
-            "/dev/null",
-            &script.display().to_string(),
-        ],
-    )
-    .user(ALICE)
-    .cwd(dir.path())
-    .run();
-    out.ok();
-    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    let job = submit(&script, Path::new("/dev/null"), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while containers_of(&job).is_empty() {
         assert!(
@@ -674,20 +683,7 @@ fn container_name_keeps_the_jobs_container_for_its_later_steps() {
         data = data.path().display()
     ));
     let output = dir.path().join("out");
-    let out = TestJob::program(
-        "sbatch",
-        &[
-            "--parsable",
-            "-o",
-            &output.display().to_string(),
-            &script.display().to_string(),
-        ],
-    )
-    .user(ALICE)
-    .cwd(dir.path())
-    .run();
-    out.ok();
-    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    let job = submit(&script, &output, None);
     // A failing assertion must not leave the job holding the node for its two minutes.
     struct Cancel(String);
     impl Drop for Cancel {
@@ -974,23 +970,10 @@ fn a_cancelled_container_job_leaves_nothing_after_the_plugins_epilog() {
     if !spank_is_up() {
         return;
     }
-    let (dir, script) = batch(&format!(
+    let (_dir, script) = batch(&format!(
         "#!/bin/sh\n#SBATCH --mem=64M\n#SBATCH --container-image={IMAGE}\nsleep 300\n"
     ));
-    let out = TestJob::program(
-        "sbatch",
-        &[
-            "--parsable",
-            "-o",
-            "/dev/null",
-            &script.display().to_string(),
-        ],
-    )
-    .user(ALICE)
-    .cwd(dir.path())
-    .run();
-    out.ok();
-    let job = out.stdout.trim().split(';').next().unwrap().to_string();
+    let job = submit(&script, Path::new("/dev/null"), None);
     util::wait_until(
         &format!("job {job}'s container"),
         Duration::from_secs(60),
