@@ -157,7 +157,9 @@ MPI_FIRST_JOB_ID=60000000
 MPI_BIN_DIR=/usr/local/lib/jobdock-testbed
 MPI_SLURMCTLD_COMM="slurmctld-mpi"
 MPI_SLURMD_COMM="slurmd-mpi"
-MPI_PACKAGES=(libpmix2 openmpi-bin libopenmpi-dev)
+# openssh: the MPI image's sshd and ssh (the virtual cluster, issue 14.4); policy-rc.d keeps the
+# package from starting the host's sshd.
+MPI_PACKAGES=(libpmix2 openmpi-bin libopenmpi-dev openssh-client openssh-server)
 # The MPI test image: busybox plus the host's OpenMPI/PMIx (the same build as slurmd's PMIx
 # plugin talks to) and scripts/mpi/{hello,pingpong}.c compiled with the host's mpicc. Rebuilt only
 # when its recipe (this function, the sources, the host's package versions) changes.
@@ -658,6 +660,7 @@ ensure_mpi_config() {
     touch "$(mpi_slurmd_log "$node")"
     chmod 0640 "$(mpi_slurmd_log "$node")"
   done
+  ensure_mpi_hosts
   local summary="nodes ${MPI_NODES[*]}, ports $MPI_SLURMCTLD_PORT/$MPI_SLURMD_PORT_BASE+, MpiDefault=pmix_v4, TmpFS=$MPI_TMPFS_BASE/%n"
   if ((${#changed[@]})); then
     MPI_CONFIG_CHANGED=1
@@ -665,6 +668,23 @@ ensure_mpi_config() {
   else
     say "mpi cluster config unchanged: $MPI_CONF_DIR/{slurm,cgroup}.conf ($summary)"
   fi
+}
+
+# The virtual cluster (issue 14.4) reaches each node's sshd by the node's name, as a real
+# cluster's nodes resolve. Here the nodes are one host: each name gets a loopback address of its
+# own (127.0.0.2, .3, ...), not 127.0.0.1, which OpenMPI takes for the node mpirun runs on (for
+# both nodes, then). /etc/hosts is rewritten in place (containers of the host network copy it).
+MPI_HOSTS_MARK='# jobdock-testbed mpi node'
+ensure_mpi_hosts() {
+  local i want=()
+  for i in "${!MPI_NODES[@]}"; do want+=("127.0.0.$((i + 2)) ${MPI_NODES[i]} $MPI_HOSTS_MARK"); done
+  if [[ $(grep -F -- "$MPI_HOSTS_MARK" /etc/hosts || true) == "$(printf '%s\n' "${want[@]}")" ]]; then
+    return 0
+  fi
+  local kept
+  kept=$(grep -v -F -- "$MPI_HOSTS_MARK" /etc/hosts || true)
+  printf '%s\n' "$kept" "${want[@]}" >/etc/hosts
+  say "/etc/hosts: ${MPI_NODES[*]} at 127.0.0.2+"
 }
 
 # ------------------------------------------------------------------- slurm --
@@ -852,7 +872,7 @@ mpi_image_digest() {
   {
     declare -f build_mpi_image
     cat "$MPI_SRC_DIR"/*.c
-    dpkg-query -W -f='${Package} ${Version}\n' openmpi-bin libopenmpi3 libpmix2 libc6 2>/dev/null
+    dpkg-query -W -f='${Package} ${Version}\n' openmpi-bin libopenmpi3 libpmix2 libc6 openssh-server openssh-client 2>/dev/null
   } | sha256sum | cut -c1-16
 }
 
@@ -873,6 +893,10 @@ build_mpi_image() {
     /usr/share/pmix /etc/openmpi)
   for f in "${dirs[@]}"; do [[ -e $f ]] && cp -a --parents "$f" "$root/"; done
   cp -a --parents /usr/bin/orterun /usr/bin/mpirun "$root/" 2>/dev/null || true
+  # The daemon mpirun starts on each node over ssh (the virtual cluster).
+  cp -a --parents /usr/bin/orted "$root/"
+  # The virtual cluster's sshd and ssh (mpirun over ssh between the nodes' containers).
+  cp -a --parents /usr/sbin/sshd /usr/bin/ssh "$root/"
   # (mpirun is a symlink to orterun; /usr/bin/mpirun -> /etc/alternatives/... -> orterun)
   [[ -L $root/usr/bin/mpirun ]] && ln -sf orterun "$root/usr/bin/mpirun"
   while read -r lib; do
@@ -880,7 +904,7 @@ build_mpi_image() {
     # the file a symlinked soname names, too
     f=$(readlink -f "$lib"); [[ -e $root$f ]] || cp -a --parents "$f" "$root/"
   done < <(
-    { echo "$root/hello"; echo "$root/pingpong"; echo /usr/bin/orterun
+    { echo "$root/hello"; echo "$root/pingpong"; echo /usr/bin/orterun; echo /usr/bin/orted; echo /usr/sbin/sshd; echo /usr/bin/ssh
       find "${dirs[@]}" -name '*.so*' -type f 2>/dev/null; } \
       | xargs -r ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
   )

@@ -862,6 +862,7 @@ ensure_users() {
 # The installed (setuid) jobdock reads only this file, so the tests that run it as an ordinary
 # user see exactly what a site that installed the example would. Rewritten on every `up`.
 SITE_CONFIG=/etc/jobdock/wrapper.toml
+SITE_SSHD_SECRET=/etc/jobdock/sshd.secret
 SITE_ROOTS=(/gpfs /scratch)
 ensure_site() {
   local here root entry name uid gid
@@ -869,6 +870,12 @@ ensure_site() {
   install -d -o root -g root -m 0755 "$(dirname "$SITE_CONFIG")"
   install -o root -g root -m 0644 "$here/wrapper.toml.example" "$SITE_CONFIG.new"
   mv -f "$SITE_CONFIG.new" "$SITE_CONFIG"
+  # The virtual cluster's secret (mpi.sshd_secret): root's alone, made once, as a site would
+  # (and copy to every node: here, all the test nodes are this host).
+  if [[ ! -s $SITE_SSHD_SECRET ]]; then
+    (umask 077 && head -c 32 /dev/urandom >"$SITE_SSHD_SECRET.new" && mv -f "$SITE_SSHD_SECRET.new" "$SITE_SSHD_SECRET")
+  fi
+  chown root:root "$SITE_SSHD_SECRET" && chmod 0600 "$SITE_SSHD_SECRET"
   for root in "${SITE_ROOTS[@]}"; do
     install -d -o root -g root -m 0755 "$root"
     for entry in "${TEST_USERS[@]}"; do

@@ -51,8 +51,12 @@ struct Count {
 }
 
 /// Serves tasks on `socket` until `tasks` have come and gone (or none comes for [`IDLE`]); with
-/// `tasks` 0 (a job's named container), until the container is removed.
-pub fn serve(socket: &Path, tasks: u32) -> Result<(), String> {
+/// `tasks` 0 (a job's named container), until the container is removed. With `sshd`, the job's
+/// virtual cluster: the image's sshd listens on that port before any task runs, and if it cannot,
+/// every task is told why instead of running.
+pub fn serve(socket: &Path, tasks: u32, sshd: Option<u16>) -> Result<(), String> {
+    let broken: Option<Arc<str>> = sshd.and_then(|port| start_sshd(port).err()).map(Arc::from);
+    let image_env = Arc::new(image_env(std::env::vars()));
     let _ = std::fs::remove_file(socket);
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
@@ -75,8 +79,9 @@ pub fn serve(socket: &Path, tasks: u32) -> Result<(), String> {
             c.active += 1;
         }
         let count = count.clone();
+        let (broken, image_env) = (broken.clone(), image_env.clone());
         std::thread::spawn(move || {
-            if let Err(e) = task(conn) {
+            if let Err(e) = task(conn, broken.as_deref(), &image_env) {
                 eprintln!("jobdock agent: {e}");
             }
             let mut c = count.0.lock().expect("no panics while held");
@@ -108,8 +113,85 @@ fn watch(count: &(Mutex<Count>, Condvar), tasks: u32) {
     }
 }
 
-/// One task: read it, run it, pass on signals, report how it ended.
-fn task(mut conn: UnixStream) -> Result<(), String> {
+/// How long the image's sshd has to listen.
+const SSHD_START: Duration = Duration::from_secs(10);
+
+/// Starts the image's sshd as the job user with the job's configuration (`crate::sshd`), and
+/// waits until it listens: it writes its pid file once its socket is bound. The error says why it
+/// does not (its log's end).
+fn start_sshd(port: u16) -> Result<(), String> {
+    use crate::sshd::{SSH_TARGET, SSHD_CONFIG, SSHD_LOG, SSHD_PATHS, SSHD_PID};
+    let Some(program) = SSHD_PATHS.iter().find(|p| Path::new(p).is_file()) else {
+        return Err(format!(
+            "the job's virtual cluster (LSB_DOCKER_SSHD) needs an sshd in the image (openssh-server), \
+             at one of {}",
+            SSHD_PATHS.join(", ")
+        ));
+    };
+    let _ = std::fs::remove_file(SSHD_PID);
+    let mut child = std::process::Command::new(program)
+        .args(["-D", "-f"])
+        .arg(format!("{SSH_TARGET}/{SSHD_CONFIG}"))
+        .args(["-E", SSHD_LOG])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {program}: {e}"))?;
+    let log_end = || {
+        let log = std::fs::read_to_string(SSHD_LOG).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" / ")
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the job's sshd ({program}, port {port}) ended ({status}): {}",
+                log_end()
+            ));
+        }
+        let pid = std::fs::read_to_string(SSHD_PID).unwrap_or_default();
+        if pid.trim() == child.id().to_string() {
+            // Reaped when it ends, so that it leaves no zombie behind.
+            std::thread::spawn(move || child.wait());
+            return Ok(());
+        }
+        if started.elapsed() > SSHD_START {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the job's sshd ({program}) did not listen on port {port} within {}s: {}",
+                SSHD_START.as_secs(),
+                log_end()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The image's environment: the agent's own without what jobdock set in it for the first task
+/// (`plan::TASK_ENV_NAMES`).
+fn image_env(own: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let own: Vec<(String, String)> = own.collect();
+    let set: Vec<&str> = own
+        .iter()
+        .find(|(k, _)| k == crate::plan::TASK_ENV_NAMES)
+        .map(|(_, v)| v.split(',').collect())
+        .unwrap_or_default();
+    own.iter()
+        .filter(|(k, _)| k != crate::plan::TASK_ENV_NAMES && !set.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// One task: read it, run it, pass on signals, report how it ended (or, with `broken`, why it
+/// cannot run). Its environment is the image's with its own over it.
+fn task(
+    mut conn: UnixStream,
+    broken: Option<&str>,
+    image_env: &[(String, String)],
+) -> Result<(), String> {
     let (len, fds) = recv_header(&conn)?;
     if len > MAX_REQUEST {
         return Err(format!("a request of {len} bytes (at most {MAX_REQUEST})"));
@@ -119,6 +201,9 @@ fn task(mut conn: UnixStream) -> Result<(), String> {
         .map_err(|e| format!("reading the task: {e}"))?;
     let task: TaskPlan =
         serde_json::from_slice(&body).map_err(|e| format!("the task is not JSON: {e}"))?;
+    if let Some(why) = broken {
+        return reply(&conn, &failed(1, why.to_string()));
+    }
     let [stdin, stdout, stderr] = fds;
     let Some((program, args)) = task.argv.split_first() else {
         return reply(&conn, &failed(127, "an empty command".into()));
@@ -126,7 +211,10 @@ fn task(mut conn: UnixStream) -> Result<(), String> {
     let mut command = std::process::Command::new(program);
     // No environment (`jobdock exec`): the container's, which is the agent's own.
     if !task.env.is_empty() {
-        command.env_clear().envs(&task.env);
+        command
+            .env_clear()
+            .envs(image_env.iter().map(|(k, v)| (k, v)))
+            .envs(&task.env);
     }
     command
         .args(args)
@@ -298,12 +386,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_gets_the_images_environment_without_the_first_tasks() {
+        let own = [
+            ("PATH", "/opt/conda/bin:/usr/bin"),
+            ("LANG", "C.UTF-8"),
+            ("SLURM_PROCID", "0"),
+            ("PMIX_SERVER_URI", "step0"),
+            (crate::plan::TASK_ENV_NAMES, "SLURM_PROCID,PMIX_SERVER_URI"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = image_env(own.into_iter());
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "LANG"]);
+    }
+
+    #[test]
     fn tasks_run_with_their_own_argv_env_and_status() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let s = socket.clone();
         // The agent exits the process when done; here it serves in a thread and is never done.
-        std::thread::spawn(move || serve(&s, 1000));
+        std::thread::spawn(move || serve(&s, 1000, None));
         for _ in 0..100 {
             if socket.exists() {
                 break;

@@ -100,7 +100,11 @@ pub fn main(cli: Cli) -> u8 {
     }
 
     let result = privileges(&cli.command).and_then(|()| match cli.command {
-        Command::Agent { tasks, socket } => crate::agent::serve(&socket, tasks)
+        Command::Agent {
+            tasks,
+            socket,
+            sshd,
+        } => crate::agent::serve(&socket, tasks, sshd)
             .map(|()| 0)
             .map_err(AppError::Internal),
         Command::Exec {

@@ -130,6 +130,9 @@ pub enum Command {
         tasks: u32,
         #[arg(long, value_name = "SOCKET")]
         socket: PathBuf,
+        /// Runs the image's sshd on PORT first (the job's virtual cluster).
+        #[arg(long, value_name = "PORT")]
+        sshd: Option<u16>,
     },
     /// Validate a site config, reporting every problem with its key (syntax errors with line and
     /// column). Exits 78 if jobdock would refuse the file: invalid, or writable by anyone but

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod overrides;
 pub mod plan;
 pub mod probe;
+pub mod sshd;
 pub mod trust;
 pub mod units;
 

@@ -379,6 +379,12 @@ pub struct Mpi {
     /// Variables set in a step container unless the job sets them: MPI defaults that work in a
     /// hardened container (no CMA/ptrace under Docker's seccomp and without CAP_SYS_PTRACE).
     pub env: BTreeMap<String, String>,
+    /// The ports of the per-job sshd of a job's virtual cluster (`LSB_DOCKER_SSHD`); `None` (the
+    /// default): no virtual clusters.
+    pub sshd_ports: Option<(u16, u16)>,
+    /// The secret the virtual cluster's keys are derived from: root's alone, the same on every
+    /// node.
+    pub sshd_secret: PathBuf,
 }
 
 /// OpenMPI's vader single-copy mechanism (CMA, process_vm_readv) is denied by Docker's seccomp
@@ -462,6 +468,8 @@ impl Default for SiteConfig {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                sshd_ports: None,
+                sshd_secret: PathBuf::from("/etc/jobdock/sshd.secret"),
             },
         }
     }
@@ -645,6 +653,8 @@ struct RawMpi {
     pmix_network: Option<String>,
     shm_size: Option<ByteSize>,
     env: Option<BTreeMap<String, String>>,
+    sshd_ports: Option<String>,
+    sshd_secret: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -1054,6 +1064,29 @@ impl Raw {
                 }
             }
             c.mpi.env = env;
+        }
+        if let Some(range) = self.mpi.sshd_ports {
+            match parse_port_range(&range) {
+                Some((lo, hi)) if lo >= 1024 => c.mpi.sshd_ports = Some((lo, hi)),
+                Some(_) => bad(
+                    "mpi.sshd_ports",
+                    format!("{range:?} includes privileged ports below 1024"),
+                ),
+                None => bad(
+                    "mpi.sshd_ports",
+                    format!("{range:?} is not LOW-HIGH (e.g. 22000-22999)"),
+                ),
+            }
+        }
+        if let Some(path) = self.mpi.sshd_secret {
+            if path.is_absolute() {
+                c.mpi.sshd_secret = path;
+            } else {
+                bad(
+                    "mpi.sshd_secret",
+                    format!("{} is not an absolute path", path.display()),
+                );
+            }
         }
 
         if let Some(range) = self.ports.range {
@@ -1488,6 +1521,29 @@ mod tests {
             problems[0].key.starts_with("line 2, column"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn the_virtual_clusters_ports_and_secret_are_checked() {
+        let c =
+            SiteConfig::parse("[mpi]\nsshd_ports = \"22000-22099\"\nsshd_secret = \"/etc/x\"\n")
+                .unwrap();
+        assert_eq!(c.mpi.sshd_ports, Some((22000, 22099)));
+        assert_eq!(c.mpi.sshd_secret, PathBuf::from("/etc/x"));
+        assert_eq!(SiteConfig::default().mpi.sshd_ports, None);
+        for (line, words) in [
+            ("sshd_ports = \"22-2000\"", "privileged"),
+            ("sshd_ports = \"high\"", "not LOW-HIGH"),
+            ("sshd_secret = \"secret\"", "not an absolute path"),
+        ] {
+            let problems = SiteConfig::parse(&format!("[mpi]\n{line}\n")).unwrap_err();
+            assert_eq!(problems.len(), 1, "{line}: {problems:?}");
+            assert!(
+                problems[0].key.starts_with("mpi.sshd_"),
+                "{line}: {problems:?}"
+            );
+            assert!(problems[0].message.contains(words), "{line}: {problems:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
                 group: _,
                 script: _,
                 agent_dir: _,
+                ssh_dir: _,
                 fifos: _,
             },
         hostname,

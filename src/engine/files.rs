@@ -243,6 +243,12 @@ impl Staging {
             )
             .map_err(|e| fail("agent directory", agent_dir, e))?;
         }
+        if let (Some(dir), Some(sshd)) = (
+            &plan.staging.ssh_dir,
+            plan.step.as_ref().and_then(|s| s.sshd.as_ref()),
+        ) {
+            write_ssh_files(dir, sshd, plan.user)?;
+        }
         // The user's own command: in a directory only root can enter on the host, readable in
         // the container (where only the job user is).
         if let (Some(path), Some(text)) = (&plan.staging.script, &plan.script) {
@@ -272,6 +278,69 @@ impl Staging {
         std::mem::forget(self);
         remove_dir(&dir)
     }
+}
+
+/// The virtual cluster's files (`crate::sshd`) in `dir`, the job user's (sshd, running as the
+/// user, reads its host key; `StrictModes` wants them the user's and private), keys derived from
+/// the site secret, which only this process (root) reads.
+fn write_ssh_files(
+    dir: &Path,
+    sshd: &crate::plan::SshdPlan,
+    (uid, gid): (u32, u32),
+) -> Result<(), FileError> {
+    use crate::sshd;
+    let secret =
+        sshd::read_secret(&sshd.secret).map_err(|e| fail("mpi.sshd_secret", &sshd.secret, e))?;
+    let keys = sshd::Keys::derive(&secret, &sshd.key_context);
+    let comment = sshd.host_key_alias.as_str();
+    DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("ssh directory", dir, e))?;
+    let files = [
+        (
+            sshd::SSHD_CONFIG,
+            sshd::sshd_config(sshd.port, &sshd.user),
+            0o600,
+        ),
+        (
+            sshd::SSH_CONFIG,
+            sshd::ssh_config(&sshd.nodes, &sshd.user, comment),
+            0o600,
+        ),
+        (sshd::HOSTFILE, sshd::hostfile(&sshd.nodes), 0o644),
+        (
+            sshd::USER_KEY,
+            sshd::private_file(&keys.user, comment),
+            0o600,
+        ),
+        (
+            sshd::HOST_KEY,
+            sshd::private_file(&keys.host, comment),
+            0o600,
+        ),
+        (
+            sshd::AUTHORIZED_KEYS,
+            sshd::public_line(&keys.user, comment),
+            0o600,
+        ),
+        (
+            sshd::KNOWN_HOSTS,
+            format!("{comment} {}", sshd::public_line(&keys.host, comment)),
+            0o600,
+        ),
+    ];
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(uid),
+        nix::unistd::Gid::from_raw(gid),
+    );
+    for (name, text, mode) in files {
+        let path = dir.join(name);
+        write_new("ssh file", &path, text.as_bytes(), mode)?;
+        nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| fail("ssh file", &path, e))?;
+    }
+    nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| fail("ssh directory", dir, e))?;
+    Ok(())
 }
 
 impl Drop for Staging {

@@ -221,6 +221,17 @@ async fn wait_for_agent<D: Daemon>(
                 "it runs {made}, not {wanted}: give the image it was made of, or another name"
             )));
         }
+        // Made with or without the job's sshd: a task that says otherwise is not this one's.
+        if found.labels.contains_key("jobdock.sshd") != plan.labels.contains_key("jobdock.sshd") {
+            let (made, asked) = match found.labels.get("jobdock.sshd") {
+                Some(_) => ("with", "does not ask for it"),
+                None => ("without", "asks for it"),
+            };
+            return Err(refuse(format!(
+                "it was made {made} the job's sshd (LSB_DOCKER_SSHD) and this task {asked}: \
+                 give every step of the job the same LSB_DOCKER_SSHD, or another name"
+            )));
+        }
         for key in [
             "jobdock.uid",
             "jobdock.job",
@@ -230,6 +241,7 @@ async fn wait_for_agent<D: Daemon>(
             "jobdock.cluster",
             "jobdock.node",
             "jobdock.agent",
+            "jobdock.sshd",
         ] {
             if found.labels.get(key) != plan.labels.get(key) {
                 return Err(refuse(format!(

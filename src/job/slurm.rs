@@ -123,6 +123,132 @@ fn parallel(env: &Env, step: Option<String>) -> Result<Option<Parallel>, JobErro
     }))
 }
 
+/// The job's nodes with their CPUs (`SLURM_JOB_NODELIST`, `SLURM_JOB_CPUS_PER_NODE`), in
+/// Slurm's order: the hostfile of a job's virtual cluster. (The user may set these; they only
+/// shape the user's own containers' files.)
+pub fn job_nodes(env: &Env) -> Result<Vec<(String, u32)>, JobError> {
+    let get = |name: &'static str| {
+        env.get(name)
+            .map(String::as_str)
+            .ok_or_else(|| bad(name, "", "is not set (a Slurm job sets it)"))
+    };
+    let (list, cpus) = (get("SLURM_JOB_NODELIST")?, get("SLURM_JOB_CPUS_PER_NODE")?);
+    let names = expand_hostlist(list).map_err(|reason| bad("SLURM_JOB_NODELIST", list, &reason))?;
+    let counts = tasks_per_node(cpus).ok_or_else(|| {
+        bad(
+            "SLURM_JOB_CPUS_PER_NODE",
+            cpus,
+            "must be Slurm's list of counts, like 2(x3),1",
+        )
+    })?;
+    if counts.len() != names.len() {
+        return Err(bad(
+            "SLURM_JOB_CPUS_PER_NODE",
+            cpus,
+            &format!(
+                "counts {} nodes, SLURM_JOB_NODELIST names {}",
+                counts.len(),
+                names.len()
+            ),
+        ));
+    }
+    Ok(names.into_iter().zip(counts).collect())
+}
+
+/// Most nodes a host list may name.
+const MAX_NODES: usize = 65536;
+
+/// Slurm's host list (`n[1-3,07],gpu[01-02]x[1-2]`) as its names, in order: ranges keep their
+/// zero padding; several bracketed parts multiply. Names as `SLURMD_NODENAME` allows.
+fn expand_hostlist(text: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for item in split_top(text)? {
+        let mut partial = vec![String::new()];
+        let mut rest = item;
+        while !rest.is_empty() {
+            let (literal, tail) = rest.split_at(rest.find('[').unwrap_or(rest.len()));
+            for p in &mut partial {
+                p.push_str(literal);
+            }
+            if tail.is_empty() {
+                break;
+            }
+            let close = tail.find(']').ok_or("a '[' without its ']'")?;
+            let choices = ranges(&tail[1..close])?;
+            if partial.len() * choices.len() + names.len() > MAX_NODES {
+                return Err(format!("more than {MAX_NODES} nodes"));
+            }
+            partial = partial
+                .iter()
+                .flat_map(|p| choices.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            rest = &tail[close + 1..];
+        }
+        for name in partial {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || name.starts_with(['.', '-'])
+            {
+                return Err(format!("{name:?} is not a node name"));
+            }
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err("names no node".into());
+    }
+    Ok(names)
+}
+
+/// The list's items: split at the commas outside brackets.
+fn split_top(text: &str) -> Result<Vec<&str>, String> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0u32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' if depth == 0 => depth = 1,
+            '[' => return Err("nested '['".into()),
+            ']' if depth == 1 => depth = 0,
+            ']' => return Err("a ']' without its '['".into()),
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("a '[' without its ']'".into());
+    }
+    items.push(&text[start..]);
+    Ok(items)
+}
+
+/// `1-3,07` -> `1 2 3 07`; a range's width is its first bound's (`01-10`: `01` ... `10`).
+fn ranges(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(lo) || !digits(hi) {
+            return Err(format!(
+                "[{text}]: {part:?} is not a number or a range of them"
+            ));
+        }
+        let (a, b): (u32, u32) = (lo.parse().expect("digits"), hi.parse().expect("digits"));
+        if a > b || (b - a) as usize >= MAX_NODES {
+            return Err(format!(
+                "[{text}]: {part:?} is not a range of at most {MAX_NODES}"
+            ));
+        }
+        out.extend((a..=b).map(|n| format!("{n:0width$}", width = lo.len())));
+    }
+    Ok(out)
+}
+
 /// `2(x3),1` -> `[2, 2, 2, 1]`; at most 65536 nodes, at most 65536 tasks per node.
 fn tasks_per_node(text: &str) -> Option<Vec<u32>> {
     let mut counts = Vec::new();
@@ -381,6 +507,68 @@ mod tests {
             assert_eq!(ctx.work_dir, Some(work_dir.into()), "{}", c.name);
             assert_eq!(ctx.scheduler_uid, uid, "{}", c.name);
         }
+    }
+
+    #[test]
+    fn a_host_list_expands_in_slurms_order_with_its_padding() {
+        let names = |t: &str| expand_hostlist(t);
+        assert_eq!(names("n1").unwrap(), ["n1"]);
+        assert_eq!(names("n[1-2]").unwrap(), ["n1", "n2"]);
+        assert_eq!(
+            names("node[08-10,12],gpu1").unwrap(),
+            ["node08", "node09", "node10", "node12", "gpu1"]
+        );
+        assert_eq!(
+            names("r[1-2]n[1-2]").unwrap(),
+            ["r1n1", "r1n2", "r2n1", "r2n2"]
+        );
+        for bad in [
+            "",
+            "n[1-",
+            "n]1",
+            "n[[1]]",
+            "n[2-1]",
+            "n[a]",
+            "n[1-99999999]",
+            "../x",
+            "n[1],",
+        ] {
+            assert!(names(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_jobs_nodes_have_their_cpus_and_bad_lists_name_the_variable() {
+        let env = env_of(&[
+            ("SLURM_JOB_NODELIST", "n[1-2],m7"),
+            ("SLURM_JOB_CPUS_PER_NODE", "2(x2),4"),
+        ]);
+        assert_eq!(
+            job_nodes(&env).unwrap(),
+            [
+                ("n1".to_string(), 2),
+                ("n2".to_string(), 2),
+                ("m7".to_string(), 4)
+            ]
+        );
+        for (name, value, why) in [
+            ("SLURM_JOB_NODELIST", "n[1-", "without its"),
+            ("SLURM_JOB_CPUS_PER_NODE", "2", "counts 1 nodes"),
+            ("SLURM_JOB_CPUS_PER_NODE", "x", "list of counts"),
+        ] {
+            let mut bad = env.clone();
+            bad.insert(name.to_string(), value.to_string());
+            let e = job_nodes(&bad).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains(why), "{e}");
+        }
+        let mut unset = env.clone();
+        unset.remove("SLURM_JOB_NODELIST");
+        assert!(
+            job_nodes(&unset)
+                .unwrap_err()
+                .to_string()
+                .contains("SLURM_JOB_NODELIST")
+        );
     }
 
     #[test]

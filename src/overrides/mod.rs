@@ -78,6 +78,11 @@ pub const OVERRIDES: &[(&str, &str)] = &[
         "a Slurm job step's tasks run in the job's container of this name on the node, made by \
          the first step that names it and kept for the later ones until the job ends",
     ),
+    (
+        "SSHD",
+        "true: the job's named container on each node runs an sshd as the user on a per-job port, \
+         so that mpirun in one reaches the others over ssh (the job's virtual cluster)",
+    ),
 ];
 
 /// The names of `OVERRIDES`.

@@ -125,6 +125,8 @@ pub struct Staging {
     pub agent_dir: Option<PathBuf>,
     /// The FIFOs the job's stdout and stderr go to (`engine.output = "fifo"`), made by the engine.
     pub fifos: Option<Fifos>,
+    /// The virtual cluster's ssh files (`StepPlan::sshd`), the job user's, mode 0700.
+    pub ssh_dir: Option<PathBuf>,
 }
 
 /// The job's output FIFOs in the staging directory, mounted at [`FIFO_STDOUT`] and
@@ -151,6 +153,10 @@ pub const FIFO_WRAPPER: [&str; 4] = [
 /// Where a staged job script appears inside the container.
 pub const SCRIPT_TARGET: &str = "/.jobdock/job.sh";
 
+/// In a step container's environment: the names of the variables jobdock set in it (a comma
+/// between each), which the agent takes out of its own before it adds each task's.
+pub const TASK_ENV_NAMES: &str = "JOBDOCK_TASK_ENV_NAMES";
+
 /// Where jobdock's own binary appears in a step container, run as its agent (`jobdock agent`).
 pub const AGENT_TARGET: &str = "/.jobdock/agent";
 /// Where the shared objects of jobdock's binary appear in a step container ([`OwnBinary`]).
@@ -175,7 +181,42 @@ pub struct StepPlan {
     pub local_tasks: Option<u32>,
     /// This task, as the agent runs it.
     pub task: TaskPlan,
+    /// The job's virtual cluster: the container's sshd (a named container's alone).
+    pub sshd: Option<SshdPlan>,
 }
+
+/// The per-job sshd of a job's named container (`LSB_DOCKER_SSHD`), and the ssh files of the
+/// job's virtual cluster (`crate::sshd`), written by the engine in [`Staging::ssh_dir`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SshdPlan {
+    /// This node's sshd's port.
+    pub port: u16,
+    /// Every node of the job, this one too, with its slots and its sshd's port.
+    pub nodes: Vec<crate::sshd::Node>,
+    /// The job user's name (sshd's `AllowUsers`, ssh's `User`).
+    pub user: String,
+    /// The one name ssh knows the job's host key by, whatever the node.
+    pub host_key_alias: String,
+    /// What the job's keys are derived from: scheduler, cluster, job and uid.
+    pub key_context: String,
+    /// The site secret they are derived with (`mpi.sshd_secret`).
+    pub secret: PathBuf,
+}
+
+/// Set in a virtual cluster's container unless the job sets them: OpenMPI's mpirun starts its
+/// daemons over ssh with the job's configuration, on the job's nodes, and not through Slurm
+/// (there is no srun in the container). Other MPIs find the files at `JOBDOCK_HOSTFILE` and
+/// `JOBDOCK_SSH_CONFIG`.
+pub const SSHD_ENV: &[(&str, &str)] = &[
+    ("OMPI_MCA_plm", "rsh"),
+    ("OMPI_MCA_plm_rsh_agent", "ssh"),
+    ("OMPI_MCA_plm_rsh_args", "-F /.jobdock/ssh/config"),
+    ("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
+    ("OMPI_MCA_ras", "^slurm"),
+    ("OMPI_MCA_orte_default_hostfile", "/.jobdock/ssh/hostfile"),
+    ("JOBDOCK_HOSTFILE", "/.jobdock/ssh/hostfile"),
+    ("JOBDOCK_SSH_CONFIG", "/.jobdock/ssh/config"),
+];
 
 /// Who shares a step container: the tasks of one step on the node, or every step of the job
 /// that names it (`LSB_DOCKER_CONTAINER_NAME`).
@@ -373,6 +414,7 @@ pub fn build(
     let image = image(req, env, config)?;
     let Command { entrypoint, cmd } = command::command(req, ctx, env)?;
     let named = container_name_override(env, config, ctx, snap, entrypoint.as_ref(), cmd.as_ref())?;
+    let sshd = sshd_request(env, config, ctx, named.as_ref(), who)?;
     let parallel = match &named {
         Some((p, n)) => Some(Shared::Named(p, n)),
         None => {
@@ -397,6 +439,9 @@ pub fn build(
             labels.remove("jobdock.step");
             labels.insert("jobdock.name".into(), n.to_string());
             labels.insert("jobdock.image".into(), image.to_string());
+            if let Some(sshd) = &sshd {
+                labels.insert("jobdock.sshd".into(), sshd.port.to_string());
+            }
         }
         None => {}
     }
@@ -413,6 +458,9 @@ pub fn build(
     let mut staging = staging(config, &name, &snap.token, req, fifos);
     if parallel.is_some() {
         staging.agent_dir = Some(staging.dir.join("run"));
+    }
+    if sshd.is_some() {
+        staging.ssh_dir = Some(staging.dir.join("ssh"));
     }
     let entrypoint = entrypoint.map(|e| {
         if fifos {
@@ -455,6 +503,28 @@ pub fn build(
         ports,
         extra_hosts,
     } = network::network(env, config, probe)?;
+    if sshd.is_some() && network != "host" {
+        // The nodes' containers reach each other's sshd at the hosts' own addresses.
+        let why = match overrides::setting(env, "NETWORK")? {
+            Some(s) => Some(s.refuse(
+                "a virtual cluster (LSB_DOCKER_SSHD) needs the host network: its sshd listens on \
+                 the node's own addresses",
+            )),
+            None if !config.network.allowed.iter().any(|n| n == "host") => {
+                let s = overrides::setting(env, "SSHD")?.expect("sshd was asked for");
+                Some(s.refuse(
+                    "a virtual cluster needs the host network, which this site does not allow \
+                     (network.allowed)",
+                ))
+            }
+            None => None,
+        };
+        if let Some(refusal) = why {
+            return Err(refusal.into());
+        }
+        notes.push("a virtual cluster (LSB_DOCKER_SSHD): network host".into());
+        network = "host".into();
+    }
     // Slurm's PMIx server listens on the host's loopback only.
     if env.contains_key("PMIX_NAMESPACE") && overrides::setting(env, "NETWORK")?.is_none() {
         match &config.mpi.pmix_network {
@@ -510,6 +580,13 @@ pub fn build(
             for (k, v) in &config.mpi.env {
                 container_env.entry(k.clone()).or_insert_with(|| v.clone());
             }
+            if sshd.is_some() {
+                for (k, v) in SSHD_ENV {
+                    container_env
+                        .entry(k.to_string())
+                        .or_insert_with(|| v.to_string());
+                }
+            }
             let argv: Vec<String> = entrypoint
                 .iter()
                 .flatten()
@@ -550,15 +627,26 @@ pub fn build(
                 why: "the step agent's socket (the job user's, mode 0700)".into(),
             });
             let socket = format!("{AGENT_DIR_TARGET}/{AGENT_SOCKET}");
+            let mut agent_args = vec![
+                "--tasks".to_string(),
+                // 0: until the container is removed.
+                local_tasks.unwrap_or(0).to_string(),
+                "--socket".to_string(),
+                socket,
+            ];
+            if let (Some(s), Some(dir)) = (&sshd, &staging.ssh_dir) {
+                mounts.push(MountPlan {
+                    source: dir.clone(),
+                    target: crate::sshd::SSH_TARGET.into(),
+                    readonly: true,
+                    why: "the virtual cluster's ssh keys and files (the job user's, mode 0700)"
+                        .into(),
+                });
+                agent_args.extend(["--sshd".to_string(), s.port.to_string()]);
+            }
             (
                 Some(agent),
-                Some(vec![
-                    "--tasks".to_string(),
-                    // 0: until the container is removed.
-                    local_tasks.unwrap_or(0).to_string(),
-                    "--socket".to_string(),
-                    socket,
-                ]),
+                Some(agent_args),
                 shm_size.or(config.mpi.shm_size),
                 Some(StepPlan {
                     cluster: p.cluster.clone(),
@@ -570,11 +658,20 @@ pub fn build(
                         cwd: working_dir.clone(),
                         cpus: snap.cpus_allowed.clone().filter(|_| ctx.confirmed),
                     },
+                    sshd,
                 }),
             )
         }
         _ => (entrypoint, cmd, shm_size, None),
     };
+    // The agent's environment is the image's with the first task's over it: the names jobdock
+    // set, so that each task gets the image's (PATH, ...) with its own over it, and nothing of
+    // the first task's.
+    if step.is_some() {
+        let names: Vec<&str> = container_env.keys().map(String::as_str).collect();
+        let names = names.join(",");
+        container_env.insert(TASK_ENV_NAMES.to_string(), names);
+    }
 
     let pins = recording
         .pins(mounts.iter().map(|m| m.source.as_path()))
@@ -768,6 +865,64 @@ fn container_name_override<'c>(
     Ok(Some((parallel, setting.value)))
 }
 
+/// The job's virtual cluster (`LSB_DOCKER_SSHD=true`): for a named container of a Slurm job,
+/// where the site gives its sshds ports (`mpi.sshd_ports`). The nodes, their slots and this
+/// node's place come from the job's variables, which the user could set: they shape only the
+/// user's own containers' files and which of the site's ports this sshd takes (as any program of
+/// the user's on the node could). The keys are the confirmed job's and the real uid's.
+fn sshd_request(
+    env: &Env,
+    config: &SiteConfig,
+    ctx: &JobContext,
+    named: Option<&(&crate::job::Parallel, String)>,
+    who: &Identity,
+) -> Result<Option<SshdPlan>, PlanError> {
+    let Some(setting) = overrides::setting(env, "SSHD")? else {
+        return Ok(None);
+    };
+    if !overrides::parse_bool(&setting)? {
+        return Ok(None);
+    }
+    let Some(range) = config.mpi.sshd_ports else {
+        return Err(setting
+            .refuse("this site has no virtual clusters (mpi.sshd_ports)")
+            .into());
+    };
+    let Some((p, _)) = named else {
+        return Err(setting
+            .refuse(
+                "the sshd runs in the job's named container: set LSB_DOCKER_CONTAINER_NAME \
+                 (srun --container-name) too",
+            )
+            .into());
+    };
+    let job = ctx.job_id.as_deref().unwrap_or("none");
+    let nodes = crate::job::slurm::job_nodes(env).map_err(|e| setting.refuse(e.to_string()))?;
+    let Some(index) = nodes.iter().position(|(n, _)| *n == p.node) else {
+        return Err(setting
+            .refuse(format!(
+                "this node, {} (SLURMD_NODENAME), is not in the job's SLURM_JOB_NODELIST",
+                p.node
+            ))
+            .into());
+    };
+    let ports = crate::sshd::ports(range, &format!("{}/{job}", p.cluster), nodes.len())
+        .map_err(|e| setting.refuse(e))?;
+    let nodes: Vec<crate::sshd::Node> = nodes
+        .into_iter()
+        .zip(ports)
+        .map(|((name, slots), port)| crate::sshd::Node { name, slots, port })
+        .collect();
+    Ok(Some(SshdPlan {
+        port: nodes[index].port,
+        nodes,
+        user: who.name.clone(),
+        host_key_alias: format!("jobdock-{}-{job}", p.cluster),
+        key_context: format!("slurm\0{}\0{job}\0{}", p.cluster, who.uid),
+        secret: config.mpi.sshd_secret.clone(),
+    }))
+}
+
 /// `no-new-privileges` always, and the site's SELinux labels.
 fn security_opt(config: &SiteConfig) -> Vec<String> {
     let mut opts = vec!["no-new-privileges".to_string()];
@@ -809,6 +964,7 @@ fn staging(config: &SiteConfig, name: &str, token: &str, req: &Request, fifos: b
         group: dir.join("group"),
         script: req.script.as_ref().map(|_| dir.join("job.sh")),
         agent_dir: None,
+        ssh_dir: None,
         fifos: fifos.then(|| Fifos {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),

@@ -36,6 +36,7 @@ pub fn docker_run(plan: &ContainerPlan) -> Vec<Line> {
                 group: _,
                 script: _,
                 agent_dir: _,
+                ssh_dir: _,
                 fifos: _,
             },
         hostname,

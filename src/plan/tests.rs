@@ -736,6 +736,153 @@ fn a_named_container_is_the_jobs_for_every_step_that_names_it() {
     }
 }
 
+/// Issue 14.4, the seeds' virtual cluster (LSB_DOCKER_SSHD): the job's named container on each
+/// node runs an sshd on its port, with the job's nodes in its files; what it needs is asked for.
+#[test]
+fn a_virtual_cluster_is_a_named_container_with_the_jobs_nodes_and_an_sshd() {
+    let base = [
+        ("SLURM_JOB_ID", "4567"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "0"),
+        ("SLURM_NODEID", "1"),
+        ("SLURM_STEP_TASKS_PER_NODE", "1(x2)"),
+        ("SLURM_CLUSTER_NAME", "c1"),
+        ("SLURMD_NODENAME", "n2"),
+        ("SLURM_JOB_NODELIST", "n[1-2]"),
+        ("SLURM_JOB_CPUS_PER_NODE", "2(x2)"),
+        ("JOBDOCK_IMAGE", "jobdock-test/busybox"),
+        ("LSB_DOCKER_CONTAINER_NAME", "vc"),
+        ("LSB_DOCKER_SSHD", "yes"),
+    ];
+    let req = Request {
+        image: None,
+        command: vec!["true".into()],
+        script: None,
+    };
+    let mut with_ports = site();
+    with_ports.mpi.sshd_ports = Some((22000, 22009));
+    let mut without = site();
+    without.mpi.sshd_ports = None;
+    let plan_of = |site: &SiteConfig, extra: &[(&str, &str)], drop: &[&str]| {
+        let mut env: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .filter(|(k, _)| !drop.contains(k) && !extra.iter().any(|(e, _)| e == k))
+            .collect();
+        env.extend(extra);
+        let mut snap = snap(&env);
+        snap.cgroup = crate::job::cgroup::JobCgroup::parse(
+            "4:memory:/slurm_n2/uid_2001/job_4567/step_0/task_0\n",
+        );
+        let mut ctx = context(&snap).unwrap();
+        ctx.confirmed = true;
+        build(&req, &snap, site, &ctx, &alice(), &host())
+    };
+    let p = plan_of(&with_ports, &[], &[]).unwrap();
+    let sshd = p.step.as_ref().unwrap().sshd.as_ref().expect("an sshd");
+    let names: Vec<(&str, u32)> = sshd
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.slots))
+        .collect();
+    assert_eq!(names, [("n1", 2), ("n2", 2)]);
+    assert_eq!(sshd.port, sshd.nodes[1].port, "this node's (n2's) port");
+    assert_ne!(sshd.nodes[0].port, sshd.nodes[1].port);
+    assert!(sshd.nodes.iter().all(|n| (22000..=22009).contains(&n.port)));
+    assert_eq!(sshd.user, "alice");
+    assert_eq!(
+        sshd.key_context,
+        ["slurm", "c1", "4567", "2001"].join("\0"),
+        "the confirmed job's, the real uid's"
+    );
+    assert_eq!(
+        p.network, "host",
+        "the nodes' sshds are reached at the hosts' addresses"
+    );
+    assert_eq!(p.labels["jobdock.sshd"], sshd.port.to_string());
+    let cmd = p.cmd.as_deref().unwrap();
+    assert_eq!(
+        &cmd[cmd.len() - 2..],
+        ["--sshd".to_string(), sshd.port.to_string()]
+    );
+    let dir = p.staging.ssh_dir.as_ref().expect("an ssh directory");
+    let mount = p.mounts.iter().find(|m| &m.source == dir).expect("mounted");
+    assert!(mount.readonly && mount.target == Path::new(crate::sshd::SSH_TARGET));
+    assert_eq!(p.env["OMPI_MCA_plm"], "rsh", "mpirun over ssh, not srun");
+    assert_eq!(
+        p.env["OMPI_MCA_orte_default_hostfile"],
+        "/.jobdock/ssh/hostfile"
+    );
+    assert_eq!(
+        p.step.as_ref().unwrap().task.env["OMPI_MCA_plm_rsh_args"],
+        "-F /.jobdock/ssh/config"
+    );
+    // The job's own choice wins.
+    let own = plan_of(&with_ports, &[("OMPI_MCA_plm_rsh_no_tree_spawn", "0")], &[]).unwrap();
+    assert_eq!(own.env["OMPI_MCA_plm_rsh_no_tree_spawn"], "0");
+    // Without LSB_DOCKER_SSHD (or with "no"): a named container without one.
+    for p in [
+        plan_of(&with_ports, &[], &["LSB_DOCKER_SSHD"]).unwrap(),
+        plan_of(&with_ports, &[("LSB_DOCKER_SSHD", "no")], &[]).unwrap(),
+    ] {
+        assert!(p.step.as_ref().unwrap().sshd.is_none() && p.staging.ssh_dir.is_none());
+        assert!(!p.labels.contains_key("jobdock.sshd") && !p.env.contains_key("OMPI_MCA_plm"));
+    }
+
+    let mut no_host = with_ports.clone();
+    no_host.network.allowed.retain(|n| n != "host");
+    for (site, extra, drop, want) in [
+        (&without, &[][..], &[][..], "mpi.sshd_ports"),
+        (
+            &with_ports,
+            &[][..],
+            &["LSB_DOCKER_CONTAINER_NAME"][..],
+            "LSB_DOCKER_CONTAINER_NAME",
+        ),
+        (
+            &with_ports,
+            &[("LSB_DOCKER_SSHD", "maybe")][..],
+            &[][..],
+            "LSB_DOCKER_SSHD",
+        ),
+        (
+            &with_ports,
+            &[("SLURMD_NODENAME", "n3")][..],
+            &[][..],
+            "not in the job's SLURM_JOB_NODELIST",
+        ),
+        (
+            &with_ports,
+            &[("SLURM_JOB_NODELIST", "n[1-")][..],
+            &[][..],
+            "SLURM_JOB_NODELIST",
+        ),
+        (
+            &with_ports,
+            &[][..],
+            &["SLURM_JOB_CPUS_PER_NODE"][..],
+            "SLURM_JOB_CPUS_PER_NODE",
+        ),
+        (
+            &with_ports,
+            &[("LSB_DOCKER_NETWORK", "bridge")][..],
+            &[][..],
+            "needs the host network",
+        ),
+        (&no_host, &[][..], &[][..], "network.allowed"),
+    ] {
+        let e = plan_of(site, extra, drop).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra:?} {drop:?}: {e}");
+    }
+    let mut tiny = with_ports.clone();
+    tiny.mpi.sshd_ports = Some((22000, 22000));
+    let e = plan_of(&tiny, &[], &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("LSB_DOCKER_SSHD") && e.contains("2 nodes"),
+        "{e}"
+    );
+}
+
 #[test]
 fn lsf_array_elements_get_distinct_names_and_the_job_id_label() {
     let p = plan_with(

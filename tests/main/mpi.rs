@@ -422,3 +422,148 @@ fn jobdock_exec_runs_in_the_users_own_job_and_refuses_anothers() {
         || containers_of(&job).is_empty(),
     );
 }
+
+/// Issue 14.4, the seeds' virtual cluster: with LSB_DOCKER_SSHD the job's named container on each
+/// node runs an sshd as the user on a port of the job's; `mpirun` in the first starts its ranks
+/// in both over ssh (OpenMPI's rsh launcher, not Slurm), two per container sharing memory. No one
+/// else gets in: another user's key is refused by the job's sshd. An image without sshd is
+/// explained; scancel leaves nothing.
+#[test]
+fn a_virtual_cluster_runs_mpirun_over_ssh_in_the_jobs_containers_and_lets_no_one_else_in() {
+    let Some(_turn) = mpi_cluster_is_up() else {
+        return;
+    };
+    let (dir, path) = batch(&format!(
+        "#!/bin/sh\n#SBATCH -N 2 --ntasks-per-node=2 --time=5\n\
+         export LSB_DOCKER_CONTAINER_NAME=vc LSB_DOCKER_SSHD=yes OMPI_MCA_btl_tcp_if_include=lo\n\
+         srun --mpi=none -n 2 --ntasks-per-node=1 {INSTALLED} run --image {MPI_IMAGE} -- true || exit 11\n\
+         srun --mpi=none -N1 -n1 {INSTALLED} run --image {MPI_IMAGE} -- mpirun -np 4 /hello || exit 12\n\
+         LSB_DOCKER_CONTAINER_NAME=plain srun --mpi=none -N1 -n1 {INSTALLED} run --image jobdock-test/busybox -- true\n\
+         echo plain=$?\n\
+         echo ready\n\
+         sleep 300\n"
+    ));
+    let output = dir.path().join("out");
+    let job = crate::slurm::submit(&path, &output, Some(MPI_CONF));
+    let read = || std::fs::read_to_string(&output).unwrap_or_default();
+    util::wait_until(
+        &format!("job {job} to run mpirun in its virtual cluster"),
+        Duration::from_secs(180),
+        || read().contains("ready\n") || job_ended(&job),
+    );
+    let text = read();
+    let report = format!("job {job}'s output:\n{text}");
+    assert!(text.contains("ready\n"), "{report}");
+
+    // Four ranks, two in each node's container (its own PID and IPC namespace), and MPI finds
+    // that the two of a container share memory.
+    let ranks = ranks(&text);
+    assert_eq!(
+        ranks.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "{report}"
+    );
+    let mut by_container: BTreeMap<&str, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
+    for r in ranks.values() {
+        by_container.entry(r["pidns"].as_str()).or_default().push(r);
+        assert_eq!(r["shm_ranks"], "2", "{report}");
+        assert!(
+            r["node"].is_empty(),
+            "started by ssh, not by Slurm: {report}"
+        );
+    }
+    assert_eq!(by_container.len(), 2, "{report}");
+    assert!(
+        by_container
+            .values()
+            .all(|rs| rs.len() == 2 && rs[0]["ipc"] == rs[1]["ipc"]),
+        "{report}"
+    );
+
+    // The two named containers, one per node, each with its sshd's port.
+    let name = |node: &str| {
+        format!(
+            "jobdock-slurm-{MPI_CLUSTER}-{job}-named-vc-{node}-u{}",
+            ALICE.uid
+        )
+    };
+    let (n1, n2) = (labels_of(&name("n1")), labels_of(&name("n2")));
+    let (p1, p2) = (&n1["jobdock.sshd"], &n2["jobdock.sshd"]);
+    assert_ne!(p1, p2, "{n1:?} {n2:?}");
+    // An image without sshd: said so, and the job went on.
+    assert!(text.contains("needs an sshd in the image"), "{report}");
+    assert!(text.contains("plain=1"), "{report}");
+
+    // Bob, with a key of his own, is not let in by alice's sshd.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id");
+    nix::unistd::chown(keys.path(), Some(nix::unistd::Uid::from_raw(BOB.uid)), None).unwrap();
+    let key_text = key.display().to_string();
+    TestJob::program(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", &key_text],
+    )
+    .user(BOB)
+    .run()
+    .ok();
+    let bob = TestJob::program(
+        "ssh",
+        &[
+            "-i",
+            &key_text,
+            "-p",
+            p1,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &format!("{}@127.0.0.2", util::ALICE.name),
+            "id",
+        ],
+    )
+    .user(BOB)
+    .run();
+    // Nor as himself.
+    let bob_himself = TestJob::program(
+        "ssh",
+        &[
+            "-i",
+            &key_text,
+            "-p",
+            p1,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &format!("{}@127.0.0.2", BOB.name),
+            "id",
+        ],
+    )
+    .user(BOB)
+    .run();
+    scancel(&job);
+    for out in [&bob, &bob_himself] {
+        out.code(255).stderr_has("Permission denied");
+    }
+    util::wait_until(
+        &format!("job {job}'s containers to go after scancel"),
+        Duration::from_secs(60),
+        || containers_of(&job).is_empty(),
+    );
+}
+
+/// Whether Slurm is done with job `job` (no longer pending or running).
+fn job_ended(job: &str) -> bool {
+    let out = TestJob::program("squeue", &["-h", "-j", job, "-o", "%T"])
+        .env("SLURM_CONF", MPI_CONF)
+        .run();
+    out.stdout.trim().is_empty()
+}
