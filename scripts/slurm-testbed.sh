@@ -7,17 +7,24 @@
 # each of its jobs runs in a mount namespace of its own, with a private /tmp
 # and /dev/shm. Submit to it with SLURM_CONF=/etc/slurm-tmpfs/slurm.conf.
 #
-#   scripts/slurm-testbed.sh [up] [--no-verify]  bring all three up (idempotent), then verify
+#   scripts/slurm-testbed.sh [up] [--no-verify]  bring all four up (idempotent), then verify
 #   scripts/slurm-testbed.sh verify              only the end-to-end checks
-#   scripts/slurm-testbed.sh down                stop both clusters' slurmd and slurmctld, and munged
+#   scripts/slurm-testbed.sh down                stop every cluster's slurmd and slurmctld, and munged
 #   scripts/slurm-testbed.sh status              report; exit 1 if a daemon or a node is not up
 #   scripts/slurm-testbed.sh mpi-up [--no-verify]  only the two-node MPI cluster "jobdock-mpi"
 #   scripts/slurm-testbed.sh mpi-down | mpi-status | mpi-verify   the same, for it alone
+#   scripts/slurm-testbed.sh enforce-up [--no-verify]  only the cluster "jobdock-enforce"
+#   scripts/slurm-testbed.sh enforce-down | enforce-status | enforce-verify   the same, for it alone
 #
 # The third cluster, "jobdock-mpi" (SLURM_CONF=/etc/slurm-mpi/slurm.conf), has two nodes n1 and
 # n2 on this host (one slurmd each, -N n1 / -N n2, own ports, spool dirs and TmpFS), PMIx
 # (mpi/pmix_v4 with Debian's libpmix2) as its default MPI plugin, and its own job ids. Its
-# commands never stop, start or reconfigure the other two clusters' daemons.
+# commands never stop, start or reconfigure the other clusters' daemons.
+#
+# The fourth, "jobdock-enforce" (SLURM_CONF=/etc/slurm-enforce/slurm.conf), is one node whose
+# plugstack (PlugStackConfig, a file of its own) has the package's jobdock plugin line with the
+# settings a site that contains every job uses: enforce=1 sbatch=0
+# default_image=jobdock-test/busybox:latest. Its commands, too, touch no other cluster's daemons.
 #
 # Must run as root. Each step prints one "slurm-testbed: ..." line; noisy
 # output goes to files in $LOG_DIR. Needs scripts/testbed.sh (dockerd, the
@@ -182,6 +189,37 @@ VERIFY_MEM_BYTES=67108864
 DOCKER_SOCK=${SLURM_TESTBED_DOCKER_SOCK:-/var/run/docker.sock}
 VERIFY_IMAGE=jobdock-test/busybox:latest
 
+# The enforce cluster (issue 16): enforce=1 is the plugstack line's, and so the whole cluster's,
+# which the other clusters cannot take (the main one's tests run bare steps next to container
+# ones, the tmpfs one's own checks run bare steps). One node on this host (slurmd -N), its own
+# ports, paths and job ids, its own plugstack named by PlugStackConfig (not Debian's
+# /etc/slurm/plugstack.conf, which includes the main cluster's jobdock.conf).
+# PrologFlags=Contain gives its jobs an extern step, which the plugin must leave bare.
+ENFORCE_CLUSTER=jobdock-enforce
+ENFORCE_PARTITION=enforce
+ENFORCE_CONF_DIR=/etc/slurm-enforce
+ENFORCE_CONF_PATH=$ENFORCE_CONF_DIR/slurm.conf          # what tests set SLURM_CONF to
+ENFORCE_CGROUP_CONF=$ENFORCE_CONF_DIR/cgroup.conf
+ENFORCE_PLUGSTACK=$ENFORCE_CONF_DIR/plugstack.conf
+ENFORCE_SETTINGS="enforce=1 sbatch=0 default_image=$VERIFY_IMAGE"
+ENFORCE_SLURMCTLD_PORT=6847                             # main 6817/6818, tmpfs 6827/6828, mpi 6837-6839
+ENFORCE_SLURMD_PORT=6848
+ENFORCE_SLURMCTLD_PIDFILE=/run/slurmctld-enforce.pid
+ENFORCE_SLURMD_PIDFILE=/run/slurmd-enforce.pid
+ENFORCE_STATE_BASE=/var/lib/jobdock-testbed/slurm-enforce
+ENFORCE_STATE_DIR=$ENFORCE_STATE_BASE/slurmctld         # StateSaveLocation
+ENFORCE_SPOOL_DIR=$ENFORCE_STATE_BASE/slurmd            # SlurmdSpoolDir
+# The plugin its slurmd last started with: the main cluster's $SPANK_SUM is that one's.
+ENFORCE_SPANK_SUM=$ENFORCE_STATE_BASE/jobdock_spank.so.sha256
+ENFORCE_LOG_DIR=$LOG_DIR/slurm-enforce
+ENFORCE_SLURMCTLD_LOG=$ENFORCE_LOG_DIR/slurmctld.log
+ENFORCE_SLURMD_LOG=$ENFORCE_LOG_DIR/slurmd.log
+ENFORCE_FIRST_JOB_ID=40000000                       # below MaxJobId (67043328), as the others are
+# Names of their own, as the MPI cluster's (see MPI_BIN_DIR), within the kernel's 15 characters
+# of a process name ("slurmctld-enforce" would be cut to "slurmctld-enfor").
+ENFORCE_SLURMCTLD_COMM="slurmctld-enf"
+ENFORCE_SLURMD_COMM="slurmd-enf"
+
 # ----------------------------------------------------------------- helpers --
 LIB_NAME=slurm-testbed
 # shellcheck source=scripts/lib.sh
@@ -190,9 +228,10 @@ unset SLURM_CONF   # always the default /etc/slurm/slurm.conf, as users' command
 
 NODE=$(hostname -s)
 TMPFS_NODE=${NODE}tmpfs
+ENFORCE_NODE=${NODE}enforce
 
-# The tmpfs and MPI clusters' slurmctld and slurmd run with "-f THEIR_CONF", the
-# main cluster's without: all are processes named slurmctld and slurmd.
+# The other clusters' slurmctld and slurmd run with "-f THEIR_CONF", the main
+# cluster's without: the tmpfs cluster's, too, are processes named slurmctld and slurmd.
 runs_conf() {
   tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"
 }
@@ -203,15 +242,21 @@ runs_node() {
   tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -A1 -xF -- -N | sed -n 2p | grep -qxF -- "$2"
 }
 
-# cluster_pid_is PID COMM main|tmpfs|mpi|mpi:NODE: PID is that cluster's (node's) live COMM.
+# cluster_pid_is PID COMM main|tmpfs|mpi|mpi:NODE|enforce: PID is that cluster's (node's) live
+# COMM.
 cluster_pid_is() {
   pid_is "$1" "$2" || return 1
-  case $2 in slurmctld | slurmd | "$MPI_SLURMCTLD_COMM" | "$MPI_SLURMD_COMM") ;; *) return 0 ;; esac
+  case $2 in
+    slurmctld | slurmd | "$MPI_SLURMCTLD_COMM" | "$MPI_SLURMD_COMM") ;;
+    "$ENFORCE_SLURMCTLD_COMM" | "$ENFORCE_SLURMD_COMM") ;;
+    *) return 0 ;;
+  esac
   case $3 in
     tmpfs) runs_tmpfs_conf "$1" ;;
     mpi) runs_conf "$1" "$MPI_CONF_PATH" ;;
     mpi:*) runs_conf "$1" "$MPI_CONF_PATH" && runs_node "$1" "${3#mpi:}" ;;
-    *) ! runs_tmpfs_conf "$1" && ! runs_conf "$1" "$MPI_CONF_PATH" ;;
+    enforce) runs_conf "$1" "$ENFORCE_CONF_PATH" ;;
+    *) ! runs_tmpfs_conf "$1" && ! runs_conf "$1" "$MPI_CONF_PATH" && ! runs_conf "$1" "$ENFORCE_CONF_PATH" ;;
   esac
 }
 
@@ -475,6 +520,36 @@ PartitionName=$TMPFS_PARTITION Nodes=$TMPFS_NODE Default=YES MaxTime=INFINITE St
 EOF
 }
 
+# The enforce cluster: the same node and policy as the main one, on its own ports, paths, node
+# name and job ids, with a plugin stack of its own.
+write_enforce_slurm_conf() {
+  local out=$1 hw mem
+  hw=$(node_hw)
+  mem=$(node_real_memory_mb)
+  cat >"$out" <<EOF
+# Written by scripts/slurm-testbed.sh; changes are overwritten.
+# The test cluster whose every step runs in a container (jobdock's plugin with enforce=1); use it
+# with SLURM_CONF=$ENFORCE_CONF_PATH.
+ClusterName=$ENFORCE_CLUSTER
+SlurmctldHost=$NODE
+SlurmctldPort=$ENFORCE_SLURMCTLD_PORT
+SlurmdPort=$ENFORCE_SLURMD_PORT
+$(slurm_conf_daemons)
+FirstJobId=$ENFORCE_FIRST_JOB_ID
+$(slurm_conf_paths "$ENFORCE_SLURMCTLD_PIDFILE" "$ENFORCE_SLURMD_PIDFILE" "$ENFORCE_STATE_DIR" \
+    "$ENFORCE_SPOOL_DIR" "$ENFORCE_SLURMCTLD_LOG" "$ENFORCE_SLURMD_LOG")
+$(slurm_conf_policy)
+
+# jobdock's plugin, and nothing else (srun, sbatch and slurmstepd read it).
+PlugStackConfig=$ENFORCE_PLUGSTACK
+# An extern step in every job (the plugin leaves it bare).
+PrologFlags=Contain
+
+NodeName=$ENFORCE_NODE NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$ENFORCE_SLURMD_PORT $hw RealMemory=$mem State=UNKNOWN
+PartitionName=$ENFORCE_PARTITION Nodes=$ENFORCE_NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
 # The MPI cluster: two nodes on this host, each with the host's CPUs and half of its memory.
 write_mpi_slurm_conf() {
   local out=$1 hw mem i=0 node
@@ -577,13 +652,24 @@ ensure_config() {
   fi
 }
 
+# package_plugin_line: the plugstack line the installed package ships (`required SO ARGS...`),
+# naming its plugin.
+package_plugin_line() {
+  local line
+  [[ -f $SPANK_SO && -f $SPANK_PLUGSTACK_LINE ]] \
+    || die "$SPANK_SO or $SPANK_PLUGSTACK_LINE missing: install the jobdock package first (scripts/build-deb.sh, dpkg -i; scripts/test.sh does)"
+  line=$(grep '^required ' "$SPANK_PLUGSTACK_LINE") \
+    || die "$SPANK_PLUGSTACK_LINE has no 'required' line"
+  [[ $line == "required $SPANK_SO "* ]] || die "$SPANK_PLUGSTACK_LINE does not name $SPANK_SO: $line"
+  printf '%s\n' "$line"
+}
+
 # ensure_spank: the plugins and the plugstack line of the main cluster; a change restarts its
 # daemons (slurmd reads its plugin stack when it starts).
 ensure_spank() {
   local changed=() line
   make_work_dir
-  [[ -f $SPANK_SO && -f $SPANK_PLUGSTACK_LINE ]] \
-    || die "$SPANK_SO or $SPANK_PLUGSTACK_LINE missing: install the jobdock package first (scripts/build-deb.sh, dpkg -i; scripts/test.sh does)"
+  line=$(package_plugin_line) || exit 1
   if [[ ! -f $SPANK_TEST_BUILD ]]; then
     say "building the SPANK plugin's test build (log: $SPANK_LOG)"
     run_logged "$SPANK_LOG" cargo build --release --quiet -p jobdock-spank --features test-hooks \
@@ -594,9 +680,6 @@ ensure_spank() {
   sha256sum "$SPANK_SO" >"$WORK_DIR/jobdock_spank.so.sha256"
   if install_if_changed "$WORK_DIR/jobdock_spank.so.sha256" "$SPANK_SUM"; then changed+=("$SPANK_SO"); fi
   if install_if_changed "$SPANK_TEST_BUILD" "$SPANK_TEST_SO"; then changed+=("$SPANK_TEST_SO"); fi
-  line=$(grep '^required ' "$SPANK_PLUGSTACK_LINE") \
-    || die "$SPANK_PLUGSTACK_LINE has no 'required' line"
-  [[ $line == "required $SPANK_SO "* ]] || die "$SPANK_PLUGSTACK_LINE does not name $SPANK_SO: $line"
   {
     echo '# Written by scripts/slurm-testbed.sh; changes are overwritten.'
     echo "$line"
@@ -687,14 +770,73 @@ ensure_mpi_hosts() {
   say "/etc/hosts: ${MPI_NODES[*]} at 127.0.0.2+"
 }
 
+ENFORCE_CONFIG_CHANGED=0
+# ensure_enforce_config: its slurm.conf, cgroup.conf and plugstack, whose one line is the
+# package's (its plugin and jobdock paths) with this cluster's settings in place of the shipped
+# ones. A change, or a new plugin from dpkg, restarts its daemons alone.
+ensure_enforce_config() {
+  local changed=() line all word words=()
+  make_work_dir
+  line=$(package_plugin_line) || exit 1
+  read -r -a all <<<"$line"
+  for word in "${all[@]}"; do
+    case $word in enforce=* | sbatch=* | default_image=*) ;; *) words+=("$word") ;; esac
+  done
+  install -d -m 0755 "$ENFORCE_CONF_DIR"
+  write_enforce_slurm_conf "$WORK_DIR/enforce-slurm.conf"
+  write_cgroup_conf "$WORK_DIR/enforce-cgroup.conf"
+  {
+    echo '# Written by scripts/slurm-testbed.sh; changes are overwritten.'
+    echo "${words[*]} $ENFORCE_SETTINGS"
+  } >"$WORK_DIR/enforce-plugstack.conf"
+  if install_if_changed "$WORK_DIR/enforce-slurm.conf" "$ENFORCE_CONF_PATH"; then changed+=("$ENFORCE_CONF_PATH"); fi
+  if install_if_changed "$WORK_DIR/enforce-cgroup.conf" "$ENFORCE_CGROUP_CONF"; then changed+=("$ENFORCE_CGROUP_CONF"); fi
+  if install_if_changed "$WORK_DIR/enforce-plugstack.conf" "$ENFORCE_PLUGSTACK"; then changed+=("$ENFORCE_PLUGSTACK"); fi
+
+  install -d -m 0755 "$ENFORCE_STATE_BASE"
+  install -d -m 0755 -o "$SLURM_USER" -g "$SLURM_USER" "$ENFORCE_STATE_DIR" "$ENFORCE_LOG_DIR"
+  install -d -m 0755 -o root -g root "$ENFORCE_SPOOL_DIR"
+  touch "$ENFORCE_SLURMCTLD_LOG" "$ENFORCE_SLURMD_LOG"
+  chown "$SLURM_USER:$SLURM_USER" "$ENFORCE_SLURMCTLD_LOG"
+  chmod 0640 "$ENFORCE_SLURMCTLD_LOG" "$ENFORCE_SLURMD_LOG"
+  sha256sum "$SPANK_SO" >"$WORK_DIR/enforce-spank.sha256"
+  if install_if_changed "$WORK_DIR/enforce-spank.sha256" "$ENFORCE_SPANK_SUM"; then changed+=("$SPANK_SO"); fi
+
+  local summary="node $ENFORCE_NODE, ports $ENFORCE_SLURMCTLD_PORT/$ENFORCE_SLURMD_PORT, plugstack $ENFORCE_SETTINGS"
+  if ((${#changed[@]})); then
+    ENFORCE_CONFIG_CHANGED=1
+    say "enforce cluster config written: ${changed[*]} ($summary)"
+  else
+    say "enforce cluster config unchanged: $ENFORCE_CONF_DIR/{slurm,cgroup,plugstack}.conf ($summary)"
+  fi
+}
+
 # ------------------------------------------------------------------- slurm --
-# use_cluster main|tmpfs: what the functions below (and the Slurm commands
+# use_cluster main|tmpfs|mpi|mpi:NODE|enforce: what the functions below (and the Slurm commands
 # they run) work on. The main cluster is Slurm's default config, as users'
 # commands see it; the tmpfs one is SLURM_CONF=$TMPFS_CONF_PATH, passed to
-# every command and daemon, which also get "-f" (see runs_tmpfs_conf).
+# every command and daemon, which also get "-f" (see runs_tmpfs_conf); the
+# others likewise, and their daemons run as CL_*_BIN under names of their own.
 use_cluster() {
   CL=$1
-  if [[ $CL == mpi || $CL == mpi:* ]]; then
+  CL_SLURMCTLD_BIN=$SLURMCTLD_BIN
+  CL_SLURMD_BIN=$SLURMD_BIN
+  if [[ $CL == enforce ]]; then
+    export SLURM_CONF=$ENFORCE_CONF_PATH
+    CL_NAME="$ENFORCE_CLUSTER "
+    CL_NODE=$ENFORCE_NODE
+    CL_SLURMCTLD_PIDFILE=$ENFORCE_SLURMCTLD_PIDFILE
+    CL_SLURMD_PIDFILE=$ENFORCE_SLURMD_PIDFILE
+    CL_SLURMCTLD_LOG=$ENFORCE_SLURMCTLD_LOG
+    CL_SLURMD_LOG=$ENFORCE_SLURMD_LOG
+    CL_SLURMCTLD_ARGS=(-f "$ENFORCE_CONF_PATH")
+    CL_SLURMD_ARGS=(-f "$ENFORCE_CONF_PATH" -N "$ENFORCE_NODE")
+    CL_CHANGED=$ENFORCE_CONFIG_CHANGED
+    CL_SLURMCTLD_COMM=$ENFORCE_SLURMCTLD_COMM
+    CL_SLURMD_COMM=$ENFORCE_SLURMD_COMM
+    CL_SLURMCTLD_BIN=$MPI_BIN_DIR/$ENFORCE_SLURMCTLD_COMM
+    CL_SLURMD_BIN=$MPI_BIN_DIR/$ENFORCE_SLURMD_COMM
+  elif [[ $CL == mpi || $CL == mpi:* ]]; then
     local node=${CL#mpi:}
     [[ $node == mpi ]] && node=${MPI_NODES[0]}
     export SLURM_CONF=$MPI_CONF_PATH
@@ -709,6 +851,8 @@ use_cluster() {
     CL_CHANGED=$MPI_CONFIG_CHANGED
     CL_SLURMCTLD_COMM=$MPI_SLURMCTLD_COMM
     CL_SLURMD_COMM=$MPI_SLURMD_COMM
+    CL_SLURMCTLD_BIN=$MPI_BIN_DIR/$MPI_SLURMCTLD_COMM
+    CL_SLURMD_BIN=$MPI_BIN_DIR/$MPI_SLURMD_COMM
   elif [[ $CL == tmpfs ]]; then
     export SLURM_CONF=$TMPFS_CONF_PATH
     CL_NAME="$TMPFS_CLUSTER "
@@ -840,12 +984,22 @@ wait_node() {
 
 # ensure_slurm: slurmctld and slurmd of cluster $CL (use_cluster).
 ensure_slurm() {
-  ensure_slurm_daemon slurmctld "$CL_SLURMCTLD_PIDFILE" "$SLURMCTLD_BIN" "$CL_SLURMCTLD_LOG" "$CL_CHANGED" \
+  ensure_slurm_daemon "$CL_SLURMCTLD_COMM" "$CL_SLURMCTLD_PIDFILE" "$CL_SLURMCTLD_BIN" "$CL_SLURMCTLD_LOG" "$CL_CHANGED" \
     "${CL_SLURMCTLD_ARGS[@]}"
   wait_slurmctld
-  ensure_slurm_daemon slurmd "$CL_SLURMD_PIDFILE" "$SLURMD_BIN" "$CL_SLURMD_LOG" "$CL_CHANGED" \
+  ensure_slurm_daemon "$CL_SLURMD_COMM" "$CL_SLURMD_PIDFILE" "$CL_SLURMD_BIN" "$CL_SLURMD_LOG" "$CL_CHANGED" \
     "${CL_SLURMD_ARGS[@]}"
   wait_node
+}
+
+# ensure_enforce_slurm: the enforce cluster's slurmctld and slurmd, under their own names.
+ensure_enforce_slurm() {
+  install -d -m 0755 "$MPI_BIN_DIR"
+  ln -sfn "$SLURMCTLD_BIN" "$MPI_BIN_DIR/$ENFORCE_SLURMCTLD_COMM"
+  ln -sfn "$SLURMD_BIN" "$MPI_BIN_DIR/$ENFORCE_SLURMD_COMM"
+  use_cluster enforce
+  ensure_slurm
+  use_cluster main
 }
 
 # ensure_mpi_slurm: the MPI cluster's slurmctld, then one slurmd per node.
@@ -1115,6 +1269,39 @@ verify_mpi() {
   say "verify: $MPI_CLUSTER srun -N2 -n4 --mpi=pmix as $VERIFY_USER: 2 tasks on each of ${MPI_NODES[*]}, PMIx server dir set, node cgroups /slurm_<node>"
 }
 
+# 7. The enforce cluster: a bare step as the test user runs in a container (a PID namespace that
+#    is not the host's, docker's init as its PID 1, a cgroup of its own below the step's) through
+#    the package's plugin and setuid jobdock. (Not /.dockerenv: a host made from an image has one.)
+verify_enforce() {
+  local out job uid cg pidns init host_pidns
+  host_pidns=$(readlink /proc/self/ns/pid)
+  use_cluster enforce
+  # shellcheck disable=SC2016  # expanded by the step's shell
+  verify_cmd out timeout 120 runuser -u "$VERIFY_USER" -- srun -N1 -n1 --mem="$VERIFY_MEM" --chdir=/tmp \
+    sh -c 'echo "job=$SLURM_JOB_ID"; echo "uid=$(id -u)"; echo "cg=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup)"
+      echo "pidns=$(readlink /proc/self/ns/pid)"; echo "init=$(tr "\0" "\n" </proc/1/cmdline | head -n 1)"'
+  use_cluster main
+  job=$(sed -n 's/^job=//p' <<<"$out")
+  uid=$(sed -n 's/^uid=//p' <<<"$out")
+  cg=$(sed -n 's/^cg=//p' <<<"$out")
+  pidns=$(sed -n 's/^pidns=//p' <<<"$out")
+  init=$(sed -n 's/^init=//p' <<<"$out")
+  [[ $uid == "$VERIFY_UID" ]] \
+    || die "verify: $ENFORCE_CLUSTER srun id -u as $VERIFY_USER printed '$uid', expected $VERIFY_UID (log: $VERIFY_LOG)"
+  [[ $cg =~ ^/slurm_${ENFORCE_NODE}/uid_${VERIFY_UID}/job_${job}/step_0/[0-9a-f]{64}$ && $pidns != "$host_pidns" && $init == /sbin/docker-init ]] \
+    || die "verify: $ENFORCE_CLUSTER job ${job:-?}'s bare step ran in memory cgroup '$cg', PID namespace '$pidns' (host's $host_pidns), PID 1 '$init': not in a container below its step (logs: $VERIFY_LOG $ENFORCE_SLURMD_LOG)"
+  say "verify: $ENFORCE_CLUSTER bare srun as $VERIFY_USER, job $job: uid $uid in a container (memory:${cg%/*}/<id>, own PID namespace, PID 1 $init) by $ENFORCE_SETTINGS"
+}
+
+enforce_summary() {
+  local ctld slurmd
+  ctld=$(daemon_pid "$ENFORCE_SLURMCTLD_PIDFILE" "$ENFORCE_SLURMCTLD_COMM" enforce)
+  slurmd=$(daemon_pid "$ENFORCE_SLURMD_PIDFILE" "$ENFORCE_SLURMD_COMM" enforce)
+  say "enforce:  cluster $ENFORCE_CLUSTER (SLURM_CONF=$ENFORCE_CONF_PATH); slurmctld ${ctld:-DOWN} (port $ENFORCE_SLURMCTLD_PORT), slurmd ${slurmd:-DOWN} (port $ENFORCE_SLURMD_PORT)"
+  say "node:     $(SLURM_CONF=$ENFORCE_CONF_PATH sinfo -h -N -n "$ENFORCE_NODE" -o '%N %T cpus=%c mem=%mMB partition=%P' 2>/dev/null | head -n 1 || echo '?')"
+  say "config:   $ENFORCE_CONF_PATH $ENFORCE_CGROUP_CONF $ENFORCE_PLUGSTACK ($ENFORCE_SETTINGS); logs $ENFORCE_LOG_DIR"
+}
+
 mpi_summary() {
   local ctld node pid
   ctld=$(daemon_pid "$MPI_SLURMCTLD_PIDFILE" "$MPI_SLURMCTLD_COMM" mpi)
@@ -1165,9 +1352,12 @@ cmd_up() {
   ensure_mpi_config
   ensure_mpi_slurm
   ensure_mpi_image
-  if ((do_verify)); then verify; verify_tmpfs; verify_mpi; fi
+  ensure_enforce_config
+  ensure_enforce_slurm
+  if ((do_verify)); then verify; verify_tmpfs; verify_mpi; verify_enforce; fi
   summary
   mpi_summary
+  enforce_summary
   say "up done in $((SECONDS - start))s"
 }
 
@@ -1177,8 +1367,10 @@ cmd_verify() {
   take_lock
   slurmctld_answers || die "slurmctld not answering; run: $0 up"
   SLURM_CONF=$TMPFS_CONF_PATH slurmctld_answers || die "$TMPFS_CLUSTER slurmctld not answering; run: $0 up"
+  SLURM_CONF=$ENFORCE_CONF_PATH slurmctld_answers || die "$ENFORCE_CLUSTER slurmctld not answering; run: $0 up"
   verify
   verify_tmpfs
+  verify_enforce
 }
 
 cmd_down() {
@@ -1187,6 +1379,7 @@ cmd_down() {
   make_dirs
   take_lock
   mpi_stop
+  enforce_stop
   for comm in tmpfs:slurmd tmpfs:slurmctld slurmd slurmctld munged; do
     which=main
     case $comm in
@@ -1210,18 +1403,18 @@ cmd_down() {
   done
 }
 
-# status_cluster main|tmpfs: the cluster's slurmctld, slurmd and node; 1 if
+# status_cluster main|tmpfs|enforce: the cluster's slurmctld, slurmd and node; 1 if
 # any is not up.
 status_cluster() {
   local rc=0 pid state
   use_cluster "$1"
-  pid=$(daemon_pid "$CL_SLURMCTLD_PIDFILE" slurmctld "$CL")
+  pid=$(daemon_pid "$CL_SLURMCTLD_PIDFILE" "$CL_SLURMCTLD_COMM" "$CL")
   if [[ -n $pid ]] && slurmctld_answers; then
     say "${CL_NAME}slurmctld running (pid $pid), scontrol ping UP"
   else
     say "${CL_NAME}slurmctld NOT answering (pid ${pid:-none})"; rc=1
   fi
-  pid=$(daemon_pid "$CL_SLURMD_PIDFILE" slurmd "$CL")
+  pid=$(daemon_pid "$CL_SLURMD_PIDFILE" "$CL_SLURMD_COMM" "$CL")
   if [[ -n $pid ]]; then
     say "${CL_NAME}slurmd running (pid $pid)"
   else
@@ -1249,6 +1442,7 @@ cmd_status() {
   status_cluster main || rc=1
   status_cluster tmpfs || rc=1
   cmd_mpi_status || rc=1
+  status_cluster enforce || rc=1
   if slurmctld_answers; then summary; fi
   return "$rc"
 }
@@ -1305,8 +1499,38 @@ cmd_mpi_status() {
   use_cluster main
   return "$rc"
 }
+
+# The enforce cluster alone: munged (shared, started if missing; never restarted if it answers),
+# its config (the installed package's plugin line) and its daemons. The other clusters' daemons
+# are not touched.
+cmd_enforce_up() {
+  local do_verify=$1 start=$SECONDS
+  need_root enforce-up
+  make_dirs
+  take_lock
+  ensure_packages "${SLURM_PACKAGES[@]}"
+  ensure_munge_key
+  ensure_munged
+  ensure_enforce_config
+  ensure_enforce_slurm
+  ensure_testbed
+  if ((do_verify)); then make_work_dir; verify_enforce; fi
+  enforce_summary
+  say "enforce-up done in $((SECONDS - start))s"
+}
+
+enforce_stop() {
+  local pid
+  pid=$(daemon_pid "$ENFORCE_SLURMD_PIDFILE" "$ENFORCE_SLURMD_COMM" enforce)
+  if [[ -n $pid ]]; then stop_pid "$pid" "$ENFORCE_SLURMD_COMM" "$ENFORCE_CLUSTER slurmd" 30; say "$ENFORCE_CLUSTER slurmd stopped (pid $pid)"; fi
+  rm -f "$ENFORCE_SLURMD_PIDFILE"
+  pid=$(daemon_pid "$ENFORCE_SLURMCTLD_PIDFILE" "$ENFORCE_SLURMCTLD_COMM" enforce)
+  if [[ -n $pid ]]; then stop_pid "$pid" "$ENFORCE_SLURMCTLD_COMM" "$ENFORCE_CLUSTER slurmctld" 30; say "$ENFORCE_CLUSTER slurmctld stopped (pid $pid)"; fi
+  rm -f "$ENFORCE_SLURMCTLD_PIDFILE"
+}
+
 usage() {
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -1314,6 +1538,7 @@ main() {
   for arg in "$@"; do
     case $arg in
       up | down | status | verify | mpi-up | mpi-down | mpi-status | mpi-verify) cmd=$arg ;;
+      enforce-up | enforce-down | enforce-status | enforce-verify) cmd=$arg ;;
       --no-verify) do_verify=0 ;;
       -h | --help | help) usage; return 0 ;;
       *) usage >&2; die "unknown argument: $arg" ;;
@@ -1328,6 +1553,10 @@ main() {
     mpi-down) cmd_mpi_down ;;
     mpi-status) cmd_mpi_status ;;
     mpi-verify) need_root mpi-verify; make_dirs; take_lock; make_work_dir; verify_mpi ;;
+    enforce-up) cmd_enforce_up "$do_verify" ;;
+    enforce-down) need_root enforce-down; make_dirs; take_lock; enforce_stop ;;
+    enforce-status) status_cluster enforce ;;
+    enforce-verify) need_root enforce-verify; make_dirs; take_lock; make_work_dir; verify_enforce ;;
   esac
 }
 

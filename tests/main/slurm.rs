@@ -1,6 +1,8 @@
 //! Slurm for real: the one-node cluster of scripts/slurm-testbed.sh runs jobs as jdalice that call
 //! the installed setuid jobdock, in job steps and batch scripts. The container joins the step's
 //! cgroup and is held to the job's memory; the shipped epilog removes what a cancelled job left.
+//! The SPANK plugin's options run on that cluster, its site settings (enforce=1 sbatch=0
+//! default_image) on the test bed's `jobdock-enforce`, whose plugstack line has them.
 
 use crate::util;
 
@@ -1187,4 +1189,401 @@ fn install_sh_installs_the_built_plugin_where_the_plugstack_line_names_it() {
     install(&root.path().join("missing.so"))
         .code(1)
         .stderr_has("missing.so: no such file");
+}
+
+// ---- issue 16: the site's settings, on a cluster that contains every step ----------------------
+
+/// scripts/slurm-testbed.sh's fourth cluster, `jobdock-enforce`: one node whose plugstack (its
+/// own, PlugStackConfig) is the package's plugin line with these settings in place of the shipped
+/// ones. Its jobs have an extern step (PrologFlags=Contain).
+const ENFORCE_CONF: &str = "/etc/slurm-enforce/slurm.conf";
+const ENFORCE_PLUGSTACK: &str = "/etc/slurm-enforce/plugstack.conf";
+const ENFORCE_CLUSTER: &str = "jobdock-enforce";
+const ENFORCE_SETTINGS: &str = "enforce=1 sbatch=0 default_image=jobdock-test/busybox:latest";
+/// An image other than the default: busybox with the MPI suite's programs, of which `/hello` is
+/// one that busybox lacks (scripts/slurm-testbed.sh builds it).
+const OTHER_IMAGE: &str = "jobdock-test/mpi";
+
+/// Whether the enforce cluster accepts jobs and runs the package's plugin with its settings.
+fn enforce_cluster_is_up() -> bool {
+    if !cluster_with_conf_is_up(Some(ENFORCE_CONF)) || !util::bed_is_up(&[IMAGE, OTHER_IMAGE]) {
+        return false;
+    }
+    let shipped = std::fs::read_to_string(PACKAGE_PLUGSTACK).unwrap_or_default();
+    let line = shipped
+        .lines()
+        .find(|l| l.starts_with("required "))
+        .unwrap_or("(no required line in the package's plugstack.conf)");
+    let mut want: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| {
+            !["enforce=", "sbatch=", "default_image="]
+                .iter()
+                .any(|k| w.starts_with(k))
+        })
+        .collect();
+    want.push(ENFORCE_SETTINGS);
+    let conf = std::fs::read_to_string(ENFORCE_PLUGSTACK).unwrap_or_default();
+    require(
+        &format!(
+            "{ENFORCE_PLUGSTACK} with the package's plugin line and {ENFORCE_SETTINGS} (scripts/slurm-testbed.sh up)"
+        ),
+        conf.lines().any(|l| l == want.join(" ")),
+    )
+}
+
+/// `srun ARGS` as jdalice on the enforce cluster.
+fn enforce_srun(args: &[&str]) -> TestJob {
+    srun(args).env("SLURM_CONF", ENFORCE_CONF)
+}
+
+/// One line, `where job=.. uid=.. cg=.. limit=.. pidns=.. init=.. hello=yes|no srun=yes|no`: the
+/// task's job, uid, memory cgroup and its limit, its PID namespace and the program of its PID 1
+/// (a container's is docker's init; Slurm makes no PID namespace), whether it has the MPI image's
+/// `/hello`, whether Slurm's `srun` is there (the host's). No single quotes: it goes inside
+/// `sh -c '...'`. (Not /.dockerenv: this test host's own root has one.)
+const WHERE: &str = "echo where job=$SLURM_JOB_ID uid=$(id -u) \
+     cg=$(grep :memory: /proc/self/cgroup | cut -d: -f3) \
+     limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) \
+     pidns=$(readlink /proc/self/ns/pid) init=$(tr \"\\0\" \" \" </proc/1/cmdline | cut -d\" \" -f1) \
+     hello=$(test -e /hello && echo yes || echo no) \
+     srun=$(command -v srun >/dev/null && echo yes || echo no)";
+
+/// docker's init, PID 1 of every container jobdock makes.
+const DOCKER_INIT: &str = "/sbin/docker-init";
+
+/// The PID namespace of this test, the host's.
+fn host_pidns() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// The `key=value` words of the `where` lines in `text`, in order.
+fn whereabouts(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("where "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// dockerd's own account of the containers the enforce cluster's jobs start: `docker events` for
+/// its cluster label, from before a test's first job on. A step's container lives only as long
+/// as the step, so nothing after the job (`docker ps`) could count them.
+struct ContainerEvents {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+/// A container dockerd started, by its labels and the image reference it was created with.
+#[derive(Debug)]
+struct Started {
+    id: String,
+    image: String,
+    uid: String,
+    step: String,
+}
+
+impl ContainerEvents {
+    fn watch() -> ContainerEvents {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        // --since replays what dockerd saw from now to when this subscribes: nothing is missed.
+        let child = std::process::Command::new("docker")
+            .args([
+                "events",
+                "--since",
+                &format!("{}.{:09}", now.as_secs(), now.subsec_nanos()),
+                "--filter",
+                "type=container",
+                "--filter",
+                &format!("label=jobdock.cluster={ENFORCE_CLUSTER}"),
+                "--format",
+                "{{json .}}",
+            ])
+            .stdout(log.reopen().unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker events runs");
+        ContainerEvents { child, log }
+    }
+
+    /// The containers of job `job` that dockerd started, once it has destroyed each of them
+    /// (failing the test if one outlives its job by a minute).
+    fn of_job(&self, job: &str) -> Vec<Started> {
+        let mut started = Vec::new();
+        util::wait_until(
+            &format!("dockerd to destroy job {job}'s containers"),
+            Duration::from_secs(60),
+            || {
+                let mut destroyed = Vec::new();
+                started.clear();
+                let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+                for event in text.lines() {
+                    let Ok(e) = serde_json::from_str::<serde_json::Value>(event) else {
+                        continue;
+                    };
+                    let label = |k: &str| e["Actor"]["Attributes"][k].as_str().unwrap_or("");
+                    if label("jobdock.job") != job {
+                        continue;
+                    }
+                    let id = e["Actor"]["ID"].as_str().unwrap_or("").to_string();
+                    match e["Action"].as_str() {
+                        Some("start") => started.push(Started {
+                            id,
+                            image: label("image").into(),
+                            uid: label("jobdock.uid").into(),
+                            step: label("jobdock.step").into(),
+                        }),
+                        Some("destroy") => destroyed.push(id),
+                        _ => {}
+                    }
+                }
+                !started.is_empty() && started.iter().all(|c| destroyed.contains(&c.id))
+            },
+        );
+        assert!(containers_of(job).is_empty(), "job {job}'s containers left");
+        started
+    }
+}
+
+impl Drop for ContainerEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The id of the image a reference names, by the docker CLI.
+fn image_id(reference: &str) -> String {
+    let out = util::docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// enforce=1 with default_image: a bare `srun` runs in a container of the default image, as the
+/// user, below the step's cgroup and held to the job's memory; `--container-image` picks another
+/// image. Each job's one container is the step's (its extern step has none), and is gone after.
+#[test]
+fn enforce_runs_a_bare_step_in_a_container_of_the_default_image() {
+    if !enforce_cluster_is_up() {
+        return;
+    }
+    let events = ContainerEvents::watch();
+    let bare = enforce_srun(&["-N1", "-n1", "--mem=64M", "sh", "-c", WHERE]).run();
+    bare.ok();
+    let other = enforce_srun(&[
+        "-N1",
+        "-n1",
+        "--mem=64M",
+        &format!("--container-image={OTHER_IMAGE}"),
+        "sh",
+        "-c",
+        WHERE,
+    ])
+    .run();
+    other.ok();
+    for (out, image, hello) in [(&bare, IMAGE, "no"), (&other, OTHER_IMAGE, "yes")] {
+        let found = whereabouts(&out.stdout);
+        let [task] = &found[..] else {
+            out.fail("not one task's line")
+        };
+        assert_eq!(task["uid"], "2001", "{}", out.report);
+        // In a container of the image (a PID namespace of its own, docker's init as PID 1; no
+        // srun, which is the host's), held to the job's 64M.
+        assert_ne!(task["pidns"], host_pidns(), "{}", out.report);
+        assert_eq!(
+            (&task["init"][..], &task["hello"][..], &task["srun"][..]),
+            (DOCKER_INIT, hello, "no"),
+            "{}",
+            out.report
+        );
+        assert_eq!(task["limit"], "67108864", "{}", out.report);
+        let job = &task["job"];
+        let started = events.of_job(job);
+        let [container] = &started[..] else {
+            out.fail(&format!(
+                "dockerd started {started:?} for job {job}: not the step's one container"
+            ))
+        };
+        assert_eq!(image_id(&container.image), image_id(image), "{container:?}");
+        assert_eq!((&container.uid[..], &container.step[..]), ("2001", "0.0"));
+        // The task's cgroup is that container's, below the step's (a bare task is in .../task_0).
+        assert!(
+            task["cg"].ends_with(&format!("/uid_2001/job_{job}/step_0/{}", container.id)),
+            "not in the container dockerd started, below job {job}'s step: {}{}",
+            task["cg"],
+            out.report
+        );
+    }
+}
+
+/// `srun /usr/bin/jobdock run --image IMG -- cmd` (the plugstack line's very jobdock= path) is a
+/// container already: the plugin leaves the task as it is, and it runs once, in one container of
+/// IMG whose init runs cmd, not in a container of the default image around it (which has no
+/// jobdock). Any other jobdock task is a program like any other, run in the default image:
+/// `srun jobdock run` (the plugin sees the word `jobdock`; slurmstepd looks it up on PATH only
+/// after) and a task that calls /usr/bin/jobdock itself.
+#[test]
+fn enforce_passes_srun_of_the_sites_jobdock_run_through_untouched() {
+    if !enforce_cluster_is_up() {
+        return;
+    }
+    let events = ContainerEvents::watch();
+    let steps = format!(
+        "echo job=$SLURM_JOB_ID; \
+         srun {INSTALLED} run --image {OTHER_IMAGE} -- sh -c '{WHERE}; echo pid1=$(tr \"\\0\" \" \" </proc/1/cmdline)'; \
+         echo direct=$?; \
+         srun jobdock run --image {OTHER_IMAGE} -- true; echo by-name=$?; \
+         srun sh -c '{INSTALLED} run --image {OTHER_IMAGE} -- true'; echo called=$?"
+    );
+    // salloc's own command runs here, on the submitting host: the job id for the three steps.
+    let out = TestJob::program("salloc", &["-N1", "-n1", "--mem=64M", "sh", "-c", &steps])
+        .user(ALICE)
+        .cwd(HOME)
+        .env("SLURM_CONF", ENFORCE_CONF)
+        .run();
+    out.ok();
+    let said = |key: &str| -> String {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| out.fail(&format!("no {key}= line")))
+            .to_string()
+    };
+    let job = said("job");
+    assert_eq!(said("direct"), "0", "{}", out.report);
+    let found = whereabouts(&out.stdout);
+    let [task] = &found[..] else {
+        out.fail("not one task's line")
+    };
+    assert_ne!(task["pidns"], host_pidns(), "{}", out.report);
+    assert_eq!(
+        (&task["uid"][..], &task["init"][..], &task["hello"][..]),
+        ("2001", DOCKER_INIT, "yes"),
+        "not in a container of {OTHER_IMAGE}{}",
+        out.report
+    );
+    // The container's PID 1, docker's init, runs the step's own command (through jobdock's output
+    // shim), not another jobdock.
+    let init = said("pid1");
+    assert!(
+        init.starts_with("/sbin/docker-init -- /bin/sh -c ")
+            && init.contains(" jobdock sh -c echo where "),
+        "{init}{}",
+        out.report
+    );
+    assert_eq!(said("by-name"), "127", "{}", out.report);
+    assert_eq!(said("called"), "127", "{}", out.report);
+    out.stderr_has("jobdock: jobdock: not found in image jobdock-test/busybox:latest")
+        .stderr_has(&format!("{INSTALLED}: not found"));
+    let started = events.of_job(&job);
+    let direct: Vec<&Started> = started.iter().filter(|c| c.step == "0.0").collect();
+    let [container] = &direct[..] else {
+        out.fail(&format!(
+            "dockerd started {started:?} for job {job}: not one container for step 0"
+        ))
+    };
+    assert_eq!(image_id(&container.image), image_id(OTHER_IMAGE));
+    assert!(
+        task["cg"].ends_with(&format!("/job_{job}/step_0/{}", container.id)),
+        "{}{}",
+        task["cg"],
+        out.report
+    );
+    for wrapped in started.iter().filter(|c| c.step != "0.0") {
+        assert_eq!(image_id(&wrapped.image), image_id(IMAGE), "{wrapped:?}");
+    }
+}
+
+/// sbatch=0: sbatch and salloc do not know the options (the plugin offers them to srun alone),
+/// and the batch script runs as Slurm runs it, on the host in the batch step's cgroup (where srun
+/// is), while its srun steps run in containers of the default image (enforce=1). The job's one
+/// container is its step's: none for the batch script, none for the extern step.
+#[test]
+fn enforce_with_sbatch_0_runs_the_batch_script_bare_and_its_steps_in_containers() {
+    if !enforce_cluster_is_up() {
+        return;
+    }
+    let option = format!("--container-image={OTHER_IMAGE}");
+    for (program, args) in [
+        ("sbatch", [&option[..], "--wrap", "true"].as_slice()),
+        ("salloc", &[&option[..], "true"]),
+    ] {
+        let out = TestJob::program(program, args)
+            .user(ALICE)
+            .cwd(HOME)
+            .env("SLURM_CONF", ENFORCE_CONF)
+            .run();
+        assert_ne!(out.code, 0, "{}", out.report);
+        out.stderr_has(&format!("{program}: unrecognized option '{option}'"));
+        assert!(
+            out.stdout.trim().is_empty(),
+            "a job was submitted{}",
+            out.report
+        );
+    }
+    let events = ContainerEvents::watch();
+    let (dir, script) = batch(&format!(
+        "#!/bin/sh\n#SBATCH --mem=64M\n{WHERE}\nsrun sh -c '{WHERE}'\necho step=$?\n"
+    ));
+    let output = dir.path().join("out");
+    let out = TestJob::program(
+        "sbatch",
+        &[
+            "--wait",
+            "-o",
+            &output.display().to_string(),
+            &script.display().to_string(),
+        ],
+    )
+    .user(ALICE)
+    .cwd(dir.path())
+    .env("SLURM_CONF", ENFORCE_CONF)
+    .run();
+    out.ok();
+    let text = std::fs::read_to_string(&output).unwrap();
+    let found = whereabouts(&text);
+    let [script, step] = &found[..] else {
+        out.fail(&format!("not two lines in {text}"))
+    };
+    let job = &script["job"];
+    assert!(text.contains("step=0"), "{text}");
+    assert_eq!(script["uid"], "2001", "{text}");
+    assert!(
+        script["pidns"] == host_pidns() && script["init"] != DOCKER_INIT && script["srun"] == "yes",
+        "the batch script is not on the host: {text}"
+    );
+    assert!(
+        [
+            format!("/job_{job}/step_batch"),
+            format!("/job_{job}/step_batch/task_0")
+        ]
+        .iter()
+        .any(|end| script["cg"].ends_with(end)),
+        "not job {job}'s batch step cgroup: {text}"
+    );
+    assert!(
+        step["pidns"] != host_pidns() && step["init"] == DOCKER_INIT && step["srun"] == "no",
+        "the batch script's srun step is not in a container: {text}"
+    );
+    assert_eq!((&step["job"], &step["uid"][..]), (job, "2001"), "{text}");
+    let started = events.of_job(job);
+    let [container] = &started[..] else {
+        out.fail(&format!(
+            "dockerd started {started:?} for job {job}: not its srun step's one container"
+        ))
+    };
+    assert_eq!(image_id(&container.image), image_id(IMAGE), "{container:?}");
+    assert!(
+        step["cg"].ends_with(&format!("/job_{job}/step_0/{}", container.id)),
+        "{text}"
+    );
 }
