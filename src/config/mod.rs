@@ -1066,16 +1066,9 @@ impl Raw {
             c.mpi.env = env;
         }
         if let Some(range) = self.mpi.sshd_ports {
-            match parse_port_range(&range) {
-                Some((lo, hi)) if lo >= 1024 => c.mpi.sshd_ports = Some((lo, hi)),
-                Some(_) => bad(
-                    "mpi.sshd_ports",
-                    format!("{range:?} includes privileged ports below 1024"),
-                ),
-                None => bad(
-                    "mpi.sshd_ports",
-                    format!("{range:?} is not LOW-HIGH (e.g. 22000-22999)"),
-                ),
+            match unprivileged_ports(&range, "22000-22999") {
+                Ok(r) => c.mpi.sshd_ports = Some(r),
+                Err(why) => bad("mpi.sshd_ports", why),
             }
         }
         if let Some(path) = self.mpi.sshd_secret {
@@ -1090,16 +1083,9 @@ impl Raw {
         }
 
         if let Some(range) = self.ports.range {
-            match parse_port_range(&range) {
-                Some((lo, hi)) if lo >= 1024 => c.ports.range = Some((lo, hi)),
-                Some(_) => bad(
-                    "ports.range",
-                    format!("{range:?} includes privileged ports below 1024"),
-                ),
-                None => bad(
-                    "ports.range",
-                    format!("{range:?} is not LOW-HIGH (e.g. 8000-8999)"),
-                ),
+            match unprivileged_ports(&range, "8000-8999") {
+                Ok(r) => c.ports.range = Some(r),
+                Err(why) => bad("ports.range", why),
             }
         }
 
@@ -1252,6 +1238,16 @@ fn validate_modes(
             &format!("{table}.default"),
             format!("{:?} is not in {table}.allowed", choice.default),
         );
+    }
+}
+
+/// A site's range of ports (`LOW-HIGH`, or one port), none below 1024; the error says why not,
+/// with `example`.
+fn unprivileged_ports(text: &str, example: &str) -> Result<(u16, u16), String> {
+    match parse_port_range(text) {
+        Some((lo, hi)) if lo >= 1024 => Ok((lo, hi)),
+        Some(_) => Err(format!("{text:?} includes privileged ports below 1024")),
+        None => Err(format!("{text:?} is not LOW-HIGH (e.g. {example})")),
     }
 }
 

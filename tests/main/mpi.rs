@@ -506,49 +506,32 @@ fn a_virtual_cluster_runs_mpirun_over_ssh_in_the_jobs_containers_and_lets_no_one
     .user(BOB)
     .run()
     .ok();
-    let bob = TestJob::program(
-        "ssh",
-        &[
-            "-i",
-            &key_text,
-            "-p",
-            p1,
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &format!("{}@127.0.0.2", util::ALICE.name),
-            "id",
-        ],
-    )
-    .user(BOB)
-    .run();
-    // Nor as himself.
-    let bob_himself = TestJob::program(
-        "ssh",
-        &[
-            "-i",
-            &key_text,
-            "-p",
-            p1,
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &format!("{}@127.0.0.2", BOB.name),
-            "id",
-        ],
-    )
-    .user(BOB)
-    .run();
+    // As alice, and as himself.
+    let bob_as = |login: &str| {
+        let to = format!("{login}@127.0.0.2");
+        TestJob::program(
+            "ssh",
+            &[
+                "-i",
+                &key_text,
+                "-p",
+                p1,
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                &to,
+                "id",
+            ],
+        )
+        .user(BOB)
+        .run()
+    };
+    let (bob, bob_himself) = (bob_as(ALICE.name), bob_as(BOB.name));
     scancel(&job);
     for out in [&bob, &bob_himself] {
         out.code(255).stderr_has("Permission denied");
