@@ -77,29 +77,28 @@ impl Keys {
 /// site config), readable by no one else, of at least [`MIN_SECRET`] bytes. The error is why not.
 pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::MetadataExt;
-    let what = |reason: String| reason;
     crate::trust::check(
         path,
         crate::trust::Expect::File,
         crate::trust::Above::Strict,
     )
-    .map_err(|e| what(e.to_string()))?;
-    let meta = std::fs::metadata(path).map_err(|e| what(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if meta.mode() & 0o077 != 0 {
-        return Err(what(format!(
+        return Err(format!(
             "is readable by group or others (mode {:o}); it must be 0600 or 0400",
             meta.mode() & 0o7777
-        )));
+        ));
     }
     if meta.len() > MAX_SECRET {
-        return Err(what(format!("is larger than {MAX_SECRET} bytes")));
+        return Err(format!("is larger than {MAX_SECRET} bytes"));
     }
-    let secret = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+    let secret = std::fs::read(path).map_err(|e| e.to_string())?;
     if secret.len() < MIN_SECRET {
-        return Err(what(format!(
+        return Err(format!(
             "has {} bytes, fewer than {MIN_SECRET} (make one with: head -c 32 /dev/urandom)",
             secret.len()
-        )));
+        ));
     }
     Ok(secret)
 }
@@ -119,6 +118,27 @@ pub fn ports(range: (u16, u16), job: &str, nodes: usize) -> Result<Vec<u16>, Str
     Ok((0..count)
         .map(|i| range.0 + u16::try_from((start + i) % span).expect("below the span"))
         .collect())
+}
+
+/// Set in a virtual cluster's container unless the job sets them: OpenMPI's mpirun starts its
+/// daemons over ssh with the job's configuration, on the job's nodes, and not through Slurm
+/// (there is no srun in the container). Other MPIs find the files at `JOBDOCK_HOSTFILE` and
+/// `JOBDOCK_SSH_CONFIG`.
+pub fn mpi_env() -> [(&'static str, String); 8] {
+    let (config, hostfile) = (
+        format!("{SSH_TARGET}/{SSH_CONFIG}"),
+        format!("{SSH_TARGET}/{HOSTFILE}"),
+    );
+    [
+        ("OMPI_MCA_plm", "rsh".into()),
+        ("OMPI_MCA_plm_rsh_agent", "ssh".into()),
+        ("OMPI_MCA_plm_rsh_args", format!("-F {config}")),
+        ("OMPI_MCA_plm_rsh_no_tree_spawn", "1".into()),
+        ("OMPI_MCA_ras", "^slurm".into()),
+        ("OMPI_MCA_orte_default_hostfile", hostfile.clone()),
+        ("JOBDOCK_HOSTFILE", hostfile),
+        ("JOBDOCK_SSH_CONFIG", config),
+    ]
 }
 
 /// OpenMPI's hostfile: `NAME slots=N` per node.

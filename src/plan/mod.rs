@@ -203,21 +203,6 @@ pub struct SshdPlan {
     pub secret: PathBuf,
 }
 
-/// Set in a virtual cluster's container unless the job sets them: OpenMPI's mpirun starts its
-/// daemons over ssh with the job's configuration, on the job's nodes, and not through Slurm
-/// (there is no srun in the container). Other MPIs find the files at `JOBDOCK_HOSTFILE` and
-/// `JOBDOCK_SSH_CONFIG`.
-pub const SSHD_ENV: &[(&str, &str)] = &[
-    ("OMPI_MCA_plm", "rsh"),
-    ("OMPI_MCA_plm_rsh_agent", "ssh"),
-    ("OMPI_MCA_plm_rsh_args", "-F /.jobdock/ssh/config"),
-    ("OMPI_MCA_plm_rsh_no_tree_spawn", "1"),
-    ("OMPI_MCA_ras", "^slurm"),
-    ("OMPI_MCA_orte_default_hostfile", "/.jobdock/ssh/hostfile"),
-    ("JOBDOCK_HOSTFILE", "/.jobdock/ssh/hostfile"),
-    ("JOBDOCK_SSH_CONFIG", "/.jobdock/ssh/config"),
-];
-
 /// Who shares a step container: the tasks of one step on the node, or every step of the job
 /// that names it (`LSB_DOCKER_CONTAINER_NAME`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -581,10 +566,8 @@ pub fn build(
                 container_env.entry(k.clone()).or_insert_with(|| v.clone());
             }
             if sshd.is_some() {
-                for (k, v) in SSHD_ENV {
-                    container_env
-                        .entry(k.to_string())
-                        .or_insert_with(|| v.to_string());
+                for (k, v) in crate::sshd::mpi_env() {
+                    container_env.entry(k.to_string()).or_insert(v);
                 }
             }
             let argv: Vec<String> = entrypoint
